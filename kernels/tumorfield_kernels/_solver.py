@@ -1,0 +1,446 @@
+"""Time stepping (ETDRK2 / SSP-RK2) and the jitted rollout."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import equinox as eqx
+import equinox.internal as eqxi
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jaxtyping import Array, Float, Int
+
+from . import _operators as ops
+from ._grid import Grid
+from ._system import System
+
+State = dict[str, Float[Array, "*grid"]]
+
+
+class Trajectory(eqx.Module):
+    """Saved frames of a simulation.
+
+    ``t`` (days) has shape ``(T,)``; ``fields[name]`` has shape ``(T, *grid.shape)``.
+    ``observed[name]`` holds per-step observables, at times ``t_observed``.
+    """
+
+    t: Float[Array, " T"]
+    fields: dict[str, Array]
+    t_observed: Float[Array, " S"] | None = None
+    observed: dict[str, Array] | None = None
+
+    def __getitem__(self, name: str) -> Array:
+        return self.fields[name]
+
+    def __len__(self) -> int:
+        return self.t.shape[0]
+
+
+def _coefficient(value, params):
+    return value(params) if callable(value) else value
+
+
+class _Operators(eqx.Module):
+    """Per-field linear operators, built once per rollout from ``dt`` and ``params``.
+
+    ``exponential[f] = (E, P1, P2)`` hold ``e^z, φ₁(z), φ₂(z)`` with
+    ``z = Δt (D λ − k)``: arrays in DCT space where ``D ≠ 0``, scalars otherwise.
+    ``inverse[f] = 1/(k − D λ)`` solves the quasi-steady fields.
+    """
+
+    exponential: dict[str, tuple[Array, Array, Array]]
+    inverse: dict[str, Array]
+    spectral: dict[str, bool] = eqx.field(static=True)
+
+
+def _spectral(system: System, name: str) -> bool:
+    d = system.diffusion.get(name, 0.0)
+    return callable(d) or d != 0
+
+
+def _build_operators(system: System, grid: Grid, params, dt, dtype) -> _Operators:
+    symbol = None
+    exponential, inverse, spectral = {}, {}, {}
+    for name in system.fields:
+        is_qs = name in system.quasi_steady
+        if not is_qs and system.method(name) != "exponential":
+            continue
+        d = _coefficient(system.diffusion.get(name, 0.0), params)
+        k = _coefficient(system.decay.get(name, 0.0), params)
+        spectral[name] = _spectral(system, name)
+        if spectral[name]:
+            if symbol is None:
+                symbol = jnp.asarray(ops.laplacian_symbol(grid.shape, grid.spacing), dtype)
+            generator = d * symbol - k
+        else:
+            generator = -jnp.asarray(k, dtype)
+        generator = jnp.asarray(generator, dtype)
+        if is_qs:
+            inverse[name] = 1.0 / (-generator)
+        else:
+            exponential[name] = ops.phi_functions(dt * generator)
+    return _Operators(exponential, inverse, spectral)
+
+
+def _taxis_terms(system: System, name: str, state: State, params):
+    terms = []
+    for term in system.taxis_on(name):
+        chi = term.chi(state, params) if callable(term.chi) else term.chi
+        terms.append((chi, state[term.attractant]))
+    return terms
+
+
+def _reaction(system: System, state: State, params, t) -> Mapping[str, Any]:
+    if system.reaction is None:
+        return {}
+    rates = system.reaction(state, params, t)
+    unknown = set(rates) - set(system.fields)
+    if unknown:
+        raise ValueError(f"reaction returned rates for unknown fields {sorted(unknown)}; fields are {system.fields}")
+    return rates
+
+
+def _solve_quasi_steady(system: System, operators: _Operators, state: State, params, t) -> State:
+    if not system.quasi_steady:
+        return state
+    rates = _reaction(system, state, params, t)
+    state = dict(state)
+    for name in system.quasi_steady:
+        like = state[name]
+        source = jnp.broadcast_to(jnp.asarray(rates.get(name, 0.0), like.dtype), like.shape)
+        if operators.spectral[name]:
+            state[name] = ops.from_spectral(operators.inverse[name] * ops.to_spectral(source))
+        else:
+            state[name] = operators.inverse[name] * source
+    return state
+
+
+def _rates(system: System, grid: Grid, operators: _Operators, state: State, params, t):
+    """Explicit part ``N(u, t)`` of every time-dependent field, after the quasi-steady solve."""
+    state = _solve_quasi_steady(system, operators, state, params, t)
+    reaction = _reaction(system, state, params, t)
+    rates = {}
+    for name in system.dynamic_fields:
+        u = state[name]
+        rate = jnp.broadcast_to(jnp.asarray(reaction.get(name, 0.0), u.dtype), u.shape)
+        taxis = _taxis_terms(system, name, state, params)
+        if system.method(name) == "local":
+            d = _coefficient(system.diffusion.get(name, 0.0), params)
+            k = _coefficient(system.decay.get(name, 0.0), params)
+            if name not in system.scalars:
+                rate = rate + ops.transport(u, grid.spacing, d, taxis)
+            if not ops._is_zero(k):
+                rate = rate - k * u
+        elif taxis:
+            rate = rate + ops.transport(u, grid.spacing, 0.0, taxis)
+        rates[name] = rate
+    return rates, state
+
+
+def _apply(operators: _Operators, name: str, which: int, value):
+    """Apply ``E`` (0), ``φ₁`` (1) or ``φ₂`` (2) of field ``name`` to a physical-space array."""
+    factor = operators.exponential[name][which]
+    if operators.spectral[name]:
+        return ops.from_spectral(factor * ops.to_spectral(value))
+    return factor * value
+
+
+def _step(system: System, grid: Grid, operators: _Operators, params, state: State, t, dt) -> State:
+    """One ETDRK2 step (Cox & Matthews 2002, eq. 22); SSP-RK2 (Heun) where ``L = 0``.
+
+    ``a = e^{hL}u + h φ₁(hL) N(u, t)``, ``u⁺ = a + h φ₂(hL) (N(a, t+h) − N(u, t))``.
+    """
+    n0, state = _rates(system, grid, operators, state, params, t)
+    stage = dict(state)
+    for name in system.dynamic_fields:
+        u = state[name]
+        if system.method(name) == "local":
+            stage[name] = u + dt.astype(u.dtype) * n0[name]
+        elif operators.spectral[name]:
+            e, p1, _ = operators.exponential[name]
+            stage[name] = ops.from_spectral(e * ops.to_spectral(u) + dt * p1 * ops.to_spectral(n0[name]))
+        else:
+            e, p1, _ = operators.exponential[name]
+            stage[name] = e * u + dt * p1 * n0[name]
+    n1, _ = _rates(system, grid, operators, stage, params, t + dt)
+    new = dict(state)
+    for name in system.dynamic_fields:
+        delta = n1[name] - n0[name]
+        if system.method(name) == "local":
+            new[name] = stage[name] + 0.5 * dt.astype(delta.dtype) * delta
+        else:
+            new[name] = stage[name] + dt * _apply(operators, name, 2, delta)
+    return new
+
+
+def _explicit_rate_bounds(system: System, grid: Grid, operators: _Operators, state: State, params, t):
+    """Per field, the forward-Euler outflow-rate bound of its explicit part (1/day)."""
+    state = _solve_quasi_steady(system, operators, state, params, t)
+    bounds = {}
+    for name in system.dynamic_fields:
+        if name in system.scalars:
+            continue
+        taxis = _taxis_terms(system, name, state, params)
+        speeds = ops.max_face_speed(taxis, grid.spacing) if taxis else [0.0] * grid.ndim
+        if system.method(name) == "local":
+            d = _coefficient(system.diffusion.get(name, 0.0), params)
+            k = _coefficient(system.decay.get(name, 0.0), params)
+        elif taxis:
+            d, k = 0.0, 0.0
+        else:
+            continue
+        bounds[name] = jnp.asarray(ops.explicit_rate_bound(grid.spacing, d, k, speeds))
+    return bounds
+
+
+@eqx.debug.assert_max_traces(max_traces=None)
+def _advance_impl(system, grid, n_saves, steps_per_save, checkpoint, observe, check_cfl, state, params, dt, t_start, step):
+    dtype = dt.dtype
+    operators = _build_operators(system, grid, params, dt, dtype)
+
+    def time_of(n):
+        return t_start + n.astype(dtype) * dt
+
+    def one_step(carry, _):
+        state, n = carry
+        state = _step(system, grid, operators, params, state, time_of(n), dt)
+        n = n + 1
+        observed = None if observe is None else observe(state, params, time_of(n))
+        return (state, n), observed
+
+    def one_frame(carry, _):
+        if checkpoint:
+            carry, observed = eqxi.scan(
+                jax.checkpoint(one_step), carry, None, length=steps_per_save, kind="checkpointed"
+            )
+        else:
+            carry, observed = lax.scan(one_step, carry, None, length=steps_per_save)
+        state, n = carry
+        t = time_of(n)
+        frame = _solve_quasi_steady(system, operators, state, params, t)
+        if check_cfl:
+            bounds = _explicit_rate_bounds(system, grid, operators, frame, params, t)
+            for name, bound in bounds.items():
+                frame = dict(frame)
+                frame[name] = eqx.error_if(
+                    frame[name],
+                    dt * bound > 1.0 + 1e-6,
+                    f"field {name!r}: the time step exceeds the positivity limit of its explicit "
+                    "part (taxis gradients steepened during the run); use a smaller dt",
+                )
+        return (frame, n), (frame, t, observed)
+
+    (state, step), (frames, times, observed) = lax.scan(one_frame, (state, step), None, length=n_saves)
+    if observed is not None:
+        observed = jax.tree_util.tree_map(lambda x: x.reshape((n_saves * steps_per_save,) + x.shape[2:]), observed)
+    return state, step, frames, times, observed
+
+
+_advance_jit = jax.jit(_advance_impl, static_argnums=(0, 1, 2, 3, 4, 5, 6))
+
+
+def _bounds_jit_impl(system, grid, state, params, t, dtype_probe):
+    operators = _build_operators(system, grid, params, jnp.zeros((), dtype_probe.dtype), dtype_probe.dtype)
+    return _explicit_rate_bounds(system, grid, operators, state, params, t)
+
+
+_bounds_jit = jax.jit(_bounds_jit_impl, static_argnums=(0, 1))
+
+
+def _is_concrete(tree) -> bool:
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+def _default_dtype(dtype):
+    return jnp.dtype(dtype) if dtype is not None else jnp.result_type(float)
+
+
+def _scalar_dtype(dtype):
+    return jnp.result_type(jnp.float64) if jax.config.jax_enable_x64 else dtype
+
+
+def _prepare_state(system: System, grid: Grid, initial: Mapping[str, Any], dtype) -> State:
+    if not isinstance(initial, Mapping):
+        raise TypeError(f"initial must be a mapping from field name to array, got {type(initial).__name__}")
+    unknown = set(initial) - set(system.fields)
+    if unknown:
+        raise ValueError(f"initial has unknown fields {sorted(unknown)}; fields are {system.fields}")
+    state = {}
+    for name in system.fields:
+        if name not in initial:
+            if name in system.quasi_steady:
+                state[name] = jnp.zeros(grid.shape, dtype)
+                continue
+            raise ValueError(f"initial[{name!r}] is missing; every time-dependent field needs initial data")
+        if name in system.scalars:
+            value = jnp.asarray(initial[name], _scalar_dtype(dtype))
+            if value.shape != ():
+                raise ValueError(f"initial[{name!r}] has shape {value.shape}; scalar variables take a single number")
+            state[name] = value
+            continue
+        value = jnp.asarray(initial[name], dtype)
+        if value.ndim == 0:
+            value = jnp.full(grid.shape, value, dtype)
+        if value.shape != grid.shape:
+            raise ValueError(f"initial[{name!r}] has shape {value.shape}; the grid's shape is {grid.shape}")
+        state[name] = value
+    return state
+
+
+def _prepare_params(params, dtype):
+    def convert(leaf):
+        if isinstance(leaf, float) or (hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating)):
+            return jnp.asarray(leaf, dtype)
+        return leaf
+
+    return jax.tree_util.tree_map(convert, {} if params is None else params)
+
+
+def max_stable_dt(system: System, grid: Grid, initial: Mapping[str, Any], params=None, *, t: float = 0.0, dtype=None):
+    """Largest ``Δt`` (days) for which each explicitly advanced field stays non-negative.
+
+    Returns ``{field: Δt_max}`` for the fields with an explicit limit (local
+    diffusion, decay and taxis; taxis speeds are taken from ``initial``).
+    Fields advanced exponentially have no limit from their diffusion or decay.
+    """
+    dtype = _default_dtype(dtype)
+    state = _prepare_state(system, grid, initial, dtype)
+    params = _prepare_params(params, dtype)
+    bounds = _bounds_jit(system, grid, state, params, jnp.asarray(t, dtype), jnp.zeros((), dtype))
+    return {name: (1.0 / float(b) if float(b) > 0 else math.inf) for name, b in bounds.items()}
+
+
+def _check_dt(system, grid, state, params, dt, t, dtype):
+    limits = max_stable_dt(system, grid, state, params, t=t, dtype=dtype)
+    too_large = {name: limit for name, limit in limits.items() if dt > limit * (1 + 1e-9)}
+    if too_large:
+        worst = min(too_large.values())
+        detail = ", ".join(f"{name!r}: {limit:.6g} day" for name, limit in too_large.items())
+        raise ValueError(
+            f"dt={dt} day exceeds the stability (positivity) limit of the explicit part ({detail}); "
+            f"the largest stable dt is {worst:.6g} day"
+        )
+
+
+def _whole_steps(value, dt, what):
+    n = round(value / dt)
+    if n < 1 or abs(n * dt - value) > 1e-9 * max(1.0, abs(value)):
+        raise ValueError(f"{what}={value} is not a positive whole number of steps of dt={dt}")
+    return n
+
+
+def advance(
+    system: System,
+    grid: Grid,
+    state: Mapping[str, Any],
+    *,
+    dt: float,
+    n_saves: int,
+    steps_per_save: int,
+    params=None,
+    t_start: float = 0.0,
+    step: int = 0,
+    observe: Callable | None = None,
+    checkpoint: bool = True,
+    check_stability: bool = True,
+    dtype=None,
+):
+    """Advance ``state`` by ``n_saves × steps_per_save`` steps of ``dt`` from step number ``step``.
+
+    Step ``n`` runs at time ``t_start + n·dt``, so a run cut into pieces (and
+    resumed from a saved state and step number) is bit-identical to one piece.
+    Returns ``(state, step, trajectory)``; the trajectory holds the
+    ``n_saves`` frames after the start, not the start itself.
+    """
+    dtype = _default_dtype(dtype)
+    state = _prepare_state(system, grid, state, dtype)
+    params = _prepare_params(params, dtype)
+    if check_stability and _is_concrete((state, params, dt, t_start)):
+        _check_dt(system, grid, state, params, float(dt), float(t_start) + int(step) * float(dt), dtype)
+    state, step, frames, times, observed = _advance_jit(
+        system,
+        grid,
+        int(n_saves),
+        int(steps_per_save),
+        bool(checkpoint),
+        observe,
+        bool(check_stability),
+        state,
+        params,
+        jnp.asarray(dt, dtype),
+        jnp.asarray(t_start, dtype),
+        jnp.asarray(step, jnp.int32),
+    )
+    t_observed = None
+    if observed is not None:
+        first = step - n_saves * steps_per_save + 1
+        t_observed = jnp.asarray(t_start, dtype) + (first + jnp.arange(n_saves * steps_per_save)).astype(dtype) * dt
+    return state, step, Trajectory(times, frames, t_observed, observed)
+
+
+def simulate(
+    system: System,
+    grid: Grid,
+    initial: Mapping[str, Any],
+    *,
+    t_end: float,
+    dt: float,
+    save_every: float | None = None,
+    params=None,
+    t_start: float = 0.0,
+    observe: Callable | None = None,
+    checkpoint: bool = True,
+    check_stability: bool = True,
+    dtype=None,
+) -> Trajectory:
+    """Solve ``system`` on ``grid`` from ``initial`` at ``t_start`` to ``t_end`` (days).
+
+    Frames are saved every ``save_every`` days (default: only the end), the
+    initial state included. ``t_end − t_start`` and ``save_every`` must be whole
+    multiples of ``dt``. ``params`` is any pytree passed to the reaction, to
+    ``chi`` and to coefficient functions; ``observe(state, params, t)``, if
+    given, returns a pytree of scalars recorded after every step.
+
+    Jittable, ``vmap``-able over ``initial`` and ``params`` and reverse-mode
+    differentiable; with ``checkpoint=True`` the backward pass stores
+    ``O(√steps_per_save)`` states per frame (``equinox.internal.scan``).
+    A ``dt`` beyond the explicit stability limit is refused before compiling.
+    """
+    duration = t_end - t_start
+    n_steps = _whole_steps(duration, dt, "t_end - t_start")
+    steps_per_save = n_steps if save_every is None else _whole_steps(save_every, dt, "save_every")
+    if n_steps % steps_per_save:
+        raise ValueError(f"t_end - t_start={duration} is not a whole number of save_every={save_every}")
+    dtype = _default_dtype(dtype)
+    state0 = _prepare_state(system, grid, initial, dtype)
+    params = _prepare_params(params, dtype)
+    _, _, traj = advance(
+        system,
+        grid,
+        state0,
+        dt=dt,
+        n_saves=n_steps // steps_per_save,
+        steps_per_save=steps_per_save,
+        params=params,
+        t_start=t_start,
+        observe=observe,
+        checkpoint=checkpoint,
+        check_stability=check_stability,
+        dtype=dtype,
+    )
+    first = _first_frame(system, grid, state0, params, jnp.asarray(t_start, dtype), jnp.zeros((), dtype))
+    t = jnp.concatenate([jnp.asarray([t_start], dtype), traj.t])
+    fields = {name: jnp.concatenate([first[name][None], traj.fields[name]]) for name in system.fields}
+    return Trajectory(t, fields, traj.t_observed, traj.observed)
+
+
+def _first_frame_impl(system, grid, state, params, t, dtype_probe):
+    operators = _build_operators(system, grid, params, jnp.zeros((), dtype_probe.dtype), dtype_probe.dtype)
+    return _solve_quasi_steady(system, operators, state, params, t)
+
+
+_first_frame = jax.jit(_first_frame_impl, static_argnums=(0, 1))
