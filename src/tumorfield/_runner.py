@@ -1,0 +1,198 @@
+"""The run loop: chunked ``advance`` calls, frames streamed to HDF5 between them.
+
+One compiled call advances ``run.chunk_frames`` frames; its frames, per-step
+scalars and final state are written and committed outside jit before the next
+call. Signals only set a flag, checked between chunks, so an interrupted run
+always ends on a committed checkpoint.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# The public API has no "prepare" step nor a way to get the t = t_start frame of
+# ``advance``; these two helpers are what ``simulate`` itself uses for that.
+from tumorfield_kernels import advance
+from tumorfield_kernels._solver import _first_frame, _prepare_params, _prepare_state
+
+from . import _compile_log
+from ._hdf5 import TrajectoryFile
+from ._progress import Progress
+from .config import RunConfig
+
+
+class NumericalFailure(Exception):
+    """NaN/Inf in a frame, or a positivity (step-size) violation raised inside the solver."""
+
+
+@dataclass
+class StopFlag:
+    """Set by SIGTERM/SIGUSR1/SIGINT; the loop stops after the chunk in flight."""
+
+    signal_name: str | None = None
+    _installed: list = field(default_factory=list)
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+            self._installed.append((sig, signal.signal(sig, self._handle)))
+
+    def _handle(self, signum, frame) -> None:
+        self.signal_name = signal.Signals(signum).name
+
+    def restore(self) -> None:
+        for sig, old in self._installed:
+            signal.signal(sig, old)
+        self._installed.clear()
+
+    def __bool__(self) -> bool:
+        return self.signal_name is not None
+
+
+def run_dtype(config: RunConfig):
+    return jnp.dtype(config.output["precision"])
+
+
+def make_observe(config: RunConfig) -> Callable:
+    """The per-step observable, created once per run: ``advance`` compiles per function object."""
+    model, grid = config.model, config.grid
+
+    def observe(state, params, t):
+        return model.observe(state, params, t, grid)
+
+    return observe
+
+
+def initial_frame(config: RunConfig, params, observe, log: Callable[[str], None]):
+    """State at t = 0 (quasi-steady fields solved) and the observables there."""
+    dtype = run_dtype(config)
+    system, grid = config.model.system, config.grid
+    state = _prepare_state(system, grid, config.model.initial_state(grid), dtype)
+    t0 = jnp.zeros((), dtype)
+    frame = _first_frame(system, grid, state, params, t0, t0)
+    scalars = jax.jit(observe)(frame, params, t0)
+    return frame, scalars
+
+
+def _first_nonfinite(frames: dict[str, np.ndarray], grid, system) -> tuple[int, str, str] | None:
+    """(frame index, field, where) of the earliest non-finite value, else None."""
+    worst = None
+    for name, data in frames.items():
+        bad = ~np.isfinite(data.reshape(data.shape[0], -1)).all(axis=1)
+        if bad.any():
+            k = int(np.argmax(bad))
+            if worst is None or k < worst[0]:
+                if name in system.scalars:
+                    where = "(scalar variable)"
+                else:
+                    index = np.unravel_index(int(np.argmax(~np.isfinite(data[k]))), data[k].shape)
+                    coords = ", ".join(
+                        f"{axis}={grid.coordinates(a)[i]:.4g} mm"
+                        for a, (axis, i) in enumerate(zip(grid.axis_names, index, strict=True))
+                    )
+                    where = f"at cell {tuple(int(i) for i in index)} ({coords}), value {data[k][index]}"
+                worst = (k, name, where)
+    return worst
+
+
+def run_loop(
+    config: RunConfig,
+    out: TrajectoryFile,
+    state,
+    step: int,
+    params,
+    observe: Callable,
+    stop: StopFlag,
+    log: Callable[[str], None],
+    on_commit: Callable[[], None] = lambda: None,
+) -> str:
+    """Advance from ``(state, step)`` to ``t_end``; returns ``"complete"`` or ``"interrupted"``.
+
+    Raises :class:`NumericalFailure` after committing every finite frame.
+    """
+    system, grid = config.model.system, config.grid
+    dt, sps, dtype = config.time["dt"], config.steps_per_save, run_dtype(config)
+    chunk = config.run["chunk_frames"]
+    total = config.n_frames
+    progress = Progress(0.0, config.time["t_end"], config.run["progress"])
+    progress.update(step * dt)
+    first = True
+    try:
+        while out.n_committed < total:
+            if stop:
+                return "interrupted"
+            n_saves = min(chunk, total - out.n_committed)
+            compile_before = _compile_log.seconds()
+            wall = time.perf_counter()
+            try:
+                new_state, new_step, traj = jax.block_until_ready(
+                    advance(
+                        system,
+                        grid,
+                        state,
+                        dt=dt,
+                        n_saves=n_saves,
+                        steps_per_save=sps,
+                        params=params,
+                        step=step,
+                        observe=observe,
+                        dtype=dtype,
+                    )
+                )
+            except eqx.EquinoxRuntimeError as error:
+                message = str(error).strip().splitlines()
+                detail = next((line for line in message if "field" in line), message[0] if message else "")
+                raise NumericalFailure(
+                    f"solver stopped between t = {step * dt:.6g} and {(step + n_saves * sps) * dt:.6g} day: {detail}"
+                ) from None
+            if first:
+                wall = time.perf_counter() - wall
+                compiled = _compile_log.seconds() - compile_before
+                log(
+                    f"first chunk of {n_saves} frames took {wall:.2f} s, of which compilation {compiled:.2f} s "
+                    f"(persistent-cache hits: {_compile_log.cache_hits()})"
+                )
+                first = False
+            frames = {name: np.asarray(v) for name, v in traj.fields.items()}
+            scalars = {name: np.asarray(v) for name, v in (traj.observed or {}).items()}
+            t = (step + sps * np.arange(1, n_saves + 1)) * dt
+            scalars_t = (step + np.arange(1, n_saves * sps + 1)) * dt
+            bad = _first_nonfinite(frames, grid, system)
+            if bad is not None:
+                k, name, where = bad
+                if k > 0:
+                    good_step = step + k * sps
+                    out.commit(
+                        {n: f[:k] for n, f in frames.items()},
+                        t[:k],
+                        scalars_t[: k * sps],
+                        {n: s[: k * sps] for n, s in scalars.items()},
+                        {n: f[k - 1] for n, f in frames.items()},
+                        good_step,
+                    )
+                    on_commit()
+                raise NumericalFailure(
+                    f"field {name!r} is not finite at t = {t[k]:.6g} day {where}; "
+                    f"{out.n_committed} earlier frames are kept"
+                )
+            state, step = new_state, int(new_step)
+            out.commit(frames, t, scalars_t, scalars, {n: np.asarray(v) for n, v in state.items()}, step)
+            on_commit()
+            progress.update(step * dt)
+        return "complete"
+    finally:
+        progress.close()
+
+
+def prepare_params(config: RunConfig):
+    return _prepare_params(config.model.params(), run_dtype(config))
