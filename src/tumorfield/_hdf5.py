@@ -15,7 +15,9 @@ frames and scalars, (2) write the full state into the checkpoint slot *not*
 referenced by the current ``n_committed``, (3) flush, (4) rewrite the fixed-size
 ``n_committed`` attribute in place, (5) flush. A kill before (5) leaves the old
 ``n_committed`` and its intact checkpoint slot; anything written past it is
-ignored and truncated on resume. HDF5 has no journal, so a kill *during* a flush
+ignored and truncated on resume. The writer takes no HDF5 file lock, so
+``inspect``, ``plot`` or xarray can read committed frames while a run is going.
+HDF5 has no journal, so a kill *during* a flush
 could still leave metadata half-written; the flushes are short and the tests kill
 runs at random moments to check it.
 """
@@ -66,7 +68,7 @@ class TrajectoryFile:
         scalar_names: tuple[str, ...],
         state_dtypes: Mapping[str, np.dtype],
     ) -> TrajectoryFile:
-        h5 = h5py.File(path, "w")
+        h5 = h5py.File(path, "w", locking=False)
         self = cls(h5)
         dtype = np.dtype(output["precision"])
         h5.attrs["schema"] = SCHEMA
@@ -188,7 +190,7 @@ class TrajectoryFile:
     @classmethod
     def open_for_resume(cls, path: str) -> TrajectoryFile:
         """Open ``path`` read-write and drop anything written after the last commit."""
-        self = cls(h5py.File(path, "r+"))
+        self = cls(h5py.File(path, "r+", locking=False))
         n, s = self.n_committed, self.n_scalars_committed
         for _name, obj in list(self.h5.items()):
             if isinstance(obj, h5py.Dataset) and obj.maxshape and obj.maxshape[0] is None and obj.shape[0] > n:

@@ -105,6 +105,19 @@ def _first_nonfinite(frames: dict[str, np.ndarray], grid, system) -> tuple[int, 
     return worst
 
 
+def _solver_error(error: Exception) -> str | None:
+    """The message of an ``eqx.error_if`` raised inside the compiled rollout, else None.
+
+    Under ``jax.jit`` it arrives wrapped in a ``JaxRuntimeError`` from the host callback."""
+    for line in str(error).splitlines():
+        if "EquinoxRuntimeError:" in line:
+            return line.split("EquinoxRuntimeError:", 1)[1].strip()
+    if isinstance(error, eqx.EquinoxRuntimeError):
+        lines = [line for line in str(error).splitlines() if line.strip() and not line.startswith("-")]
+        return lines[0] if lines else type(error).__name__
+    return None
+
+
 def run_loop(
     config: RunConfig,
     out: TrajectoryFile,
@@ -149,11 +162,13 @@ def run_loop(
                         dtype=dtype,
                     )
                 )
-            except eqx.EquinoxRuntimeError as error:
-                message = str(error).strip().splitlines()
-                detail = next((line for line in message if "field" in line), message[0] if message else "")
+            except (eqx.EquinoxRuntimeError, jax.errors.JaxRuntimeError) as error:
+                detail = _solver_error(error)
+                if detail is None:
+                    raise
                 raise NumericalFailure(
-                    f"solver stopped between t = {step * dt:.6g} and {(step + n_saves * sps) * dt:.6g} day: {detail}"
+                    f"solver stopped between t = {step * dt:.6g} and {(step + n_saves * sps) * dt:.6g} day: {detail}; "
+                    f"{out.n_committed} earlier frames are kept"
                 ) from None
             if first:
                 wall = time.perf_counter() - wall

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import logging
 import os
 import shlex
 import subprocess
@@ -361,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
         import jax
 
         jax.config.update("jax_enable_x64", True)
+        # A step-size violation inside the rollout (``eqx.error_if``) is reported as exit 3 with
+        # one line; keep JAX from also logging the host callback's traceback.
+        logging.getLogger("jax._src.callback").setLevel(logging.CRITICAL)
     from ._schema import ConfigError
 
     try:

@@ -1,0 +1,206 @@
+"""The ``tumorfield`` CLI as a subprocess: run, refusal to overwrite, failures, signals, resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+CONFIG = """
+[model]
+name = "fisher_kpp"
+[grid]
+shape = [16, 16]
+length = [1.0, 1.0]
+[time]
+t_end = {t_end}
+dt = 0.01
+save_every = {save_every}
+[parameters]
+D = 1e-3
+r = {r}
+chi = 0.01
+[run]
+chunk_frames = {chunk}
+progress = "lines"
+"""
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("jax-cache"))
+
+
+def write_config(directory: Path, name="run.toml", t_end=0.2, save_every=0.05, r=1.0, chunk=2) -> Path:
+    path = directory / name
+    path.write_text(CONFIG.format(t_end=t_end, save_every=save_every, r=r, chunk=chunk))
+    return path
+
+
+def cli(*args, cache: str, timeout=300) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "tumorfield.cli", *map(str, args)]
+    if args[0] == "run":
+        command += ["--set", f'run.compilation_cache="{cache}"']
+    return subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=timeout
+    )
+
+
+def read(path) -> dict:
+    with h5py.File(path, "r") as h5:
+        n = int(h5.attrs["n_committed"])
+        s = int(h5.attrs["n_scalars_committed"])
+        out = {name: h5[name][:n] for name in ("t", "u", "c")}
+        out.update({f"scalars/{k}": v[:s] for k, v in h5["scalars"].items()})
+        out["status"] = h5.attrs["status"].decode()
+        out["n"] = n
+    return out
+
+
+def test_run_inspect_plot(tmp_path, cache):
+    config = write_config(tmp_path)
+    out = tmp_path / "out.h5"
+    result = cli("run", config, "-o", out, cache=cache)
+    assert result.returncode == 0, result.stderr
+    assert "compilation" in result.stderr and "t = 0.2/0.2 day (100 %)" in result.stderr
+    data = read(out)
+    assert data["status"] == "complete" and data["n"] == 5
+    np.testing.assert_allclose(data["t"], [0.0, 0.05, 0.1, 0.15, 0.2], rtol=0, atol=1e-12)
+    assert data["scalars/t"].shape == (21,)  # every step, t = 0 included
+    assert np.all(np.isfinite(data["u"])) and data["u"][-1].max() > data["u"][0].max()  # it grows
+    assert (tmp_path / "out.xdmf").exists()
+    assert not list(tmp_path.glob(".out.h5.*"))  # no temporary left behind
+
+    result = cli("inspect", out, cache=cache)
+    assert result.returncode == 0, result.stderr
+    assert "status:      complete" in result.stdout and "5 committed" in result.stdout
+    assert "tumour_burden" in result.stdout and 'name = "fisher_kpp"' in result.stdout
+
+    figures = tmp_path / "figures"
+    result = cli("plot", out, "-o", figures, cache=cache)
+    assert result.returncode == 0, result.stderr
+    names = sorted(p.name for p in figures.iterdir())
+    assert names == ["c.png", "scalars.png", "u.png"]
+    for p in figures.iterdir():
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+
+
+def test_existing_output_is_refused(tmp_path, cache):
+    out = tmp_path / "out.h5"
+    out.write_bytes(b"precious")
+    result = cli("run", write_config(tmp_path), "-o", out, cache=cache)
+    assert result.returncode == 2
+    assert "exists" in result.stderr and "--overwrite" in result.stderr and "Traceback" not in result.stderr
+    assert out.read_bytes() == b"precious"
+
+
+def test_overwrite_keeps_old_file_when_the_new_run_fails(tmp_path, cache):
+    out = tmp_path / "out.h5"
+    out.write_bytes(b"precious")
+    bad = cli("run", write_config(tmp_path), "-o", out, "--overwrite", "--set", "parameters.D=-1", cache=cache)
+    assert bad.returncode == 2 and "parameters.D = -1" in bad.stderr
+    assert out.read_bytes() == b"precious"
+    blowup = write_config(tmp_path, "blowup.toml", t_end=2.0, save_every=0.1, r=1000.0, chunk=4)
+    failed = cli("run", blowup, "-o", out, "--overwrite", "--set", "time.dt=0.1", cache=cache)
+    assert failed.returncode == 3, failed.stderr
+    assert out.read_bytes() == b"precious"  # untouched by a numerical failure
+    kept = tmp_path / "out.failed.h5"
+    assert str(kept) in failed.stderr and read(kept)["status"] == "failed"
+    ok = cli("run", write_config(tmp_path), "-o", out, "--overwrite", cache=cache)
+    assert ok.returncode == 0, ok.stderr
+    assert read(out)["status"] == "complete"
+
+
+def test_nan_exits_3_naming_field_time_and_place_and_keeps_earlier_frames(tmp_path, cache):
+    out = tmp_path / "out.h5"
+    config = write_config(tmp_path, t_end=2.0, save_every=0.1, r=1000.0, chunk=4)
+    result = cli("run", config, "-o", out, "--set", "time.dt=0.1", "--set", "parameters.chi=0.0", cache=cache)
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    message = [line for line in result.stderr.splitlines() if "numerical failure" in line]
+    assert len(message) == 1
+    assert "field 'u'" in message[0] and "t = " in message[0] and "at cell (" in message[0] and "mm" in message[0]
+    with h5py.File(out, "r") as h5:
+        n = int(h5.attrs["n_committed"])
+        u = h5["u"][:n]
+        assert h5.attrs["status"] == b"failed" and "c" not in h5  # chi = 0: no chemoattractant
+        assert n >= 2 and np.all(np.isfinite(u))
+        data = {"n": n}
+        assert "not finite" in h5.attrs["message"]
+        # the first non-finite frame is the one after the committed ones
+        assert f"t = {0.1 * data['n']:.6g} day" in message[0]
+
+
+def test_positivity_violation_in_the_solver_exits_3(tmp_path, cache):
+    out = tmp_path / "out.h5"
+    config = write_config(tmp_path, t_end=2.0, save_every=0.1, r=1000.0, chunk=4)
+    result = cli("run", config, "-o", out, "--set", "time.dt=0.1", cache=cache)
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "numerical failure: solver stopped between t = " in result.stderr
+    assert "positivity limit" in result.stderr and "field 'u'" in result.stderr
+    data = read(out)
+    assert data["status"] == "failed" and data["n"] >= 1 and np.all(np.isfinite(data["u"]))
+
+
+def _wait_for_frames(path: Path, proc: subprocess.Popen, n: int, timeout=120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if path.exists():
+            try:
+                with h5py.File(path, "r", locking=False) as h5:
+                    if int(h5.attrs["n_committed"]) >= n:
+                        return
+            except (OSError, KeyError):
+                pass
+        time.sleep(0.02)
+    raise TimeoutError(f"{path} never reached {n} frames")
+
+
+@pytest.fixture(scope="module")
+def long_run(tmp_path_factory, cache):
+    """A 400-frame run, one frame per chunk, and its uninterrupted result."""
+    directory = tmp_path_factory.mktemp("long")
+    config = write_config(directory, t_end=4.0, save_every=0.01, chunk=1)
+    reference = directory / "reference.h5"
+    result = cli("run", config, "-o", reference, cache=cache)
+    assert result.returncode == 0, result.stderr
+    return config, read(reference)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_signal_checkpoints_and_resume_is_bit_identical(tmp_path, cache, long_run, sig):
+    config, expected = long_run
+
+    out = tmp_path / "out.h5"
+    command = [sys.executable, "-m", "tumorfield.cli", "run", str(config), "-o", str(out)]
+    command += ["--set", f'run.compilation_cache="{cache}"']
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}
+    )
+    _wait_for_frames(out, proc, 3)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 75, stderr
+    assert "tumorfield resume" in stderr
+    partial = read(out)
+    assert partial["status"] == "interrupted" and 3 <= partial["n"] < 401
+    for key in ("t", "u", "c"):  # what was committed before the signal is already the final answer
+        np.testing.assert_array_equal(partial[key], expected[key][: partial["n"]])
+
+    result = cli("resume", out, cache=cache)
+    assert result.returncode == 0, result.stderr
+    resumed = read(out)
+    assert resumed["status"] == "complete"
+    assert resumed.keys() == expected.keys()
+    for key in expected:
+        if key != "status":
+            np.testing.assert_array_equal(resumed[key], expected[key], err_msg=key)  # bit for bit
