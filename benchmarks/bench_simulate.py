@@ -1,0 +1,468 @@
+"""Benchmark tumorfield's ``simulate`` on the reference problem, against py-pde.
+
+Usage::
+
+    python benchmarks/bench_simulate.py --out benchmarks/results [--sizes 256 512 1024 64x3 128x3] [--quick]
+
+Per grid size it measures (float32, device auto-detected):
+
+1. per-step throughput: compile time (AOT ``lower().compile()``) apart from
+   run time (after ``block_until_ready``), for the checkpointed and the plain
+   ``lax.scan`` rollout; cell-updates per second; and the fraction of the
+   memory-bandwidth limit, with the bandwidth measured in the same run;
+2. time to solution: wall time to reach ``t_end`` with the tumour field within
+   ``--tol`` relative L2 of a fine reference (tumorfield at 8× smaller dt),
+   for tumorfield at the largest accepted dt meeting the tolerance, and for
+   py-pde's numba backend (forward Euler at its stable dt).
+
+See ``benchmarks/README.md`` for what is counted and how.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _reference_problem as ref  # noqa: E402
+
+import tumorfield as tf  # noqa: E402
+
+DTYPE = jnp.float32
+# Minimal traffic of one step, in bytes per cell: 2 stages × 3 fields × (read + write) × 4 bytes.
+# A fused implementation cannot move less; the DCTs of the spectral field and the stencil
+# temporaries add to what the core really moves, so the fraction is of an optimistic bound.
+BYTES_PER_CELL_STEP = 2 * 3 * 2 * 4
+
+
+# --- machine ------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def measure_bandwidth(n_elements: int, repeats: int = 10) -> dict:
+    """Sustained bandwidth (bytes/s) of a jitted triad ``y = a x + b`` and of a numpy copy.
+
+    The triad reads ``x``, ``b`` and writes ``y``: 3 × 4 bytes per element.
+    The numpy copy reads and writes 8 bytes per float64 element (host memory).
+    """
+    key = jax.random.PRNGKey(0)
+    x = jax.random.uniform(key, (n_elements,), DTYPE)
+    b = jax.random.uniform(jax.random.PRNGKey(1), (n_elements,), DTYPE)
+    triad = jax.jit(lambda a, x, b: a * x + b)
+    a = jnp.asarray(1.0001, DTYPE)
+    jax.block_until_ready(triad(a, x, b))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(triad(a, x, b))
+        times.append(time.perf_counter() - t0)
+    triad_bw = 12 * n_elements / min(times)
+    del x, b
+
+    host_n = min(n_elements, 1 << 25)
+    src = np.random.default_rng(0).random(host_n)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    host_times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        host_times.append(time.perf_counter() - t0)
+    copy_bw = 16 * host_n / min(host_times)
+    return {
+        "jax_triad_bytes_per_s": triad_bw,
+        "jax_triad_elements": n_elements,
+        "numpy_copy_bytes_per_s": copy_bw,
+        "numpy_copy_elements": host_n,
+    }
+
+
+# --- tumorfield ---------------------------------------------------------------
+
+
+def parse_size(text: str) -> tuple[int, ...]:
+    """``"512"`` → (512, 512); ``"128x3"`` → (128, 128, 128)."""
+    if "x" in text:
+        n, d = text.split("x")
+        return (int(n),) * int(d)
+    return (int(text),) * 2
+
+
+def label(shape) -> str:
+    return "x".join(str(n) for n in shape)
+
+
+class TumorfieldRunner:
+    """AOT-compiled rollouts of ``n_steps`` steps of a traced ``dt``, cached by ``(n_steps, checkpoint)``."""
+
+    def __init__(self, shape):
+        self.shape = shape
+        self.grid = tf.Grid(shape=shape, length=ref.box(len(shape)))
+        self.system = ref.tumorfield_system(tf)
+        self.params = {k: jnp.asarray(v, DTYPE) for k, v in ref.tumorfield_params().items()}
+        self.initial = {k: jnp.asarray(v, DTYPE) for k, v in ref.initial_state(shape).items()}
+        self.compiled = {}
+        self.compile_seconds = {}
+
+    def max_dt(self, t_end: float, frames: int = 8) -> float:
+        """Largest dt whose explicit part stays positive along the whole run to ``t_end``.
+
+        The taxis limit tightens as the attractant builds up, so the limit at
+        ``t = 0`` is not enough: a probe run (at half the initial limit, without
+        the in-run check) saves ``frames`` states and the smallest limit over
+        them is returned. Every timed run still checks positivity in-run.
+        """
+
+        def limit(state):
+            return min(tf.max_stable_dt(self.system, self.grid, state, self.params, dtype=DTYPE).values())
+
+        dt0 = limit(self.initial)
+        n = frames * math.ceil(t_end / (0.5 * dt0) / frames)
+        traj = tf.simulate(
+            self.system,
+            self.grid,
+            self.initial,
+            t_end=t_end,
+            dt=t_end / n,
+            save_every=t_end / frames,
+            params=self.params,
+            checkpoint=False,
+            check_stability=False,
+            dtype=DTYPE,
+        )
+        return min(limit({k: traj[k][i] for k in self.system.fields}) for i in range(len(traj)))
+
+    def _function(self, n_steps, checkpoint):
+        def run(state, params, dt):
+            final, _, _ = tf.advance(
+                self.system,
+                self.grid,
+                state,
+                dt=dt,
+                n_saves=1,
+                steps_per_save=n_steps,
+                params=params,
+                checkpoint=checkpoint,
+                dtype=DTYPE,
+            )
+            return final
+
+        return jax.jit(run)
+
+    def compile(self, n_steps, checkpoint=True):
+        key = (n_steps, checkpoint)
+        if key not in self.compiled:
+            t0 = time.perf_counter()
+            lowered = self._function(n_steps, checkpoint).lower(self.initial, self.params, jnp.asarray(0.0, DTYPE))
+            t1 = time.perf_counter()
+            self.compiled[key] = lowered.compile()
+            t2 = time.perf_counter()
+            self.compile_seconds[key] = {"trace_lower_s": t1 - t0, "compile_s": t2 - t1}
+        return self.compiled[key]
+
+    def run(self, n_steps, dt, checkpoint=True):
+        """Returns ``(final state, run seconds)``; compiles first, outside the timing."""
+        fn = self.compile(n_steps, checkpoint)
+        dt = jnp.asarray(dt, DTYPE)
+        jax.block_until_ready(dt)
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(fn(self.initial, self.params, dt))
+        return out, time.perf_counter() - t0
+
+
+def rel_l2(a, b) -> float:
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def throughput(runner: TumorfieldRunner, n_steps: int, dt: float, bandwidth: float, repeats: int) -> dict:
+    out = {}
+    cells = math.prod(runner.shape)
+    for checkpoint in (True, False):
+        runner.compile(n_steps, checkpoint)
+        times = []
+        for _ in range(repeats):
+            state, seconds = runner.run(n_steps, dt, checkpoint)
+            times.append(seconds)
+        best = min(times)
+        finite = all(bool(jnp.all(jnp.isfinite(v))) for v in state.values())
+        per_step = best / n_steps
+        achieved = BYTES_PER_CELL_STEP * cells / per_step
+        out["checkpoint" if checkpoint else "scan"] = {
+            "n_steps": n_steps,
+            "dt": dt,
+            **runner.compile_seconds[(n_steps, checkpoint)],
+            "run_s_best": best,
+            "run_s_all": times,
+            "step_s": per_step,
+            "cell_updates_per_s": cells * n_steps / best,
+            "min_bytes_per_step": BYTES_PER_CELL_STEP * cells,
+            "achieved_min_bytes_per_s": achieved,
+            "fraction_of_bandwidth_limit": achieved / bandwidth,
+            "finite": finite,
+        }
+    return out
+
+
+def time_to_solution(runner: TumorfieldRunner, t_end: float, tol: float, max_halvings: int) -> dict:
+    """Largest accepted ``dt = t_end / n`` whose tumour field is within ``tol`` of a reference at ``dt/8``.
+
+    ``n₀ = ⌈t_end / dt_stable⌉`` (the largest accepted dt that divides ``t_end``);
+    candidates take ``n₀·2^k`` steps, ``k ≤ max_halvings``; the reference takes
+    ``n₀·2^(max_halvings+1)``, at least 2× finer than every candidate (4× finer
+    than the first, whose error it then resolves to ~6 % at second order).
+    """
+    dt_stable = runner.max_dt(t_end)
+    n0 = math.ceil(t_end / dt_stable * (1 + 1e-9))
+    n_ref = n0 * 2 ** (max_halvings + 1)
+    reference, ref_seconds = runner.run(n_ref, t_end / n_ref, checkpoint=False)
+    candidates = []
+    chosen = None
+    for k in range(max_halvings + 1):
+        n = n0 * 2**k
+        state, seconds = runner.run(n, t_end / n, checkpoint=False)
+        err = rel_l2(state["u"], reference["u"])
+        candidates.append(
+            {"n_steps": n, "dt": t_end / n, "run_s": seconds, "rel_l2_u": err, **runner.compile_seconds[(n, False)]}
+        )
+        if err <= tol:
+            chosen = candidates[-1]
+            break
+    # the reference's own error, estimated from the last candidate by Richardson (second order)
+    ratio = n_ref / candidates[-1]["n_steps"]
+    ref_err = candidates[-1]["rel_l2_u"] / (ratio**2 - 1)
+    return {
+        "t_end": t_end,
+        "dt_stable": dt_stable,
+        "reference": {"n_steps": n_ref, "dt": t_end / n_ref, "run_s": ref_seconds, "est_rel_l2_u": ref_err},
+        "candidates": candidates,
+        "chosen": chosen,
+        "wall_s": None if chosen is None else chosen["run_s"],
+    }, reference
+
+
+# --- py-pde -------------------------------------------------------------------
+
+
+def pypde_available() -> bool:
+    try:
+        import numba  # noqa: F401
+        import pde  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_pypde(shape, t_end: float, budget_s: float, reference_u) -> dict:
+    """Forward Euler at py-pde's stable dt; wall time to ``t_end``, extrapolated past ``budget_s``.
+
+    A fixed-step explicit run costs the same per step, so the time to solution
+    is ``steps × (seconds per step)`` measured over as many steps as fit in
+    ``budget_s``; ``extrapolated`` says whether the run reached ``t_end``.
+    """
+    import pde
+
+    equation, state, dt = ref.pypde_problem(shape)
+    n_total = math.ceil(t_end / dt)
+    dt = t_end / n_total
+    solver = pde.solvers.EulerSolver(equation, backend="numba")
+    t0 = time.perf_counter()
+    stepper = solver.make_stepper(state, dt)
+    stepper(state, 0.0, dt)  # numba compiles on the first call
+    compile_s = time.perf_counter() - t0
+    equation, state, _ = ref.pypde_problem(shape)  # fresh initial data
+    # probe the step cost, then run as many steps as the budget allows
+    probe = min(n_total, 20)
+    t0 = time.perf_counter()
+    t = stepper(state, 0.0, probe * dt)
+    probe_s = time.perf_counter() - t0
+    done = probe
+    remaining = n_total - done
+    affordable = max(0, int((budget_s - probe_s) / (probe_s / probe)))
+    chunk = min(remaining, affordable)
+    t0 = time.perf_counter()
+    if chunk > 0:
+        stepper(state, done * dt, (done + chunk) * dt)
+        done += chunk
+    main_s = time.perf_counter() - t0
+    measured_s = probe_s + main_s
+    step_s = (main_s / chunk) if chunk > 0 else probe_s / probe
+    out = {
+        "dt": dt,
+        "n_steps": n_total,
+        "steps_run": done,
+        "compile_s": compile_s,
+        "run_s_measured": measured_s,
+        "step_s": step_s,
+        "cell_updates_per_s": math.prod(shape) / step_s,
+        "extrapolated": done < n_total,
+        "wall_s": measured_s + (n_total - done) * step_s,
+        "dtype": str(state.data.dtype),
+        "threads": _numba_threads(),
+    }
+    del t
+    if done == n_total:
+        u = state["u"].data
+        out["rel_l2_u_vs_tumorfield_reference"] = rel_l2(u, reference_u)
+        out["finite"] = bool(np.all(np.isfinite(state.data)))
+    return out
+
+
+def _numba_threads():
+    try:
+        import numba
+
+        return numba.get_num_threads()
+    except Exception:  # pragma: no cover - informational only
+        return None
+
+
+# --- driver -------------------------------------------------------------------
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="directory for the JSON result")
+    parser.add_argument("--sizes", nargs="+", default=None, help="e.g. 256 512 1024 64x3 128x3")
+    parser.add_argument("--quick", action="store_true", help="small sizes and short runs (development)")
+    parser.add_argument("--t-end", type=float, default=0.5, help="days simulated for time to solution")
+    parser.add_argument("--tol", type=float, default=1e-3, help="relative L2 tolerance on the tumour field")
+    parser.add_argument("--no-pypde", action="store_true", help="skip py-pde even if installed")
+    parser.add_argument(
+        "--pypde-sizes",
+        nargs="*",
+        default=None,
+        help="sizes at which py-pde runs (default: 512 and 128x3, or all sizes with --quick); "
+        "its numba compile takes 1-3 min per size",
+    )
+    parser.add_argument(
+        "--pypde-budget", type=float, default=None, help="seconds of py-pde stepping per size before extrapolating"
+    )
+    parser.add_argument("--throughput-cells", type=float, default=None, help="cells × steps per throughput run")
+    args = parser.parse_args(argv)
+
+    if args.sizes is None:
+        args.sizes = ["64", "128", "32x3"] if args.quick else ["256", "512", "1024", "64x3", "128x3"]
+    t_end = args.t_end if not args.quick else min(args.t_end, 0.1)
+    pypde_budget = args.pypde_budget if args.pypde_budget is not None else (5.0 if args.quick else 60.0)
+    work = args.throughput_cells if args.throughput_cells is not None else (2e6 if args.quick else 1.5e8)
+    use_pypde = not args.no_pypde and pypde_available()
+    pypde_sizes = args.pypde_sizes if args.pypde_sizes is not None else (args.sizes if args.quick else ["512", "128x3"])
+
+    device = jax.devices()[0]
+    on_gpu = device.platform != "cpu"
+    bandwidth = measure_bandwidth((1 << 28) if on_gpu else (1 << 24 if args.quick else 1 << 25))
+    limit = bandwidth["jax_triad_bytes_per_s"]
+    result = {
+        "benchmark": "bench_simulate",
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "device": str(device),
+        "platform": device.platform,
+        "device_kind": getattr(device, "device_kind", None),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "jax_version": jax.__version__,
+        "tumorfield_version": tf.__version__,
+        "dtype": "float32",
+        "quick": args.quick,
+        "t_end": t_end,
+        "tol": args.tol,
+        "bandwidth": bandwidth,
+        "bytes_model": "2 stages × 3 fields × (read + write) × 4 B = 48 B per cell per step (lower bound)",
+        "sizes": {},
+    }
+    if use_pypde:
+        import pde
+
+        result["pypde_version"] = pde.__version__
+
+    for text in args.sizes:
+        shape = parse_size(text)
+        cells = math.prod(shape)
+        runner = TumorfieldRunner(shape)
+        entry = {"shape": shape, "cells": cells, "box_mm": ref.box(len(shape))}
+        print(f"[{label(shape)}] time to solution ...", flush=True)
+        tts, reference = time_to_solution(runner, t_end, args.tol, max_halvings=2)
+        entry["tumorfield_time_to_solution"] = tts
+        # the same run to t_end (positivity is only guaranteed there), in at least enough steps to time
+        n_steps = max(tts["candidates"][0]["n_steps"], math.ceil(work / cells))
+        dt = t_end / n_steps
+        print(f"[{label(shape)}] throughput, {n_steps} steps ...", flush=True)
+        entry["tumorfield_throughput"] = throughput(runner, n_steps, dt, limit, repeats=3)
+        if use_pypde and text in pypde_sizes:
+            print(f"[{label(shape)}] py-pde ...", flush=True)
+            entry["pypde"] = run_pypde(shape, t_end, pypde_budget, reference["u"])
+            if tts["wall_s"] is not None:
+                entry["speedup_time_to_solution"] = entry["pypde"]["wall_s"] / tts["wall_s"]
+            best = max(v["cell_updates_per_s"] for v in entry["tumorfield_throughput"].values())
+            entry["speedup_per_step"] = best / entry["pypde"]["cell_updates_per_s"]
+        result["sizes"][label(shape)] = entry
+        del runner, reference
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = args.out / f"bench_simulate_{device.platform}_{stamp}{'_quick' if args.quick else ''}.json"
+    path.write_text(json.dumps(result, indent=2, default=_json_default))
+    print_table(result)
+    print(f"wrote {path}")
+    return result
+
+
+def _json_default(x):
+    if isinstance(x, np.generic | jax.Array):
+        return np.asarray(x).tolist()
+    raise TypeError(type(x))
+
+
+def print_table(result):
+    bw = result["bandwidth"]
+    print(
+        f"\ndevice {result['device']} ({result['cpu_model']}), jax {result['jax_version']}; "
+        f"triad {bw['jax_triad_bytes_per_s'] / 1e9:.1f} GB/s, numpy copy {bw['numpy_copy_bytes_per_s'] / 1e9:.1f} GB/s"
+    )
+    header = (
+        f"{'size':>10} {'compile s':>9} {'step ms ckpt':>12} {'step ms scan':>12} {'Mcell/s':>8} "
+        f"{'%bw':>5} {'tf dt':>8} {'tf s':>7} {'pde dt':>8} {'pde s':>8} {'TTS x':>6} {'step x':>6}"
+    )
+    print(header)
+    for name, e in result["sizes"].items():
+        thr = e["tumorfield_throughput"]
+        tts = e["tumorfield_time_to_solution"]
+        best = max(thr.values(), key=lambda v: v["cell_updates_per_s"])
+        chosen = tts["chosen"] or {}
+        pp = e.get("pypde", {})
+        print(
+            f"{name:>10} {thr['scan']['compile_s']:>9.2f} {thr['checkpoint']['step_s'] * 1e3:>12.3f} "
+            f"{thr['scan']['step_s'] * 1e3:>12.3f} {best['cell_updates_per_s'] / 1e6:>8.1f} "
+            f"{100 * best['fraction_of_bandwidth_limit']:>5.1f} {chosen.get('dt', float('nan')):>8.2e} "
+            f"{tts['wall_s'] if tts['wall_s'] is not None else float('nan'):>7.3f} "
+            f"{pp.get('dt', float('nan')):>8.2e} {pp.get('wall_s', float('nan')):>8.2f}"
+            f"{'*' if pp.get('extrapolated') else ' '}"
+            f"{e.get('speedup_time_to_solution', float('nan')):>6.1f} {e.get('speedup_per_step', float('nan')):>6.2f}"
+        )
+    print("* py-pde time extrapolated from the measured steps (fixed-step cost is constant)")
+
+
+if __name__ == "__main__":
+    main()
