@@ -48,7 +48,7 @@ class Grid(eqx.Module):
     @property
     def spacing(self) -> tuple[float, ...]:
         """Cell widths (mm) per axis."""
-        return tuple(side / n for side, n in zip(self.length, self.shape))
+        return tuple(side / n for side, n in zip(self.length, self.shape, strict=True))
 
     @property
     def n_cells(self) -> int:

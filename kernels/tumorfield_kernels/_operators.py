@@ -13,8 +13,8 @@ the spectral and local operators are the same discretisation.
 from __future__ import annotations
 
 import jax.numpy as jnp
-from jax import lax
 import numpy as np
+from jax import lax
 from jax.scipy.fft import dctn, idctn
 
 
@@ -123,7 +123,7 @@ def explicit_rate_bound(spacing, diffusivity, decay, face_speeds):
     the SSP-RK2 (Heun) step, non-negative (Shu & Osher, JCP 77, 1988).
     """
     rate = decay
-    for dx, speed in zip(spacing, face_speeds):
+    for dx, speed in zip(spacing, face_speeds, strict=True):
         rate = rate + 2.0 * diffusivity / dx**2 + 2.0 * speed / dx
     return rate
 
@@ -138,7 +138,7 @@ def _is_zero(x):
 def laplacian_symbol(shape, spacing, dtype=np.float64):
     """Eigenvalues of the zero-flux Laplacian in DCT-II space (1/mm²)."""
     symbol = np.zeros(shape, dtype=np.float64)
-    for axis, (n, dx) in enumerate(zip(shape, spacing)):
+    for axis, (n, dx) in enumerate(zip(shape, spacing, strict=True)):
         k = np.arange(n)
         eig = -(4.0 / dx**2) * np.sin(np.pi * k / (2 * n)) ** 2
         view = [1] * len(shape)

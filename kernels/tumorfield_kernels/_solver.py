@@ -10,15 +10,14 @@ import equinox as eqx
 import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Float
 
 from . import _operators as ops
 from ._grid import Grid
 from ._system import System
 
-State = dict[str, Float[Array, "*grid"]]
+State = dict[str, Float[Array, "*grid"]]  # noqa: F722
 
 
 class Trajectory(eqx.Module):
@@ -28,9 +27,9 @@ class Trajectory(eqx.Module):
     ``observed[name]`` holds per-step observables, at times ``t_observed``.
     """
 
-    t: Float[Array, " T"]
+    t: Float[Array, " T"]  # noqa: F722
     fields: dict[str, Array]
-    t_observed: Float[Array, " S"] | None = None
+    t_observed: Float[Array, " S"] | None = None  # noqa: F722
     observed: dict[str, Array] | None = None
 
     def __getitem__(self, name: str) -> Array:
@@ -198,7 +197,9 @@ def _explicit_rate_bounds(system: System, grid: Grid, operators: _Operators, sta
 
 
 @eqx.debug.assert_max_traces(max_traces=None)
-def _advance_impl(system, grid, n_saves, steps_per_save, checkpoint, observe, check_cfl, state, params, dt, t_start, step):
+def _advance_impl(
+    system, grid, n_saves, steps_per_save, checkpoint, observe, check_cfl, state, params, dt, t_start, step
+):
     dtype = dt.dtype
     operators = _build_operators(system, grid, params, dt, dtype)
 
@@ -377,8 +378,10 @@ def advance(
     )
     t_observed = None
     if observed is not None:
-        first = step - n_saves * steps_per_save + 1
-        t_observed = jnp.asarray(t_start, dtype) + (first + jnp.arange(n_saves * steps_per_save)).astype(dtype) * dt
+        # observable j is recorded after step number first + j
+        first = step - (n_saves * steps_per_save - 1)
+        index = first + jnp.arange(n_saves * steps_per_save, dtype=step.dtype)
+        t_observed = jnp.asarray(t_start, dtype) + index.astype(dtype) * jnp.asarray(dt, dtype)
     return state, step, Trajectory(times, frames, t_observed, observed)
 
 
