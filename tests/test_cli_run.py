@@ -144,10 +144,21 @@ def test_positivity_violation_in_the_solver_exits_3(tmp_path, cache):
     result = cli("run", config, "-o", out, "--set", "time.dt=0.1", cache=cache)
     assert result.returncode == 3, result.stderr
     assert "Traceback" not in result.stderr
-    assert "numerical failure: solver stopped between t = " in result.stderr
-    assert "positivity limit" in result.stderr and "field 'u'" in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if "numerical failure" in line]
+    assert "dt = 0.1 day exceeds the positivity limit" in line and "'u'" in line and "at t = " in line
     data = read(out)
-    assert data["status"] == "failed" and data["n"] >= 1 and np.all(np.isfinite(data["u"]))
+    assert data["status"] == "failed" and data["n"] >= 2 and np.all(np.isfinite(data["u"]))
+    # the last frame kept is the one from which the next step would break positivity
+    assert f"at t = {data['t'][-1]:.6g} day" in line
+
+
+def test_dt_beyond_the_stability_limit_at_start_is_bad_input(tmp_path, cache):
+    out = tmp_path / "out.h5"
+    result = cli("run", write_config(tmp_path), "-o", out, "--set", "parameters.D=1.0", cache=cache)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert "run.toml: time.dt = 0.01: " in line and "positivity limit" in line and "at t = 0" in line
+    assert not out.exists() and not list(tmp_path.glob(".out.h5*"))
 
 
 def _wait_for_frames(path: Path, proc: subprocess.Popen, n: int, timeout=120) -> None:

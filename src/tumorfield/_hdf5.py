@@ -122,7 +122,12 @@ class TrajectoryFile:
             g.attrs.create("t", np.float64(np.nan))
             for name in system.fields:
                 shape = () if name in system.scalars else grid.shape
-                g.create_dataset(name, shape=shape, dtype=state_dtypes[name])  # contiguous: rewritten in place
+                # contiguous, fixed size: rewritten in place, no metadata change per commit
+                ds = g.create_dataset(name, shape=shape, dtype=state_dtypes[name])
+                ds.attrs.update(
+                    units=model.field_units.get(name, "1"),
+                    long_name=f"checkpoint of {model.field_long_names.get(name, name)}",
+                )
         h5.flush()
         return self
 

@@ -21,7 +21,7 @@ import numpy as np
 
 # The public API has no "prepare" step nor a way to get the t = t_start frame of
 # ``advance``; these two helpers are what ``simulate`` itself uses for that.
-from tumorfield_kernels import advance
+from tumorfield_kernels import advance, max_stable_dt
 from tumorfield_kernels._solver import _first_frame, _prepare_params, _prepare_state
 
 from . import _compile_log
@@ -84,8 +84,8 @@ def initial_frame(config: RunConfig, params, observe, log: Callable[[str], None]
     return frame, scalars
 
 
-def _first_nonfinite(frames: dict[str, np.ndarray], grid, system) -> tuple[int, str, str] | None:
-    """(frame index, field, where) of the earliest non-finite value, else None."""
+def _first_nonfinite(frames: dict[str, np.ndarray], grid, system) -> tuple[int, str] | None:
+    """(frame index, message) of the earliest non-finite value, else None."""
     worst = None
     for name, data in frames.items():
         bad = ~np.isfinite(data.reshape(data.shape[0], -1)).all(axis=1)
@@ -93,7 +93,7 @@ def _first_nonfinite(frames: dict[str, np.ndarray], grid, system) -> tuple[int, 
             k = int(np.argmax(bad))
             if worst is None or k < worst[0]:
                 if name in system.scalars:
-                    where = "(scalar variable)"
+                    where = f"(scalar variable, value {data[k]})"
                 else:
                     index = np.unravel_index(int(np.argmax(~np.isfinite(data[k]))), data[k].shape)
                     coords = ", ".join(
@@ -101,8 +101,23 @@ def _first_nonfinite(frames: dict[str, np.ndarray], grid, system) -> tuple[int, 
                         for a, (axis, i) in enumerate(zip(grid.axis_names, index, strict=True))
                     )
                     where = f"at cell {tuple(int(i) for i in index)} ({coords}), value {data[k][index]}"
-                worst = (k, name, where)
+                worst = (k, f"field {name!r} is not finite {{time}} {where}")
     return worst
+
+
+def stability_violation(system, grid, state, params, t: float, dt: float, dtype) -> str | None:
+    """Why ``dt`` is beyond the positivity limit of the explicit part at ``state``, else None.
+
+    The same test as ``advance(check_stability=True)`` makes per frame, done here on the
+    host: inside jit it is an ``eqx.error_if`` host callback, and a compiled program with
+    a host callback is never stored in the persistent compilation cache.
+    """
+    limits = max_stable_dt(system, grid, state, params, t=t, dtype=dtype)
+    too_large = {name: limit for name, limit in limits.items() if dt > limit * (1 + 1e-6)}
+    if not too_large:
+        return None
+    detail = ", ".join(f"{name!r} {limit:.4g} day" for name, limit in too_large.items())
+    return f"dt = {dt} day exceeds the positivity limit of the explicit part ({detail})"
 
 
 def _solver_error(error: Exception) -> str | None:
@@ -150,60 +165,60 @@ def run_loop(
             try:
                 new_state, new_step, traj = jax.block_until_ready(
                     advance(
-                        system,
-                        grid,
-                        state,
-                        dt=dt,
-                        n_saves=n_saves,
-                        steps_per_save=sps,
-                        params=params,
-                        step=step,
-                        observe=observe,
-                        dtype=dtype,
+                        system, grid, state, dt=dt, n_saves=n_saves, steps_per_save=sps, params=params,
+                        step=step, observe=observe, dtype=dtype, check_stability=False,
                     )
-                )
+                )  # fmt: skip
             except (eqx.EquinoxRuntimeError, jax.errors.JaxRuntimeError) as error:
                 detail = _solver_error(error)
                 if detail is None:
                     raise
                 raise NumericalFailure(
-                    f"solver stopped between t = {step * dt:.6g} and {(step + n_saves * sps) * dt:.6g} day: {detail}; "
-                    f"{out.n_committed} earlier frames are kept"
+                    f"solver stopped between t = {step * dt:.6g} and {(step + n_saves * sps) * dt:.6g} day: "
+                    f"{detail}; {out.n_committed} earlier frames are kept"
                 ) from None
             if first:
                 wall = time.perf_counter() - wall
                 compiled = _compile_log.seconds() - compile_before
                 log(
                     f"first chunk of {n_saves} frames took {wall:.2f} s, of which compilation {compiled:.2f} s "
-                    f"(persistent-cache hits: {_compile_log.cache_hits()})"
+                    f"(persistent-cache hits so far: {_compile_log.cache_hits()})"
                 )
                 first = False
             frames = {name: np.asarray(v) for name, v in traj.fields.items()}
             scalars = {name: np.asarray(v) for name, v in (traj.observed or {}).items()}
             t = (step + sps * np.arange(1, n_saves + 1)) * dt
             scalars_t = (step + np.arange(1, n_saves * sps + 1)) * dt
-            bad = _first_nonfinite(frames, grid, system)
-            if bad is not None:
-                k, name, where = bad
-                if k > 0:
-                    good_step = step + k * sps
-                    out.commit(
-                        {n: f[:k] for n, f in frames.items()},
-                        t[:k],
-                        scalars_t[: k * sps],
-                        {n: s[: k * sps] for n, s in scalars.items()},
-                        {n: f[k - 1] for n, f in frames.items()},
-                        good_step,
-                    )
-                    on_commit()
-                raise NumericalFailure(
-                    f"field {name!r} is not finite at t = {t[k]:.6g} day {where}; "
-                    f"{out.n_committed} earlier frames are kept"
+            # commit up to the first bad frame: a NaN/Inf frame is dropped, a frame from which
+            # the next step would break positivity is kept (it is itself still valid)
+            failure = _first_nonfinite(frames, grid, system)
+            keep = n_saves if failure is None else failure[0]
+            for k in range(keep):
+                why = stability_violation(
+                    system, grid, {n: f[k] for n, f in frames.items()}, params, float(t[k]), dt, dtype
                 )
-            state, step = new_state, int(new_step)
-            out.commit(frames, t, scalars_t, scalars, {n: np.asarray(v) for n, v in state.items()}, step)
-            on_commit()
-            progress.update(step * dt)
+                if why is not None:
+                    keep, failure = k + 1, (k, why + " {time}; use a smaller time.dt")
+                    break
+            if keep > 0:
+                step = step + keep * sps
+                state = new_state if keep == n_saves else {n: f[keep - 1] for n, f in frames.items()}
+                out.commit(
+                    {n: f[:keep] for n, f in frames.items()},
+                    t[:keep],
+                    scalars_t[: keep * sps],
+                    {n: v[: keep * sps] for n, v in scalars.items()},
+                    {n: np.asarray(v) for n, v in state.items()},
+                    step,
+                )
+                on_commit()
+                progress.update(step * dt)
+            if failure is not None:
+                k, message = failure
+                raise NumericalFailure(
+                    message.format(time=f"at t = {t[k]:.6g} day") + f"; {out.n_committed} earlier frames are kept"
+                )
+            assert step == int(new_step)
         return "complete"
     finally:
         progress.close()

@@ -83,7 +83,17 @@ def _setup_jax(config) -> None:
 def _cmd_run(args, argv) -> int:
     from . import config as cfg
     from ._hdf5 import TrajectoryFile
-    from ._runner import NumericalFailure, StopFlag, initial_frame, make_observe, prepare_params, run_loop
+    from ._runner import (
+        NumericalFailure,
+        StopFlag,
+        initial_frame,
+        make_observe,
+        prepare_params,
+        run_dtype,
+        run_loop,
+        stability_violation,
+    )
+    from ._schema import ConfigError
     from ._xdmf import write_xdmf
 
     config = cfg.load(args.config, args.set)
@@ -115,6 +125,10 @@ def _cmd_run(args, argv) -> int:
         params = prepare_params(config)
         observe = make_observe(config)
         frame, scalars0 = initial_frame(config, params, observe, _log)
+        why = stability_violation(config.model.system, config.grid, frame, params, 0.0, config.time["dt"],
+                                  run_dtype(config))  # fmt: skip
+        if why is not None:
+            raise ConfigError("time.dt", config.time["dt"], why + " at t = 0", config.source)
         import numpy as np
 
         state_dtypes = {name: np.asarray(v).dtype for name, v in frame.items()}
