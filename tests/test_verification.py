@@ -400,3 +400,30 @@ def test_fisher_kpp_front_float32_speed_and_empty_tissue(float32):
     assert abs(speed - expected) / expected < 0.02
     assert ahead.size > 0 and ahead.max() < 1e-6
     assert u.min() >= 0.0
+
+
+def test_float32_trap_spectral_cell_field_fills_empty_tissue(float32):
+    # Why cell fields default to local stencils: a DCT spreads float32 round-off
+    # (~1e-7 of the maximum) over the whole grid, including empty tissue, and
+    # logistic growth amplifies it by e^{rt}, with negative values included.
+    r, diffusivity = 0.5, 0.01
+    grid = tk.Grid(shape=(1000,), length=10.0)
+    x = grid.coordinates(0)
+    far = x > 9.0
+    results = {}
+    for method in ("local", "exponential"):
+        system = tk.System(
+            fields=("u",),
+            diffusion={"u": diffusivity},
+            methods={"u": method},
+            reaction=lambda s, p, t: {"u": r * s["u"] * (1.0 - s["u"])},
+        )
+        initial = {"u": np.where(x < 0.5, 1.0, 0.0).astype(np.float32)}
+        traj = tk.simulate(system, grid, initial, t_end=10.0, dt=0.004, save_every=10.0)
+        u = np.asarray(traj["u"][-1])
+        results[method] = (float(np.abs(u[far]).max()), float(u.min()))
+    print(f"float32, t = 10 days, max |u| for x > 9 mm and min u: {results}")
+    # local: the far field is exactly empty (the front is at ~1.6 mm) and nothing is negative
+    assert results["local"] == (0.0, 0.0)
+    # spectral: round-off noise grown far above float32 epsilon, with negative cells
+    assert results["exponential"][0] > 1e-5 and results["exponential"][1] < -1e-5
