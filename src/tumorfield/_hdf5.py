@@ -24,6 +24,8 @@ runs at random moments to check it.
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,15 +45,28 @@ def _compression(output: Mapping[str, Any]) -> dict[str, Any]:
     return {"compression": "gzip", "compression_opts": output["gzip_level"]}
 
 
-def _text(value: str) -> str:
-    return str(value)
+class FileBusy(OSError):
+    """Another process is writing this trajectory."""
+
+
+def _lock(path: str) -> int:
+    """An exclusive POSIX record lock on ``path``, so two writers (say, two ``resume``) never
+    interleave. ``fcntl`` locks are independent of the ``flock`` locks HDF5 readers take,
+    so readers are not blocked."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise FileBusy(f"{path} is being written by another tumorfield process") from None
+    return fd
 
 
 class TrajectoryFile:
     """An open trajectory being written (``create``) or continued (``open_for_resume``)."""
 
-    def __init__(self, h5: h5py.File):
-        self.h5 = h5
+    def __init__(self, h5: h5py.File, lock: int):
+        self.h5, self._lock = h5, lock
 
     # --- creation ---------------------------------------------------------------------------
 
@@ -69,7 +84,7 @@ class TrajectoryFile:
         state_dtypes: Mapping[str, np.dtype],
     ) -> TrajectoryFile:
         h5 = h5py.File(path, "w", locking=False)
-        self = cls(h5)
+        self = cls(h5, _lock(path))
         dtype = np.dtype(output["precision"])
         h5.attrs["schema"] = SCHEMA
         h5.attrs.create("status", np.array(b"running", dtype=_STATUS_DTYPE))
@@ -189,13 +204,17 @@ class TrajectoryFile:
     def close(self) -> None:
         if self.h5.id.valid:
             self.h5.close()
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
 
     # --- resuming --------------------------------------------------------------------------
 
     @classmethod
     def open_for_resume(cls, path: str) -> TrajectoryFile:
         """Open ``path`` read-write and drop anything written after the last commit."""
-        self = cls(h5py.File(path, "r+", locking=False))
+        lock = _lock(path)
+        self = cls(h5py.File(path, "r+", locking=False), lock)
         n, s = self.n_committed, self.n_scalars_committed
         for _name, obj in list(self.h5.items()):
             if isinstance(obj, h5py.Dataset) and obj.maxshape and obj.maxshape[0] is None and obj.shape[0] > n:

@@ -30,7 +30,6 @@ class Progress:
                 initial=t_start,
                 unit="day",
                 file=self.stream,
-                dynamic_ncols=True,
                 bar_format="{l_bar}{bar}| {n:.4g}/{total:.4g} day [{elapsed}<{remaining}, {rate_fmt}]",
             )
 

@@ -8,15 +8,14 @@ import xml.etree.ElementTree as ET
 import h5py
 import numpy as np
 
-_AXES = {1: "VXVY", 2: "VXVY", 3: "VXVYVZ"}
 
-
-def write_xdmf(h5_path: str, xdmf_path: str | None = None) -> str:
+def write_xdmf(h5_path: str, xdmf_path: str | None = None) -> str | None:
     """Write ``<h5 stem>.xdmf`` next to ``h5_path`` for its first ``n_committed`` frames.
 
     The grid is a rectilinear mesh of cell centres (``Node`` centring on the centre
     coordinates); each saved time is one grid of a temporal collection, and each
-    field a hyperslab of its ``(T, ...)`` dataset. Returns the sidecar's path.
+    field a hyperslab of its ``(T, ...)`` dataset. Returns the sidecar's path, or None
+    for 1D grids (XDMF has no 1D rectilinear topology).
     """
     xdmf_path = xdmf_path or os.path.splitext(h5_path)[0] + ".xdmf"
     href = os.path.basename(h5_path)
@@ -31,53 +30,52 @@ def write_xdmf(h5_path: str, xdmf_path: str | None = None) -> str:
             if isinstance(obj, h5py.Dataset) and obj.ndim == 1 + len(axes) and name not in ("t", *axes)
         ]
         dtypes = {name: h5[name].dtype for name in fields}
+    if len(axes) < 2:
+        return None
 
-    root = ET.Element("Xdmf", Version="3.0")
-    domain = ET.SubElement(root, "Domain")
-    series = ET.SubElement(domain, "Grid", Name="trajectory", GridType="Collection", CollectionType="Temporal")
     dims = " ".join(map(str, shape))
     topology_type = "3DRectMesh" if len(shape) == 3 else "2DRectMesh"
-    for k in range(n):
-        grid = ET.SubElement(series, "Grid", Name=f"frame{k}", GridType="Uniform")
-        ET.SubElement(grid, "Time", Value=repr(float(t[k])))
-        ET.SubElement(grid, "Topology", TopologyType=topology_type, Dimensions=dims)
-        # XDMF lists rectilinear coordinates fastest axis first: x, y[, z]
-        geometry = ET.SubElement(grid, "Geometry", GeometryType="VXVYVZ" if len(shape) == 3 else "VXVY")
-        for name in reversed(axes):
-            item = ET.SubElement(
-                geometry,
-                "DataItem",
-                Dimensions=str(shape[axes.index(name)]),
-                NumberType="Float",
-                Precision="8",
-                Format="HDF",
-            )
-            item.text = f"{href}:/{name}"
-        for name in fields:
-            attribute = ET.SubElement(grid, "Attribute", Name=name, AttributeType="Scalar", Center="Node")
-            hyperslab = ET.SubElement(attribute, "DataItem", ItemType="HyperSlab", Dimensions=dims, Type="HyperSlab")
-            selection = ET.SubElement(hyperslab, "DataItem", Dimensions=f"3 {len(shape) + 1}", Format="XML")
-            selection.text = "\n".join(
-                [
-                    " ".join(map(str, [k] + [0] * len(shape))),  # start
-                    " ".join(["1"] * (len(shape) + 1)),  # stride
-                    " ".join(map(str, (1, *shape))),  # count
-                ]
-            )
-            source = ET.SubElement(
-                hyperslab,
-                "DataItem",
-                Dimensions=" ".join(map(str, (n, *shape))),
-                NumberType="Float",
-                Precision=str(np.dtype(dtypes[name]).itemsize),
-                Format="HDF",
-            )
-            source.text = f"{href}:/{name}"
-    ET.indent(root)
     tmp = xdmf_path + ".tmp"
+    # one frame's element at a time: a long run has tens of thousands of frames
     with open(tmp, "w") as f:
         f.write('<?xml version="1.0" ?>\n<!DOCTYPE Xdmf SYSTEM "Xdmf.dtd" []>\n')
-        f.write(ET.tostring(root, encoding="unicode"))
-        f.write("\n")
+        f.write('<Xdmf Version="3.0">\n  <Domain>\n')
+        f.write('    <Grid Name="trajectory" GridType="Collection" CollectionType="Temporal">\n')
+        for k in range(n):
+            grid = _frame(k, float(t[k]), href, axes, shape, dims, topology_type, fields, dtypes, n)
+            ET.indent(grid, space="  ", level=3)
+            f.write("      " + ET.tostring(grid, encoding="unicode").rstrip() + "\n")
+        f.write("    </Grid>\n  </Domain>\n</Xdmf>\n")
     os.replace(tmp, xdmf_path)
     return xdmf_path
+
+
+def _frame(k, time, href, axes, shape, dims, topology_type, fields, dtypes, n) -> ET.Element:
+    grid = ET.Element("Grid", Name=f"frame{k}", GridType="Uniform")
+    ET.SubElement(grid, "Time", Value=repr(time))
+    ET.SubElement(grid, "Topology", TopologyType=topology_type, Dimensions=dims)
+    # XDMF lists rectilinear coordinates fastest axis first: x, y[, z]
+    geometry = ET.SubElement(grid, "Geometry", GeometryType="VXVYVZ" if len(shape) == 3 else "VXVY")
+    for name in reversed(axes):
+        item = ET.SubElement(
+            geometry, "DataItem", Dimensions=str(shape[axes.index(name)]), NumberType="Float", Precision="8",
+            Format="HDF",
+        )  # fmt: skip
+        item.text = f"{href}:/{name}"
+    for name in fields:
+        attribute = ET.SubElement(grid, "Attribute", Name=name, AttributeType="Scalar", Center="Node")
+        hyperslab = ET.SubElement(attribute, "DataItem", ItemType="HyperSlab", Dimensions=dims, Type="HyperSlab")
+        selection = ET.SubElement(hyperslab, "DataItem", Dimensions=f"3 {len(shape) + 1}", Format="XML")
+        selection.text = "\n".join(
+            [
+                " ".join(map(str, [k] + [0] * len(shape))),  # start
+                " ".join(["1"] * (len(shape) + 1)),  # stride
+                " ".join(map(str, (1, *shape))),  # count
+            ]
+        )
+        source = ET.SubElement(
+            hyperslab, "DataItem", Dimensions=" ".join(map(str, (n, *shape))), NumberType="Float",
+            Precision=str(np.dtype(dtypes[name]).itemsize), Format="HDF",
+        )  # fmt: skip
+        source.text = f"{href}:/{name}"
+    return grid

@@ -186,7 +186,7 @@ def _cmd_run(args, argv) -> int:
         os.replace(partial, out)
     write_xdmf(str(out))
     if status == "complete":
-        _log(f"done: {out} (+ {out.with_suffix('.xdmf').name})")
+        _log(f"done: {out}")
         return EXIT_OK
     _log(f"interrupted by {stop.signal_name}; checkpoint saved. Continue with: tumorfield resume {out}")
     return EXIT_INTERRUPTED
@@ -208,7 +208,7 @@ def _cmd_resume(args, argv) -> int:
     import h5py
 
     from . import config as cfg
-    from ._hdf5 import TrajectoryFile, status
+    from ._hdf5 import FileBusy, TrajectoryFile, status
     from ._runner import NumericalFailure, StopFlag, make_observe, prepare_params, run_loop
     from ._xdmf import write_xdmf
 
@@ -225,7 +225,10 @@ def _cmd_resume(args, argv) -> int:
         return EXIT_OK
     config = cfg.loads(text, f"{path}:/config")
     _setup_jax(config)
-    traj = TrajectoryFile.open_for_resume(str(path))
+    try:
+        traj = TrajectoryFile.open_for_resume(str(path))
+    except FileBusy as error:
+        raise InputError(str(error)) from None
     stop = StopFlag()
     stop.install()
     try:
