@@ -4,6 +4,8 @@ checks and the memory of reverse-mode differentiation."""
 
 from __future__ import annotations
 
+import math
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -302,3 +304,25 @@ def test_reverse_mode_memory_is_sublinear_in_steps():
     # the checkpointed scan ~√8 ≈ 2.8×
     assert long < 4.0 * short
     assert long < 0.2 * tape
+
+
+# --- φ-functions of ETDRK2 ----------------------------------------------------------
+
+
+def _phi_reference(z):
+    """φ₁, φ₂ by a long series summed with ``math.fsum`` (|z| ≤ 1) or expm1."""
+    if abs(z) <= 1.0:
+        terms = [z**j / math.factorial(j + 1) for j in range(40)]
+        terms2 = [z**j / math.factorial(j + 2) for j in range(40)]
+        return math.fsum(terms), math.fsum(terms2)
+    return math.expm1(z) / z, (math.expm1(z) - z) / z**2
+
+
+def test_phi_functions_accurate_to_round_off():
+    zs = np.array([-200.0, -3.0, -0.5001, -0.4999, -0.3, -1e-3, 0.0, 1e-9, 0.2, 0.4999, 0.5001, 2.0])
+    e, phi1, phi2 = (np.asarray(v) for v in tk.phi_functions(jnp.asarray(zs)))
+    for i, z in enumerate(zs):
+        ref1, ref2 = _phi_reference(float(z))
+        assert abs(phi1[i] - ref1) <= 4e-16 * abs(ref1), (z, phi1[i], ref1)
+        assert abs(phi2[i] - ref2) <= 4e-16 * abs(ref2), (z, phi2[i], ref2)
+    np.testing.assert_allclose(e, np.exp(zs), rtol=1e-15)
