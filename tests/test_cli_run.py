@@ -218,3 +218,30 @@ def test_signal_checkpoints_and_resume_is_bit_identical(tmp_path, cache, long_ru
     for key in expected:
         if key != "status":
             np.testing.assert_array_equal(resumed[key], expected[key], err_msg=key)  # bit for bit
+
+
+def test_kill_9_during_overwrite_keeps_old_file_and_resume_replaces_it(tmp_path, cache, long_run):
+    config, expected = long_run
+    out = tmp_path / "out.h5"
+    out.write_bytes(b"precious")
+    command = [sys.executable, "-m", "tumorfield.cli", "run", str(config), "-o", str(out), "--overwrite"]
+    command += ["--set", f'run.compilation_cache="{cache}"']
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}
+    )
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".out.h5.*.partial")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (partial,) = tmp_path.glob(".out.h5.*.partial")
+    _wait_for_frames(partial, proc, 3)
+    proc.kill()
+    proc.communicate()
+    assert out.read_bytes() == b"precious"  # the old output is untouched by the killed run
+    result = cli("resume", partial, cache=cache)
+    assert result.returncode == 0, result.stderr
+    assert not partial.exists()
+    resumed = read(out)  # the resumed run took the old file's place
+    assert resumed["status"] == "complete"
+    for key in expected:
+        if key != "status":
+            np.testing.assert_array_equal(resumed[key], expected[key], err_msg=key)

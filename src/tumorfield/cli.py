@@ -253,7 +253,12 @@ def _cmd_resume(args, argv) -> int:
     finally:
         stop.restore()
     traj.set_status(st, None if st == "complete" else f"interrupted by {stop.signal_name}")
+    target = traj.h5.attrs.get("target")
     traj.close()
+    if target and path.name.startswith(".") and path.name.endswith(".partial"):
+        # a killed ``run --overwrite`` left its frames in the temporary: it now replaces the old file
+        os.replace(path, target)
+        path = Path(target)
     write_xdmf(str(path))
     if st == "complete":
         _log(f"done: {path}")
