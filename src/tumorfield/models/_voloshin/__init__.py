@@ -1,0 +1,1 @@
+"""Private pieces of the Voloshin 2015 model: parameters, pharmacokinetics, vessels."""
