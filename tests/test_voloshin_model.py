@@ -143,7 +143,7 @@ def test_il1b_knockout_removes_host_il1b_production_only():
     r_wt = reaction(state, wt, jnp.asarray(0.1))
     assert float(jnp.min(r_wt["il1b"] - r_ko["il1b"])) > 0
     # the receptor side is untouched: with the same IL1β, the responses agree
-    for a, b in zip(il1_responses(state, wt), il1_responses(state, ko)):
+    for a, b in zip(il1_responses(state, wt), il1_responses(state, ko), strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -176,7 +176,7 @@ def figures(paths: Mapping[str, str | Path], outdir: str | Path) -> list[Path]:
         ("invasion_distance", "invasion distance (mm)", False),
     )
     fig, axes = plt.subplots(2, 3, figsize=(13, 7), constrained_layout=True)
-    for ax, (name, label, log) in zip(axes.flat, panels):
+    for ax, (name, label, log) in zip(axes.flat, panels, strict=True):
         for arm, path in paths.items():
             with h5py.File(path, "r") as h5:
                 t, y = h5["scalars/t"][()], h5[f"scalars/{name}"][()]

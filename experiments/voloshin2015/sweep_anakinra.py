@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     ]
     result = {"rows": rows, "turning_points": turns}
     if base is not None:
-        above = [float(d) for d, b in zip(doses, burden) if b > base["metastatic_burden"] and d > 0]
+        above = [float(d) for d, b in zip(doses, burden, strict=True) if b > base["metastatic_burden"] and d > 0]
         result["lowest_dose_raising_metastasis_above_ptx_alone"] = min(above) if above else None
         for r in rows:
             r["burden_over_ptx"] = r["metastatic_burden"] / base["metastatic_burden"]
@@ -81,6 +81,7 @@ def main(argv=None) -> int:
         axes,
         ("metastatic_burden", "tumor_volume", "m2_fraction"),
         ("metastatic burden (cells)", "primary tumour", "M2 fraction in tumour"),
+        strict=True,
     ):
         ax.semilogx(x, [r[key] for r in rows], "o-")
         if base is not None:

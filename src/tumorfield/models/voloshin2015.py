@@ -467,7 +467,7 @@ class Voloshin2015(Model):
     def initial_state(self, grid: Grid) -> dict[str, np.ndarray]:
         mesh = grid.mesh()
         centre = self.centre(grid)
-        r = np.sqrt(sum((x - c) ** 2 for x, c in zip(mesh, centre)))
+        r = np.sqrt(sum((x - c) ** 2 for x, c in zip(mesh, centre, strict=True)))
         ini = self.initial
         tumor = ini["tumor_density"] * 0.5 * (1.0 - np.tanh((r - ini["tumor_radius"]) / ini["interface_width"]))
         vessels = vessel_map(mesh, centre, **self.vessels)
@@ -505,7 +505,7 @@ class Voloshin2015(Model):
         q_iv = intravasation_rate(state, p, phi_t)
         mesh = grid.mesh()
         centre = self.centre(grid)
-        r = jnp.asarray(np.sqrt(sum((x - c) ** 2 for x, c in zip(mesh, centre))), n.dtype)
+        r = jnp.asarray(np.sqrt(sum((x - c) ** 2 for x, c in zip(mesh, centre, strict=True))), n.dtype)
         front_volume = jnp.sum(jnp.clip(n / FRONT_THRESHOLD, 0.0, 1.0)) * dv
         if grid.ndim == 2:
             front = jnp.sqrt(front_volume / math.pi)

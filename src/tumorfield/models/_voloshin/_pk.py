@@ -33,9 +33,9 @@ class Doses(eqx.Module):
     rollout (the route is an array, not a static field, for the same reason).
     """
 
-    time: Float[Array, " n"]
-    amount: Float[Array, " n"]
-    iv: Float[Array, " n"]
+    time: Float[Array, ...]
+    amount: Float[Array, ...]
+    iv: Float[Array, ...]
 
     def __init__(self, time=(), amount=(), routes=(), pad_to: int | None = None):
         time, amount, routes = list(time), list(amount), list(routes)

@@ -25,14 +25,14 @@ def vessel_map(
     is defined in mm, so the map converges under grid refinement.
     """
     ndim = len(mesh)
-    r = np.sqrt(sum((x - c) ** 2 for x, c in zip(mesh, centre)))
+    r = np.sqrt(sum((x - c) ** 2 for x, c in zip(mesh, centre, strict=True)))
     v = host_density + rim_density * np.exp(-(((r - rim_radius) / rim_width) ** 2))
     rng = np.random.default_rng(seed)
     for _ in range(intratumoral_count):
         direction = rng.normal(size=ndim)
         direction /= np.linalg.norm(direction)
         radius = rim_radius * rng.uniform() ** (1.0 / ndim)  # uniform in the ball
-        spot = [c + radius * d for c, d in zip(centre, direction)]
-        d2 = sum((x - s) ** 2 for x, s in zip(mesh, spot))
+        spot = [c + radius * d for c, d in zip(centre, direction, strict=True)]
+        d2 = sum((x - s) ** 2 for x, s in zip(mesh, spot, strict=True))
         v = v + intratumoral_density * np.exp(-d2 / vessel_radius**2)
     return v
