@@ -100,8 +100,10 @@ def _cmd_run(args, argv) -> int:
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise InputError(f"{out} exists; pass --overwrite to replace it (it is kept until the new run succeeds)")
-    if not out.parent.exists():
-        raise InputError(f"{out}: directory {out.parent} does not exist")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"{out}: cannot create directory {out.parent} ({error.strerror})") from None
     if not os.access(out.parent, os.W_OK):
         raise InputError(f"{out}: directory {out.parent} is not writable")
     had_old = out.exists()
