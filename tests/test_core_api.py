@@ -120,12 +120,15 @@ def test_trajectory_contract_2d_and_3d():
 # --- quasi-steady fields: the DCT solve against a sparse direct solve ---------------
 
 
-def _zero_flux_laplacian_matrix(shape, spacing):
-    """The same finite-volume stencil assembled as a sparse matrix (independent of the DCT)."""
+def _zero_flux_laplacian_matrix(shape, spacing, dirichlet=False):
+    """The same finite-volume stencil assembled as a sparse matrix (independent of the DCT).
+
+    ``dirichlet=True``: ghost cells ``−u_edge`` (the part linear in u of a fixed wall value).
+    """
     ops = []
     for n, dx in zip(shape, spacing, strict=True):
         main = -2.0 * np.ones(n)
-        main[0] = main[-1] = -1.0  # ghost cell equal to the edge cell: zero flux
+        main[0] = main[-1] = -3.0 if dirichlet else -1.0  # ghost −u_edge, or = u_edge: zero flux
         ops.append(sp.diags([np.ones(n - 1), main, np.ones(n - 1)], [-1, 0, 1]) / dx**2)
     total = sp.csr_matrix((int(np.prod(shape)),) * 2)
     for axis, op in enumerate(ops):
@@ -326,3 +329,87 @@ def test_phi_functions_accurate_to_round_off():
         assert abs(phi1[i] - ref1) <= 4e-16 * abs(ref1), (z, phi1[i], ref1)
         assert abs(phi2[i] - ref2) <= 4e-16 * abs(ref2), (z, phi2[i], ref2)
     np.testing.assert_allclose(e, np.exp(zs), rtol=1e-15)
+
+
+# --- fixed wall values (Dirichlet) --------------------------------------------------
+
+
+def _dirichlet_system(g):
+    # the same problem three ways: quasi-steady (DST solve), exponential (ETDRK2
+    # with the DST) and local (ghost cell, SSP-RK2): D∇²c − k c + R = 0, c = g on walls
+    d, k = 0.1, 4.0
+
+    def reaction(state, params, t):
+        return {name: state["s"] for name in ("q", "e", "l")}
+
+    system = tk.System(
+        fields=("s", "q", "e", "l"),
+        diffusion={"q": d, "e": d, "l": d},
+        decay={"q": k, "e": k, "l": k},
+        quasi_steady=("q",),
+        methods={"l": "local"},
+        dirichlet={"q": g, "e": g, "l": lambda p: p["g"]},
+        reaction=reaction,
+    )
+    assert system.method("e") == "exponential" and system.method("l") == "local"
+    return system, d, k
+
+
+def test_dirichlet_walls_agree_with_sparse_solve_in_all_three_methods():
+    g = 2.0
+    system, d, k = _dirichlet_system(g)
+    grid = tk.Grid((12, 10), (0.6, 0.4))
+    source = np.random.default_rng(3).random(grid.shape)
+    lap = _zero_flux_laplacian_matrix(grid.shape, grid.spacing, dirichlet=True)
+    # wall contributions of the ghost cells 2g − u_edge: +2g/Δx² in edge cells
+    wall = np.zeros(grid.shape)
+    for axis, dx in enumerate(grid.spacing):
+        edge = [slice(None)] * grid.ndim
+        for index in (0, -1):
+            edge[axis] = index
+            wall[tuple(edge)] += 2.0 * g / dx**2
+    matrix = d * lap - k * sp.identity(source.size)
+    expected = spla.spsolve(matrix.tocsc(), -(source + d * wall).reshape(-1)).reshape(grid.shape)
+    initial = {"s": source, "e": 0.0, "l": 0.0}
+    dt = min(tk.max_stable_dt(system, grid, initial, {"g": g}).values())
+    steps = int(np.ceil(6.0 / dt))  # k t = 24: the transient is e^{−24} ≈ 4e-11
+    traj = tk.simulate(system, grid, initial, t_end=steps * dt, dt=dt, save_every=steps * dt, params={"g": g})
+    for name, tol in (("q", 1e-12), ("e", 1e-9), ("l", 1e-9)):
+        rel = float(np.max(np.abs(np.asarray(traj[name][-1]) - expected)) / np.max(np.abs(expected)))
+        assert rel < tol, (name, rel)
+    # the quasi-steady solve holds from the first frame
+    np.testing.assert_allclose(np.asarray(traj["q"][0]), expected, rtol=1e-12)
+
+
+def test_dirichlet_local_limit_accounts_for_the_wall_face():
+    system, d, k = _dirichlet_system(1.0)
+    grid = tk.Grid((20,), 1.0)
+    dx = grid.spacing[0]
+    limit = tk.max_stable_dt(system, grid, {"s": 0.0, "e": 0.0, "l": 0.0}, {"g": 1.0})["l"]
+    np.testing.assert_allclose(limit, 1.0 / (k + 3.0 * d / dx**2), rtol=1e-12)
+
+
+def test_dirichlet_quasi_steady_converges_to_cosh_profile():
+    # 1D, no source: c = g cosh(a(x − L/2)) / cosh(aL/2), a = √(k/D)
+    g = 1.5
+    system, d, k = _dirichlet_system(g)
+    a = np.sqrt(k / d)
+    errors = []
+    for n in (32, 64, 128):
+        grid = tk.Grid((n,), 1.0)
+        x = grid.coordinates(0)
+        traj = tk.simulate(system, grid, {"s": 0.0, "e": g, "l": g}, t_end=1e-4, dt=1e-4, params={"g": g})
+        exact = g * np.cosh(a * (x - 0.5)) / np.cosh(a * 0.5)
+        errors.append(float(np.max(np.abs(np.asarray(traj["q"][0]) - exact))))
+    orders = [np.log2(errors[i] / errors[i + 1]) for i in range(2)]
+    print(f"Dirichlet cosh profile: max errors {errors}, orders {orders}")
+    assert min(orders) > 1.8, (errors, orders)
+
+
+def test_dirichlet_validation():
+    with pytest.raises(ValueError, match=r"System.dirichlet\['u'\]: 'u' does not diffuse"):
+        tk.System(fields=("u",), dirichlet={"u": 1.0})
+    with pytest.raises(ValueError, match=r"System.dirichlet\['u'\]=-1.0: a wall value must be ≥ 0"):
+        tk.System(fields=("u",), diffusion={"u": 1.0}, dirichlet={"u": -1.0})
+    with pytest.raises(ValueError, match=r"System.dirichlet\['v'\]: no such field"):
+        tk.System(fields=("u",), diffusion={"u": 1.0}, dirichlet={"v": 1.0})

@@ -24,11 +24,14 @@ def _face_difference(u, axis):
     return lax.slice_in_dim(u, 1, n, axis=axis) - lax.slice_in_dim(u, 0, n - 1, axis=axis)
 
 
-def _divergence_of_interior_flux(flux, axis, dx):
-    """``(F_{i+1/2} − F_{i−1/2}) / Δx`` with zero flux on both boundary faces."""
-    pad = [(0, 0)] * flux.ndim
-    pad[axis] = (1, 1)
-    padded = jnp.pad(flux, pad)
+def _divergence_of_interior_flux(flux, axis, dx, walls=None):
+    """``(F_{i+1/2} − F_{i−1/2}) / Δx``; zero flux on both boundary faces, or ``walls = (F_lo, F_hi)``."""
+    if walls is None:
+        pad = [(0, 0)] * flux.ndim
+        pad[axis] = (1, 1)
+        padded = jnp.pad(flux, pad)
+    else:
+        padded = jnp.concatenate([walls[0], flux, walls[1]], axis=axis)
     n = padded.shape[axis]
     return (lax.slice_in_dim(padded, 1, n, axis=axis) - lax.slice_in_dim(padded, 0, n - 1, axis=axis)) / dx
 
@@ -82,13 +85,23 @@ def upwind_face_value(u, velocity, axis):
     return jnp.where(velocity > 0, left, right)
 
 
-def transport(u, spacing, diffusivity, taxis_terms):
+def _dirichlet_wall_fluxes(u, axis, dx, diffusivity, wall_value):
+    """Diffusive fluxes through the two walls for ``u = g`` there (ghost cell ``2g − u_edge``)."""
+    n = u.shape[axis]
+    lo = lax.slice_in_dim(u, 0, 1, axis=axis)
+    hi = lax.slice_in_dim(u, n - 1, n, axis=axis)
+    return 2.0 * diffusivity * (lo - wall_value) / dx, 2.0 * diffusivity * (wall_value - hi) / dx
+
+
+def transport(u, spacing, diffusivity, taxis_terms, wall_value=None):
     """Local conservative transport ``∇·(D∇u − Σ χ u ∇c)``.
 
     ``taxis_terms`` is a sequence of ``(chi, attractant)``; ``chi`` (mm²/day per
     unit attractant) is a scalar or a cell array. Advective face fluxes are
     limited upwind (second order where smooth, positivity-preserving under
-    :func:`explicit_rate_bound`).
+    :func:`explicit_rate_bound`). Walls are zero-flux, except that with
+    ``wall_value = g`` diffusion sees the fixed value ``u = g`` on every wall
+    (a ghost cell ``2g − u_edge``; advection stays zero-flux).
     """
     total = jnp.zeros_like(u)
     for axis, dx in enumerate(spacing):
@@ -99,8 +112,11 @@ def transport(u, spacing, diffusivity, taxis_terms):
             velocity = taxis_face_velocity(attractant, chi, axis, dx)
             advective = velocity * upwind_face_value(u, velocity, axis)
             flux = -advective if flux is None else flux - advective
+        walls = None
+        if wall_value is not None and not _is_zero(diffusivity):
+            walls = _dirichlet_wall_fluxes(u, axis, dx, diffusivity, wall_value)
         if flux is not None:
-            total = total + _divergence_of_interior_flux(flux, axis, dx)
+            total = total + _divergence_of_interior_flux(flux, axis, dx, walls)
     return total
 
 
@@ -115,16 +131,19 @@ def max_face_speed(taxis_terms, spacing):
     return speeds
 
 
-def explicit_rate_bound(spacing, diffusivity, decay, face_speeds):
+def explicit_rate_bound(spacing, diffusivity, decay, face_speeds, dirichlet=False):
     """Largest outflow rate (1/day) of a forward-Euler step of the local scheme.
 
     A cell loses at most ``u_i · Δt · (Σ_axes [2D/Δx² + 2 v_max/Δx] + k)`` in
     one step, so ``Δt · bound ≤ 1`` keeps the forward-Euler stage, and hence
-    the SSP-RK2 (Heun) step, non-negative (Shu & Osher, JCP 77, 1988).
+    the SSP-RK2 (Heun) step, non-negative (Shu & Osher, JCP 77, 1988). With a
+    fixed wall value ``g ≥ 0`` a wall cell loses up to ``2D u/Δx²`` through
+    the wall face, so the diffusive part becomes ``3D/Δx²`` per axis.
     """
     rate = decay
+    diffusive = (3.0 if dirichlet else 2.0) * diffusivity
     for dx, speed in zip(spacing, face_speeds, strict=True):
-        rate = rate + 2.0 * diffusivity / dx**2 + 2.0 * speed / dx
+        rate = rate + diffusive / dx**2 + 2.0 * speed / dx
     return rate
 
 
@@ -135,24 +154,50 @@ def _is_zero(x):
 # --- spectral (DCT-II) operators ---------------------------------------------
 
 
-def laplacian_symbol(shape, spacing, dtype=np.float64):
-    """Eigenvalues of the zero-flux Laplacian in DCT-II space (1/mm²)."""
+def laplacian_symbol(shape, spacing, dtype=np.float64, dirichlet=False):
+    """Eigenvalues of the zero-flux Laplacian in DCT-II space (1/mm²).
+
+    With ``dirichlet=True``: of the Laplacian with ghost cells ``−u_edge``
+    (value 0 on the walls) in the space of :func:`to_spectral` with
+    ``dirichlet=True``. That matrix is diagonalised by the DST-II, with
+    eigenvalues ``−(4/Δx²) sin²(π(k+1)/(2n))``; as ``DST-II(u)[k] =
+    DCT-II((−1)^i u)[n−1−k]``, coefficient ``j`` of the DCT of the
+    sign-alternated input has eigenvalue ``−(4/Δx²) cos²(πj/(2n))``.
+    """
     symbol = np.zeros(shape, dtype=np.float64)
     for axis, (n, dx) in enumerate(zip(shape, spacing, strict=True)):
         k = np.arange(n)
-        eig = -(4.0 / dx**2) * np.sin(np.pi * k / (2 * n)) ** 2
+        wave = np.cos if dirichlet else np.sin
+        eig = -(4.0 / dx**2) * wave(np.pi * k / (2 * n)) ** 2
         view = [1] * len(shape)
         view[axis] = n
         symbol = symbol + eig.reshape(view)
     return symbol.astype(dtype)
 
 
-def to_spectral(u):
+def _alternating_sign(shape, dtype):
+    """``Π_axes (−1)^{i_axis}`` as a constant array."""
+    sign = np.ones(shape)
+    for axis, n in enumerate(shape):
+        view = [1] * len(shape)
+        view[axis] = n
+        sign = sign * ((-1.0) ** np.arange(n)).reshape(view)
+    return jnp.asarray(sign, dtype)
+
+
+def to_spectral(u, dirichlet=False):
+    """Orthonormal DCT-II (zero-flux walls); with ``dirichlet=True`` the DST-II up to index order."""
+    if dirichlet:
+        u = u * _alternating_sign(u.shape, u.dtype)
     return dctn(u, type=2, norm="ortho")
 
 
-def from_spectral(u_hat):
-    return idctn(u_hat, type=2, norm="ortho")
+def from_spectral(u_hat, dirichlet=False):
+    """Inverse of :func:`to_spectral` with the same ``dirichlet``."""
+    u = idctn(u_hat, type=2, norm="ortho")
+    if dirichlet:
+        u = u * _alternating_sign(u.shape, u.dtype)
+    return u
 
 
 def phi_functions(z):

@@ -49,10 +49,14 @@ class _Operators(eqx.Module):
     ``exponential[f] = (E, P1, P2)`` hold ``e^z, φ₁(z), φ₂(z)`` with
     ``z = Δt (D λ − k)``: arrays in DCT space where ``D ≠ 0``, scalars otherwise.
     ``inverse[f] = 1/(k − D λ)`` solves the quasi-steady fields.
+    ``walls[f] = (g, k g)`` for fields with a fixed wall value ``g``: their
+    spectral fields are transformed as ``u − g`` (DST-II), with ``−k g``
+    added to the explicit part.
     """
 
     exponential: dict[str, tuple[Array, Array, Array]]
     inverse: dict[str, Array]
+    walls: dict[str, tuple[Array, Array]]
     spectral: dict[str, bool] = eqx.field(static=True)
 
 
@@ -62,8 +66,12 @@ def _spectral(system: System, name: str) -> bool:
 
 
 def _build_operators(system: System, grid: Grid, params, dt, dtype) -> _Operators:
-    symbol = None
-    exponential, inverse, spectral = {}, {}, {}
+    symbols = {}  # by "has fixed wall values"
+    exponential, inverse, walls, spectral = {}, {}, {}, {}
+    for name, value in system.dirichlet.items():
+        g = jnp.asarray(_coefficient(value, params), dtype)
+        k = jnp.asarray(_coefficient(system.decay.get(name, 0.0), params), dtype)
+        walls[name] = (g, k * g)
     for name in system.fields:
         is_qs = name in system.quasi_steady
         if not is_qs and system.method(name) != "exponential":
@@ -72,9 +80,12 @@ def _build_operators(system: System, grid: Grid, params, dt, dtype) -> _Operator
         k = _coefficient(system.decay.get(name, 0.0), params)
         spectral[name] = _spectral(system, name)
         if spectral[name]:
-            if symbol is None:
-                symbol = jnp.asarray(ops.laplacian_symbol(grid.shape, grid.spacing), dtype)
-            generator = d * symbol - k
+            dirichlet = name in walls
+            if dirichlet not in symbols:
+                symbols[dirichlet] = jnp.asarray(
+                    ops.laplacian_symbol(grid.shape, grid.spacing, dirichlet=dirichlet), dtype
+                )
+            generator = d * symbols[dirichlet] - k
         else:
             generator = -jnp.asarray(k, dtype)
         generator = jnp.asarray(generator, dtype)
@@ -82,7 +93,7 @@ def _build_operators(system: System, grid: Grid, params, dt, dtype) -> _Operator
             inverse[name] = 1.0 / (-generator)
         else:
             exponential[name] = ops.phi_functions(dt * generator)
-    return _Operators(exponential, inverse, spectral)
+    return _Operators(exponential, inverse, walls, spectral)
 
 
 def _taxis_terms(system: System, name: str, state: State, params):
@@ -111,7 +122,12 @@ def _solve_quasi_steady(system: System, operators: _Operators, state: State, par
     for name in system.quasi_steady:
         like = state[name]
         source = jnp.broadcast_to(jnp.asarray(rates.get(name, 0.0), like.dtype), like.shape)
-        if operators.spectral[name]:
+        if operators.spectral[name] and name in operators.walls:
+            # c = g + w: 0 = DΔ₀w − k w + (R − k g), Δ₀ with zero wall values
+            g, kg = operators.walls[name]
+            w = ops.from_spectral(operators.inverse[name] * ops.to_spectral(source - kg, True), True)
+            state[name] = g + w
+        elif operators.spectral[name]:
             state[name] = ops.from_spectral(operators.inverse[name] * ops.to_spectral(source))
         else:
             state[name] = operators.inverse[name] * source
@@ -131,7 +147,8 @@ def _rates(system: System, grid: Grid, operators: _Operators, state: State, para
             d = _coefficient(system.diffusion.get(name, 0.0), params)
             k = _coefficient(system.decay.get(name, 0.0), params)
             if name not in system.scalars:
-                rate = rate + ops.transport(u, grid.spacing, d, taxis)
+                wall = operators.walls[name][0] if name in operators.walls else None
+                rate = rate + ops.transport(u, grid.spacing, d, taxis, wall_value=wall)
             if not ops._is_zero(k):
                 rate = rate - k * u
         elif taxis:
@@ -144,7 +161,8 @@ def _apply(operators: _Operators, name: str, which: int, value):
     """Apply ``E`` (0), ``φ₁`` (1) or ``φ₂`` (2) of field ``name`` to a physical-space array."""
     factor = operators.exponential[name][which]
     if operators.spectral[name]:
-        return ops.from_spectral(factor * ops.to_spectral(value))
+        dirichlet = name in operators.walls
+        return ops.from_spectral(factor * ops.to_spectral(value, dirichlet), dirichlet)
     return factor * value
 
 
@@ -159,6 +177,12 @@ def _step(system: System, grid: Grid, operators: _Operators, params, state: Stat
         u = state[name]
         if system.method(name) == "local":
             stage[name] = u + dt.astype(u.dtype) * n0[name]
+        elif operators.spectral[name] and name in operators.walls:
+            # u = g + w with w zero on the walls (DST-II); −k g joins the explicit part
+            e, p1, _ = operators.exponential[name]
+            g, kg = operators.walls[name]
+            w_hat = e * ops.to_spectral(u - g, True) + dt * p1 * ops.to_spectral(n0[name] - kg, True)
+            stage[name] = g + ops.from_spectral(w_hat, True)
         elif operators.spectral[name]:
             e, p1, _ = operators.exponential[name]
             stage[name] = ops.from_spectral(e * ops.to_spectral(u) + dt * p1 * ops.to_spectral(n0[name]))
@@ -192,7 +216,8 @@ def _explicit_rate_bounds(system: System, grid: Grid, operators: _Operators, sta
             d, k = 0.0, 0.0
         else:
             continue
-        bounds[name] = jnp.asarray(ops.explicit_rate_bound(grid.spacing, d, k, speeds))
+        dirichlet = system.method(name) == "local" and name in system.dirichlet
+        bounds[name] = jnp.asarray(ops.explicit_rate_bound(grid.spacing, d, k, speeds, dirichlet))
     return bounds
 
 

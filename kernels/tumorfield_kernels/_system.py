@@ -67,6 +67,12 @@ class System(eqx.Module):
       round-off. Default for every other field (cells).
 
     ``methods`` overrides the default per field.
+
+    Walls are zero-flux, except for fields named in ``dirichlet``
+    (``{field: g}``, ``g`` a number or a function of ``params``): their
+    diffusion sees the fixed value ``u = g`` on every wall (cell-centred
+    ghost cell ``2g − u_edge``; exponential and quasi-steady fields use the
+    DST-II of ``u − g``). Taxis fluxes through walls stay zero.
     """
 
     fields: tuple[str, ...] = eqx.field(static=True)
@@ -77,6 +83,7 @@ class System(eqx.Module):
     quasi_steady: tuple[str, ...] = eqx.field(static=True)
     method_items: tuple[tuple[str, str], ...] = eqx.field(static=True)
     scalars: tuple[str, ...] = eqx.field(static=True)
+    dirichlet_items: tuple[tuple[str, Coefficient], ...] = eqx.field(static=True)
 
     def __init__(
         self,
@@ -88,6 +95,7 @@ class System(eqx.Module):
         quasi_steady=(),
         methods=None,
         scalars=(),
+        dirichlet=None,
     ):
         if isinstance(fields, str):
             raise TypeError(f"System.fields={fields!r}: give a tuple of names, e.g. ({fields!r},)")
@@ -99,6 +107,7 @@ class System(eqx.Module):
         self.quasi_steady = tuple(quasi_steady)
         self.method_items = _frozen(methods, "methods")
         self.scalars = tuple(scalars)
+        self.dirichlet_items = _frozen(dirichlet, "dirichlet")
 
     def __check_init__(self):
         names = set(self.fields)
@@ -146,6 +155,22 @@ class System(eqx.Module):
                 raise ValueError(f"System.taxis: {name!r} is a scalar (ODE) variable, it takes no part in taxis")
             if name in self.quasi_steady:
                 raise ValueError(f"System.quasi_steady: {name!r} is a scalar (ODE) variable")
+        for name, value in self.dirichlet_items:
+            if name not in names:
+                raise ValueError(f"System.dirichlet[{name!r}]: no such field; fields are {self.fields}")
+            if name in self.scalars:
+                raise ValueError(f"System.dirichlet[{name!r}]: {name!r} is a scalar (ODE) variable, it has no walls")
+            if not callable(value):
+                if not isinstance(value, (int, float)) or value != value:
+                    raise TypeError(f"System.dirichlet[{name!r}]={value!r}: a number or a function of params")
+                if value < 0:
+                    raise ValueError(f"System.dirichlet[{name!r}]={value}: a wall value must be ≥ 0")
+            d = self.diffusion.get(name, 0.0)
+            if not callable(d) and d == 0:
+                raise ValueError(
+                    f"System.dirichlet[{name!r}]: {name!r} does not diffuse (diffusion 0), "
+                    "so a fixed wall value has no effect; give it a diffusion coefficient"
+                )
         if self.reaction is not None and not callable(self.reaction):
             raise TypeError("System.reaction must be a function reaction(state, params, t) -> dict of rates")
 
@@ -156,6 +181,10 @@ class System(eqx.Module):
     @property
     def decay(self) -> dict[str, Coefficient]:
         return dict(self.decay_items)
+
+    @property
+    def dirichlet(self) -> dict[str, Coefficient]:
+        return dict(self.dirichlet_items)
 
     @property
     def dynamic_fields(self) -> tuple[str, ...]:
