@@ -143,3 +143,32 @@ def test_cli_bad_config_exits_2_with_one_line_and_no_traceback(tmp_path):
     assert str(path) in lines[0] and "parameters.rr" in lines[0] and "did you mean 'r'" in lines[0]
     assert "Traceback" not in result.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "override, key, fragment",
+    [
+        (
+            'dosing.anakinra=[{time=3.005, dose_mg_per_kg=50.0, route="ip", every=1.0, count=1}]',
+            "dosing.anakinra[0].time",
+            "step boundaries",
+        ),
+        (
+            'dosing.anakinra=[{time=-1.0, dose_mg_per_kg=50.0, route="ip", every=1.0, count=1}]',
+            "dosing.anakinra",
+            "≥ 0",
+        ),
+        ("host.genotype=mutant", "host.genotype", "'wild_type'"),
+    ],
+)
+def test_model_sections_and_cross_checks_are_validated_by_the_loader(override, key, fragment):
+    """Model-owned sections (here voloshin2015's doses) go through the same loader and messages."""
+    from tumorfield import models
+
+    if "voloshin2015" not in models.names():
+        pytest.skip("voloshin2015 model not available")
+    path = ROOT / "experiments" / "voloshin2015" / "anakinra.toml"
+    with pytest.raises(ConfigError) as info:
+        cfg.load(path, [override])
+    assert info.value.key_path == key
+    assert str(info.value).startswith(f"{path}: {key} = ") and fragment in str(info.value)
