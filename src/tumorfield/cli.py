@@ -282,7 +282,9 @@ def _cmd_inspect(args, argv) -> int:
     except OSError as error:
         raise InputError(f"{path} cannot be opened as HDF5 ({error})") from None
     with h5:
-        n = int(h5.attrs.get("n_committed", -1))
+        if "n_committed" not in h5.attrs or "t" not in h5:
+            raise InputError(f"{path} is not a tumorfield trajectory (no n_committed attribute or /t dataset)")
+        n = int(h5.attrs["n_committed"])
         print(f"file:        {path}")
         print(f"status:      {status(h5)}" + (f" ({h5.attrs['message']})" if "message" in h5.attrs else ""))
         for key in (
@@ -329,7 +331,10 @@ def _cmd_plot(args, argv) -> int:
     path = Path(args.file)
     if not path.exists():
         raise InputError(f"{path} does not exist")
-    written = plot_file(str(path), args.output, n_snapshots=args.snapshots)
+    try:
+        written = plot_file(str(path), args.output, n_snapshots=args.snapshots)
+    except (OSError, KeyError, ValueError) as error:
+        raise InputError(f"{path}: cannot plot ({error})") from None
     for p in written:
         print(p)
     return EXIT_OK
