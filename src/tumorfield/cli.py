@@ -131,8 +131,6 @@ def _cmd_run(args, argv) -> int:
                                   run_dtype(config))  # fmt: skip
         if why is not None:
             raise ConfigError("time.dt", config.time["dt"], why + " at t = 0", config.source)
-        import numpy as np
-
         state_dtypes = {name: np.asarray(v).dtype for name, v in frame.items()}
         traj = TrajectoryFile.create(
             str(partial),
@@ -168,6 +166,8 @@ def _cmd_run(args, argv) -> int:
             traj.set_status("failed", f"{type(error).__name__}: {error}")
             traj.close()
             _finish_failed(partial, out, where, had_old)
+        elif partial.exists():  # failed while creating the file: nothing committed in it
+            partial.unlink()
         raise
     else:
         code = EXIT_OK if status == "complete" else EXIT_INTERRUPTED
