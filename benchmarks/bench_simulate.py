@@ -412,6 +412,9 @@ def main(argv=None):
 
         result["pypde_version"] = pde.__version__
 
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = args.out / f"bench_simulate_{device.platform}_{stamp}{'_quick' if args.quick else ''}.json"
     for text in args.sizes:
         shape = parse_size(text)
         cells = math.prod(shape)
@@ -435,11 +438,8 @@ def main(argv=None):
             entry["speedup_per_step"] = best / entry["pypde"]["cell_updates_per_s"]
         result["sizes"][label(shape)] = entry
         del runner, reference
+        path.write_text(json.dumps(result, indent=2, default=_json_default))  # after every size
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    path = args.out / f"bench_simulate_{device.platform}_{stamp}{'_quick' if args.quick else ''}.json"
-    path.write_text(json.dumps(result, indent=2, default=_json_default))
     print_table(result)
     print(f"wrote {path}")
     return result
