@@ -128,6 +128,9 @@ def test_xarray_opens_with_coordinates(run_2d):
         np.testing.assert_array_equal(ds["u"].values, h5["u"][:])
         assert ds["u"].attrs["units"] == "1" and ds["x"].attrs["units"] == "mm"
         assert ds.attrs["model"] == "fisher_kpp"
+    with xr.open_dataset(run_2d, engine="h5netcdf", group="scalars") as ds, h5py.File(run_2d, "r") as h5:
+        assert ds["tumour_burden"].dims == ("t",)
+        np.testing.assert_array_equal(ds["t"].values, h5["scalars/t"][:])
 
 
 def _check_xdmf(xdmf: Path, h5path: Path) -> None:
