@@ -563,8 +563,6 @@ class Voloshin2015(Model):
                         time,
                         f"doses must land on step boundaries: a whole number of steps of time.dt = {dt} day",
                     )
-                if time > t_end:
-                    raise ConfigError(f"dosing.{drug}[{index}].time", time, f"must be ≤ time.t_end = {t_end}")
         p = self.parameter_values
         if dt * p["k_circ"] > 1.0:
             raise ConfigError(
