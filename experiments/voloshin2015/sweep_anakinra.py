@@ -30,7 +30,7 @@ from reproduce import run_arm  # noqa: E402
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", default="out/voloshin2015/sweep")
-    parser.add_argument("--doses", nargs="+", type=float, default=[0.0, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0])
+    parser.add_argument("--doses", nargs="+", type=float, default=[0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 30.0])
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = parser.parse_args(argv)
     outdir = Path(args.output)

@@ -54,10 +54,13 @@ def receptor_occupancy(il1b, anakinra, p: Parameters):
 
 
 def il1_responses(state, p: Parameters):
-    """``(Φ_T, Φ_H)``: tumour and host responses ``θ/(θ+θ50)``; ``Φ_H`` carries ``g_H``."""
+    """``(Φ_T, Φ_H)``: tumour ``θ/(θ+θ50)`` and host ``g_H θ/(θ+θ50_H)`` responses.
+
+    Separate half-saturation occupancies let tumour and host cells differ in receptor
+    reserve (equal by default, as in the brief).
+    """
     theta = receptor_occupancy(state["il1b"], state["anakinra"], p)
-    response = theta / (theta + p.theta50)
-    return response, p.host_il1r * response
+    return theta / (theta + p.theta50), p.host_il1r * theta / (theta + p.theta50_h)
 
 
 def drug_effects(paclitaxel, p: Parameters):

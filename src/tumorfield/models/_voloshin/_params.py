@@ -109,7 +109,10 @@ class Parameters(eqx.Module):
         0.05, "nM", "anakinra–IL1R dissociation constant (50 pM)", "brief 10–100 pM (guess)", 0, math.inf, True
     )
     theta50: Scalar = _p(
-        0.02, "1", "receptor occupancy of half-maximal response", "brief 0.01–0.05 (guess)", 0, 1, True
+        0.02, "1", "receptor occupancy of half-maximal tumour response Φ_T", "brief 0.01–0.05 (guess)", 0, 1, True
+    )
+    theta50_h: Scalar = _p(
+        0.02, "1", "receptor occupancy of half-maximal host response Φ_H", "brief 0.01–0.05 (guess)", 0, 1, True
     )
     # --- VEGF-A (pM) and leakiness
     D_g: Scalar = _p(6.0, "mm²/day", "VEGF diffusivity", "≈7e-7 cm²/s (brief, scaled like IL1β)", 0, 100)
