@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     fig.savefig(outdir / "sweep.png", dpi=110)
     for r in rows:
         print(
-            f"dose {r['dose_mg_per_kg']:7.2f} mg/kg: burden {r['metastatic_burden']:.4g} "
+            f"dose {r['dose_mg_per_kg']:g} mg/kg: burden {r['metastatic_burden']:.4g} "
             f"tumour {r['tumor_volume']:.4g} M2 fraction {r['m2_fraction']:.3f}"
         )
     print("turning points:", turns or "none (monotone over the doses swept)")
