@@ -194,14 +194,19 @@ def figures(paths: Mapping[str, str | Path], outdir: str | Path) -> list[Path]:
     fields = ("tumor", "m2", "leakiness", "il1b")
     arms = list(paths)
     fig, axes = plt.subplots(len(fields), len(arms), figsize=(2.3 * len(arms), 2.3 * len(fields)), squeeze=False)
+    snapshots = {}
+    for arm in arms:
+        with h5py.File(paths[arm], "r") as h5:
+            for field in fields:
+                data = h5[field][-1]
+                snapshots[arm, field] = data[data.shape[0] // 2] if data.ndim == 3 else data  # 3D: mid-plane
+    # one colour scale per row, so that arms compare by eye
+    top = {field: max(float(np.max(snapshots[arm, field])) for arm in arms) for field in fields}
     for j, arm in enumerate(arms):
         with h5py.File(paths[arm], "r") as h5:
             for i, field in enumerate(fields):
-                data = h5[field][-1]
-                if data.ndim == 3:  # 3D: the mid-plane
-                    data = data[data.shape[0] // 2]
                 ax = axes[i, j]
-                im = ax.imshow(data, origin="lower", cmap="magma")
+                im = ax.imshow(snapshots[arm, field], origin="lower", cmap="magma", vmin=0.0, vmax=top[field])
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if i == 0:
