@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 
 import h5py
 import numpy as np
@@ -56,7 +57,9 @@ def plot_file(path: str, directory: str, n_snapshots: int = 4) -> list[str]:
             if len(axes) == 3:
                 frames = [f[f.shape[0] // 2] for f in frames]
             units = ds.attrs.get("units", "")
-            fig, panels = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3.0), squeeze=False)
+            fig, panels = plt.subplots(
+                1, len(shown), figsize=(3.0 * len(shown) + 1.2, 3.2), squeeze=False, sharey=True, layout="constrained"
+            )
             lo = min(float(np.nanmin(f)) for f in frames)
             hi = max(float(np.nanmax(f)) for f in frames)
             for ax, k, frame in zip(panels[0], shown, frames, strict=True):
@@ -69,22 +72,32 @@ def plot_file(path: str, directory: str, n_snapshots: int = 4) -> list[str]:
                     extent = (0, x[-1] + x[0], 0, y[-1] + y[0])
                     image = ax.imshow(frame, origin="lower", extent=extent, vmin=lo, vmax=hi if hi > lo else lo + 1)
                     ax.set_xlabel("x (mm)")
-                    ax.set_ylabel("y (mm)")
+                    if ax is panels[0][0]:
+                        ax.set_ylabel("y (mm)")
                 ax.set_title(f"t = {t[k]:.4g} day")
             if image is not None:
-                fig.colorbar(image, ax=panels[0].tolist(), label=f"{name} ({units})", shrink=0.9)
+                fig.colorbar(image, ax=panels[0].tolist(), label=f"{name} ({units})", shrink=0.85)
             fig.suptitle(str(ds.attrs.get("long_name", name)) + (" (mid-plane z-slice)" if len(axes) == 3 else ""))
             out = os.path.join(directory, f"{name}.png")
             fig.savefig(out, dpi=100)
             plt.close(fig)
             written.append(out)
         if series:
-            fig, panels = plt.subplots(len(series), 1, figsize=(6, 2.2 * len(series)), sharex=True, squeeze=False)
-            for ax, (name, (ts, values, units)) in zip(panels[:, 0], series.items(), strict=True):
+            # a grid of small panels: models record tens of diagnostics
+            ncols = min(4, len(series))
+            nrows = -(-len(series) // ncols)
+            fig, panels = plt.subplots(
+                nrows, ncols, figsize=(3.6 * ncols, 2.4 * nrows), sharex=True, squeeze=False, layout="constrained"
+            )
+            for ax, (name, (ts, values, units)) in zip(panels.flat, series.items(), strict=False):
                 ax.plot(ts, values)
-                ax.set_ylabel(f"{name}\n({units})")
-            panels[-1, 0].set_xlabel("t (day)")
-            fig.tight_layout()
+                ax.set_title(name, fontsize=9)
+                ax.set_ylabel(textwrap.shorten(str(units), 28, placeholder="…"), fontsize=8)
+                ax.tick_params(labelsize=7)
+            for ax in panels.flat[len(series) :]:
+                ax.set_visible(False)
+            for ax in panels[-1]:
+                ax.set_xlabel("t (day)")
             out = os.path.join(directory, "scalars.png")
             fig.savefig(out, dpi=100)
             plt.close(fig)
