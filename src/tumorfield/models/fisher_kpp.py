@@ -70,7 +70,7 @@ class FisherKPP(Model):
         "c": "chemoattractant concentration",
     }
     field_units: ClassVar[dict[str, str]] = {"u": "1", "c": "1"}
-    scalar_units: ClassVar[dict[str, str]] = {"tumour_burden": "mm^ndim", "max_u": "1"}
+    scalar_units: ClassVar[dict[str, str]] = {"tumour_burden": "mm² (2D) or mm³ (3D), density × volume", "max_u": "1"}
 
     def __init__(self, config):
         super().__init__(config)
