@@ -370,7 +370,10 @@ def main(argv=None):
         "its numba compile takes 1-3 min per size",
     )
     parser.add_argument(
-        "--pypde-budget", type=float, default=None, help="seconds of py-pde stepping per size before extrapolating"
+        "--pypde-budget",
+        type=float,
+        default=None,
+        help="seconds of py-pde stepping per size before extrapolating (30; 5 with --quick)",
     )
     parser.add_argument("--throughput-cells", type=float, default=None, help="cells × steps per throughput run")
     args = parser.parse_args(argv)
@@ -378,7 +381,7 @@ def main(argv=None):
     if args.sizes is None:
         args.sizes = ["64", "128", "32x3"] if args.quick else ["256", "512", "1024", "64x3", "128x3"]
     t_end = args.t_end if not args.quick else min(args.t_end, 0.1)
-    pypde_budget = args.pypde_budget if args.pypde_budget is not None else (5.0 if args.quick else 60.0)
+    pypde_budget = args.pypde_budget if args.pypde_budget is not None else (5.0 if args.quick else 30.0)
     work = args.throughput_cells if args.throughput_cells is not None else (2e6 if args.quick else 3e7)
     use_pypde = not args.no_pypde and pypde_available()
     pypde_sizes = (
