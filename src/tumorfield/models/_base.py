@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
-
 from tumorfield_kernels import Grid, System
 
 from .._schema import Key
@@ -52,5 +51,6 @@ class Model(abc.ABC):
     def validate(self, grid: Grid, t_end: float, dt: float) -> None:
         """Cross-checks that need the grid and time stepping (e.g. doses on step boundaries).
 
-        Raise :class:`tumorfield._schema.ConfigError` on bad input.
+        Raise :class:`tumorfield._schema.ConfigError` on bad input. The default has none.
         """
+        return None
