@@ -150,7 +150,7 @@ def _rates(system: System, grid: Grid, operators: _Operators, state: State, para
                 wall = operators.walls[name][0] if name in operators.walls else None
                 rate = rate + ops.transport(u, grid.spacing, d, taxis, wall_value=wall)
             if not ops._is_zero(k):
-                rate = rate - k * u
+                rate = rate - jnp.asarray(k).astype(u.dtype) * u  # scalars may be float64 beside float32 params
         elif taxis:
             rate = rate + ops.transport(u, grid.spacing, 0.0, taxis)
         rates[name] = rate
