@@ -413,3 +413,77 @@ def test_dirichlet_validation():
         tk.System(fields=("u",), diffusion={"u": 1.0}, dirichlet={"u": -1.0})
     with pytest.raises(ValueError, match=r"System.dirichlet\['v'\]: no such field"):
         tk.System(fields=("u",), diffusion={"u": 1.0}, dirichlet={"v": 1.0})
+
+
+# --- spectral transforms --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(16,), (9,), (12, 10), (7, 8), (6, 8, 10), (5, 4, 3)])
+def test_real_fft_dct_matches_scipy_and_inverts(shape):
+    """The Makhoul real-FFT DCT equals scipy's orthonormal DCT-II (and DST-II variant) to round-off."""
+    import scipy.fft
+    from tumorfield_kernels import _operators as ops
+
+    x = np.random.default_rng(len(shape) * 100 + shape[0]).random(shape)
+    coefficients = ops.to_spectral(jnp.asarray(x))
+    np.testing.assert_allclose(coefficients, scipy.fft.dctn(x, type=2, norm="ortho"), rtol=0, atol=1e-13)
+    np.testing.assert_allclose(ops.from_spectral(coefficients), x, rtol=0, atol=1e-14)
+    # dirichlet=True: DST-II, coefficient j = DST coefficient n−1−j along each axis
+    dst = scipy.fft.dstn(x, type=2, norm="ortho")[tuple(slice(None, None, -1) for _ in shape)]
+    np.testing.assert_allclose(ops.to_spectral(jnp.asarray(x), True), dst, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(ops.from_spectral(ops.to_spectral(jnp.asarray(x), True), True), x, atol=1e-14)
+
+
+# --- state-dependent diffusion ------------------------------------------------------
+
+
+def _nonlinear_diffusion_system(a=4.0):
+    """``∂u/∂t = ∇·(D₀ (1 + a u) ∇u)``, porous-medium-like; conserves ∫u."""
+    return tk.System(
+        fields=("u",),
+        diffusion={"u": tk.StateDependent(lambda s, p: p["D0"] * (1.0 + a * s["u"]))},
+    )
+
+
+def test_state_dependent_diffusion_conserves_and_converges_second_order():
+    system = _nonlinear_diffusion_system()
+    errors, totals = [], []
+    previous = None
+    for n in (16, 32, 64):
+        grid = tk.Grid(shape=(n, n), length=(1.0, 1.0))
+        u0 = _bump(grid, width=0.02)
+        traj = tk.simulate(system, grid, {"u": u0}, t_end=0.5, dt=1e-4, params={"D0": 0.01})
+        u = np.asarray(traj["u"][-1])
+        totals.append(abs(u.sum() - u0.sum()) / u0.sum())
+        if previous is not None:
+            coarse = u.reshape(n // 2, 2, n // 2, 2).mean(axis=(1, 3))  # cell averages on the coarser grid
+            errors.append(np.sqrt(np.mean((coarse - previous) ** 2)))
+        previous = u
+    order = np.log2(errors[0] / errors[1])
+    print(f"nonlinear diffusion: self-convergence order {order:.3f}, conservation {max(totals):.1e}")
+    assert max(totals) < 1e-12
+    assert order > 1.8
+
+
+def test_state_dependent_diffusion_limit_uses_the_largest_coefficient():
+    system = _nonlinear_diffusion_system(a=4.0)
+    grid = tk.Grid(shape=(10, 10), length=(1.0, 1.0))
+    u0 = np.zeros(grid.shape)
+    u0[3, 4] = 0.5  # D = D0 (1 + 4·0.5) = 3 D0 in that cell
+    limit = tk.max_stable_dt(system, grid, {"u": u0}, {"D0": 0.01})["u"]
+    assert limit == pytest.approx(1.0 / (2 * 2 * 0.03 / 0.1**2), rel=1e-12)
+    traj = tk.simulate(system, grid, {"u": u0}, t_end=50 * limit, dt=limit, params={"D0": 0.01})
+    assert float(jnp.min(traj["u"])) >= 0.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"methods": {"u": "exponential"}, "decay": {"u": 1.0}}, "constant D"),
+        ({"quasi_steady": ("u",), "decay": {"u": 1.0}}, "quasi-steady"),
+        ({"dirichlet": {"u": 0.0}}, "fixed wall values"),
+    ],
+)
+def test_state_dependent_diffusion_refused_where_it_cannot_work(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tk.System(fields=("u",), diffusion={"u": tk.StateDependent(lambda s, p: 1.0 + s["u"])}, **kwargs)

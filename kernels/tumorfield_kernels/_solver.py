@@ -15,7 +15,7 @@ from jaxtyping import Array, Float
 
 from . import _operators as ops
 from ._grid import Grid
-from ._system import System
+from ._system import StateDependent, System
 
 State = dict[str, Float[Array, "*grid"]]  # noqa: F722
 
@@ -39,7 +39,9 @@ class Trajectory(eqx.Module):
         return self.t.shape[0]
 
 
-def _coefficient(value, params):
+def _coefficient(value, params, state=None):
+    if isinstance(value, StateDependent):
+        return value.fn(state, params)
     return value(params) if callable(value) else value
 
 
@@ -144,7 +146,7 @@ def _rates(system: System, grid: Grid, operators: _Operators, state: State, para
         rate = jnp.broadcast_to(jnp.asarray(reaction.get(name, 0.0), u.dtype), u.shape)
         taxis = _taxis_terms(system, name, state, params)
         if system.method(name) == "local":
-            d = _coefficient(system.diffusion.get(name, 0.0), params)
+            d = _coefficient(system.diffusion.get(name, 0.0), params, state)
             k = _coefficient(system.decay.get(name, 0.0), params)
             if name not in system.scalars:
                 wall = operators.walls[name][0] if name in operators.walls else None
@@ -157,47 +159,75 @@ def _rates(system: System, grid: Grid, operators: _Operators, state: State, para
     return rates, state
 
 
-def _apply(operators: _Operators, name: str, which: int, value):
-    """Apply ``E`` (0), ``φ₁`` (1) or ``φ₂`` (2) of field ``name`` to a physical-space array."""
-    factor = operators.exponential[name][which]
-    if operators.spectral[name]:
-        dirichlet = name in operators.walls
-        return ops.from_spectral(factor * ops.to_spectral(value, dirichlet), dirichlet)
-    return factor * value
+def _spectral_fields(system: System, operators: _Operators) -> tuple[str, ...]:
+    """Time-dependent fields advanced by ETDRK2 in DCT space (their coefficients are carried between steps)."""
+    return tuple(
+        name
+        for name in system.dynamic_fields
+        if system.method(name) == "exponential" and name not in system.scalars and operators.spectral[name]
+    )
 
 
-def _step(system: System, grid: Grid, operators: _Operators, params, state: State, t, dt) -> State:
+def _to_coefficients(operators: _Operators, name: str, u):
+    """Spectral coefficients of ``u`` (of ``u − g`` in the DST basis where the wall value is ``g``)."""
+    if name in operators.walls:
+        return ops.to_spectral(u - operators.walls[name][0], True)
+    return ops.to_spectral(u)
+
+
+def _from_coefficients(operators: _Operators, name: str, u_hat):
+    if name in operators.walls:
+        return operators.walls[name][0] + ops.from_spectral(u_hat, True)
+    return ops.from_spectral(u_hat)
+
+
+def _rate_coefficients(operators: _Operators, name: str, rate):
+    """Spectral coefficients of the explicit part (``N − k g`` where the wall value is ``g``)."""
+    if name in operators.walls:
+        return ops.to_spectral(rate - operators.walls[name][1], True)
+    return ops.to_spectral(rate)
+
+
+def _step(system: System, grid: Grid, operators: _Operators, params, state: State, coefficients, t, dt):
     """One ETDRK2 step (Cox & Matthews 2002, eq. 22); SSP-RK2 (Heun) where ``L = 0``.
 
     ``a = e^{hL}u + h φ₁(hL) N(u, t)``, ``u⁺ = a + h φ₂(hL) (N(a, t+h) − N(u, t))``.
+    For DCT fields ``coefficients[f]`` holds ``û`` of ``state[f]`` and the
+    step is done in coefficient space, so it costs four transforms
+    (``N̂(u)``, ``a = IDCT â``, ``N̂(a)``, ``u⁺ = IDCT û⁺``). Returns the new
+    state and coefficients.
     """
     n0, state = _rates(system, grid, operators, state, params, t)
     stage = dict(state)
+    stage_hat, n0_hat = {}, {}
     for name in system.dynamic_fields:
         u = state[name]
         if system.method(name) == "local":
             stage[name] = u + dt.astype(u.dtype) * n0[name]
-        elif operators.spectral[name] and name in operators.walls:
-            # u = g + w with w zero on the walls (DST-II); −k g joins the explicit part
-            e, p1, _ = operators.exponential[name]
-            g, kg = operators.walls[name]
-            w_hat = e * ops.to_spectral(u - g, True) + dt * p1 * ops.to_spectral(n0[name] - kg, True)
-            stage[name] = g + ops.from_spectral(w_hat, True)
-        elif operators.spectral[name]:
-            e, p1, _ = operators.exponential[name]
-            stage[name] = ops.from_spectral(e * ops.to_spectral(u) + dt * p1 * ops.to_spectral(n0[name]))
+            continue
+        e, p1, _ = operators.exponential[name]
+        if name in coefficients:
+            n0_hat[name] = _rate_coefficients(operators, name, n0[name])
+            stage_hat[name] = e * coefficients[name] + dt * p1 * n0_hat[name]
+            stage[name] = _from_coefficients(operators, name, stage_hat[name])
         else:
-            e, p1, _ = operators.exponential[name]
             stage[name] = e * u + dt * p1 * n0[name]
     n1, _ = _rates(system, grid, operators, stage, params, t + dt)
-    new = dict(state)
+    new, new_coefficients = dict(state), {}
     for name in system.dynamic_fields:
+        if name in coefficients:
+            _, _, p2 = operators.exponential[name]
+            delta_hat = _rate_coefficients(operators, name, n1[name]) - n0_hat[name]
+            new_coefficients[name] = stage_hat[name] + dt * p2 * delta_hat
+            new[name] = _from_coefficients(operators, name, new_coefficients[name])
+            continue
         delta = n1[name] - n0[name]
         if system.method(name) == "local":
             new[name] = stage[name] + 0.5 * dt.astype(delta.dtype) * delta
         else:
-            new[name] = stage[name] + dt * _apply(operators, name, 2, delta)
-    return new
+            _, _, p2 = operators.exponential[name]
+            new[name] = stage[name] + dt * p2 * delta
+    return new, new_coefficients
 
 
 def _explicit_rate_bounds(system: System, grid: Grid, operators: _Operators, state: State, params, t):
@@ -210,7 +240,8 @@ def _explicit_rate_bounds(system: System, grid: Grid, operators: _Operators, sta
         taxis = _taxis_terms(system, name, state, params)
         speeds = ops.max_face_speed(taxis, grid.spacing) if taxis else [0.0] * grid.ndim
         if system.method(name) == "local":
-            d = _coefficient(system.diffusion.get(name, 0.0), params)
+            d = _coefficient(system.diffusion.get(name, 0.0), params, state)
+            d = jnp.max(d) if jnp.ndim(d) else d  # face means never exceed the largest cell value
             k = _coefficient(system.decay.get(name, 0.0), params)
         elif taxis:
             d, k = 0.0, 0.0
@@ -231,21 +262,28 @@ def _advance_impl(
     def time_of(n):
         return t_start + n.astype(dtype) * dt
 
+    spectral_fields = _spectral_fields(system, operators)
+
     def one_step(carry, _):
-        state, n = carry
-        state = _step(system, grid, operators, params, state, time_of(n), dt)
+        state, coefficients, n = carry
+        state, coefficients = _step(system, grid, operators, params, state, coefficients, time_of(n), dt)
         n = n + 1
         observed = None if observe is None else observe(state, params, time_of(n))
-        return (state, n), observed
+        return (state, coefficients, n), observed
 
     def one_frame(carry, _):
+        state, n = carry
+        # coefficients restart from the saved state each frame, so a run resumed
+        # from any frame is bit-identical to an uninterrupted one
+        coefficients = {name: _to_coefficients(operators, name, state[name]) for name in spectral_fields}
+        carry = (state, coefficients, n)
         if checkpoint:
             carry, observed = eqxi.scan(
                 jax.checkpoint(one_step), carry, None, length=steps_per_save, kind="checkpointed"
             )
         else:
             carry, observed = lax.scan(one_step, carry, None, length=steps_per_save)
-        state, n = carry
+        state, _, n = carry
         t = time_of(n)
         frame = _solve_quasi_steady(system, operators, state, params, t)
         if check_cfl:
@@ -464,6 +502,26 @@ def simulate(
     t = jnp.concatenate([jnp.asarray([t_start], dtype), traj.t])
     fields = {name: jnp.concatenate([first[name][None], traj.fields[name]]) for name in system.fields}
     return Trajectory(t, fields, traj.t_observed, traj.observed)
+
+
+def cast_floats(tree, dtype):
+    """``tree`` with every floating leaf (Python float or array) cast to ``dtype``; other leaves kept.
+
+    What ``simulate`` and ``advance`` do to ``params``; do it once yourself to
+    pass the same arrays to several calls (and to ``observe``).
+    """
+    return _prepare_params(tree, _default_dtype(dtype))
+
+
+def initial_frame(system: System, grid: Grid, initial: Mapping[str, Any], params=None, *, t: float = 0.0, dtype=None):
+    """The state ``simulate`` saves as its first frame: ``initial`` cast to ``dtype``,
+    uniform numbers broadcast to the grid, and the quasi-steady fields solved at time ``t``
+    (days). Use it as the start of :func:`advance` and to record frame 0 of a run.
+    """
+    dtype = _default_dtype(dtype)
+    state = _prepare_state(system, grid, initial, dtype)
+    params = _prepare_params(params, dtype)
+    return _first_frame(system, grid, state, params, jnp.asarray(t, dtype), jnp.zeros((), dtype))
 
 
 def _first_frame_impl(system, grid, state, params, t, dtype_probe):

@@ -8,8 +8,24 @@ from typing import Any, Literal
 import equinox as eqx
 
 Method = Literal["local", "exponential"]
-Coefficient = float | Callable[[Any], Any]
-"""A constant, or a function of ``params`` (traced, so it can be fitted)."""
+
+
+class StateDependent(eqx.Module):
+    """A diffusion coefficient that depends on the state: ``fn(state, params)``.
+
+    ``fn`` returns a scalar or a cell array (mm²/day, ≥ 0), evaluated at every
+    stage after the quasi-steady solve; face values are the arithmetic mean of
+    the two cells, ``∇·(D∇u)`` becomes ``Σ (D_{i+½}(u_{i+1} − u_i) − D_{i−½}(u_i − u_{i−1}))/Δx²``.
+    Only for fields advanced with local stencils (a DCT cannot diagonalise a
+    variable-coefficient operator); the positivity limit uses ``max D``.
+    """
+
+    fn: Callable = eqx.field(static=True)
+
+
+Coefficient = float | Callable[[Any], Any] | StateDependent
+"""A constant, a function of ``params`` (traced, so it can be fitted), or, for the
+diffusion of local fields, :class:`StateDependent`."""
 
 
 class Taxis(eqx.Module):
@@ -40,8 +56,10 @@ class System(eqx.Module):
         ∂_t u_f = ∇·(D_f ∇u_f) − Σ_{taxis on f} ∇·(χ u_f ∇c) − k_f u_f + R_f(u, p, t)
 
     with zero-flux boundaries. ``D_f`` (mm²/day) and ``k_f`` (1/day) are
-    constants or functions of ``params``; ``R`` is ``reaction(state, params, t)``
-    returning rates (field units per day) for any subset of fields.
+    constants or functions of ``params``; ``D_f`` of a local field may also
+    depend on the state (:class:`StateDependent`). ``R`` is
+    ``reaction(state, params, t)`` returning rates (field units per day) for
+    any subset of fields.
 
     Fields named in ``quasi_steady`` are not advanced in time: at every stage
     they solve ``0 = D∇²c − k c + R_c`` (``k > 0``), with ``R_c`` evaluated from
@@ -117,7 +135,9 @@ class System(eqx.Module):
             for name, value in items:
                 if name not in names:
                     raise ValueError(f"System.{what}[{name!r}]: no such field; fields are {self.fields}")
-                if not callable(value):
+                if isinstance(value, StateDependent):
+                    self._check_state_dependent(what, name)
+                elif not callable(value):
                     if not isinstance(value, (int, float)) or value != value:
                         raise TypeError(f"System.{what}[{name!r}]={value!r}: a number or a function of params")
                     if value < 0:
@@ -166,13 +186,24 @@ class System(eqx.Module):
                 if value < 0:
                     raise ValueError(f"System.dirichlet[{name!r}]={value}: a wall value must be ≥ 0")
             d = self.diffusion.get(name, 0.0)
-            if not callable(d) and d == 0:
+            if not callable(d) and not isinstance(d, StateDependent) and d == 0:
                 raise ValueError(
                     f"System.dirichlet[{name!r}]: {name!r} does not diffuse (diffusion 0), "
                     "so a fixed wall value has no effect; give it a diffusion coefficient"
                 )
         if self.reaction is not None and not callable(self.reaction):
             raise TypeError("System.reaction must be a function reaction(state, params, t) -> dict of rates")
+
+    def _check_state_dependent(self, what, name):
+        where = f"System.{what}[{name!r}]=StateDependent(...)"
+        if what != "diffusion":
+            raise TypeError(f"{where}: only diffusion may depend on the state; give a number or a function of params")
+        if name in self.quasi_steady or name in self.scalars:
+            raise ValueError(f"{where}: {name!r} is quasi-steady or a scalar; only local fields take it")
+        if dict(self.method_items).get(name) == "exponential":
+            raise ValueError(f"{where}: the 'exponential' method needs a constant D (DCT); use 'local'")
+        if name in dict(self.dirichlet_items):
+            raise ValueError(f"{where}: fixed wall values need a constant D; drop System.dirichlet[{name!r}]")
 
     @property
     def diffusion(self) -> dict[str, Coefficient]:
@@ -202,4 +233,5 @@ class System(eqx.Module):
             return overrides[name]
         k = self.decay.get(name, 0.0)
         has_decay = callable(k) or k > 0
-        return "exponential" if has_decay and not self.taxis_on(name) else "local"
+        variable_d = isinstance(self.diffusion.get(name), StateDependent)
+        return "exponential" if has_decay and not self.taxis_on(name) and not variable_d else "local"

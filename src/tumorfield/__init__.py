@@ -5,13 +5,28 @@ its public API and adds the application (models, config, I/O, CLI).
 """
 
 from tumorfield_kernels import Grid as Grid
+from tumorfield_kernels import StateDependent as StateDependent
 from tumorfield_kernels import System as System
 from tumorfield_kernels import Taxis as Taxis
 from tumorfield_kernels import Trajectory as Trajectory
 from tumorfield_kernels import advance as advance
+from tumorfield_kernels import cast_floats as cast_floats
+from tumorfield_kernels import initial_frame as initial_frame
 from tumorfield_kernels import max_stable_dt as max_stable_dt
 from tumorfield_kernels import simulate as simulate
 
 __version__ = "0.1.0"
 
-__all__ = ["Grid", "System", "Taxis", "Trajectory", "advance", "max_stable_dt", "simulate", "__version__"]
+__all__ = [
+    "Grid",
+    "StateDependent",
+    "System",
+    "Taxis",
+    "Trajectory",
+    "advance",
+    "cast_floats",
+    "initial_frame",
+    "max_stable_dt",
+    "simulate",
+    "__version__",
+]

@@ -21,8 +21,8 @@ import numpy as np
 
 # The public API has no "prepare" step nor a way to get the t = t_start frame of
 # ``advance``; these two helpers are what ``simulate`` itself uses for that.
-from tumorfield_kernels import advance, max_stable_dt
-from tumorfield_kernels._solver import _first_frame, _prepare_params, _prepare_state
+from tumorfield_kernels import advance, cast_floats, max_stable_dt
+from tumorfield_kernels import initial_frame as solved_initial_frame
 
 from . import _compile_log
 from ._hdf5 import TrajectoryFile
@@ -77,9 +77,8 @@ def initial_frame(config: RunConfig, params, observe, log: Callable[[str], None]
     """State at t = 0 (quasi-steady fields solved) and the observables there."""
     dtype = run_dtype(config)
     system, grid = config.model.system, config.grid
-    state = _prepare_state(system, grid, config.model.initial_state(grid), dtype)
+    frame = solved_initial_frame(system, grid, config.model.initial_state(grid), params, dtype=dtype)
     t0 = jnp.zeros((), dtype)
-    frame = _first_frame(system, grid, state, params, t0, t0)
     scalars = jax.jit(observe)(frame, params, t0)
     return frame, scalars
 
@@ -225,4 +224,4 @@ def run_loop(
 
 
 def prepare_params(config: RunConfig):
-    return _prepare_params(config.model.params(), run_dtype(config))
+    return cast_floats(config.model.params(), run_dtype(config))
