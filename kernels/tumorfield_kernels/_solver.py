@@ -278,9 +278,9 @@ def _advance_impl(
         coefficients = {name: _to_coefficients(operators, name, state[name]) for name in spectral_fields}
         carry = (state, coefficients, n)
         if checkpoint:
-            carry, observed = eqxi.scan(
-                jax.checkpoint(one_step), carry, None, length=steps_per_save, kind="checkpointed"
-            )
+            # the checkpointed scan already recomputes each step from stored carries;
+            # an inner jax.checkpoint only doubled the traced program (compile time)
+            carry, observed = eqxi.scan(one_step, carry, None, length=steps_per_save, kind="checkpointed")
         else:
             carry, observed = lax.scan(one_step, carry, None, length=steps_per_save)
         state, _, n = carry
