@@ -1,0 +1,84 @@
+"""Sign-change helpers of experiments/voloshin2015/sweep_anakinra.py, on synthetic numbers (no runs)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).resolve().parents[1] / "experiments" / "voloshin2015"
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    sys.path.insert(0, str(HERE))
+    try:
+        spec = importlib.util.spec_from_file_location("sweep_anakinra", HERE / "sweep_anakinra.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(HERE))
+
+
+def test_effect_signs_with_tolerance(sweep):
+    assert sweep.effect_signs([0.5, 1.0, 1.0005, 1.2, math.nan], tol=1e-3) == [-1, 0, 0, 1, 0]
+    assert sweep.effect_signs([0.9999, 1.0001]) == [-1, 1]
+
+
+def test_sign_change_linear_interpolation(sweep):
+    # ratio 1.2 at x=1, 0.8 at x=3: crosses 1 halfway, at x=2
+    (change,) = sweep.sign_changes([0.0, 1.0, 3.0, 5.0], [1.3, 1.2, 0.8, 0.7])
+    assert change["between"] == [1.0, 3.0]
+    assert change["from"] == "raises" and change["to"] == "lowers"
+    assert change["at_interpolated"] == pytest.approx(2.0)
+    # unequal distances to 1: 0.9 at x=2, 1.3 at x=6 → crossing at 2 + 0.1/0.4·4 = 3
+    (change,) = sweep.sign_changes([2.0, 6.0], [0.9, 1.3])
+    assert change["at_interpolated"] == pytest.approx(3.0)
+    assert change["from"] == "lowers" and change["to"] == "raises"
+
+
+def test_sign_change_log_x_and_skipped_zeros(sweep):
+    # dips below 1 then comes back above: two changes; the entry within tol is skipped
+    changes = sweep.sign_changes([0.01, 0.1, 1.0, 10.0], [0.9, 1.0002, 1.1, 1.2], tol=1e-3, log_x=True)
+    assert len(changes) == 1
+    assert changes[0]["between"] == [0.01, 1.0]
+    # linear in log10 x: 0.9 → 1.1 across two decades, crossing one decade up
+    assert changes[0]["at_interpolated"] == pytest.approx(0.1)
+    assert sweep.sign_changes([1.0, 2.0, 3.0], [1.1, 1.2, 1.5]) == []
+    with pytest.raises(ValueError):
+        sweep.sign_changes([2.0, 1.0], [0.9, 1.1])
+
+
+def test_boundary_by_dose_and_turning_points(sweep):
+    values = [0.25, 1.0, 4.0]
+    doses = [0.0, 0.1, 10.0]
+    grid = np.array([[1.0, 1.2, 1.6], [1.0, 1.0, 1.4], [1.0, 0.8, 1.1]])
+    low, high = sweep.boundary_by_dose(values, grid, doses, tol=1e-3)
+    assert low["dose_mg_per_kg"] == 0.1 and high["dose_mg_per_kg"] == 10.0
+    # at dose 0.1 the 1.0 row is exactly 1 (skipped): bracket 0.25..4, 1.2 → 0.8 crosses halfway
+    (c,) = low["crossings"]
+    assert c["between"] == [0.25, 4.0] and c["at_interpolated"] == pytest.approx(2.125)
+    assert high["crossings"] == []
+    (turn,) = sweep.turning_points([0, 0.1, 1, 10], [100, 90, 95, 120])
+    assert turn["minimum_at"] == 0.1 and turn["between"] == [0, 1]
+
+
+def test_row_summary(sweep):
+    points = [
+        {"dose_mg_per_kg": d, "metastatic_burden": b, "tumor_volume": 1.0, "seeded_cells": 1.0}
+        | {"m2_fraction": 0.3, "mean_leakiness": 0.1}
+        for d, b in [(0.0, 100.0), (0.01, 95.0), (1.0, 120.0), (50.0, 160.0)]
+    ]
+    sweep.add_ratios(points)
+    row = sweep.summarise_row(points, tol=1e-3, study_dose=50.0)
+    assert row["effect_sign_by_dose"] == {"0.01": "lowers", "1": "raises", "50": "raises"}
+    (c,) = row["sign_changes_along_dose"]
+    assert c["between"] == [0.01, 1.0]
+    assert row["lowest_dose_raising_metastasis_above_ptx_alone"] == 1.0
+    assert row["burden_ratio_at_study_dose"] == pytest.approx(1.6)
+    assert row["target_2_burden_ratio_ge_1.5_at_study_dose"] is True
