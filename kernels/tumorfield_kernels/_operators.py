@@ -242,10 +242,15 @@ def _dct3_last(c):
 
 
 def _along_every_axis(transform, u):
-    """Apply a last-axis transform along every axis (rotating axes, so ``ndim`` transposes in all)."""
-    for _ in range(u.ndim):
-        u = jnp.moveaxis(transform(u), -1, 0)
-    return u
+    """Apply a last-axis transform along every axis, the last axis last.
+
+    Ending on the last axis leaves the result in row-major layout; ending on a
+    transpose (rotating the axes) let XLA hand a transposed layout to the
+    stencil fusions that read it, which then ran ~1.3× slower per step.
+    """
+    for axis in range(u.ndim - 1):
+        u = jnp.moveaxis(transform(jnp.moveaxis(u, axis, -1)), -1, axis)
+    return transform(u)
 
 
 def to_spectral(u, dirichlet=False):
