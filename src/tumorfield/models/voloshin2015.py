@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import jax.numpy as jnp
 import numpy as np
-from tumorfield_kernels import Grid, System, Taxis
+from tumorfield_kernels import Grid, StateDependent, System, Taxis
 
 from .._schema import ConfigError, Key, fraction, non_negative, one_of, positive
 from . import register
@@ -158,6 +158,12 @@ def _tumor_chi(state, p: Parameters):
     return p.chi_n * (1.0 + p.a_chi * phi_t)
 
 
+def _tumor_motility(state, p: Parameters):
+    """Random motility ``D_n (1 + a_D Φ_T)`` (mm²/day), raised by tumour-cell IL1 signalling."""
+    phi_t, _ = il1_responses(state, p)
+    return p.D_n * (1.0 + p.a_D * phi_t)
+
+
 def _macrophage_chi(state, p: Parameters):
     return p.chi_m
 
@@ -193,7 +199,7 @@ SCALARS = ("circulating", "burden", "seeded")
 SYSTEM = System(
     fields=FIELDS,
     diffusion={
-        "tumor": _coef("D_n"),
+        "tumor": StateDependent(_tumor_motility),
         "mde": _coef("D_e"),
         "chemo": _coef("D_c"),
         "m1": _coef("D_m"),
