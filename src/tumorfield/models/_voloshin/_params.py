@@ -47,7 +47,7 @@ class Parameters(eqx.Module):
     a_r: Scalar = _p(0.1, "1", "IL1 gain of proliferation (1 + a_r Φ_T)", "assumed: 'slightly' slower growth", 0, 10)
     D_n: Scalar = _p(8.64e-3, "mm²/day", "tumour random motility", "1e-9 cm²/s, Anderson et al. 2000", 0, 1)
     a_D: Scalar = _p(
-        0.25, "1", "IL1 gain of random motility (1 + a_D Φ_T)", "assumed (claim 2); targets 1-2 need ≤ 0.5", 0, 20
+        0.1, "1", "IL1 gain of random motility (1 + a_D Φ_T)", "assumed (claim 2); target 1 needs ≤ 0.1 in 3D", 0, 20
     )
     chi_n: Scalar = _p(
         0.02, "mm²/day", "haptotaxis coefficient (per unit ECM)", "assumed (Anderson–Chaplain form)", 0, 1
