@@ -164,7 +164,7 @@ def _spectral_fields(system: System, operators: _Operators) -> tuple[str, ...]:
     return tuple(
         name
         for name in system.dynamic_fields
-        if system.method(name) == "exponential" and name not in system.scalars and operators.spectral[name]
+        if system.method(name) == "exponential" and operators.spectral[name]  # scalars are always "local"
     )
 
 

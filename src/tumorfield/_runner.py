@@ -18,9 +18,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-# The public API has no "prepare" step nor a way to get the t = t_start frame of
-# ``advance``; these two helpers are what ``simulate`` itself uses for that.
 from tumorfield_kernels import advance, cast_floats, max_stable_dt
 from tumorfield_kernels import initial_frame as solved_initial_frame
 
