@@ -35,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _reference_problem as ref  # noqa: E402
+from _timing import best_seconds  # noqa: E402
 
 import tumorfield as tf  # noqa: E402
 
@@ -68,15 +69,8 @@ def measure_bandwidth(n_elements: int, repeats: int = 10) -> dict:
     key = jax.random.PRNGKey(0)
     x = jax.random.uniform(key, (n_elements,), DTYPE)
     b = jax.random.uniform(jax.random.PRNGKey(1), (n_elements,), DTYPE)
-    triad = jax.jit(lambda a, x, b: a * x + b)
     a = jnp.asarray(1.0001, DTYPE)
-    jax.block_until_ready(triad(a, x, b))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(triad(a, x, b))
-        times.append(time.perf_counter() - t0)
-    triad_bw = 12 * n_elements / min(times)
+    triad_bw = 12 * n_elements / best_seconds(lambda a, x, b: a * x + b, a, x, b, repeats=repeats)
     del x, b
 
     host_n = min(n_elements, 1 << 25)
@@ -196,18 +190,6 @@ def rel_l2(a, b) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-def _best_seconds(fn, *args, repeats: int = 10) -> float:
-    """Best wall time of an AOT-compiled ``fn(*args)`` (compile excluded, after ``block_until_ready``)."""
-    compiled = jax.jit(fn).lower(*args).compile()
-    jax.block_until_ready(compiled(*args))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def step_floor(shape, bandwidth: float) -> dict:
     """What a step of the reference problem cannot avoid, measured on this device.
 
@@ -221,10 +203,10 @@ def step_floor(shape, bandwidth: float) -> dict:
 
     x = jnp.asarray(np.random.default_rng(0).random(shape), DTYPE)
     spectrum = jnp.fft.rfftn(x)
-    rfft_s = _best_seconds(jnp.fft.rfftn, x)
-    irfft_s = _best_seconds(lambda z: jnp.fft.irfftn(z, s=shape), spectrum)
-    dct_s = _best_seconds(ops.to_spectral, x)
-    idct_s = _best_seconds(ops.from_spectral, x)
+    rfft_s = best_seconds(jnp.fft.rfftn, x)
+    irfft_s = best_seconds(lambda z: jnp.fft.irfftn(z, s=shape), spectrum)
+    dct_s = best_seconds(ops.to_spectral, x)
+    idct_s = best_seconds(ops.from_spectral, x)
     traffic_s = BYTES_PER_CELL_STEP * math.prod(shape) / bandwidth
     return {
         "rfftn_s": rfft_s,
