@@ -172,8 +172,8 @@ def record(path: Path) -> dict:
 
     start = first_dose_time(read_config(path)) or 0.0
     with h5py.File(path, "r") as h5:
-        commit = h5.attrs.get("git_commit", "")
-    return {**endpoints(path, start), "git_commit": commit.decode() if isinstance(commit, bytes) else str(commit)}
+        commit = _attr(h5, "git_commit")
+    return {**endpoints(path, start), "git_commit": commit}
 
 
 def add_ratios(points: list[dict]) -> None:
