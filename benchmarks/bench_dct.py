@@ -5,7 +5,7 @@ Usage::
     python benchmarks/bench_dct.py [--sizes 256 512 64x3 128x3]
 
 Times the core's transforms (``tumorfield_kernels._operators.to_spectral`` /
-``from_spectral``: Makhoul's real-FFT algorithm, IEEE Trans. ASSP 28, 1980)
+``from_spectral``: Makhoul's real-FFT algorithm in n dimensions, one ``rfftn``; IEEE Trans. ASSP 28, 1980)
 against ``jax.scipy.fft.dctn``/``idctn`` and against an ``rfftn`` of the same
 size (what a DCT costs at best), after checking the core's pair against
 ``scipy.fft``. AOT compiled, after ``block_until_ready``, best of 20, float32.

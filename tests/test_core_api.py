@@ -418,9 +418,12 @@ def test_dirichlet_validation():
 # --- spectral transforms --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape", [(16,), (9,), (12, 10), (7, 8), (6, 8, 10), (5, 4, 3)])
+@pytest.mark.parametrize(
+    "shape", [(16,), (9,), (1,), (12, 10), (7, 8), (8, 7), (5, 7), (1, 4), (6, 8, 10), (5, 4, 3), (9, 4, 6), (2, 3, 1)]
+)
 def test_real_fft_dct_matches_scipy_and_inverts(shape):
-    """The Makhoul real-FFT DCT equals scipy's orthonormal DCT-II (and DST-II variant) to round-off."""
+    """The n-dimensional Makhoul DCT (one ``rfftn``) equals scipy's orthonormal DCT-II
+    (and the DST-II variant) to round-off, for even, odd and unit axis lengths."""
     import scipy.fft
     from tumorfield_kernels import _operators as ops
 

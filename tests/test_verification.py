@@ -427,3 +427,27 @@ def test_float32_trap_spectral_cell_field_fills_empty_tissue(float32):
     assert results["local"] == (0.0, 0.0)
     # spectral: round-off noise grown far above float32 epsilon, with negative cells
     assert results["exponential"][0] > 1e-5 and results["exponential"][1] < -1e-5
+
+
+def test_in_run_positivity_error_names_the_frame():
+    """A dt valid at t = 0 that taxis steepening makes invalid later stops the run inside jit,
+    naming the first saved frame past the limit.
+
+    The attractant grows as ``c = t·x`` (no transport), so the taxis speed is ``χ t`` and the
+    explicit rate bound of ``u`` is ``4D/Δx² + 2χt/Δx``: with Δx = 1/16 mm, D = 1e-3, χ = 1,
+    dt = 0.1 it passes 1/dt at t ≈ 0.281 day, so frame 3 (t = 0.3) is the first bad one.
+    """
+    grid = tk.Grid(shape=(16, 16), length=(1.0, 1.0))
+    x = (np.arange(16) + 0.5) / 16
+    ramp = np.broadcast_to(x[:, None], grid.shape).copy()
+    system = tk.System(
+        fields=("u", "c"),
+        diffusion={"u": 1e-3},
+        taxis=(tk.Taxis(field="u", attractant="c", chi=1.0),),
+        reaction=lambda s, p, t: {"c": p["ramp"]},
+    )
+    initial = {"u": np.ones(grid.shape), "c": np.zeros(grid.shape)}
+    params = {"ramp": ramp}
+    assert tk.max_stable_dt(system, grid, initial, params)["u"] > 0.1  # accepted at the start
+    with pytest.raises(Exception, match=r"field 'u': at saved frame 3 of 5 of this call \(step 3 after its start\)"):
+        jax.block_until_ready(tk.simulate(system, grid, initial, t_end=0.5, dt=0.1, save_every=0.1, params=params).t)

@@ -252,6 +252,25 @@ def _explicit_rate_bounds(system: System, grid: Grid, operators: _Operators, sta
     return bounds
 
 
+_NAMED_FRAMES = 1000  # frames named one by one in the in-run positivity error; later ones share a message
+
+
+def _cfl_messages(name: str, n_saves: int, steps_per_save: int) -> list[str]:
+    """The in-run positivity error for each saved frame of a call (static strings, indexed at run time)."""
+    advice = (
+        "the time step exceeds the positivity limit of its explicit part (taxis gradients "
+        "steepened during the run); use a smaller dt, or check max_stable_dt on the last good frame"
+    )
+    messages = [
+        f"field {name!r}: at saved frame {k + 1} of {n_saves} of this call "
+        f"(step {(k + 1) * steps_per_save} after its start), {advice}"
+        for k in range(min(n_saves, _NAMED_FRAMES))
+    ]
+    if n_saves > _NAMED_FRAMES:
+        messages.append(f"field {name!r}: at saved frame {_NAMED_FRAMES + 1} or later of this call, {advice}")
+    return messages
+
+
 @eqx.debug.assert_max_traces(max_traces=None)
 def _advance_impl(
     system, grid, n_saves, steps_per_save, checkpoint, observe, check_cfl, state, params, dt, t_start, step
@@ -271,7 +290,7 @@ def _advance_impl(
         observed = None if observe is None else observe(state, params, time_of(n))
         return (state, coefficients, n), observed
 
-    def one_frame(carry, _):
+    def one_frame(carry, frame_index):
         state, n = carry
         # coefficients restart from the saved state each frame, so a run resumed
         # from any frame is bit-identical to an uninterrupted one
@@ -290,15 +309,16 @@ def _advance_impl(
             bounds = _explicit_rate_bounds(system, grid, operators, frame, params, t)
             for name, bound in bounds.items():
                 frame = dict(frame)
-                frame[name] = eqx.error_if(
+                frame[name] = eqx.branched_error_if(
                     frame[name],
                     dt * bound > 1.0 + 1e-6,
-                    f"field {name!r}: the time step exceeds the positivity limit of its explicit "
-                    "part (taxis gradients steepened during the run); use a smaller dt",
+                    jnp.minimum(frame_index, _NAMED_FRAMES),
+                    _cfl_messages(name, n_saves, steps_per_save),
                 )
         return (frame, n), (frame, t, observed)
 
-    (state, step), (frames, times, observed) = lax.scan(one_frame, (state, step), None, length=n_saves)
+    frame_indices = jnp.arange(n_saves, dtype=jnp.int32)
+    (state, step), (frames, times, observed) = lax.scan(one_frame, (state, step), frame_indices)
     if observed is not None:
         observed = jax.tree_util.tree_map(lambda x: x.reshape((n_saves * steps_per_save,) + x.shape[2:]), observed)
     return state, step, frames, times, observed
