@@ -309,6 +309,35 @@ def test_reverse_mode_memory_is_sublinear_in_steps():
     assert long < 0.2 * tape
 
 
+@pytest.mark.parametrize("length", [1, 2, 3, 5, 8, 9, 10, 17])
+def test_two_level_checkpointed_scan_equals_a_plain_scan(length):
+    """Carry, per-step outputs and the gradient equal ``lax.scan``'s, for perfect
+    squares and for lengths with a remainder block."""
+
+    def step(carry, _):
+        x, k = carry
+        x = jnp.sin(x) * k + 0.1 * x**2
+        return (x, k), jnp.sum(x**3)
+
+    def run(scan, x0, k):
+        (x, _), ys = scan(step, (x0, k), length)
+        return jnp.sum(x * x) + jnp.sum(ys * jnp.arange(1.0, length + 1.0))
+
+    def plain(step, carry, length):
+        return jax.lax.scan(step, carry, None, length=length)
+
+    x0, k = jnp.linspace(0.1, 0.9, 7), jnp.asarray(0.8)
+    (x_want, _), ys_want = plain(step, (x0, k), length)
+    (x_got, _), ys_got = _solver._sqrt_checkpointed_scan(step, (x0, k), length)
+    assert ys_got.shape == (length,)
+    np.testing.assert_array_equal(x_got, x_want)
+    np.testing.assert_array_equal(ys_got, ys_want)
+    want = jax.grad(run, argnums=(1, 2))(plain, x0, k)
+    got = jax.grad(run, argnums=(1, 2))(_solver._sqrt_checkpointed_scan, x0, k)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=0)
+
+
 # --- φ-functions of ETDRK2 ----------------------------------------------------------
 
 
