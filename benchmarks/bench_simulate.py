@@ -118,33 +118,16 @@ class TumorfieldRunner:
         self.compiled = {}
         self.compile_seconds = {}
 
-    def max_dt(self, t_end: float, frames: int = 8) -> float:
+    def max_dt(self, t_end: float) -> float:
         """Largest dt whose explicit part stays positive along the whole run to ``t_end``.
 
         The taxis limit tightens as the attractant builds up, so the limit at
-        ``t = 0`` is not enough: a probe run (at half the initial limit, without
-        the in-run check) saves ``frames`` states and the smallest limit over
-        them is returned. Every timed run still checks positivity in-run.
+        ``t = 0`` is not enough: ``tf.max_stable_dt_over_run`` probes the run
+        and takes the smallest limit over its frames. Every timed run still
+        checks positivity in-run.
         """
-
-        def limit(state):
-            return min(tf.max_stable_dt(self.system, self.grid, state, self.params, dtype=DTYPE).values())
-
-        dt0 = limit(self.initial)
-        n = frames * math.ceil(t_end / (0.5 * dt0) / frames)
-        traj = tf.simulate(
-            self.system,
-            self.grid,
-            self.initial,
-            t_end=t_end,
-            dt=t_end / n,
-            save_every=t_end / frames,
-            params=self.params,
-            checkpoint=False,
-            check_stability=False,
-            dtype=DTYPE,
-        )
-        return min(limit({k: traj[k][i] for k in self.system.fields}) for i in range(len(traj)))
+        limits = tf.max_stable_dt_over_run(self.system, self.grid, self.initial, self.params, t_end=t_end, dtype=DTYPE)
+        return min(limits.values())
 
     def _function(self, n_steps, checkpoint):
         def run(state, params, dt):

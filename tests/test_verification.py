@@ -429,17 +429,12 @@ def test_float32_trap_spectral_cell_field_fills_empty_tissue(float32):
     assert results["exponential"][0] > 1e-5 and results["exponential"][1] < -1e-5
 
 
-def test_in_run_positivity_error_names_the_frame():
-    """A dt valid at t = 0 that taxis steepening makes invalid later stops the run inside jit,
-    naming the first saved frame past the limit.
-
-    The attractant grows as ``c = t·x`` (no transport), so the taxis speed is ``χ t`` and the
-    explicit rate bound of ``u`` is ``4D/Δx² + 2χt/Δx``: with Δx = 1/16 mm, D = 1e-3, χ = 1,
-    dt = 0.1 it passes 1/dt at t ≈ 0.281 day, so frame 3 (t = 0.3) is the first bad one.
-    """
+def _steepening_taxis_problem():
+    """The attractant grows as ``c = t·x`` (no transport), so the taxis speed is ``χ t`` and the
+    explicit rate bound of ``u`` is ``4D/Δx² + 2χt/Δx``: with Δx = 1/16 mm, D = 1e-3 mm²/day,
+    χ = 1 it is 1.024 + 32 t per day."""
     grid = tk.Grid(shape=(16, 16), length=(1.0, 1.0))
     x = (np.arange(16) + 0.5) / 16
-    ramp = np.broadcast_to(x[:, None], grid.shape).copy()
     system = tk.System(
         fields=("u", "c"),
         diffusion={"u": 1e-3},
@@ -447,7 +442,29 @@ def test_in_run_positivity_error_names_the_frame():
         reaction=lambda s, p, t: {"c": p["ramp"]},
     )
     initial = {"u": np.ones(grid.shape), "c": np.zeros(grid.shape)}
-    params = {"ramp": ramp}
+    params = {"ramp": np.broadcast_to(x[:, None], grid.shape).copy()}
+    return system, grid, initial, params
+
+
+def test_in_run_positivity_error_names_the_frame():
+    """A dt valid at t = 0 that taxis steepening makes invalid later stops the run inside jit,
+    naming the first saved frame past the limit: dt = 0.1 passes 1/(1.024 + 32 t) at
+    t ≈ 0.281 day, so frame 3 (t = 0.3) is the first bad one."""
+    system, grid, initial, params = _steepening_taxis_problem()
     assert tk.max_stable_dt(system, grid, initial, params)["u"] > 0.1  # accepted at the start
     with pytest.raises(Exception, match=r"field 'u': at saved frame 3 of 5 of this call \(step 3 after its start\)"):
         jax.block_until_ready(tk.simulate(system, grid, initial, t_end=0.5, dt=0.1, save_every=0.1, params=params).t)
+
+
+def test_max_stable_dt_over_run_finds_the_limit_at_the_end():
+    """Over a run to t = 0.5 the limit is the analytic 1/(1.024 + 32·0.5) at the last frame,
+    far below the limit at the start; a run at it completes under the in-run check."""
+    system, grid, initial, params = _steepening_taxis_problem()
+    start = tk.max_stable_dt(system, grid, initial, params)["u"]
+    over_run = tk.max_stable_dt_over_run(system, grid, initial, params, t_end=0.5)["u"]
+    print(f"limit at t=0: {start:.6g} day; over the run: {over_run:.10g} day")
+    np.testing.assert_allclose(start, 1 / 1.024, rtol=1e-12)
+    np.testing.assert_allclose(over_run, 1 / (1.024 + 32 * 0.5), rtol=1e-12)
+    n = math.ceil(0.5 / over_run)
+    traj = tk.simulate(system, grid, initial, t_end=0.5, dt=0.5 / n, save_every=0.5 / n, params=params)
+    assert np.all(np.asarray(traj["u"]) >= 0)

@@ -17,6 +17,7 @@ from ._solver import advance as advance
 from ._solver import cast_floats as cast_floats
 from ._solver import initial_frame as initial_frame
 from ._solver import max_stable_dt as max_stable_dt
+from ._solver import max_stable_dt_over_run as max_stable_dt_over_run
 from ._solver import simulate as simulate
 from ._system import StateDependent as StateDependent
 from ._system import System as System
@@ -34,6 +35,7 @@ __all__ = [
     "laplacian",
     "laplacian_symbol",
     "max_stable_dt",
+    "max_stable_dt_over_run",
     "phi_functions",
     "simulate",
     "transport",

@@ -424,6 +424,57 @@ def max_stable_dt(system: System, grid: Grid, initial: Mapping[str, Any], params
     return {name: (1.0 / float(b) if float(b) > 0 else math.inf) for name, b in bounds.items()}
 
 
+def max_stable_dt_over_run(
+    system: System,
+    grid: Grid,
+    initial: Mapping[str, Any],
+    params=None,
+    *,
+    t_end: float,
+    t_start: float = 0.0,
+    frames: int = 8,
+    rounds: int = 4,
+    dtype=None,
+):
+    """Largest ``Δt`` (days) that keeps each explicit field non-negative at every frame of a run to ``t_end``.
+
+    :func:`max_stable_dt` looks at one state, but the taxis limit tightens as the
+    attractant steepens. This runs a probe simulation from ``initial`` to ``t_end``
+    (without the in-run check) at half the smallest limit found so far, saving
+    ``frames`` frames, and takes each field's smallest limit over them; while that
+    is below the probe's own step, it probes again at half of it (at most
+    ``rounds`` probes). Returns ``{field: Δt_max}`` like :func:`max_stable_dt`.
+    The limits are those of the probe's trajectory: a run at a larger ``dt``
+    follows it to the solver's accuracy, so leave a margin near a steep front.
+    """
+    if not (t_end > t_start):
+        raise ValueError(f"t_end={t_end} must be after t_start={t_start}")
+    if frames < 1 or rounds < 1:
+        raise ValueError(f"frames={frames} and rounds={rounds} must be ≥ 1")
+    dtype = _default_dtype(dtype)
+    state0 = _prepare_state(system, grid, initial, dtype)
+    params = _prepare_params(params, dtype)
+    limits = max_stable_dt(system, grid, state0, params, t=t_start, dtype=dtype)
+    if not limits or all(math.isinf(v) for v in limits.values()):
+        return limits
+    duration = t_end - t_start
+    for _ in range(rounds):
+        probe_dt = 0.5 * min(limits.values())
+        steps_per_frame = max(1, math.ceil(duration / frames / probe_dt))
+        dt = duration / (frames * steps_per_frame)
+        traj = simulate(
+            system, grid, state0, t_end=t_end, dt=dt, save_every=duration / frames, params=params,
+            t_start=t_start, checkpoint=False, check_stability=False, dtype=dtype,
+        )  # fmt: skip
+        for k in range(1, len(traj)):
+            frame = {name: traj[name][k] for name in system.fields}
+            at_frame = max_stable_dt(system, grid, frame, params, t=float(traj.t[k]), dtype=dtype)
+            limits = {name: min(limits[name], at_frame[name]) for name in limits}
+        if min(limits.values()) >= dt:
+            break
+    return limits
+
+
 def _check_dt(system, grid, state, params, dt, t, dtype):
     limits = max_stable_dt(system, grid, state, params, t=t, dtype=dtype)
     too_large = {name: limit for name, limit in limits.items() if dt > limit * (1 + 1e-9)}

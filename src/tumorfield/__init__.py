@@ -13,6 +13,7 @@ from tumorfield_kernels import advance as advance
 from tumorfield_kernels import cast_floats as cast_floats
 from tumorfield_kernels import initial_frame as initial_frame
 from tumorfield_kernels import max_stable_dt as max_stable_dt
+from tumorfield_kernels import max_stable_dt_over_run as max_stable_dt_over_run
 from tumorfield_kernels import simulate as simulate
 
 __version__ = "0.1.0"
@@ -27,6 +28,7 @@ __all__ = [
     "cast_floats",
     "initial_frame",
     "max_stable_dt",
+    "max_stable_dt_over_run",
     "simulate",
     "__version__",
 ]
