@@ -229,12 +229,21 @@ def _reorder(x, inverse=False):
     return x[np.ix_(*orders)]
 
 
+def _partner(p, axis, *, wrap):
+    """``p`` at index ``n − k`` along ``axis``.
+
+    At ``k = 0`` it is ``p[0]`` with ``wrap`` (the index ``−k mod n``) and 0 without (``X_n = 0``).
+    """
+    n = p.shape[axis]
+    head = lax.slice_in_dim(p, 0, 1, axis=axis)
+    head = head if wrap else jnp.zeros_like(head)
+    return jnp.concatenate([head, lax.rev(lax.slice_in_dim(p, 1, n, axis=axis), (axis,))], axis=axis)
+
+
 def _negate_frequencies(p, axes):
     """``p`` with ``k → (n − k) mod n`` on each of ``axes`` (the index of a conjugate partner)."""
     for axis in axes:
-        n = p.shape[axis]
-        head = lax.slice_in_dim(p, 0, 1, axis=axis)
-        p = jnp.concatenate([head, lax.rev(lax.slice_in_dim(p, 1, n, axis=axis), (axis,))], axis=axis)
+        p = _partner(p, axis, wrap=True)
     return p
 
 
@@ -281,18 +290,11 @@ def _idctn(c):
     n, complex_dtype = shape[-1], _complex_dtype(c.dtype)
     half = n // 2 + 1
     x = c * jnp.asarray(_ortho_weights(shape, inverse=True), c.dtype)
-    mirrored = jnp.concatenate([jnp.zeros_like(x[..., :1]), lax.rev(x[..., n - half + 1 :], (d - 1,))], axis=-1)
-    v = lax.complex(x[..., :half], -mirrored)
+    v = lax.complex(x[..., :half], -_partner(x, d - 1, wrap=False)[..., :half])
     twiddle = _along(np.exp(1j * np.pi * np.arange(half) / (2 * n)), d, d - 1, complex_dtype)
     for axis in range(d - 1):
         m = shape[axis]
-        partner = jnp.concatenate(
-            [
-                jnp.zeros_like(lax.slice_in_dim(v, 0, 1, axis=axis)),
-                lax.rev(lax.slice_in_dim(v, 1, m, axis=axis), (axis,)),
-            ],
-            axis=axis,
-        )
+        partner = _partner(v, axis, wrap=False)
         v = v + lax.complex(jnp.imag(partner), -jnp.real(partner))  # v − i·partner
         twiddle = twiddle * _along(np.exp(1j * np.pi * np.arange(m) / (2 * m)), d, axis, complex_dtype)
     return _reorder(jnp.fft.irfftn(v * twiddle, s=shape), inverse=True).astype(c.dtype)
