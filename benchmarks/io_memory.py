@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
+from tumorfield.io import NotATrajectory, open_trajectory
 
 CONFIG = """
 [model]
@@ -52,9 +52,9 @@ def rss_mib(pid: int) -> float | None:
 
 def committed(path: Path) -> int:
     try:
-        with h5py.File(path, "r", locking=False) as h5:
-            return int(h5.attrs["n_committed"])
-    except (OSError, KeyError):
+        with open_trajectory(path) as run:
+            return run.n_committed
+    except (OSError, NotATrajectory):
         return 0
 
 

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tumorfield._hdf5 import FileBusy, TrajectoryFile
+from tumorfield.io._writer import FileBusy, TrajectoryFile
 
 CONFIG = """
 [model]
@@ -247,3 +247,19 @@ def test_kill_9_during_overwrite_keeps_old_file_and_resume_replaces_it(tmp_path,
     for key in expected:
         if key != "status":
             np.testing.assert_array_equal(resumed[key], expected[key], err_msg=key)
+
+
+def test_second_run_loads_every_program_from_the_persistent_cache(tmp_path):
+    """With the in-run stability checks on, the compiled rollout has no host callback, so a second
+    process finds every program in the persistent cache: nothing is compiled again."""
+    cache = str(tmp_path / "cache")
+    config = write_config(tmp_path, t_end=0.2, save_every=0.05, chunk=3)  # chunks of 3 and 2 frames: two programs
+    logs = []
+    for name in ("a.h5", "b.h5"):
+        result = cli("run", config, "-o", tmp_path / name, cache=cache)
+        assert result.returncode == 0, result.stderr
+        (line,) = [line for line in result.stderr.splitlines() if "persistent cache:" in line and "in all" in line]
+        logs.append(line)
+    assert "0 hits" in logs[0] and " 0 misses" not in logs[0]
+    assert logs[1].endswith(" 0 misses") and " 0 hits" not in logs[1], logs
+    np.testing.assert_array_equal(read(tmp_path / "a.h5")["u"], read(tmp_path / "b.h5")["u"])

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tumorfield_kernels as tk
-from tumorfield_kernels import _solver
+from tumorfield_kernels import _api
 
 
 def _slope(h, err):
@@ -186,11 +186,11 @@ def test_dt_beyond_limit_refused_naming_the_limit():
     system, grid, initial = _strong_taxis_problem()
     limit = tk.max_stable_dt(system, grid, initial)["u"]
     dt = 1.5 * limit
-    traces = eqx.debug.get_num_traces(_solver._advance_impl)
+    traces = eqx.debug.get_num_traces(_api._advance_impl)
     with pytest.raises(ValueError, match="largest stable dt") as info:
         tk.simulate(system, grid, initial, t_end=10 * dt, dt=dt)
     assert f"{limit:.6g}" in str(info.value)
-    assert eqx.debug.get_num_traces(_solver._advance_impl) == traces  # refused before compiling
+    assert eqx.debug.get_num_traces(_api._advance_impl) == traces  # refused before compiling
 
 
 # --- 4. stiff decay reaches the analytic steady state -------------------------------
@@ -349,11 +349,11 @@ def test_vmap_matches_separate_runs_bitwise_without_recompiling():
     chis = jnp.linspace(0.01, 0.08, 8)
     batched = jax.vmap(lambda r, chi: run({"r": r, "chi": chi}))(rs, chis)
     separate = [run({"r": rs[0], "chi": chis[0]})]
-    traces = eqx.debug.get_num_traces(_solver._advance_impl)
+    traces = eqx.debug.get_num_traces(_api._advance_impl)
     separate += [run({"r": rs[i], "chi": chis[i]}) for i in range(1, 8)]
     again = run({"r": jnp.asarray(0.7), "chi": jnp.asarray(0.03)})
     # new parameter values reuse the compiled rollout
-    assert eqx.debug.get_num_traces(_solver._advance_impl) == traces
+    assert eqx.debug.get_num_traces(_api._advance_impl) == traces
     assert not np.array_equal(np.asarray(again), np.asarray(separate[0]))
     for i in range(8):
         np.testing.assert_array_equal(np.asarray(batched[i]), np.asarray(separate[i]))

@@ -57,10 +57,10 @@ def _with(p0, theta):
 
 @pytest.mark.slow
 def test_gradient_through_a_whole_run_matches_finite_differences():
-    m = Voloshin2015(CONFIG)
+    m = Voloshin2015.from_sections(CONFIG)
     m.validate(GRID, T_END, DT)
     initial = m.initial_state(GRID)
-    p0 = m.params()
+    p0 = m.params(GRID)
 
     def loss(theta):
         traj = tf.simulate(m.system, GRID, initial, t_end=T_END, dt=DT, params=_with(p0, theta))

@@ -13,24 +13,17 @@ import pytest
 import tumorfield as tf
 from tumorfield import config as tconfig
 from tumorfield._schema import ConfigError
-from tumorfield.models._voloshin._params import PAPER_MOLAR_MASS, Parameters
-from tumorfield.models._voloshin._pk import Doses, plasma_concentration
-from tumorfield.models.voloshin2015 import (
-    SYSTEM,
-    Voloshin2015,
-    drug_effects,
-    il1_responses,
-    plasma,
-    polarisation_rates,
-    reaction,
-)
+from tumorfield.models.voloshin2015 import SYSTEM, Doses, Parameters, Voloshin2015
+from tumorfield.models.voloshin2015.kinetics import drug_effects, il1_responses, plasma, polarisation_rates, reaction
+from tumorfield.models.voloshin2015.parameters import PAPER_MOLAR_MASS
+from tumorfield.models.voloshin2015.pk import plasma_concentration
 
 GRID = tf.Grid((8, 8), (4.0, 4.0))
 SMALL = {"initial": {"tumor_radius": 0.8, "interface_width": 0.3}, "vessels": {"rim_radius": 1.2}}
 
 
 def model(genotype="wild_type", ptx=(), ana=(), parameters=None) -> Voloshin2015:
-    return Voloshin2015(
+    return Voloshin2015.from_sections(
         {
             **SMALL,
             "host": {"genotype": genotype},
@@ -47,7 +40,14 @@ def dose(time, amount, route="ip", **extra):
 def short_run(m: Voloshin2015):
     """0.4 day in float32 fields (as the CLI runs); one compiled rollout shared by every caller."""
     return tf.simulate(
-        m.system, GRID, m.initial_state(GRID), t_end=0.4, dt=0.02, save_every=0.02, params=m.params(), dtype=jnp.float32
+        m.system,
+        GRID,
+        m.initial_state(GRID),
+        t_end=0.4,
+        dt=0.02,
+        save_every=0.02,
+        params=m.params(GRID),
+        dtype=jnp.float32,
     )
 
 
@@ -90,7 +90,7 @@ def test_default_ip_paclitaxel_reproduces_published_cmax_at_two_hours(amount, cm
 
 
 def test_dose_on_step_boundary_is_seen_despite_float32_rounding():
-    p = model(ptx=[dose(3.0, 20.0, "iv")]).params()
+    p = model(ptx=[dose(3.0, 20.0, "iv")]).params(GRID)
     with jax.enable_x64(False):
         dt = jnp.float32(0.02)
         for step in (150,):  # 150 × 0.02 = 3.0 only up to float32 rounding
@@ -137,10 +137,10 @@ def random_state(seed=0):
 
 def test_il1b_knockout_removes_host_il1b_production_only():
     state = random_state()
-    wt, ko = model(ptx=[dose(0.0, 20.0)]).params(), model("il1b_ko", ptx=[dose(0.0, 20.0)]).params()
-    r_ko = reaction(state, ko, jnp.asarray(0.1))
+    wt, ko = model(ptx=[dose(0.0, 20.0)]).params(GRID), model("il1b_ko", ptx=[dose(0.0, 20.0)]).params(GRID)
+    r_ko = reaction(state, ko, jnp.asarray(0.1), GRID)
     np.testing.assert_allclose(r_ko["il1b"], ko.rho_n * state["tumor"], rtol=1e-12)
-    r_wt = reaction(state, wt, jnp.asarray(0.1))
+    r_wt = reaction(state, wt, jnp.asarray(0.1), GRID)
     assert float(jnp.min(r_wt["il1b"] - r_ko["il1b"])) > 0
     # the receptor side is untouched: with the same IL1β, the responses agree
     for a, b in zip(il1_responses(state, wt), il1_responses(state, ko), strict=True):
@@ -149,7 +149,7 @@ def test_il1b_knockout_removes_host_il1b_production_only():
 
 def test_il1r_knockout_zeroes_the_host_response_but_not_the_tumours():
     state = random_state(1)
-    wt, ko = model().params(), model("il1r_ko").params()
+    wt, ko = model().params(GRID), model("il1r_ko").params(GRID)
     phi_t_wt, phi_h_wt = il1_responses(state, wt)
     phi_t_ko, phi_h_ko = il1_responses(state, ko)
     np.testing.assert_array_equal(phi_t_ko, phi_t_wt)
@@ -157,7 +157,7 @@ def test_il1r_knockout_zeroes_the_host_response_but_not_the_tumours():
     _, t_p = drug_effects(state["paclitaxel"], ko)
     k21, _ = polarisation_rates(state, ko, phi_h_ko, t_p)
     np.testing.assert_allclose(k21, ko.k21_0 + ko.k_p * t_p, rtol=1e-12)
-    chemo = reaction(state, ko, jnp.asarray(0.0))["chemo"]
+    chemo = reaction(state, ko, jnp.asarray(0.0), GRID)["chemo"]
     e_p, _ = drug_effects(state["paclitaxel"], ko)
     n = state["tumor"]
     np.testing.assert_allclose(chemo, ko.s_c * n + ko.s_d * ko.delta_p * e_p * n, rtol=1e-12)  # no IL1 term
@@ -222,7 +222,7 @@ def test_config_errors_name_the_key_value_and_rule(extra, key, fragment):
 def test_repeated_doses_expand_and_config_round_trips():
     text = BASE + '[dosing]\npaclitaxel = [{time = 1.0, dose_mg_per_kg = 20.0, route = "iv", every = 0.5, count = 3}]'
     run = tconfig.loads(text)
-    doses = run.model.params().paclitaxel_doses
+    doses = run.model.params(run.grid).paclitaxel_doses
     np.testing.assert_array_equal(doses.time[:3], [1.0, 1.5, 2.0])
     np.testing.assert_array_equal(doses.iv[:3], [1.0, 1.0, 1.0])
     assert len(doses) == 32 and float(jnp.sum(doses.amount)) == 60.0  # padded with empty doses
@@ -244,15 +244,15 @@ def test_parameters_pytree_is_differentiable():
     state["circulating"] = jnp.asarray(0.0)
 
     def shed(p):  # cells shed per day: d(circulating)/dt at zero circulating cells
-        return reaction(state, p, jnp.asarray(0.1))["circulating"]
+        return reaction(state, p, jnp.asarray(0.1), GRID)["circulating"]
 
     def everything(p):
-        rates = reaction(state, p, jnp.asarray(0.1))
+        rates = reaction(state, p, jnp.asarray(0.1), GRID)
         seen = m.observe(state, p, jnp.asarray(0.1), GRID)
         total = sum(jnp.sum(v) for v in rates.values()) + sum(jnp.sum(v) for v in seen.values())
         return total + jnp.sum(plasma(p, jnp.asarray(0.1))[0]) + jnp.sum(plasma(p, jnp.asarray(0.1))[1])
 
-    p0 = m.params()
+    p0 = m.params(GRID)
     grads = jax.grad(everything)(p0)
     leaves = jax.tree_util.tree_leaves(grads)
     assert leaves and all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in leaves)
@@ -268,3 +268,31 @@ def test_parameters_pytree_is_differentiable():
         lambda p: jnp.sum(il1_responses({**state, "anakinra": plasma(p, 0.1)[1] * jnp.ones(GRID.shape)}, p)[1])
     )(p0)
     assert float(dphi.anakinra_doses.amount[0]) < 0
+
+
+def test_every_parameter_acts_within_one_step_of_the_whole_model():
+    """One step of the full system (reaction, transport, decay, quasi-steady solves, PK): every
+    scalar parameter that can act within a step gets a finite, non-zero gradient of a loss with
+    random weights per field and cell (so that exchanges such as M1 ⇄ M2 switching do not cancel).
+    The exceptions are named: the i.v. paclitaxel PK, as both doses here are i.p."""
+    from tumorfield.models.voloshin2015.parameters import parameter_fields
+
+    m = model(ptx=[dose(0.0, 20.0)], ana=[dose(0.0, 50.0)])
+    state = random_state(3)
+    state.update(circulating=jnp.asarray(1e3), burden=jnp.asarray(1e2), seeded=jnp.asarray(0.0))
+    rng = np.random.default_rng(4)
+    weights = {name: jnp.asarray(rng.uniform(0.5, 1.5, np.shape(v))) for name, v in state.items()}
+
+    def loss(p):
+        traj = tf.simulate(m.system, GRID, state, t_end=0.01, dt=0.01, params=p, checkpoint=False, throw=False)
+        return sum(jnp.sum(weights[name] * traj[name][-1]) for name in state)
+
+    grads = jax.jit(jax.grad(loss))(m.params(GRID))
+    idle = {"ptx_iv_ke", "ptx_iv_v"}
+    for f in parameter_fields():
+        g = float(getattr(grads, f.name))
+        assert math.isfinite(g), f.name
+        if f.name in idle | {"host_il1b", "host_il1r"}:
+            continue
+        assert g != 0.0, f"d loss / d {f.name} is 0: the parameter does not act on a step"
+    assert float(grads.ptx_iv_ke) == 0.0 and float(grads.ptx_iv_v) == 0.0

@@ -1,19 +1,19 @@
 """Endpoints, study targets and figures of the Voloshin 2015 arms, read from HDF5 files only.
 
-Nothing here imports the model: every number comes from the datasets and the
-``config`` attribute that ``tumorfield run`` writes (``/scalars/<name>``,
-``/scalars/t``, one dataset per field, ``/t``).
+Nothing here imports the model: every number comes from the file that ``tumorfield run``
+writes, read through its one reader, :func:`tumorfield.io.open_trajectory` (the per-step
+diagnostics ``scalars``, the fields, the frame times and the stored ``config``).
 """
 
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
-import h5py
 import numpy as np
+
+from tumorfield.io import open_trajectory
 
 ARMS = ("vehicle", "ptx", "anakinra", "ptx_anakinra", "il1b_ko_ptx", "il1r_ko_ptx")
 
@@ -38,9 +38,9 @@ WINDOW_SCALARS = ("il1b_mean", "il1b_production", "m2_fraction", "mean_leakiness
 
 
 def read_config(path: str | Path) -> dict:
-    with h5py.File(path, "r") as h5:
-        text = h5.attrs["config"]
-    return tomllib.loads(text if isinstance(text, str) else text.decode())
+    """The resolved configuration stored in the trajectory ``path`` (parsed TOML)."""
+    with open_trajectory(path) as run:
+        return run.config
 
 
 def first_dose_time(config: Mapping) -> float | None:
@@ -51,9 +51,8 @@ def first_dose_time(config: Mapping) -> float | None:
 def endpoints(path: str | Path, window_start: float) -> dict[str, float]:
     """Final values of the diagnostics, and their means over ``t ≥ window_start`` (suffix ``_window``)."""
     out = {}
-    with h5py.File(path, "r") as h5:
-        scalars = h5["scalars"]
-        t = scalars["t"][()]
+    with open_trajectory(path) as run:
+        scalars, t = run.scalars, run.scalars_t
         for name in ENDPOINT_SCALARS:
             out[name] = float(scalars[name][-1])
         in_window = t >= window_start - 1e-9
@@ -178,9 +177,8 @@ def figures(paths: Mapping[str, str | Path], outdir: str | Path) -> list[Path]:
     fig, axes = plt.subplots(2, 3, figsize=(13, 7), constrained_layout=True)
     for ax, (name, label, log) in zip(axes.flat, panels, strict=True):
         for arm, path in paths.items():
-            with h5py.File(path, "r") as h5:
-                t, y = h5["scalars/t"][()], h5[f"scalars/{name}"][()]
-            ax.plot(t, y, label=arm)
+            with open_trajectory(path) as run:
+                ax.plot(run.scalars_t, run.scalars[name], label=arm)
         ax.set_xlabel("time (day)")
         ax.set_ylabel(label)
         if log:
@@ -194,26 +192,26 @@ def figures(paths: Mapping[str, str | Path], outdir: str | Path) -> list[Path]:
     fields = ("tumor", "m2", "leakiness", "il1b")
     arms = list(paths)
     fig, axes = plt.subplots(len(fields), len(arms), figsize=(2.3 * len(arms), 2.3 * len(fields)), squeeze=False)
-    snapshots = {}
+    snapshots, units = {}, {}
     for arm in arms:
-        with h5py.File(paths[arm], "r") as h5:
+        with open_trajectory(paths[arm]) as run:
             for field in fields:
-                data = h5[field][-1]
+                data = run.field(field)[-1]
                 snapshots[arm, field] = data[data.shape[0] // 2] if data.ndim == 3 else data  # 3D: mid-plane
+                units[arm, field] = run.field(field).units
     # one colour scale per row, so that arms compare by eye
     top = {field: max(float(np.max(snapshots[arm, field])) for arm in arms) for field in fields}
     for j, arm in enumerate(arms):
-        with h5py.File(paths[arm], "r") as h5:
-            for i, field in enumerate(fields):
-                ax = axes[i, j]
-                im = ax.imshow(snapshots[arm, field], origin="lower", cmap="magma", vmin=0.0, vmax=top[field])
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if i == 0:
-                    ax.set_title(arm, fontsize=9)
-                if j == 0:
-                    ax.set_ylabel(f"{field} ({h5[field].attrs.get('units', '')})", fontsize=8)
-                fig.colorbar(im, ax=ax, fraction=0.046)
+        for i, field in enumerate(fields):
+            ax = axes[i, j]
+            im = ax.imshow(snapshots[arm, field], origin="lower", cmap="magma", vmin=0.0, vmax=top[field])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(arm, fontsize=9)
+            if j == 0:
+                ax.set_ylabel(f"{field} ({units[arm, field]})", fontsize=8)
+            fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     path = outdir / "endpoint_snapshots.png"
     fig.savefig(path, dpi=110)

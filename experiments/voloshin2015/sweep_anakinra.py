@@ -132,23 +132,18 @@ def anakinra_override(arm_entry: dict, dose: float) -> str:
     return f"dosing.anakinra=[{inline}]"
 
 
-def _attr(h5, name: str) -> str:
-    value = h5.attrs.get(name, "")
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _matches(path: Path, overrides: list[str]) -> bool:
     """``--reuse``: is ``path`` a complete run of ``ptx_anakinra.toml`` with exactly these ``--set`` overrides?
 
     Compared with the command line that ``tumorfield run`` recorded in the file (``run_arm``
     adds ``run.progress=none``), so a run that lacks or has an extra override is not reused.
     """
-    import h5py
+    from tumorfield.io import NotATrajectory, open_trajectory
 
     try:
-        with h5py.File(path, "r") as h5:
-            status, command = _attr(h5, "status"), _attr(h5, "command_line")
-    except OSError:
+        with open_trajectory(path) as run:
+            status, command = run.status, str(run.metadata.get("command_line", ""))
+    except NotATrajectory:
         return False
     words = shlex.split(command)
     recorded = sorted(words[i + 1] for i, w in enumerate(words[:-1]) if w == "--set")
@@ -168,11 +163,11 @@ def run_point(outdir: Path, tag: str, overrides: list[str], reuse: bool) -> Path
 
 
 def record(path: Path) -> dict:
-    import h5py
+    from tumorfield.io import open_trajectory
 
     start = first_dose_time(read_config(path)) or 0.0
-    with h5py.File(path, "r") as h5:
-        commit = _attr(h5, "git_commit")
+    with open_trajectory(path) as run:
+        commit = str(run.metadata.get("git_commit", ""))
     return {**endpoints(path, start), "git_commit": commit}
 
 

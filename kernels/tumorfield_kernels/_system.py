@@ -6,6 +6,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import equinox as eqx
+import jax
+import numpy as np
 
 Method = Literal["local", "exponential"]
 
@@ -24,8 +26,9 @@ class StateDependent(eqx.Module):
 
 
 Coefficient = float | Callable[[Any], Any] | StateDependent
-"""A constant, a function of ``params`` (traced, so it can be fitted), or, for the
-diffusion of local fields, :class:`StateDependent`."""
+"""A constant, a function of ``params``, or, for the diffusion of local fields,
+:class:`StateDependent`. Non-zero constants are stored as array leaves, so a
+changed value reuses the compiled rollout (:func:`coefficient_leaf`)."""
 
 
 class Taxis(eqx.Module):
@@ -38,15 +41,68 @@ class Taxis(eqx.Module):
 
     field: str = eqx.field(static=True)
     attractant: str = eqx.field(static=True)
-    chi: float | Callable = eqx.field(static=True)
+    chi: Any = eqx.field(converter=lambda value: coefficient_leaf(value))
 
 
-def _frozen(mapping, what):
+def coefficient_leaf(value):
+    """A coefficient as stored in a :class:`System`: callables and :class:`StateDependent` as
+    they are; an exact zero as the Python float ``0.0`` (static: it removes a term, so it is part
+    of what a rollout is compiled for); any other number as a float64 array leaf (traced, so a new
+    value reuses the compiled rollout); a traced array as it is."""
+    if callable(value) or isinstance(value, (StateDependent, jax.core.Tracer, jax.Array)):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer, np.ndarray)):
+        return value  # refused with the key and value by System.__check_init__
+    if np.ndim(value) != 0:
+        return value
+    return 0.0 if float(value) == 0.0 else np.asarray(value, np.float64)
+
+
+def is_zero(value) -> bool:
+    """Whether a stored coefficient is the structural zero (an absent term)."""
+    return isinstance(value, float) and value == 0.0
+
+
+def _concrete_number(value):
+    """``float(value)`` for a stored number, None for callables and traced values."""
+    if isinstance(value, float):
+        return value
+    if isinstance(value, np.ndarray):
+        return float(value)
+    return None
+
+
+def _positional_arity(fn) -> int:
+    import inspect
+
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 3
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
+        return 4
+    return sum(p.kind in kinds for p in parameters)
+
+
+def _mapping(mapping, what, leaf=False) -> dict:
     if mapping is None:
-        return ()
+        return {}
     if not isinstance(mapping, Mapping):
         raise TypeError(f"System.{what} must be a mapping from field name to value, got {type(mapping).__name__}")
-    return tuple(mapping.items())
+    return {name: coefficient_leaf(value) if leaf else value for name, value in mapping.items()}
+
+
+def _check_number(where: str, value, rule: str | None, state_ok: bool = False) -> None:
+    """Refuse a stored coefficient that is neither a function nor a number (≥ 0 unless ``rule`` is None)."""
+    if callable(value) or isinstance(value, jax.core.Tracer):
+        return
+    number = _concrete_number(value)
+    if number is None or number != number:
+        allowed = "a function of (state, params)" if state_ok else "a function of params"
+        raise TypeError(f"{where}={value!r}: a number or {allowed}")
+    if rule is not None and number < 0:
+        raise ValueError(f"{where}={number}: {rule}")
 
 
 class System(eqx.Module):
@@ -59,7 +115,13 @@ class System(eqx.Module):
     constants or functions of ``params``; ``D_f`` of a local field may also
     depend on the state (:class:`StateDependent`). ``R`` is
     ``reaction(state, params, t)`` returning rates (field units per day) for
-    any subset of fields.
+    any subset of fields; a reaction with a fourth positional parameter is
+    called ``reaction(state, params, t, grid)`` with the :class:`Grid` (for
+    integrals: ``grid.cell_volume``).
+
+    Coefficients that are numbers are array leaves of the system (an exact 0
+    stays static: it removes the term), so a new value, in a new ``System``,
+    reuses the compiled rollout; functions of ``params`` are traced too.
 
     Fields named in ``quasi_steady`` are not advanced in time: at every stage
     they solve ``0 = D∇²c − k c + R_c`` (``k > 0``), with ``R_c`` evaluated from
@@ -94,14 +156,14 @@ class System(eqx.Module):
     """
 
     fields: tuple[str, ...] = eqx.field(static=True)
-    diffusion_items: tuple[tuple[str, Coefficient], ...] = eqx.field(static=True)
-    decay_items: tuple[tuple[str, Coefficient], ...] = eqx.field(static=True)
-    taxis: tuple[Taxis, ...] = eqx.field(static=True)
+    diffusion: dict[str, Coefficient]
+    decay: dict[str, Coefficient]
+    taxis: tuple[Taxis, ...]
     reaction: Callable | None = eqx.field(static=True)
     quasi_steady: tuple[str, ...] = eqx.field(static=True)
     method_items: tuple[tuple[str, str], ...] = eqx.field(static=True)
     scalars: tuple[str, ...] = eqx.field(static=True)
-    dirichlet_items: tuple[tuple[str, Coefficient], ...] = eqx.field(static=True)
+    dirichlet: dict[str, Coefficient]
 
     def __init__(
         self,
@@ -118,43 +180,48 @@ class System(eqx.Module):
         if isinstance(fields, str):
             raise TypeError(f"System.fields={fields!r}: give a tuple of names, e.g. ({fields!r},)")
         self.fields = tuple(fields)
-        self.diffusion_items = _frozen(diffusion, "diffusion")
-        self.decay_items = _frozen(decay, "decay")
+        self.diffusion = _mapping(diffusion, "diffusion", leaf=True)
+        self.decay = _mapping(decay, "decay", leaf=True)
         self.taxis = tuple(taxis)
         self.reaction = reaction
         self.quasi_steady = tuple(quasi_steady)
-        self.method_items = _frozen(methods, "methods")
+        self.method_items = tuple(_mapping(methods, "methods").items())
         self.scalars = tuple(scalars)
-        self.dirichlet_items = _frozen(dirichlet, "dirichlet")
+        self.dirichlet = _mapping(dirichlet, "dirichlet", leaf=True)
 
     def __check_init__(self):
-        names = set(self.fields)
-        if len(names) != len(self.fields):
+        if len(set(self.fields)) != len(self.fields):
             raise ValueError(f"System.fields={self.fields}: names must be unique")
-        for what, items in (("diffusion", self.diffusion_items), ("decay", self.decay_items)):
-            for name, value in items:
+        self._check_coefficients_and_taxis(set(self.fields))
+        self._check_quasi_steady_and_methods(set(self.fields))
+        self._check_scalars_and_walls(set(self.fields))
+        if self.reaction is not None and not callable(self.reaction):
+            raise TypeError("System.reaction must be a function reaction(state, params, t[, grid]) -> dict of rates")
+
+    def _check_coefficients_and_taxis(self, names):
+        for what, items in (("diffusion", self.diffusion), ("decay", self.decay)):
+            for name, value in items.items():
                 if name not in names:
                     raise ValueError(f"System.{what}[{name!r}]: no such field; fields are {self.fields}")
                 if isinstance(value, StateDependent):
                     self._check_state_dependent(what, name)
-                elif not callable(value):
-                    if not isinstance(value, (int, float)) or value != value:
-                        raise TypeError(f"System.{what}[{name!r}]={value!r}: a number or a function of params")
-                    if value < 0:
-                        raise ValueError(f"System.{what}[{name!r}]={value}: must be ≥ 0")
+                else:
+                    _check_number(f"System.{what}[{name!r}]", value, "must be ≥ 0")
         for term in self.taxis:
             if not isinstance(term, Taxis):
                 raise TypeError(f"System.taxis entries must be Taxis, got {type(term).__name__}")
+            _check_number(f"Taxis(field={term.field!r}).chi", term.chi, None, state_ok=True)
             for role in ("field", "attractant"):
                 if getattr(term, role) not in names:
                     raise ValueError(f"Taxis.{role}={getattr(term, role)!r}: no such field; fields are {self.fields}")
+
+    def _check_quasi_steady_and_methods(self, names):
         for name in self.quasi_steady:
             if name not in names:
                 raise ValueError(f"System.quasi_steady: {name!r} is not a field; fields are {self.fields}")
-            k = self.decay.get(name, 0.0)
-            if not callable(k) and not k > 0:
+            if is_zero(self.decay.get(name, 0.0)):
                 raise ValueError(
-                    f"System.decay[{name!r}]={k}: a quasi-steady field needs decay > 0 "
+                    f"System.decay[{name!r}]=0.0: a quasi-steady field needs decay > 0 "
                     "(0 = D∇²c − k c + S is singular with zero-flux boundaries otherwise)"
                 )
             if any(t.field == name for t in self.taxis):
@@ -166,33 +233,28 @@ class System(eqx.Module):
                 raise ValueError(f"System.methods[{name!r}]={method!r}: allowed are 'local', 'exponential'")
             if name in self.quasi_steady:
                 raise ValueError(f"System.methods[{name!r}]: field is quasi-steady, it has no time-stepping method")
+
+    def _check_scalars_and_walls(self, names):
         for name in self.scalars:
             if name not in names:
                 raise ValueError(f"System.scalars: {name!r} is not a field; fields are {self.fields}")
-            if name in self.diffusion and self.diffusion[name] != 0:
+            if not is_zero(self.diffusion.get(name, 0.0)):
                 raise ValueError(f"System.diffusion[{name!r}]: {name!r} is a scalar (ODE) variable, it cannot diffuse")
             if any(name in (t.field, t.attractant) for t in self.taxis):
                 raise ValueError(f"System.taxis: {name!r} is a scalar (ODE) variable, it takes no part in taxis")
             if name in self.quasi_steady:
                 raise ValueError(f"System.quasi_steady: {name!r} is a scalar (ODE) variable")
-        for name, value in self.dirichlet_items:
+        for name, value in self.dirichlet.items():
             if name not in names:
                 raise ValueError(f"System.dirichlet[{name!r}]: no such field; fields are {self.fields}")
             if name in self.scalars:
                 raise ValueError(f"System.dirichlet[{name!r}]: {name!r} is a scalar (ODE) variable, it has no walls")
-            if not callable(value):
-                if not isinstance(value, (int, float)) or value != value:
-                    raise TypeError(f"System.dirichlet[{name!r}]={value!r}: a number or a function of params")
-                if value < 0:
-                    raise ValueError(f"System.dirichlet[{name!r}]={value}: a wall value must be ≥ 0")
-            d = self.diffusion.get(name, 0.0)
-            if not callable(d) and not isinstance(d, StateDependent) and d == 0:
+            _check_number(f"System.dirichlet[{name!r}]", value, "a wall value must be ≥ 0")
+            if is_zero(self.diffusion.get(name, 0.0)):
                 raise ValueError(
                     f"System.dirichlet[{name!r}]: {name!r} does not diffuse (diffusion 0), "
                     "so a fixed wall value has no effect; give it a diffusion coefficient"
                 )
-        if self.reaction is not None and not callable(self.reaction):
-            raise TypeError("System.reaction must be a function reaction(state, params, t) -> dict of rates")
 
     def _check_state_dependent(self, what, name):
         where = f"System.{what}[{name!r}]=StateDependent(...)"
@@ -202,20 +264,13 @@ class System(eqx.Module):
             raise ValueError(f"{where}: {name!r} is quasi-steady or a scalar; only local fields take it")
         if dict(self.method_items).get(name) == "exponential":
             raise ValueError(f"{where}: the 'exponential' method needs a constant D (DCT); use 'local'")
-        if name in dict(self.dirichlet_items):
+        if name in self.dirichlet:
             raise ValueError(f"{where}: fixed wall values need a constant D; drop System.dirichlet[{name!r}]")
 
     @property
-    def diffusion(self) -> dict[str, Coefficient]:
-        return dict(self.diffusion_items)
-
-    @property
-    def decay(self) -> dict[str, Coefficient]:
-        return dict(self.decay_items)
-
-    @property
-    def dirichlet(self) -> dict[str, Coefficient]:
-        return dict(self.dirichlet_items)
+    def reaction_takes_grid(self) -> bool:
+        """Whether ``reaction`` takes a fourth positional parameter, the :class:`Grid`."""
+        return self.reaction is not None and _positional_arity(self.reaction) >= 4
 
     @property
     def dynamic_fields(self) -> tuple[str, ...]:
@@ -231,7 +286,6 @@ class System(eqx.Module):
         overrides = dict(self.method_items)
         if name in overrides:
             return overrides[name]
-        k = self.decay.get(name, 0.0)
-        has_decay = callable(k) or k > 0
+        has_decay = not is_zero(self.decay.get(name, 0.0))
         variable_d = isinstance(self.diffusion.get(name), StateDependent)
         return "exponential" if has_decay and not self.taxis_on(name) and not variable_d else "local"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jax
 
-_state = {"seconds": 0.0, "hits": 0, "installed": False}
+_state = {"seconds": 0.0, "hits": 0, "misses": 0, "installed": False}
 _COMPILE_EVENTS = ("/jax/core/compile/backend_compile_duration", "/jax/compilation_cache/cache_retrieval_time_sec")
 
 
@@ -16,6 +16,8 @@ def _on_duration(event: str, duration: float, **_) -> None:
 def _on_event(event: str, **_) -> None:
     if event == "/jax/compilation_cache/cache_hits":
         _state["hits"] += 1
+    elif event == "/jax/compilation_cache/cache_misses":
+        _state["misses"] += 1
 
 
 def install() -> None:
@@ -31,7 +33,13 @@ def seconds() -> float:
 
 
 def cache_hits() -> int:
+    """Programs loaded from the persistent compilation cache so far."""
     return _state["hits"]
+
+
+def cache_misses() -> int:
+    """Programs looked up in the persistent cache and compiled because they were not there."""
+    return _state["misses"]
 
 
 def enable_persistent_cache(directory: str | None) -> None:

@@ -1,19 +1,30 @@
-"""Typed, documented configuration keys shared by the config loader and the models.
+"""Typed, documented configuration keys and the one function that checks a section against them.
 
-A schema is ``{section: {key: Key}}``. The loader (``tumorfield.config``)
-validates a TOML document against the union of the generic sections and the
-selected model's sections, before any compute, and raises :class:`ConfigError`
-naming the file, the key path, the bad value and what is allowed.
+A config section is a frozen, keyword-only dataclass whose fields are keys
+(:func:`key`): each field's annotation is the kind TOML must yield, and its
+metadata the default, units, meaning and range check. :func:`section_keys` reads
+that table back as ``{key: Key}`` (for checking and for ``docs/config.md``);
+:func:`check_section` checks a plain TOML table against it, for the generic
+sections of ``tumorfield.config`` and for every model's sections alike. Problems
+are :class:`ConfigError`\\ s naming the key path, the bad value and what is allowed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+import dataclasses
+import difflib
+import math
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 REQUIRED = object()
 """Default marker for keys that must be given."""
+
+Check = Callable[[Any], str | None]
+"""``check(value)`` returns ``None`` when the value is fine, else a sentence saying what is allowed."""
 
 
 class ConfigError(ValueError):
@@ -33,15 +44,18 @@ class Key:
     """One configuration key.
 
     ``kind`` is the Python type TOML yields (``float`` accepts ints too);
-    ``check(value)`` returns ``None`` when the value is fine, else a sentence
-    saying what is allowed. ``units`` is shown in ``docs/config.md``.
+    ``check`` says what values are allowed (see :data:`Check`). ``units`` is
+    shown in ``docs/config.md``.
     """
 
     kind: type | tuple[type, ...]
     default: Any
     units: str
     doc: str
-    check: Callable[[Any], str | None] | None = None
+    check: Check | None = None
+
+
+# --- rules ---------------------------------------------------------------------------------
 
 
 def positive(value) -> str | None:
@@ -56,8 +70,140 @@ def fraction(value) -> str | None:
     return None if 0 <= value <= 1 else "must lie in [0, 1]"
 
 
-def one_of(*allowed) -> Callable[[Any], str | None]:
+def one_of(*allowed) -> Check:
     def check(value):
         return None if value in allowed else f"allowed values are {', '.join(map(repr, allowed))}"
 
     return check
+
+
+def in_range(lo: float, hi: float, lo_open: bool = False) -> Check:
+    """``lo ≤ value ≤ hi`` (``lo < value`` when ``lo_open``); NaN is refused."""
+
+    def check(value):
+        ok = (lo < value if lo_open else lo <= value) and value <= hi and value == value
+        return None if ok else f"must be {'>' if lo_open else '≥'} {lo} and ≤ {hi}"
+
+    return check
+
+
+# --- sections as dataclasses -------------------------------------------------------------------
+
+
+def key(default: Any = REQUIRED, units: str = "", doc: str = "", check: Check | None = None) -> Any:
+    """A config key as a dataclass field: its default (or :data:`REQUIRED`), units, meaning and check.
+
+    The field's annotation gives the key's kind (``float``, ``int``, ``str``, ``list[...]``).
+    """
+    meta = {"key": (default, units, doc, check)}
+    if default is REQUIRED:
+        return dataclasses.field(metadata=meta)
+    if isinstance(default, list | dict):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _collect_keys(cls: type) -> type:
+    """Store ``{field: Key}`` on the section class ``cls`` (kind from each field's annotation)."""
+    hints = typing.get_type_hints(cls)
+    cls.__section_keys__ = {
+        f.name: Key(typing.get_origin(hints[f.name]) or hints[f.name], *f.metadata["key"])
+        for f in dataclasses.fields(cls)
+    }
+    return cls
+
+
+def section(cls: type) -> type:
+    """Class decorator: ``cls`` as a frozen, keyword-only dataclass whose fields are :func:`key`\\ s."""
+    return _collect_keys(dataclasses.dataclass(frozen=True, kw_only=True)(cls))
+
+
+def make_section(name: str, doc: str, fields: Mapping[str, tuple[type, Any]], module: str) -> type:
+    """A section class built from ``{key: (kind, key(...))}`` (for key tables generated from metadata)."""
+    cls = dataclasses.make_dataclass(
+        name,
+        [(k, kind, spec) for k, (kind, spec) in fields.items()],
+        frozen=True,
+        kw_only=True,
+        namespace={"__doc__": doc},
+    )
+    cls.__module__ = module
+    return _collect_keys(cls)
+
+
+def section_keys(cls: type) -> dict[str, Key]:
+    """``{key: Key}`` of a section class, in declaration order."""
+    return cls.__section_keys__
+
+
+# --- checking ----------------------------------------------------------------------------------
+
+
+def _type_ok(value, kind) -> bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool):
+        return bool in kinds
+    if isinstance(value, int) and float in kinds:
+        return True
+    return isinstance(value, kinds)
+
+
+def kind_name(kind) -> str:
+    """``float`` → "a number", ``list`` → "a list", ... (for messages and docs)."""
+    names = {float: "a number", int: "an integer", str: "a string", bool: "true or false", list: "a list"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def suggest(word: str, options, what: str = "key") -> str:
+    """The message for a misspelt ``word``: ``unknown key; did you mean 'x'? Allowed: ...``."""
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown {what}{hint} Allowed: {', '.join(sorted(options))}"
+
+
+def units_text(spec: Key) -> str:
+    return f"units: {spec.units}" if spec.units else "no units"
+
+
+def _check_value(path: str, value, spec: Key):
+    if not _type_ok(value, spec.kind):
+        raise ConfigError(path, value, f"must be {kind_name(spec.kind)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(path, value, "must be a finite number")
+    problem = spec.check(value) if spec.check is not None else None
+    if problem:
+        raise ConfigError(path, value, problem)
+    return float(value) if spec.kind is float and isinstance(value, int) else value
+
+
+def check_section(name: str, given: Any, keys: Mapping[str, Key]) -> dict[str, Any]:
+    """The TOML table ``given`` of section ``name`` checked against ``keys``, defaults filled in.
+
+    Refuses unknown keys (suggesting the closest), missing required keys, wrong kinds,
+    non-finite numbers and values the key's check refuses; ints given for float keys
+    become floats.
+    """
+    if not isinstance(given, Mapping):
+        raise ConfigError(name, given, "must be a table ([section])")
+    for k in given:
+        if k not in keys:
+            raise ConfigError(f"{name}.{k}", given[k], suggest(k, keys))
+    resolved = {}
+    for k, spec in keys.items():
+        path = f"{name}.{k}"
+        if k in given:
+            resolved[k] = _check_value(path, given[k], spec)
+        elif spec.default is REQUIRED:
+            raise ConfigError(path, None, f"is required ({spec.doc.rstrip('.')}; {units_text(spec)})")
+        else:
+            resolved[k] = copy.deepcopy(spec.default)
+    return resolved
+
+
+def check_sections(document: Mapping[str, Any], types: Mapping[str, type]) -> dict[str, dict[str, Any]]:
+    """Every section of ``types`` (name → section class) checked from ``document``; unknown sections refused."""
+    for name in document:
+        if name not in types:
+            raise ConfigError(name, document[name], suggest(name, types, "section"))
+    return {name: check_section(name, document.get(name, {}), section_keys(cls)) for name, cls in types.items()}

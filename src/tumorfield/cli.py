@@ -3,16 +3,13 @@
 Exit codes: 0 done, 1 unexpected error, 2 bad input, 3 numerical failure
 (NaN/Inf or a step-size violation; earlier frames are kept), 75 interrupted by
 SIGTERM/SIGUSR1/SIGINT after checkpointing (continue with ``tumorfield resume``).
+This module parses arguments and maps outcomes to exit codes; runs themselves are
+:class:`tumorfield.run.Run`.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import logging
-import os
-import shlex
-import subprocess
 import sys
 import traceback
 from pathlib import Path
@@ -30,302 +27,88 @@ def _log(message: str) -> None:
     print(f"tumorfield: {message}", file=sys.stderr, flush=True)
 
 
-def _git_commit() -> str:
-    try:
-        here = Path(__file__).resolve().parent
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
-        )
-        return result.stdout.strip() if result.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def _metadata(config, argv) -> dict:
-    import jax
-
-    from . import __version__
-    from ._hdf5 import SCHEMA
-
-    device = jax.devices()[0]
-    return {
-        "schema": SCHEMA,
-        "config": config.text,
-        "model": config.sections["model"]["name"],
-        "tumorfield_version": __version__,
-        "git_commit": _git_commit(),
-        "jax_version": jax.__version__,
-        "device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
-        "precision": config.output["precision"],
-        "seed": config.run["seed"],
-        "command_line": shlex.join(argv),
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "dt": config.time["dt"],
-        "steps_per_save": config.steps_per_save,
-    }
-
-
-def _partial_path(out: Path) -> Path:
-    return out.with_name(f".{out.name}.{os.getpid()}.partial")
-
-
-def _failed_path(out: Path) -> Path:
-    return out.with_name(out.stem + ".failed" + (out.suffix or ".h5"))
-
-
-def _setup_jax(config) -> None:
-    from . import _compile_log
-
-    _compile_log.install()
-    _compile_log.enable_persistent_cache(config.compilation_cache)
+def _exit_code(outcome) -> int:
+    """Log how a run ended and return its exit code."""
+    if outcome.status == "complete":
+        _log(f"done: {outcome.path}")
+        return EXIT_OK
+    if outcome.status == "interrupted":
+        _log(f"{outcome.message}; checkpoint saved. Continue with: tumorfield resume {outcome.path}")
+        return EXIT_INTERRUPTED
+    _log(f"numerical failure: {outcome.message}; partial output in {outcome.path}")
+    return EXIT_NUMERICAL
 
 
 def _cmd_run(args, argv) -> int:
     from . import config as cfg
-    from ._hdf5 import TrajectoryFile
-    from ._runner import (
-        NumericalFailure,
-        StopFlag,
-        initial_frame,
-        make_observe,
-        prepare_params,
-        run_dtype,
-        run_loop,
-        stability_violation,
-    )
-    from ._schema import ConfigError
-    from ._xdmf import write_xdmf
+    from .run import Run
 
     config = cfg.load(args.config, args.set)
-    out = Path(args.output)
-    if out.exists() and not args.overwrite:
-        raise InputError(f"{out} exists; pass --overwrite to replace it (it is kept until the new run succeeds)")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise InputError(f"{out}: cannot create directory {out.parent} ({error.strerror})") from None
-    if not os.access(out.parent, os.W_OK):
-        raise InputError(f"{out}: directory {out.parent} is not writable")
-    had_old = out.exists()
-    _setup_jax(config)
-    stop = StopFlag()
-    stop.install()
-
-    # Written under a temporary name; moved onto ``out`` as soon as nothing older would be
-    # lost (no old file), else only once the run completes or is interrupted cleanly.
-    partial = _partial_path(out)
-    where = {"path": partial}
-
-    def promote_if_free() -> None:
-        if where["path"] == partial and not out.exists():
-            os.replace(partial, out)
-            where["path"] = out
-
-    traj = None
-    status = "failed"
-    try:
-        params = prepare_params(config)
-        observe = make_observe(config)
-        frame, scalars0 = initial_frame(config, params, observe, _log)
-        why = stability_violation(config.model.system, config.grid, frame, params, 0.0, config.time["dt"],
-                                  run_dtype(config))  # fmt: skip
-        if why is not None:
-            raise ConfigError("time.dt", config.time["dt"], why + " at t = 0", config.source)
-        state_dtypes = {name: np.asarray(v).dtype for name, v in frame.items()}
-        traj = TrajectoryFile.create(
-            str(partial),
-            grid=config.grid,
-            system=config.model.system,
-            model=config.model,
-            output=config.output,
-            metadata=_metadata(config, argv),
-            scalar_names=tuple(scalars0),
-            state_dtypes=state_dtypes,
-        )
-        traj.h5.attrs["target"] = str(out.resolve())
-        state0 = {n: np.asarray(v) for n, v in frame.items()}
-        traj.commit(
-            {n: v[None] for n, v in state0.items()},
-            np.zeros(1),
-            np.zeros(1),
-            {n: np.asarray(v)[None] for n, v in scalars0.items()},
-            state0,
-            0,
-        )
-        promote_if_free()
-        _log(
-            f"writing {where['path']} ({config.n_frames} frames, grid {config.grid.shape}, "
-            f"{config.output['precision']})"
-        )
-        status = run_loop(config, traj, frame, 0, params, observe, stop, _log, promote_if_free)
-    except NumericalFailure as error:
-        message = str(error)
-        code = EXIT_NUMERICAL
-    except BaseException as error:
-        if traj is not None:
-            traj.set_status("failed", f"{type(error).__name__}: {error}")
-            traj.close()
-            _finish_failed(partial, out, where, had_old)
-        elif partial.exists():  # failed while creating the file: nothing committed in it
-            partial.unlink()
-        raise
-    else:
-        code = EXIT_OK if status == "complete" else EXIT_INTERRUPTED
-        message = None
-    finally:
-        stop.restore()
-
-    if code == EXIT_NUMERICAL:
-        traj.set_status("failed", message)
-        traj.close()
-        kept = _finish_failed(partial, out, where, had_old)
-        write_xdmf(str(kept))
-        _log(f"numerical failure: {message}; partial output in {kept}")
-        return code
-    traj.set_status(status, None if status == "complete" else f"interrupted by {stop.signal_name}")
-    traj.close()
-    if where["path"] == partial:
-        os.replace(partial, out)
-    write_xdmf(str(out))
-    if status == "complete":
-        _log(f"done: {out}")
-        return EXIT_OK
-    _log(f"interrupted by {stop.signal_name}; checkpoint saved. Continue with: tumorfield resume {out}")
-    return EXIT_INTERRUPTED
-
-
-def _finish_failed(partial: Path, out: Path, where: dict, had_old: bool) -> Path:
-    """Keep a failed run's frames without touching an older ``out``."""
-    if where["path"] != partial:
-        return where["path"]
-    if had_old or out.exists():
-        target = _failed_path(out)
-        os.replace(partial, target)
-        return target
-    os.replace(partial, out)
-    return out
+    return _exit_code(Run.start(config, args.output, overwrite=args.overwrite, argv=argv, log=_log).execute())
 
 
 def _cmd_resume(args, argv) -> int:
-    import h5py
-
-    from . import config as cfg
-    from ._hdf5 import FileBusy, TrajectoryFile, status
-    from ._runner import NumericalFailure, StopFlag, make_observe, prepare_params, run_loop
-    from ._xdmf import write_xdmf
+    from .run import Run
 
     path = Path(args.file)
+    _open_stored(path).close()  # a missing or foreign file is bad input
+    run = Run.resume(path, argv=argv, log=_log)
+    if run is None:
+        _log(f"{path} is already complete; nothing to resume")
+        return EXIT_OK
+    return _exit_code(run.execute())
+
+
+_PROVENANCE = ("schema", "model", "precision", "device", "tumorfield_version", "git_commit", "jax_version",
+               "created", "command_line", "seed")  # fmt: skip
+
+
+def _open_stored(path: Path):
+    """``path`` opened with :func:`tumorfield.io.open_trajectory`; a missing or foreign file is bad input."""
+    from .io import NotATrajectory, open_trajectory
+
     if not path.exists():
         raise InputError(f"{path} does not exist")
     try:
-        with h5py.File(path, "r") as h5:
-            text, st = h5.attrs["config"], status(h5)
-    except (OSError, KeyError) as error:
-        raise InputError(f"{path} is not a tumorfield trajectory ({error})") from None
-    if st == "complete":
-        _log(f"{path} is already complete; nothing to resume")
-        return EXIT_OK
-    config = cfg.loads(text, f"{path}:/config")
-    _setup_jax(config)
-    try:
-        traj = TrajectoryFile.open_for_resume(str(path))
-    except FileBusy as error:
+        return open_trajectory(path)
+    except NotATrajectory as error:
         raise InputError(str(error)) from None
-    stop = StopFlag()
-    stop.install()
-    try:
-        state, step = traj.checkpoint()
-        traj.set_status("running")
-        traj.h5.attrs["resumed"] = (
-            f"{datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}: {shlex.join(argv)}"
-        )
-        _log(f"resuming {path} at t = {step * config.time['dt']:.6g} day ({traj.n_committed}/{config.n_frames} frames)")
-        params = prepare_params(config)
-        st = run_loop(config, traj, state, step, params, make_observe(config), stop, _log)
-    except NumericalFailure as error:
-        traj.set_status("failed", str(error))
-        traj.close()
-        write_xdmf(str(path))
-        _log(f"numerical failure: {error}")
-        return EXIT_NUMERICAL
-    except BaseException as error:
-        traj.set_status("failed", f"{type(error).__name__}: {error}")
-        traj.close()
-        raise
-    finally:
-        stop.restore()
-    traj.set_status(st, None if st == "complete" else f"interrupted by {stop.signal_name}")
-    target = traj.h5.attrs.get("target")
-    traj.close()
-    if target and path.name.startswith(".") and path.name.endswith(".partial"):
-        # a killed ``run --overwrite`` left its frames in the temporary: it now replaces the old file
-        os.replace(path, target)
-        path = Path(target)
-    write_xdmf(str(path))
-    if st == "complete":
-        _log(f"done: {path}")
-        return EXIT_OK
-    _log(f"interrupted by {stop.signal_name}; checkpoint saved. Continue with: tumorfield resume {path}")
-    return EXIT_INTERRUPTED
+
+
+def _array_line(name: str, data: np.ndarray, units: str, long_name: str) -> str:
+    """One ``inspect`` line: name, dtype, shape, units, range and description of an array."""
+    rng = f"min {np.nanmin(data):.4g}, max {np.nanmax(data):.4g}" if data.size else "empty"
+    return f"  {name:<16}{data.dtype} {data.shape} [{units}] {rng}  {long_name}"
 
 
 def _cmd_inspect(args, argv) -> int:
-    import h5py
-
-    from ._hdf5 import status
-
-    path = Path(args.file)
-    if not path.exists():
-        raise InputError(f"{path} does not exist")
-    try:
-        h5 = h5py.File(path, "r")
-    except OSError as error:
-        raise InputError(f"{path} cannot be opened as HDF5 ({error})") from None
-    with h5:
-        if "n_committed" not in h5.attrs or "t" not in h5:
-            raise InputError(f"{path} is not a tumorfield trajectory (no n_committed attribute or /t dataset)")
-        n = int(h5.attrs["n_committed"])
-        print(f"file:        {path}")
-        print(f"status:      {status(h5)}" + (f" ({h5.attrs['message']})" if "message" in h5.attrs else ""))
-        for key in (
-            "schema",
-            "model",
-            "precision",
-            "device",
-            "tumorfield_version",
-            "git_commit",
-            "jax_version",
-            "created",
-            "command_line",
-            "seed",
-        ):
-            if key in h5.attrs:
-                print(f"{key + ':':<13}{h5.attrs[key]}")
-        t = h5["t"][:n]
-        print(f"frames:      {n} committed" + (f", t = {t[0]:.6g} … {t[-1]:.6g} day" if n > 0 else ""))
-        axes = [a for a in ("z", "y", "x") if a in h5]
-        print("grid:        " + ", ".join(f"{a}: {h5[a].shape[0]} cells" for a in axes))
+    with _open_stored(Path(args.file)) as run:
+        meta = run.metadata
+        print(f"file:        {run.path}")
+        print(f"status:      {run.status}" + (f" ({run.message})" if run.message is not None else ""))
+        for key in _PROVENANCE:
+            if key in meta:
+                print(f"{key + ':':<12} {meta[key]}")  # a space also after the longer keys
+        t = run.t
+        print(f"frames:      {run.n_committed} committed" + (f", t = {t[0]:.6g} … {t[-1]:.6g} day" if len(t) else ""))
+        print("grid:        " + ", ".join(f"{a}: {len(c)} cells" for a, c in run.coordinates.items()))
         print("fields:")
-        for name, ds in h5.items():
-            if isinstance(ds, h5py.Dataset) and name not in ("t", *axes):
-                data = ds[:n]
-                rng = f"min {np.nanmin(data):.4g}, max {np.nanmax(data):.4g}" if data.size else "empty"
-                print(
-                    f"  {name:<16}{ds.dtype} {ds.shape} [{ds.attrs.get('units', '')}] {rng}  "
-                    f"{ds.attrs.get('long_name', '')}"
-                )
-        if "scalars" in h5:
-            s = int(h5.attrs.get("n_scalars_committed", h5["scalars/t"].shape[0]))
-            print(f"scalars:     {s} time points")
-            for name, ds in h5["scalars"].items():
-                if name != "t" and s:
-                    print(f"  {name:<16}[{ds.attrs.get('units', '')}] last {ds[s - 1]:.6g}")
+        for name, field in {**run.fields, **run.variables}.items():
+            print(_array_line(name, field[:], field.units, field.long_name))
+        if run.constants:
+            print("constants:")
+            for name in run.constants:
+                print(_array_line(name, run.constants[name], run.constants.units[name], run.constants.long_names[name]))
+        print(f"scalars:     {run.n_scalars_committed} time points")
+        for name in run.scalars if run.n_scalars_committed else ():
+            print(f"  {name:<16}[{run.scalars.units[name]}] last {run.scalars[name][-1]:.6g}")
         print("config:")
-        print("  " + str(h5.attrs.get("config", "")).rstrip().replace("\n", "\n  "))
+        print("  " + run.config_text.rstrip().replace("\n", "\n  "))
     return EXIT_OK
 
 
 def _cmd_plot(args, argv) -> int:
+    from .io import NotATrajectory
     from .plotting import plot_file
 
     path = Path(args.file)
@@ -333,6 +116,8 @@ def _cmd_plot(args, argv) -> int:
         raise InputError(f"{path} does not exist")
     try:
         written = plot_file(str(path), args.output, n_snapshots=args.snapshots)
+    except NotATrajectory as error:
+        raise InputError(str(error)) from None
     except (OSError, KeyError, ValueError) as error:
         raise InputError(f"{path}: cannot plot ({error})") from None
     for p in written:
@@ -391,17 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         import jax
 
         jax.config.update("jax_enable_x64", True)
-        # A step-size violation inside the rollout (``eqx.error_if``) is reported as exit 3 with
-        # one line; keep JAX from also logging the host callback's traceback.
-        logging.getLogger("jax._src.callback").setLevel(logging.CRITICAL)
     from ._schema import ConfigError
+    from .run import OutputError
 
     try:
         return COMMANDS[args.command](args, ["tumorfield", *argv])
-    except ConfigError as error:
-        print(f"tumorfield: error: {error}", file=sys.stderr)
-        return EXIT_INPUT
-    except InputError as error:
+    except (ConfigError, InputError, OutputError) as error:
         print(f"tumorfield: error: {error}", file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import textwrap
 
-import h5py
 import numpy as np
+
+from .io import StoredTrajectory, open_trajectory
 
 
 def _frames_to_show(n: int, k: int) -> list[int]:
@@ -24,82 +25,71 @@ def plot_file(path: str, directory: str, n_snapshots: int = 4) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    os.makedirs(directory, exist_ok=True)
-    written = []
-    with h5py.File(path, "r") as h5:
-        n = int(h5.attrs["n_committed"])
-        t = h5["t"][:n]
-        axes = [a for a in ("z", "y", "x") if a in h5]
-        fields = [
-            name
-            for name, ds in h5.items()
-            if isinstance(ds, h5py.Dataset) and name not in ("t", *axes) and ds.ndim == 1 + len(axes)
-        ]
-        series = {
-            name: (t, h5[name][:n], h5[name].attrs.get("units", ""))
-            for name, ds in h5.items()
-            if isinstance(ds, h5py.Dataset) and name not in ("t", *axes) and ds.ndim == 1
-        }
-        if "scalars" in h5:
-            s = int(h5.attrs.get("n_scalars_committed", h5["scalars/t"].shape[0]))
-            st = h5["scalars/t"][:s]
-            for name, ds in h5["scalars"].items():
-                if name != "t":
-                    series[name] = (st, ds[:s], ds.attrs.get("units", ""))
-        if n == 0:
+    with open_trajectory(path) as run:
+        if run.n_committed == 0:
             raise ValueError(f"{path}: no committed frames to plot")
-        shown = _frames_to_show(n, n_snapshots)
-        x = h5["x"][:] if "x" in h5 else None
-        y = h5["y"][:] if "y" in h5 else None
-        for name in fields:
-            ds = h5[name]
-            frames = [ds[k] for k in shown]
-            if len(axes) == 3:
-                frames = [f[f.shape[0] // 2] for f in frames]
-            units = ds.attrs.get("units", "")
-            fig, panels = plt.subplots(
-                1, len(shown), figsize=(3.0 * len(shown) + 1.2, 3.2), squeeze=False, sharey=True, layout="constrained"
-            )
-            lo = min(float(np.nanmin(f)) for f in frames)
-            hi = max(float(np.nanmax(f)) for f in frames)
-            for ax, k, frame in zip(panels[0], shown, frames, strict=True):
-                if frame.ndim == 1:
-                    ax.plot(x, frame)
-                    ax.set_ylim(lo, hi if hi > lo else lo + 1)
-                    ax.set_xlabel("x (mm)")
-                    image = None
-                else:
-                    extent = (0, x[-1] + x[0], 0, y[-1] + y[0])
-                    image = ax.imshow(frame, origin="lower", extent=extent, vmin=lo, vmax=hi if hi > lo else lo + 1)
-                    ax.set_xlabel("x (mm)")
-                    if ax is panels[0][0]:
-                        ax.set_ylabel("y (mm)")
-                ax.set_title(f"t = {t[k]:.4g} day")
-            if image is not None:
-                fig.colorbar(image, ax=panels[0].tolist(), label=f"{name} ({units})", shrink=0.85)
-            fig.suptitle(str(ds.attrs.get("long_name", name)) + (" (mid-plane z-slice)" if len(axes) == 3 else ""))
-            out = os.path.join(directory, f"{name}.png")
-            fig.savefig(out, dpi=100)
-            plt.close(fig)
-            written.append(out)
+        os.makedirs(directory, exist_ok=True)
+        shown = _frames_to_show(run.n_committed, n_snapshots)
+        written = [_plot_field(plt, run, name, shown, directory) for name in run.field_names]
+        # per-frame scalar variables, then the per-step diagnostics: (times, values, units)
+        series = {name: (run.t, v[:], v.units) for name, v in run.variables.items()}
+        series.update({name: (run.scalars_t, run.scalars[name], run.scalars.units[name]) for name in run.scalars})
         if series:
-            # a grid of small panels: models record tens of diagnostics
-            ncols = min(4, len(series))
-            nrows = -(-len(series) // ncols)
-            fig, panels = plt.subplots(
-                nrows, ncols, figsize=(3.6 * ncols, 2.4 * nrows), sharex=True, squeeze=False, layout="constrained"
-            )
-            for ax, (name, (ts, values, units)) in zip(panels.flat, series.items(), strict=False):
-                ax.plot(ts, values)
-                ax.set_title(name, fontsize=9)
-                ax.set_ylabel(textwrap.shorten(str(units), 28, placeholder="…"), fontsize=8)
-                ax.tick_params(labelsize=7)
-            for ax in panels.flat[len(series) :]:
-                ax.set_visible(False)
-            for ax in panels[-1]:
-                ax.set_xlabel("t (day)")
-            out = os.path.join(directory, "scalars.png")
-            fig.savefig(out, dpi=100)
-            plt.close(fig)
-            written.append(out)
+            written.append(_plot_series(plt, series, directory))
     return written
+
+
+def _plot_field(plt, run: StoredTrajectory, name: str, shown: list[int], directory: str) -> str:
+    """``<directory>/<name>.png``: the frames ``shown`` side by side, one colour scale; returns its path."""
+    field, three_d = run.field(name), len(run.axes) == 3
+    frames = [field[k] for k in shown]
+    if three_d:
+        frames = [f[f.shape[0] // 2] for f in frames]
+    x, y = run.coordinates.get("x"), run.coordinates.get("y")
+    fig, panels = plt.subplots(
+        1, len(shown), figsize=(3.0 * len(shown) + 1.2, 3.2), squeeze=False, sharey=True, layout="constrained"
+    )
+    lo = min(float(np.nanmin(f)) for f in frames)
+    hi = max(float(np.nanmax(f)) for f in frames)
+    image = None
+    for ax, k, frame in zip(panels[0], shown, frames, strict=True):
+        if frame.ndim == 1:
+            ax.plot(x, frame)
+            ax.set_ylim(lo, hi if hi > lo else lo + 1)
+        else:
+            extent = (0, x[-1] + x[0], 0, y[-1] + y[0])
+            image = ax.imshow(frame, origin="lower", extent=extent, vmin=lo, vmax=hi if hi > lo else lo + 1)
+            if ax is panels[0][0]:
+                ax.set_ylabel("y (mm)")
+        ax.set_xlabel("x (mm)")
+        ax.set_title(f"t = {run.t[k]:.4g} day")
+    if image is not None:
+        fig.colorbar(image, ax=panels[0].tolist(), label=f"{name} ({field.units})", shrink=0.85)
+    fig.suptitle(field.long_name + (" (mid-plane z-slice)" if three_d else ""))
+    out = os.path.join(directory, f"{name}.png")
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def _plot_series(plt, series: dict[str, tuple[np.ndarray, np.ndarray, str]], directory: str) -> str:
+    """``<directory>/scalars.png``: one small panel per time series (name → times, values, units)."""
+    # a grid of small panels: models record tens of diagnostics
+    ncols = min(4, len(series))
+    nrows = -(-len(series) // ncols)
+    fig, panels = plt.subplots(
+        nrows, ncols, figsize=(3.6 * ncols, 2.4 * nrows), sharex=True, squeeze=False, layout="constrained"
+    )
+    for ax, (name, (ts, values, units)) in zip(panels.flat, series.items(), strict=False):
+        ax.plot(ts, values)
+        ax.set_title(name, fontsize=9)
+        ax.set_ylabel(textwrap.shorten(str(units), 28, placeholder="…"), fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in panels.flat[len(series) :]:
+        ax.set_visible(False)
+    for ax in panels[-1]:
+        ax.set_xlabel("t (day)")
+    out = os.path.join(directory, "scalars.png")
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

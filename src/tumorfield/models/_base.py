@@ -4,27 +4,43 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 from tumorfield_kernels import Grid, System
 
-from .._schema import Key
+from .._schema import check_sections
 
 
 class Model(abc.ABC):
     """A scenario family: its equations, parameters, initial state and diagnostics.
 
-    ``schema`` lists the config sections the model owns (e.g. ``parameters``,
-    ``host``, ``dosing``); ``config`` passed to ``__init__`` holds those sections
-    already validated and filled with defaults.
+    ``section_types`` maps the config sections the model owns (e.g. ``parameters``,
+    ``host``, ``dosing``) to their section classes (frozen dataclasses whose fields are
+    the keys, see :mod:`tumorfield._schema`). ``__init__`` receives those sections
+    already checked and typed, from the config loader or from :meth:`from_sections`.
     """
 
     name: ClassVar[str]
-    schema: ClassVar[dict[str, dict[str, Key]]]
+    section_types: ClassVar[dict[str, type]]
 
-    def __init__(self, config: Mapping[str, Mapping[str, Any]]):
-        self.config = config
+    def __init__(self, sections: Mapping[str, Any]):
+        for name, cls in self.section_types.items():
+            if not isinstance(sections.get(name), cls):
+                raise TypeError(
+                    f"{type(self).__name__}: section {name!r} must be a {cls.__name__} "
+                    f"(got {type(sections.get(name)).__name__}); build from plain dicts with "
+                    f"{type(self).__name__}.from_sections"
+                )
+        self.config: dict[str, Any] = {name: sections[name] for name in self.section_types}
+
+    @classmethod
+    def from_sections(cls, sections: Mapping[str, Mapping[str, Any]] | None = None) -> Self:
+        """The model from plain ``{section: {key: value}}`` dicts, checked (and defaults filled)
+        by the same code as a config file; raises :class:`ConfigError`. Cross-checks that need
+        the grid and time step are :meth:`validate`'s."""
+        checked = check_sections(sections or {}, cls.section_types)
+        return cls({name: cls.section_types[name](**values) for name, values in checked.items()})
 
     @property
     @abc.abstractmethod
@@ -32,8 +48,8 @@ class Model(abc.ABC):
         """The PDE system (fields, transport, reaction); built once per model."""
 
     @abc.abstractmethod
-    def params(self) -> Any:
-        """Parameter pytree (leaves are arrays: traced, differentiable)."""
+    def params(self, grid: Grid) -> Any:
+        """Parameter pytree on ``grid`` (leaves are arrays: traced, differentiable)."""
 
     @abc.abstractmethod
     def initial_state(self, grid: Grid) -> dict[str, np.ndarray]:
@@ -42,6 +58,11 @@ class Model(abc.ABC):
     @abc.abstractmethod
     def observe(self, state, params, t, grid: Grid) -> dict[str, Any]:
         """Scalar diagnostics of a state (jittable): recorded every step under /scalars/."""
+
+    def constant_fields(self, grid: Grid) -> dict[str, tuple[np.ndarray, str, str]]:
+        """Prescribed, time-independent maps written once with the output:
+        ``{name: (array of grid.shape, units, long_name)}``. The default has none."""
+        return {}
 
     field_units: ClassVar[dict[str, str]]
     field_long_names: ClassVar[dict[str, str]]

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from tumorfield_kernels import Grid, System, Taxis
 
-from .._schema import Key, non_negative, positive
+from .._schema import ConfigError, key, non_negative, positive, section
 from . import register
 from ._base import Model
 
@@ -26,9 +26,34 @@ def _cap(value) -> str | None:
 
 
 def _centre(value) -> str | None:
+    if value == []:
+        return None
     if len(value) not in (1, 2, 3) or not all(isinstance(v, (int, float)) for v in value):
         return "must be a list of 1–3 numbers (mm), one per grid axis in (z, y, x) order, or [] for the box centre"
     return None
+
+
+@section
+class FisherParameters:
+    """``[parameters]`` of ``fisher_kpp``."""
+
+    D: float = key(1e-3, "mm²/day", "Diffusivity of tumour cells.", non_negative)
+    r: float = key(1.0, "1/day", "Proliferation rate of tumour cells.", non_negative)
+    chi: float = key(
+        0.0, "mm²/day per unit c", "Chemotactic sensitivity; 0 disables the chemoattractant.", non_negative
+    )
+    D_c: float = key(0.1, "mm²/day", "Diffusivity of the chemoattractant.", non_negative)
+    k_c: float = key(1.0, "1/day", "Decay rate of the chemoattractant.", positive)
+    s_c: float = key(1.0, "c-units/day per unit u", "Chemoattractant secretion by tumour cells.", non_negative)
+
+
+@section
+class FisherInitial:
+    """``[initial]`` of ``fisher_kpp``: a Gaussian seed."""
+
+    amplitude: float = key(1.0, "1 (fraction of capacity)", "Peak tumour density of the seed.", _cap)
+    radius: float = key(0.2, "mm", "Gaussian radius of the seed.", positive)
+    centre: list[float] = key([], "mm", "Seed centre, one coordinate per axis ((z,) y, x); [] = box centre.", _centre)
 
 
 @register
@@ -36,35 +61,7 @@ class FisherKPP(Model):
     """Logistic growth plus diffusion (and optional chemotaxis) of tumour cells."""
 
     name = "fisher_kpp"
-    schema: ClassVar[dict[str, dict[str, Key]]] = {
-        "parameters": {
-            "D": Key(float, 1e-3, "mm²/day", "Diffusivity of tumour cells.", non_negative),
-            "r": Key(float, 1.0, "1/day", "Proliferation rate of tumour cells.", non_negative),
-            "chi": Key(
-                float,
-                0.0,
-                "mm²/day per unit c",
-                "Chemotactic sensitivity; 0 disables the chemoattractant.",
-                non_negative,
-            ),
-            "D_c": Key(float, 0.1, "mm²/day", "Diffusivity of the chemoattractant.", non_negative),
-            "k_c": Key(float, 1.0, "1/day", "Decay rate of the chemoattractant.", positive),
-            "s_c": Key(
-                float, 1.0, "c-units/day per unit u", "Chemoattractant secretion by tumour cells.", non_negative
-            ),
-        },
-        "initial": {
-            "amplitude": Key(float, 1.0, "1 (fraction of capacity)", "Peak tumour density of the seed.", _cap),
-            "radius": Key(float, 0.2, "mm", "Gaussian radius of the seed.", positive),
-            "centre": Key(
-                list,
-                [],
-                "mm",
-                "Seed centre, one coordinate per axis ((z,) y, x); [] = box centre.",
-                lambda v: None if v == [] else _centre(v),
-            ),
-        },
-    }
+    section_types: ClassVar[dict[str, type]] = {"parameters": FisherParameters, "initial": FisherInitial}
     field_long_names: ClassVar[dict[str, str]] = {
         "u": "tumour cell density (fraction of carrying capacity)",
         "c": "chemoattractant concentration",
@@ -72,24 +69,25 @@ class FisherKPP(Model):
     field_units: ClassVar[dict[str, str]] = {"u": "1", "c": "1"}
     scalar_units: ClassVar[dict[str, str]] = {"tumour_burden": "mm² (2D) or mm³ (3D), density × volume", "max_u": "1"}
 
-    def __init__(self, config):
-        super().__init__(config)
-        p = config["parameters"]
-        self._chemotaxis = p["chi"] > 0
-        self._system = self._build_system(p)
+    def __init__(self, sections):
+        super().__init__(sections)
+        self.parameters: FisherParameters = self.config["parameters"]
+        self.initial: FisherInitial = self.config["initial"]
+        self._chemotaxis = self.parameters.chi > 0
+        self._system = self._build_system(self.parameters)
 
-    def _build_system(self, p) -> System:
+    def _build_system(self, p: FisherParameters) -> System:
         if not self._chemotaxis:
             return System(
                 fields=("u",),
-                diffusion={"u": p["D"]},
+                diffusion={"u": p.D},
                 reaction=lambda state, params, t: {"u": params["r"] * state["u"] * (1 - state["u"])},
             )
         return System(
             fields=("u", "c"),
-            diffusion={"u": p["D"], "c": p["D_c"]},
-            decay={"c": p["k_c"]},
-            taxis=(Taxis(field="u", attractant="c", chi=p["chi"]),),
+            diffusion={"u": p.D, "c": p.D_c},
+            decay={"c": p.k_c},
+            taxis=(Taxis(field="u", attractant="c", chi=p.chi),),
             reaction=lambda state, params, t: {
                 "u": params["r"] * state["u"] * (1 - state["u"]),
                 "c": params["s_c"] * state["u"],
@@ -100,16 +98,15 @@ class FisherKPP(Model):
     def system(self) -> System:
         return self._system
 
-    def params(self):
-        p = self.config["parameters"]
-        return {"r": jnp.asarray(p["r"]), "s_c": jnp.asarray(p["s_c"])}
+    def params(self, grid: Grid):
+        return {"r": jnp.asarray(self.parameters.r), "s_c": jnp.asarray(self.parameters.s_c)}
 
     def initial_state(self, grid: Grid) -> dict[str, np.ndarray]:
-        init = self.config["initial"]
-        centre = init["centre"] or [side / 2 for side in grid.length]
+        init = self.initial
+        centre = init.centre or [side / 2 for side in grid.length]
         mesh = grid.mesh()
         r2 = sum((m - c) ** 2 for m, c in zip(mesh, centre, strict=True))
-        state = {"u": init["amplitude"] * np.exp(-r2 / init["radius"] ** 2)}
+        state = {"u": init.amplitude * np.exp(-r2 / init.radius**2)}
         if self._chemotaxis:
             state["c"] = np.zeros(grid.shape)
         return state
@@ -119,9 +116,7 @@ class FisherKPP(Model):
         return {"tumour_burden": jnp.sum(u) * grid.cell_volume, "max_u": jnp.max(u)}
 
     def validate(self, grid: Grid, t_end: float, dt: float) -> None:
-        from .._schema import ConfigError
-
-        centre = self.config["initial"]["centre"]
+        centre = self.initial.centre
         if centre and len(centre) != grid.ndim:
             raise ConfigError(
                 "initial.centre", centre, f"needs {grid.ndim} coordinates (mm), one per grid axis {grid.axis_names}"

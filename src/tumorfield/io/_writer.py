@@ -1,13 +1,6 @@
 """Streaming HDF5 trajectories: frames appended chunk by chunk, crash-consistent commits.
 
-Layout (schema ``SCHEMA``)::
-
-    /<field>            (T, [z,] y, x) or (T,) for scalar ODE variables; one frame per HDF5 chunk
-    /t                  (T,) days; /z, /y, /x cell centres (mm): dimension scales
-    /scalars/t          (S,) days, every step; /scalars/<name> (S,) model diagnostics
-    /checkpoint/0, /1   two slots, each the full state (every field in its run dtype) with attrs
-                        ``frames`` (n_committed it belongs to), ``step`` and ``t``
-    root attrs          schema, status, n_committed, config, versions, device, ...
+The layout is described once, in :mod:`tumorfield.io._reader`.
 
 Commit protocol, so that ``kill -9`` at any moment leaves a readable file whose
 first ``n_committed`` frames are valid: (1) grow the datasets and write the new
@@ -32,17 +25,19 @@ from typing import Any
 import h5py
 import numpy as np
 
-SCHEMA = "tumorfield-trajectory/1"
+FORMAT = "tumorfield-trajectory/1"
+"""The ``schema`` root attribute: format name and version of the files written here."""
 STATUSES = ("running", "complete", "interrupted", "failed")
 _STATUS_DTYPE = "S16"  # fixed size: rewritten in place, never reallocated
 
 
-def _compression(output: Mapping[str, Any]) -> dict[str, Any]:
-    if output["compression"] == "none":
+def _compression(output) -> dict[str, Any]:
+    """h5py filter arguments for the field datasets of an ``[output]`` section."""
+    if output.compression == "none":
         return {}
-    if output["compression"] == "lzf":
+    if output.compression == "lzf":
         return {"compression": "lzf"}
-    return {"compression": "gzip", "compression_opts": output["gzip_level"]}
+    return {"compression": "gzip", "compression_opts": output.gzip_level}
 
 
 class FileBusy(OSError):
@@ -60,6 +55,93 @@ def _lock(path: str) -> int:
         os.close(fd)
         raise FileBusy(f"{path} is being written by another tumorfield process") from None
     return fd
+
+
+def committed_checkpoint(h5: h5py.File) -> tuple[dict[str, np.ndarray], int]:
+    """The full state (every field in its run dtype) and step number of the last commit of ``h5``."""
+    n = int(h5.attrs["n_committed"])
+    for slot in h5["checkpoint"].values():
+        if int(slot.attrs["frames"]) == n:
+            return {name: ds[()] for name, ds in slot.items()}, int(slot.attrs["step"])
+    raise ValueError(f"{h5.filename}: no checkpoint matches n_committed={n}")
+
+
+def _create_axes(h5: h5py.File, grid) -> tuple[h5py.Dataset, list[h5py.Dataset]]:
+    """``/t`` (frame times, day, resizable) and the cell-centre coordinates ``/z``, ``/y``, ``/x`` (mm)."""
+    t = h5.create_dataset("t", shape=(0,), maxshape=(None,), dtype="f8", chunks=(1024,))
+    t.attrs.update(units="day", long_name="time", axis="T")
+    t.make_scale("t")
+    axes = []
+    for axis, name in enumerate(grid.axis_names):
+        coord = h5.create_dataset(name, data=grid.coordinates(axis))
+        coord.attrs.update(units="mm", long_name=f"{name} (cell centre)", axis=name.upper())
+        coord.make_scale(name)
+        axes.append(coord)
+    return t, axes
+
+
+def _create_frames(h5, t, axes, *, grid, system, model, output) -> None:
+    """One resizable ``(T, [z,] y, x)`` dataset per field (``(T,)`` float64 for scalar variables)."""
+    dtype = np.dtype(output.precision)
+    compression = _compression(output)
+    for name in system.fields:
+        scalar = name in system.scalars
+        shape = () if scalar else grid.shape
+        ds = h5.create_dataset(
+            name,
+            shape=(0, *shape),
+            maxshape=(None, *shape),
+            dtype="f8" if scalar else dtype,
+            chunks=(1024,) if scalar else (1, *shape),
+            **({} if scalar else compression),
+        )
+        ds.attrs.update(units=model.field_units.get(name, "1"), long_name=model.field_long_names.get(name, name))
+        ds.dims[0].attach_scale(t)
+        for axis, coord in enumerate(axes if not scalar else []):
+            ds.dims[axis + 1].attach_scale(coord)
+
+
+def _create_constants(h5, axes, constant_fields, *, grid, output) -> None:
+    """``/constant/<name>``: time-independent arrays on the grid, written once, with units and long_name."""
+    group = h5.create_group("constant")
+    for name, (data, units, long_name) in constant_fields.items():
+        data = np.asarray(data)
+        if data.shape != tuple(grid.shape):
+            raise ValueError(f"constant field {name!r} has shape {data.shape}, the grid {tuple(grid.shape)}")
+        ds = group.create_dataset(name, data=data, **_compression(output))
+        ds.attrs.update(units=units, long_name=long_name)
+        for axis, coord in enumerate(axes):
+            ds.dims[axis].attach_scale(coord)
+
+
+def _create_scalars(h5, scalar_names, model) -> None:
+    """``/scalars/t`` and ``/scalars/<name>``: per-step diagnostics, float64, resizable."""
+    group = h5.create_group("scalars")
+    st = group.create_dataset("t", shape=(0,), maxshape=(None,), dtype="f8", chunks=(4096,))
+    st.attrs.update(units="day", long_name="time of every step")
+    st.make_scale("t")
+    for name in scalar_names:
+        ds = group.create_dataset(name, shape=(0,), maxshape=(None,), dtype="f8", chunks=(4096,))
+        ds.attrs.update(units=model.scalar_units.get(name, "1"), long_name=name)
+        ds.dims[0].attach_scale(st)
+
+
+def _create_checkpoint(h5, *, grid, system, model, state_dtypes) -> None:
+    """``/checkpoint/0`` and ``/1``: fixed-size slots for the full state, attrs ``frames``, ``step``, ``t``."""
+    checkpoint = h5.create_group("checkpoint")
+    for slot in ("0", "1"):
+        g = checkpoint.create_group(slot)
+        g.attrs.create("frames", np.int64(-1))
+        g.attrs.create("step", np.int64(-1))
+        g.attrs.create("t", np.float64(np.nan))
+        for name in system.fields:
+            shape = () if name in system.scalars else grid.shape
+            # contiguous, fixed size: rewritten in place, no metadata change per commit
+            ds = g.create_dataset(name, shape=shape, dtype=state_dtypes[name])
+            ds.attrs.update(
+                units=model.field_units.get(name, "1"),
+                long_name=f"checkpoint of {model.field_long_names.get(name, name)}",
+            )
 
 
 class TrajectoryFile:
@@ -82,67 +164,27 @@ class TrajectoryFile:
         metadata: Mapping[str, Any],
         scalar_names: tuple[str, ...],
         state_dtypes: Mapping[str, np.dtype],
+        constant_fields: Mapping[str, tuple[np.ndarray, str, str]] | None = None,
     ) -> TrajectoryFile:
+        """Create ``path`` (replacing it) with no frames committed, locked for writing.
+
+        ``constant_fields`` maps name → (array of the grid's shape, units, long_name): each
+        is written once as ``/constant/<name>``, with the grid's dimension scales.
+        """
         h5 = h5py.File(path, "w", locking=False)
         self = cls(h5, _lock(path))
-        dtype = np.dtype(output["precision"])
-        h5.attrs["schema"] = SCHEMA
+        h5.attrs["schema"] = FORMAT
         h5.attrs.create("status", np.array(b"running", dtype=_STATUS_DTYPE))
         h5.attrs.create("n_committed", np.int64(0))
         h5.attrs.create("n_scalars_committed", np.int64(0))
         for key, value in metadata.items():
             h5.attrs[key] = value
-
-        t = h5.create_dataset("t", shape=(0,), maxshape=(None,), dtype="f8", chunks=(1024,))
-        t.attrs.update(units="day", long_name="time", axis="T")
-        t.make_scale("t")
-        axes = []
-        for axis, name in enumerate(grid.axis_names):
-            coord = h5.create_dataset(name, data=grid.coordinates(axis))
-            coord.attrs.update(units="mm", long_name=f"{name} (cell centre)", axis=name.upper())
-            coord.make_scale(name)
-            axes.append(coord)
-
-        compression = _compression(output)
-        for name in system.fields:
-            scalar = name in system.scalars
-            shape = () if scalar else grid.shape
-            ds = h5.create_dataset(
-                name,
-                shape=(0, *shape),
-                maxshape=(None, *shape),
-                dtype="f8" if scalar else dtype,
-                chunks=(1024,) if scalar else (1, *shape),
-                **({} if scalar else compression),
-            )
-            ds.attrs.update(units=model.field_units.get(name, "1"), long_name=model.field_long_names.get(name, name))
-            ds.dims[0].attach_scale(t)
-            for axis, coord in enumerate(axes if not scalar else []):
-                ds.dims[axis + 1].attach_scale(coord)
-
-        group = h5.create_group("scalars")
-        st = group.create_dataset("t", shape=(0,), maxshape=(None,), dtype="f8", chunks=(4096,))
-        st.attrs.update(units="day", long_name="time of every step")
-        st.make_scale("t")
-        for name in scalar_names:
-            ds = group.create_dataset(name, shape=(0,), maxshape=(None,), dtype="f8", chunks=(4096,))
-            ds.attrs.update(units=model.scalar_units.get(name, "1"), long_name=name)
-            ds.dims[0].attach_scale(st)
-
-        checkpoint = h5.create_group("checkpoint")
-        for slot in ("0", "1"):
-            g = checkpoint.create_group(slot)
-            g.attrs.create("frames", np.int64(-1))
-            g.attrs.create("step", np.int64(-1))
-            g.attrs.create("t", np.float64(np.nan))
-            for name in system.fields:
-                shape = () if name in system.scalars else grid.shape
-                # contiguous, fixed size: rewritten in place, no metadata change per commit
-                ds = g.create_dataset(name, shape=shape, dtype=state_dtypes[name])
-                ds.attrs.update(
-                    units=model.field_units.get(name, "1"),
-                    long_name=f"checkpoint of {model.field_long_names.get(name, name)}",
-                )
+        t, axes = _create_axes(h5, grid)
+        _create_frames(h5, t, axes, grid=grid, system=system, model=model, output=output)
+        if constant_fields:
+            _create_constants(h5, axes, constant_fields, grid=grid, output=output)
+        _create_scalars(h5, scalar_names, model)
+        _create_checkpoint(h5, grid=grid, system=system, model=model, state_dtypes=state_dtypes)
         h5.flush()
         return self
 
@@ -227,13 +269,4 @@ class TrajectoryFile:
 
     def checkpoint(self) -> tuple[dict[str, np.ndarray], int]:
         """The full state and step number of the last commit."""
-        n = self.n_committed
-        for slot in self.h5["checkpoint"].values():
-            if int(slot.attrs["frames"]) == n:
-                return {name: ds[()] for name, ds in slot.items()}, int(slot.attrs["step"])
-        raise ValueError(f"{self.h5.filename}: no checkpoint matches n_committed={n}")
-
-
-def status(h5: h5py.File) -> str:
-    value = h5.attrs.get("status", b"")
-    return value.decode() if isinstance(value, bytes) else str(value)
+        return committed_checkpoint(self.h5)

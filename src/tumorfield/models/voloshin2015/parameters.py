@@ -1,8 +1,10 @@
 """Parameters of the Voloshin 2015 model, one ``eqx.Module`` pytree with array leaves.
 
-Every field carries its units, allowed range and source in its metadata; the
-``[parameters]`` config section and ``docs/model.md`` are built from the same
-table, so there is one place where a default lives.
+Every scalar field carries its units, allowed range and source in its metadata; the
+``[parameters]`` config section (and so ``docs/config.md``) is generated from the same
+table and checked by the same :func:`range_check`, so there is one place where a
+default, unit, range and source live. The prescribed vessel map ``vessels`` is a
+leaf too: a spatially varying, differentiable parameter.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._pk import Doses
+from ..._schema import Check, in_range
+from .pk import Doses
 
 
 def _as_array(value):
@@ -39,7 +42,9 @@ class Parameters(eqx.Module):
 
     Leaves are arrays, so the whole tree can be traced, vmapped and
     differentiated. ``host_il1b`` (g_β) and ``host_il1r`` (g_H) encode the host
-    genotype as multipliers: 1 for wild type, 0 for the knockout.
+    genotype as multipliers: 1 for wild type, 0 for the knockout. ``vessels`` is the
+    relative vessel density ``v(x)`` on the grid (``Voloshin2015.params(grid)`` sets it;
+    ``None`` leaves a tree for the pharmacokinetics alone).
     """
 
     # --- tumour cells
@@ -173,17 +178,18 @@ class Parameters(eqx.Module):
     # --- dosing schedules (arrays: times, amounts, i.v. flags)
     paclitaxel_doses: Doses = eqx.field(default_factory=Doses)
     anakinra_doses: Doses = eqx.field(default_factory=Doses)
+    # --- prescribed vessel map v(x), one value per grid cell (1, relative vessel density)
+    vessels: Float[Array, "*grid"] | None = None  # noqa: F722
 
     def __check_init__(self):
-        for name, (lo, hi, lo_open) in parameter_ranges().items():
-            value = getattr(self, name)
+        for f in parameter_fields():
+            value = getattr(self, f.name)
             if isinstance(value, jax.core.Tracer):
                 continue  # traced (fitting, vmap): checked where concrete
             v = float(np.asarray(value))
-            bad = not (lo < v if lo_open else lo <= v) or not v <= hi
-            if bad or v != v:
-                lower = f"> {lo}" if lo_open else f"≥ {lo}"
-                raise ValueError(f"Parameters.{name}={v}: must be {lower} and ≤ {hi}")
+            problem = range_check(f)(v)
+            if problem:
+                raise ValueError(f"Parameters.{f.name}={v}: {problem}")
         for ka, ke, what in ((self.ptx_ip_ka, self.ptx_ip_ke, "ptx_ip"), (self.ana_ka, self.ana_ke, "ana")):
             if not isinstance(ka, jax.core.Tracer) and float(ka) == float(ke):
                 raise ValueError(
@@ -200,5 +206,7 @@ def parameter_fields() -> tuple[dataclasses.Field, ...]:
     return tuple(f for f in dataclasses.fields(Parameters) if "units" in f.metadata)
 
 
-def parameter_ranges() -> dict[str, tuple[float, float, bool]]:
-    return {f.name: f.metadata["range"] for f in parameter_fields()}
+def range_check(field: dataclasses.Field) -> Check:
+    """The allowed range of a parameter field, from its metadata: used by ``Parameters``
+    itself and by the ``[parameters]`` config check."""
+    return in_range(*field.metadata["range"])

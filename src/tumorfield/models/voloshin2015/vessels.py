@@ -5,6 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 
+def box_centre(length: tuple[float, ...]) -> tuple[float, ...]:
+    """Centre (mm) of a box with sides ``length``: where the tumour is implanted."""
+    return tuple(side / 2 for side in length)
+
+
+def radial_distance(mesh: tuple[np.ndarray, ...], centre: tuple[float, ...]) -> np.ndarray:
+    """``|x − centre|`` (mm) at every cell centre of ``mesh``."""
+    return np.sqrt(sum((x - c) ** 2 for x, c in zip(mesh, centre, strict=True)))
+
+
 def vessel_map(
     mesh: tuple[np.ndarray, ...],
     centre: tuple[float, ...],
@@ -25,7 +35,7 @@ def vessel_map(
     is defined in mm, so the map converges under grid refinement.
     """
     ndim = len(mesh)
-    r = np.sqrt(sum((x - c) ** 2 for x, c in zip(mesh, centre, strict=True)))
+    r = radial_distance(mesh, centre)
     v = host_density + rim_density * np.exp(-(((r - rim_radius) / rim_width) ** 2))
     rng = np.random.default_rng(seed)
     for _ in range(intratumoral_count):

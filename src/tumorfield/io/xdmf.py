@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import xml.etree.ElementTree as ET
 
-import h5py
 import numpy as np
+
+from ._reader import open_trajectory
 
 
 def write_xdmf(h5_path: str, xdmf_path: str | None = None) -> str | None:
@@ -19,17 +20,11 @@ def write_xdmf(h5_path: str, xdmf_path: str | None = None) -> str | None:
     """
     xdmf_path = xdmf_path or os.path.splitext(h5_path)[0] + ".xdmf"
     href = os.path.basename(h5_path)
-    with h5py.File(h5_path, "r") as h5:
-        n = int(h5.attrs["n_committed"])
-        t = h5["t"][:n]
-        axes = [name for name in ("z", "y", "x") if name in h5]
-        shape = tuple(h5[a].shape[0] for a in axes)
-        fields = [
-            name
-            for name, obj in h5.items()
-            if isinstance(obj, h5py.Dataset) and obj.ndim == 1 + len(axes) and name not in ("t", *axes)
-        ]
-        dtypes = {name: h5[name].dtype for name in fields}
+    with open_trajectory(h5_path) as run:
+        n, t, axes = run.n_committed, run.t, list(run.axes)
+        shape = tuple(len(run.coordinates[a]) for a in axes)
+        fields = list(run.field_names)
+        dtypes = {name: run.fields[name].dtype for name in fields}
     if len(axes) < 2:
         return None
 

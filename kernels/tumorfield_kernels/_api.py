@@ -1,0 +1,319 @@
+"""The public entry points: ``simulate``, ``advance``, step-size limits and frame 0.
+
+``advance`` is the one compiled rollout (``eqx.filter_jit``: arrays — state, params,
+the System's numeric coefficients — are traced; grids, functions, step counts and
+flags are static). ``simulate`` is ``advance`` plus frame 0. Run-time failure is a
+result (:class:`RESULTS` in the returned :class:`Trajectory`); ``throw=True`` turns
+it into a :class:`SolverError` after the call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from ._grid import Grid
+from ._rollout import Scan, SqrtCheckpointedScan, rollout
+from ._solution import POSITIVITY_TOLERANCE, Trajectory, failure_message, raise_if_failed
+from ._stepper import Stepper
+from ._system import System
+
+State = dict[str, Any]
+
+
+@eqx.debug.assert_max_traces(max_traces=None)
+def _advance_impl(system, grid, state, params, dt, t_start, step, n_saves, steps_per_save, scan, observe, check):
+    stepper = Stepper.build(system, grid, params, dt)
+    return rollout(stepper, scan, state, step, t_start, n_saves, steps_per_save, observe, check)
+
+
+_advance_jit = eqx.filter_jit(_advance_impl)
+
+
+@eqx.filter_jit
+def _bounds_jit(system, grid, state, params, t, dt):
+    return Stepper.build(system, grid, params, dt).rate_bounds(state, t)
+
+
+@eqx.filter_jit
+def _first_frame(system, grid, state, params, t, dt):
+    return Stepper.build(system, grid, params, dt).solve_quasi_steady(state, t)
+
+
+def _is_concrete(tree) -> bool:
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+def _default_dtype(dtype):
+    return jnp.dtype(dtype) if dtype is not None else jnp.result_type(float)
+
+
+def _scalar_dtype(dtype):
+    return jnp.result_type(jnp.float64) if jax.config.jax_enable_x64 else dtype
+
+
+def _prepare_state(system: System, grid: Grid, initial: Mapping[str, Any], dtype) -> State:
+    if not isinstance(initial, Mapping):
+        raise TypeError(f"initial must be a mapping from field name to array, got {type(initial).__name__}")
+    unknown = set(initial) - set(system.fields)
+    if unknown:
+        raise ValueError(f"initial has unknown fields {sorted(unknown)}; fields are {system.fields}")
+    state = {}
+    for name in system.fields:
+        if name not in initial:
+            if name in system.quasi_steady:
+                state[name] = jnp.zeros(grid.shape, dtype)
+                continue
+            raise ValueError(f"initial[{name!r}] is missing; every time-dependent field needs initial data")
+        if name in system.scalars:
+            value = jnp.asarray(initial[name], _scalar_dtype(dtype))
+            if value.shape != ():
+                raise ValueError(f"initial[{name!r}] has shape {value.shape}; scalar variables take a single number")
+            state[name] = value
+            continue
+        value = jnp.asarray(initial[name], dtype)
+        if value.ndim == 0:
+            value = jnp.full(grid.shape, value, dtype)
+        if value.shape != grid.shape:
+            raise ValueError(f"initial[{name!r}] has shape {value.shape}; the grid's shape is {grid.shape}")
+        state[name] = value
+    return state
+
+
+def _prepare_params(params, dtype):
+    def convert(leaf):
+        if isinstance(leaf, float) or (hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating)):
+            return jnp.asarray(leaf, dtype)
+        return leaf
+
+    return jax.tree_util.tree_map(convert, {} if params is None else params)
+
+
+def max_stable_dt(system: System, grid: Grid, initial: Mapping[str, Any], params=None, *, t: float = 0.0, dtype=None):
+    """Largest ``Δt`` (days) for which each explicitly advanced field stays non-negative.
+
+    Returns ``{field: Δt_max}`` for the fields with an explicit limit (local
+    diffusion, decay and taxis; taxis speeds are taken from ``initial``).
+    Fields advanced exponentially have no limit from their diffusion or decay.
+    """
+    dtype = _default_dtype(dtype)
+    state = _prepare_state(system, grid, initial, dtype)
+    params = _prepare_params(params, dtype)
+    bounds = _bounds_jit(system, grid, state, params, jnp.asarray(t, dtype), jnp.zeros((), dtype))
+    return {name: (1.0 / float(b) if float(b) > 0 else math.inf) for name, b in bounds.items()}
+
+
+def max_stable_dt_over_run(
+    system: System,
+    grid: Grid,
+    initial: Mapping[str, Any],
+    params=None,
+    *,
+    t_end: float,
+    t_start: float = 0.0,
+    frames: int = 8,
+    rounds: int = 4,
+    dtype=None,
+):
+    """Largest ``Δt`` (days) that keeps each explicit field non-negative at every frame of a run to ``t_end``.
+
+    :func:`max_stable_dt` looks at one state, but the taxis limit tightens as the
+    attractant steepens. This runs a probe simulation from ``initial`` to ``t_end``
+    (without the in-run check) at half the smallest limit found so far, saving
+    ``frames`` frames, and takes each field's smallest limit over them; while that
+    is below the probe's own step, it probes again at half of it (at most
+    ``rounds`` probes). Returns ``{field: Δt_max}`` like :func:`max_stable_dt`.
+    The limits are those of the probe's trajectory: a run at a larger ``dt``
+    follows it to the solver's accuracy, so leave a margin near a steep front.
+    """
+    if not (t_end > t_start):
+        raise ValueError(f"t_end={t_end} must be after t_start={t_start}")
+    if frames < 1 or rounds < 1:
+        raise ValueError(f"frames={frames} and rounds={rounds} must be ≥ 1")
+    dtype = _default_dtype(dtype)
+    state0 = _prepare_state(system, grid, initial, dtype)
+    params = _prepare_params(params, dtype)
+    limits = max_stable_dt(system, grid, state0, params, t=t_start, dtype=dtype)
+    if not limits or all(math.isinf(v) for v in limits.values()):
+        return limits
+    duration = t_end - t_start
+    for _ in range(rounds):
+        probe_dt = 0.5 * min(limits.values())
+        steps_per_frame = max(1, math.ceil(duration / frames / probe_dt))
+        dt = duration / (frames * steps_per_frame)
+        traj = simulate(
+            system, grid, state0, t_end=t_end, dt=dt, save_every=duration / frames, params=params,
+            t_start=t_start, checkpoint=False, check_stability=False, dtype=dtype,
+        )  # fmt: skip
+        for k in range(1, len(traj)):
+            frame = {name: traj[name][k] for name in system.fields}
+            at_frame = max_stable_dt(system, grid, frame, params, t=float(traj.t[k]), dtype=dtype)
+            limits = {name: min(limits[name], at_frame[name]) for name in limits}
+        if min(limits.values()) >= dt:
+            break
+    return limits
+
+
+def _check_dt(system, grid, state, params, dt, t, dtype):
+    limits = max_stable_dt(system, grid, state, params, t=t, dtype=dtype)
+    too_large = {name: limit for name, limit in limits.items() if dt > limit * (1 + POSITIVITY_TOLERANCE)}
+    if too_large:
+        worst = min(too_large.values())
+        detail = ", ".join(f"{name!r}: {limit:.6g} day" for name, limit in too_large.items())
+        raise ValueError(
+            f"dt={dt} day exceeds the stability (positivity) limit of the explicit part ({detail}); "
+            f"the largest stable dt is {worst:.6g} day"
+        )
+
+
+def _whole_steps(value, dt, what):
+    n = round(value / dt)
+    if n < 1 or abs(n * dt - value) > 1e-9 * max(1.0, abs(value)):
+        raise ValueError(f"{what}={value} is not a positive whole number of steps of dt={dt}")
+    return n
+
+
+def advance(
+    system: System,
+    grid: Grid,
+    state: Mapping[str, Any],
+    *,
+    dt: float,
+    n_saves: int,
+    steps_per_save: int,
+    params=None,
+    t_start: float = 0.0,
+    step: int = 0,
+    observe: Callable | None = None,
+    checkpoint: bool = True,
+    check_stability: bool = True,
+    throw: bool = True,
+    dtype=None,
+) -> tuple[State, jax.Array, Trajectory]:
+    """Advance ``state`` by ``n_saves × steps_per_save`` steps of ``dt`` (days) from step number ``step``.
+
+    Step ``n`` runs at time ``t_start + n·dt``, so a run cut into pieces (and
+    resumed from a saved state and step number) is bit-identical to one piece.
+    Returns ``(state, step, trajectory)``: the last valid state and its step
+    number, and the ``n_saves`` frames after the start (not the start itself).
+
+    Every frame is checked inside the compiled rollout: a non-finite value, or
+    (``check_stability``) a state from which the next step would break
+    positivity, ends the run; ``trajectory.result`` says which and
+    ``trajectory.n_valid`` how many frames are solutions. With ``throw=True``
+    such an ending raises :class:`SolverError` after the call, and a ``dt``
+    beyond the limit at the start is refused (``ValueError``) before compiling;
+    with ``throw=False`` nothing raises (for fitting and sweeps).
+    """
+    dtype = _default_dtype(dtype)
+    state = _prepare_state(system, grid, state, dtype)
+    params = _prepare_params(params, dtype)
+    if throw and check_stability and _is_concrete((state, params, dt, t_start)):
+        _check_dt(system, grid, state, params, float(dt), float(t_start) + int(step) * float(dt), dtype)
+    dt_array, t0 = jnp.asarray(dt, dtype), jnp.asarray(t_start, dtype)
+    scan = SqrtCheckpointedScan() if checkpoint else Scan()
+    state, step, frames, times, observed, bounds, result, n_valid = _advance_jit(
+        system, grid, state, params, dt_array, t0, jnp.asarray(step, jnp.int32),
+        int(n_saves), int(steps_per_save), scan, observe, bool(check_stability),
+    )  # fmt: skip
+    t_observed = None
+    if observed is not None:
+        # observable j is recorded after step number first + j (of the valid run, NaN after a failure)
+        first = step - (n_valid * steps_per_save - 1)
+        index = first + jnp.arange(n_saves * steps_per_save, dtype=step.dtype)
+        t_observed = t0 + index.astype(dtype) * dt_array
+        t_observed = jnp.where(index <= step, t_observed, jnp.nan)
+    traj = Trajectory(times, frames, t_observed, observed, result, n_valid, bounds)
+    if throw:
+        traj = raise_if_failed(traj, lambda tr: _describe(tr, grid, float(dt), n_saves, steps_per_save))
+    return state, step, traj
+
+
+def _describe(traj: Trajectory, grid: Grid, dt: float, n_saves: int, steps_per_save: int) -> str:
+    def where(frame):
+        step = (frame + 1) * steps_per_save
+        return f"at saved frame {frame + 1} of {n_saves} of this call (step {step} after its start), "
+
+    return failure_message(traj, grid, dt, where)
+
+
+def simulate(
+    system: System,
+    grid: Grid,
+    initial: Mapping[str, Any],
+    *,
+    t_end: float,
+    dt: float,
+    save_every: float | None = None,
+    params=None,
+    t_start: float = 0.0,
+    observe: Callable | None = None,
+    checkpoint: bool = True,
+    check_stability: bool = True,
+    throw: bool = True,
+    dtype=None,
+) -> Trajectory:
+    """Solve ``system`` on ``grid`` from ``initial`` at ``t_start`` to ``t_end`` (days).
+
+    Frames are saved every ``save_every`` days (default: only the end), the
+    initial state included. ``t_end − t_start`` and ``save_every`` must be whole
+    multiples of ``dt``. ``params`` is any pytree passed to the reaction, to
+    ``chi`` and to coefficient functions; ``observe(state, params, t)``, if
+    given, returns a pytree of scalars recorded after every step.
+
+    Jittable, ``vmap``-able over ``initial`` and ``params`` and reverse-mode
+    differentiable; with ``checkpoint=True`` the backward pass stores
+    about ``2√steps_per_save`` states per frame (two-level checkpointing).
+    ``throw`` and ``check_stability`` as in :func:`advance`: with
+    ``throw=False`` a failed run is a value (``result``, ``n_valid``).
+    """
+    duration = t_end - t_start
+    n_steps = _whole_steps(duration, dt, "t_end - t_start")
+    steps_per_save = n_steps if save_every is None else _whole_steps(save_every, dt, "save_every")
+    if n_steps % steps_per_save:
+        raise ValueError(f"t_end - t_start={duration} is not a whole number of save_every={save_every}")
+    dtype = _default_dtype(dtype)
+    state0 = _prepare_state(system, grid, initial, dtype)
+    params = _prepare_params(params, dtype)
+    t0 = jnp.asarray(t_start, dtype)
+    _, _, traj = advance(
+        system, grid, state0, dt=dt, n_saves=n_steps // steps_per_save, steps_per_save=steps_per_save,
+        params=params, t_start=t_start, observe=observe, checkpoint=checkpoint,
+        check_stability=check_stability, throw=throw, dtype=dtype,
+    )  # fmt: skip
+    first = _first_frame(system, grid, state0, params, t0, jnp.zeros((), dtype))
+    start_bound = _bounds_jit(system, grid, first, params, t0, jnp.zeros((), dtype)) if check_stability else {}
+    return Trajectory(
+        jnp.concatenate([t0[None], traj.t]),
+        {name: jnp.concatenate([first[name][None], traj.fields[name]]) for name in system.fields},
+        traj.t_observed,
+        traj.observed,
+        traj.result,
+        traj.n_valid + 1,
+        {name: jnp.concatenate([start_bound[name][None], bound]) for name, bound in traj.rate_bound.items()},
+    )
+
+
+def cast_floats(tree, dtype):
+    """``tree`` with every floating leaf (Python float or array) cast to ``dtype``; other leaves kept.
+
+    What ``simulate`` and ``advance`` do to ``params``; do it once yourself to
+    pass the same arrays to several calls (and to ``observe``).
+    """
+    return _prepare_params(tree, _default_dtype(dtype))
+
+
+def initial_frame(system: System, grid: Grid, initial: Mapping[str, Any], params=None, *, t: float = 0.0, dtype=None):
+    """The state ``simulate`` saves as its first frame: ``initial`` cast to ``dtype``,
+    uniform numbers broadcast to the grid, and the quasi-steady fields solved at time ``t``
+    (days). Use it as the start of :func:`advance` and to record frame 0 of a run.
+    """
+    dtype = _default_dtype(dtype)
+    state = _prepare_state(system, grid, initial, dtype)
+    params = _prepare_params(params, dtype)
+    return _first_frame(system, grid, state, params, jnp.asarray(t, dtype), jnp.zeros((), dtype))

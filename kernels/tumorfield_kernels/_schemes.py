@@ -1,0 +1,277 @@
+r"""One class per field scheme, and the plan that picks them.
+
+Every time-dependent field ``u`` takes the same two-stage step of size ``h``,
+
+.. math::
+    a = A u + h B N(u, t), \qquad u^+ = a + h C \, (N(a, t + h) − N(u, t)),
+
+where ``N`` is the part of the right-hand side the scheme treats explicitly:
+
+- :class:`LocalSSPRK2` — SSP-RK2 (Heun; Shu & Osher, J. Comput. Phys. 77, 1988):
+  ``A = B = 1``, ``C = ½``; ``N`` holds everything (diffusion, taxis, decay,
+  reaction) on local stencils, so the step is positivity-preserving under
+  :meth:`LocalSSPRK2.rate_bound`.
+- :class:`PointwiseETDRK2` and :class:`SpectralETDRK2` — ETDRK2 (Cox &
+  Matthews, J. Comput. Phys. 176, 2002, eq. 22) with the linear part
+  ``L = −k`` pointwise, or ``L = D∇² − k`` diagonal in DCT-II space:
+  ``A = e^{hL}``, ``B = φ₁(hL)``, ``C = φ₂(hL)``. The spectral scheme carries
+  the field's coefficients between its stages (four transforms per step).
+- :class:`ScalarSSPRK2` — SSP-RK2 for spatially uniform ODE variables.
+
+:class:`QuasiSteadySolve` solves ``0 = D∇²c − k c + R`` for fields that are not
+advanced in time. :func:`plan` chooses each field's class from the
+:class:`System` and precomputes its operators for one ``h`` and ``params``.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import equinox as eqx
+import jax.numpy as jnp
+
+from . import _spectral as spectral
+from . import _stencils as stencils
+from ._grid import Grid
+from ._phi import phi_functions
+from ._system import StateDependent, System, Taxis, is_zero
+
+
+def evaluate(coefficient, params, state=None, dtype=None):
+    """A coefficient's value: ``fn(params)``, ``StateDependent.fn(state, params)``, or the
+    stored number (cast to ``dtype``; the structural zero stays the Python float 0.0)."""
+    if isinstance(coefficient, StateDependent):
+        return coefficient.fn(state, params)
+    if callable(coefficient):
+        return coefficient(params)
+    if is_zero(coefficient) or dtype is None:
+        return coefficient
+    return jnp.asarray(coefficient, dtype)
+
+
+def _taxis_terms(taxis: tuple[Taxis, ...], state, params) -> list:
+    """``[(χ, c)]`` of every taxis term on one field, ``χ`` evaluated at ``state``."""
+    return [
+        (evaluate(term.chi, params, dtype=state[term.attractant].dtype) if not callable(term.chi)
+         else term.chi(state, params), state[term.attractant])
+        for term in taxis
+    ]  # fmt: skip
+
+
+def _taxis_only_bound(taxis, state, params, spacing):
+    """Outflow-rate bound (1/day) of the explicit taxis of an exponentially advanced field."""
+    if not taxis:
+        return None
+    speeds = stencils.max_face_speed(_taxis_terms(taxis, state, params), spacing)
+    return stencils.explicit_rate_bound(spacing, 0.0, 0.0, speeds)
+
+
+class FieldScheme(eqx.Module):
+    """How one field is advanced: its explicit part ``N``, its two stages, its step limit.
+
+    ``carried`` is what a scheme keeps between its stages besides the field itself
+    (spectral coefficients, or None); it restarts from the field at every saved frame
+    (:meth:`prepare`), so a run resumed from a frame is bit-identical.
+    """
+
+    name: str = eqx.field(static=True)
+    order: ClassVar[int] = 2
+
+    def prepare(self, u):
+        """What the scheme carries for ``u`` at the start of a frame (None: nothing)."""
+        return None
+
+    @abc.abstractmethod
+    def explicit_rate(self, u, reaction_rate, state, params, spacing):
+        """``N(u)`` (field units per day) given the reaction rate of this field."""
+
+    @abc.abstractmethod
+    def first_stage(self, u, carried, rate, dt):
+        """``a = A u + h B N(u)``; returns ``(a, carried a, memo for the second stage)``."""
+
+    @abc.abstractmethod
+    def second_stage(self, a, carried, memo, rate, dt):
+        """``u⁺ = a + h C (N(a) − N(u))``; returns ``(u⁺, carried u⁺)``."""
+
+    def rate_bound(self, state, params, spacing):
+        """Largest outflow rate (1/day) of the explicit part at ``state``: ``dt · bound ≤ 1``
+        keeps the step non-negative. None where nothing explicit limits the step."""
+        return None
+
+
+class _Heun(FieldScheme):
+    """The SSP-RK2 (Heun) stages: ``a = u + h N(u)``, ``u⁺ = a + ½h (N(a) − N(u))``."""
+
+    def first_stage(self, u, carried, rate, dt):
+        return u + dt.astype(u.dtype) * rate, None, rate
+
+    def second_stage(self, a, carried, memo, rate, dt):
+        delta = rate - memo
+        return a + 0.5 * dt.astype(delta.dtype) * delta, None
+
+
+def _minus_decay(rate, decay, u):
+    # cast: scalar variables may be float64 beside float32 parameters
+    return rate if is_zero(decay) else rate - jnp.asarray(decay).astype(u.dtype) * u
+
+
+class LocalSSPRK2(_Heun):
+    """``∂_t u = ∇·(D∇u) − Σ ∇·(χ u ∇c) − k u + R``, all explicit on local stencils.
+
+    Limited-upwind taxis fluxes; ``D`` (mm²/day) a number, a function of params or
+    :class:`StateDependent`; ``wall`` the fixed wall value ``g`` (or None: zero flux).
+    Positivity-preserving for ``Δt ≤ 1/``:meth:`rate_bound`.
+    """
+
+    diffusion: Any
+    decay: Any
+    taxis: tuple[Taxis, ...]
+    wall: Any = None
+
+    def explicit_rate(self, u, reaction_rate, state, params, spacing):
+        d = evaluate(self.diffusion, params, state)
+        taxis = _taxis_terms(self.taxis, state, params)
+        rate = reaction_rate + stencils.transport(u, spacing, d, taxis, wall_value=self.wall)
+        return _minus_decay(rate, self.decay, u)
+
+    def rate_bound(self, state, params, spacing):
+        taxis = _taxis_terms(self.taxis, state, params)
+        speeds = stencils.max_face_speed(taxis, spacing) if taxis else [0.0] * len(spacing)
+        d = evaluate(self.diffusion, params, state)
+        d = jnp.max(d) if jnp.ndim(d) else d  # face means never exceed the largest cell value
+        return stencils.explicit_rate_bound(spacing, d, self.decay, speeds, self.wall is not None)
+
+
+class ScalarSSPRK2(_Heun):
+    """``ds/dt = −k s + R_s`` for a spatially uniform ODE variable (no transport, no step limit
+    of its own: its explicit decay is checked by the model)."""
+
+    decay: Any
+
+    def explicit_rate(self, u, reaction_rate, state, params, spacing):
+        return _minus_decay(reaction_rate, self.decay, u)
+
+
+class PointwiseETDRK2(FieldScheme):
+    """``∂_t u = −k u + N`` with ``e^{−kh}`` exact per cell (no diffusion); ``N`` = reaction
+    and any taxis. ``phi = (e^z, φ₁(z), φ₂(z))`` at ``z = −k h``."""
+
+    phi: tuple[Any, Any, Any]
+    taxis: tuple[Taxis, ...]
+
+    def explicit_rate(self, u, reaction_rate, state, params, spacing):
+        if not self.taxis:
+            return reaction_rate
+        return reaction_rate + stencils.transport(u, spacing, 0.0, _taxis_terms(self.taxis, state, params))
+
+    def first_stage(self, u, carried, rate, dt):
+        e, p1, _ = self.phi
+        return e * u + dt * p1 * rate, None, rate
+
+    def second_stage(self, a, carried, memo, rate, dt):
+        return a + dt * self.phi[2] * (rate - memo), None
+
+    def rate_bound(self, state, params, spacing):
+        return _taxis_only_bound(self.taxis, state, params, spacing)
+
+
+class SpectralETDRK2(PointwiseETDRK2):
+    """``∂_t u = D∇²u − k u + N`` with ``e^{hL}`` exact in DCT-II space (DST-II of ``u − g``
+    with fixed wall values ``wall = (g, k g)``); ``phi`` are arrays over wavenumbers.
+
+    The stages run on coefficients: ``â = E û + h P₁ N̂(u)``, ``û⁺ = â + h P₂ (N̂(a) − N̂(u))``,
+    with ``N̂ = DCT(N − k g)``.
+    """
+
+    wall: tuple[Any, Any] | None = None
+
+    def prepare(self, u):
+        return self._forward(u - self.wall[0] if self.wall else u)
+
+    def _forward(self, x):
+        return spectral.to_spectral(x, self.wall is not None)
+
+    def _field(self, u_hat):
+        u = spectral.from_spectral(u_hat, self.wall is not None)
+        return self.wall[0] + u if self.wall else u
+
+    def _rate_coefficients(self, rate):
+        return self._forward(rate - self.wall[1] if self.wall else rate)
+
+    def first_stage(self, u, carried, rate, dt):
+        e, p1, _ = self.phi
+        rate_hat = self._rate_coefficients(rate)
+        a_hat = e * carried + dt * p1 * rate_hat
+        return self._field(a_hat), a_hat, rate_hat
+
+    def second_stage(self, a, carried, memo, rate, dt):
+        u_hat = carried + dt * self.phi[2] * (self._rate_coefficients(rate) - memo)
+        return self._field(u_hat), u_hat
+
+
+class QuasiSteadySolve(eqx.Module):
+    """``0 = D∇²c − k c + R`` for ``c``: ``c = DCT⁻¹[DCT(R)/(k − Dλ)]`` (``c = R/k`` without
+    diffusion); with a fixed wall value ``g``, ``c = g + w`` and ``w`` solves the same with
+    zero wall values and source ``R − k g`` (DST-II)."""
+
+    name: str = eqx.field(static=True)
+    inverse: Any
+    spectral: bool = eqx.field(static=True)
+    wall: tuple[Any, Any] | None = None
+
+    def solve(self, source):
+        if not self.spectral:
+            return self.inverse * source
+        if self.wall is None:
+            return spectral.from_spectral(self.inverse * spectral.to_spectral(source))
+        g, kg = self.wall
+        return g + spectral.from_spectral(self.inverse * spectral.to_spectral(source - kg, True), True)
+
+
+def plan(system: System, grid: Grid, params, dt, dtype) -> tuple[dict[str, FieldScheme], dict[str, QuasiSteadySolve]]:
+    """Each time-dependent field's scheme and each quasi-steady field's solve, with operators
+    (``φ``-functions of ``dt L``, inverse symbols, wall values) computed once for ``dt``."""
+    symbols = {}  # the Laplacian's eigenvalues, by "has fixed wall values"
+
+    def value(coefficients, name):
+        return evaluate(coefficients.get(name, 0.0), params, dtype=dtype)
+
+    def generator(name, wall):
+        d, k = value(system.diffusion, name), value(system.decay, name)
+        if is_zero(system.diffusion.get(name, 0.0)):
+            return jnp.asarray(-jnp.asarray(k, dtype), dtype), False
+        dirichlet = wall is not None
+        if dirichlet not in symbols:
+            symbols[dirichlet] = jnp.asarray(
+                spectral.laplacian_symbol(grid.shape, grid.spacing, dirichlet=dirichlet), dtype
+            )
+        return jnp.asarray(d * symbols[dirichlet] - k, dtype), True
+
+    walls = {}
+    for name in system.dirichlet:
+        g = jnp.asarray(value(system.dirichlet, name), dtype)
+        walls[name] = (g, jnp.asarray(value(system.decay, name), dtype) * g)
+    solves = {}
+    for name in system.quasi_steady:
+        lin, is_spectral = generator(name, walls.get(name))
+        solves[name] = QuasiSteadySolve(name, 1.0 / (-lin), is_spectral, walls.get(name) if is_spectral else None)
+    schemes = {}
+    for name in system.dynamic_fields:
+        taxis = system.taxis_on(name)
+        if name in system.scalars:
+            # uncast: a float64 ODE variable keeps its decay in float64
+            schemes[name] = ScalarSSPRK2(name, evaluate(system.decay.get(name, 0.0), params))
+        elif system.method(name) == "local":
+            diffusion = system.diffusion.get(name, 0.0)
+            d = diffusion if isinstance(diffusion, StateDependent) else value(system.diffusion, name)
+            wall = walls[name][0] if name in walls else None
+            schemes[name] = LocalSSPRK2(name, d, value(system.decay, name), taxis, wall)
+        else:
+            lin, is_spectral = generator(name, walls.get(name))
+            phi = phi_functions(dt * lin)
+            if is_spectral:
+                schemes[name] = SpectralETDRK2(name, phi, taxis, walls.get(name))
+            else:
+                schemes[name] = PointwiseETDRK2(name, phi, taxis)
+    return schemes, solves

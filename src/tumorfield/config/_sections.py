@@ -1,0 +1,111 @@
+"""The generic config sections, ``[model]``, ``[grid]``, ``[time]``, ``[output]`` and ``[run]``.
+
+Each is a frozen dataclass whose fields are the keys (:func:`tumorfield._schema.key`);
+models add their own sections the same way (``Model.section_types``).
+"""
+
+from __future__ import annotations
+
+import math
+
+from .. import models
+from .._schema import REQUIRED, key, non_negative, one_of, positive, section
+
+
+def _shape(value) -> str | None:
+    if not 1 <= len(value) <= 3 or not all(isinstance(n, int) and not isinstance(n, bool) for n in value):
+        return "must be a list of 1–3 integers (cells per axis, in (z, y, x) order)"
+    if any(n < 2 for n in value):
+        return "every axis needs at least 2 cells"
+    return None
+
+
+def _lengths(value) -> str | None:
+    if not 1 <= len(value) <= 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return "must be a list of 1–3 numbers (mm, in (z, y, x) order)"
+    if not all(v > 0 and math.isfinite(v) for v in value):
+        return "every side must be a finite length > 0 mm"
+    return None
+
+
+def _finite_positive(value) -> str | None:
+    return None if value > 0 and math.isfinite(value) else "must be a finite number > 0"
+
+
+def _gzip_level(value) -> str | None:
+    return None if 0 <= value <= 9 else "must be an integer in [0, 9]"
+
+
+def _model_name(value) -> str | None:
+    names = models.names()
+    return None if value in names else f"allowed models are {', '.join(map(repr, names))}"
+
+
+@section
+class ModelSection:
+    """``[model]``: which registered model runs."""
+
+    name: str = key(REQUIRED, "", "Registered model to run (e.g. `fisher_kpp`, `voloshin2015`).", _model_name)
+
+
+@section
+class GridSection:
+    """``[grid]``: the cell-centred box (``RunConfig.grid`` is the :class:`~tumorfield_kernels.Grid` built from it)."""
+
+    shape: list[int] = key(REQUIRED, "cells", "Cells per axis, `[ny, nx]` or `[nz, ny, nx]`.", _shape)
+    length: list[float] = key(REQUIRED, "mm", "Box side per axis, same order as `shape`.", _lengths)
+
+
+@section
+class TimeSection:
+    """``[time]``: end time, step and save interval (day)."""
+
+    t_end: float = key(REQUIRED, "day", "End time; a whole number of `dt` and of `save_every`.", _finite_positive)
+    dt: float = key(REQUIRED, "day", "Time step.", _finite_positive)
+    save_every: float = key(REQUIRED, "day", "Interval between saved frames; a whole number of `dt`.", _finite_positive)
+
+
+@section
+class OutputSection:
+    """``[output]``: how fields are stored."""
+
+    compression: str = key("lzf", "", "HDF5 filter of the field datasets.", one_of("none", "lzf", "gzip"))
+    gzip_level: int = key(4, "", 'gzip level (only with `compression = "gzip"`).', _gzip_level)
+    precision: str = key(
+        "float32",
+        "",
+        "Floating type of the fields, in memory and on disk (scalar ODE variables are always float64).",
+        one_of("float32", "float64"),
+    )
+
+
+@section
+class RunSection:
+    """``[run]``: chunking, caching, seed and progress display of a run."""
+
+    chunk_frames: int = key(
+        10, "frames", "Frames computed per compiled call, written and checkpointed together.", positive
+    )
+    compilation_cache: str = key(
+        "",
+        "",
+        'Directory of the persistent JAX compilation cache; `""` = '
+        '`~/.cache/tumorfield/jax` (or `$XDG_CACHE_HOME`), `"off"` disables it.',
+    )
+    seed: int = key(0, "", "Random seed, recorded in the output (for models with random initial data).", non_negative)
+    progress: str = key(
+        "auto",
+        "",
+        "`bar` (tqdm), `lines` (a line every ~5 %), `none`, or `auto` (bar on a terminal, lines otherwise).",
+        one_of("auto", "bar", "lines", "none"),
+    )
+
+
+GENERIC_SECTIONS: dict[str, type] = {
+    "model": ModelSection,
+    "grid": GridSection,
+    "time": TimeSection,
+    "output": OutputSection,
+    "run": RunSection,
+}
+"""Section name → section class, in the order of ``docs/config.md`` and of the resolved TOML."""

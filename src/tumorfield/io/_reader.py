@@ -1,0 +1,324 @@
+"""Reading trajectory files: :func:`open_trajectory`, the one reader of the format.
+
+Layout (format ``tumorfield-trajectory/1``, the root attribute ``schema``)::
+
+    /<field>            (T, [z,] y, x) one dataset per field, the run's precision, one frame per
+                        HDF5 chunk, resizable on T; attrs units, long_name
+    /<variable>         (T,) float64: scalar ODE variables of the model, one value per frame
+    /t                  (T,) frame times (day); /z, /y, /x (n,) cell centres (mm): dimension scales
+    /scalars/t          (S,) days, every step, t = 0 included; /scalars/<name> (S,) diagnostics
+    /constant/<name>    ([z,] y, x) time-independent fields on the grid (optional), written once
+    /checkpoint/0, /1   two slots, each the full state (every field in its run dtype) with attrs
+                        ``frames`` (n_committed it belongs to), ``step`` and ``t``
+    root attrs          schema, status (fixed-size bytes), message, n_committed,
+                        n_scalars_committed, config (resolved TOML), model, versions, device, ...
+
+Every dataset has ``units`` and ``long_name`` attributes. Only the first ``n_committed``
+frames (and ``n_scalars_committed`` samples of ``/scalars``) are valid: after a ``kill -9``
+datasets can be longer. The reader never returns anything past them. The commit protocol
+that guarantees this is described in :mod:`tumorfield.io._writer`.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import tomllib
+from collections.abc import Iterator, Mapping
+from functools import cached_property
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ._writer import FORMAT, committed_checkpoint
+
+_AXES = ("z", "y", "x")
+_REQUIRED = ("n_committed", "n_scalars_committed", "status")
+
+
+class NotATrajectory(ValueError):
+    """The file is not a tumorfield trajectory this version can read; the message names the path and why."""
+
+
+def _text(value: Any) -> Any:
+    """Attribute value with bytes decoded to ``str`` and numpy scalars as Python scalars."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def _label(ds: h5py.Dataset, key: str, default: str) -> str:
+    """The ``units`` or ``long_name`` attribute of ``ds`` as ``str``."""
+    return str(_text(ds.attrs.get(key, default)))
+
+
+def _problem(h5: h5py.File, path: str) -> str | None:
+    """Why the open HDF5 file ``h5`` at ``path`` cannot be read as a trajectory (None: it can)."""
+    schema = _text(h5.attrs.get("schema"))
+    name, _, version = str(schema).rpartition("/")
+    expected_name, _, expected_version = FORMAT.rpartition("/")
+    if schema is None:
+        return f"{path}: not a tumorfield trajectory (an HDF5 file without the 'schema' attribute)"
+    if name != expected_name or not version.isdigit():
+        return f"{path}: not a tumorfield trajectory (schema {schema!r}, expected {FORMAT!r})"
+    if int(version) > int(expected_version):
+        return f"{path}: written in format {schema!r}, newer than this tumorfield reads ({FORMAT!r}); upgrade it"
+    if int(version) != int(expected_version):
+        return f"{path}: not a tumorfield trajectory this version reads (format {schema!r}, expected {FORMAT!r})"
+    missing = [f"attribute {a!r}" for a in _REQUIRED if a not in h5.attrs]
+    missing += [f"/{p}" for p in ("t", "scalars/t", "checkpoint") if p not in h5]
+    return f"{path}: damaged tumorfield trajectory (missing {', '.join(missing)})" if missing else None
+
+
+def _open_read_only(path: str) -> h5py.File:
+    """``path`` opened read-only without HDF5 file locking, so that a running writer does not block it."""
+    try:
+        return h5py.File(path, "r", locking=False)
+    except OSError as error:
+        if "locking flag values don't match" not in str(error):
+            raise
+        return h5py.File(path, "r")  # this process holds it open already, with HDF5's default locking
+
+
+def _open_checked(path: str) -> h5py.File:
+    """``path`` opened read-only (:func:`_open_read_only`), after checking it is a trajectory."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        h5 = _open_read_only(path)
+    except OSError as error:
+        raise NotATrajectory(f"{path}: not a tumorfield trajectory (cannot be opened as HDF5: {error})") from None
+    try:
+        why = _problem(h5, path)
+    except (OSError, KeyError, RuntimeError) as error:
+        why = f"{path}: damaged tumorfield trajectory ({error})"
+    if why is not None:
+        h5.close()
+        raise NotATrajectory(why)
+    return h5
+
+
+class StoredField:
+    """One per-frame dataset, read lazily: ``[k]``, ``[a:b]``, ``[[i, j]]`` index committed frames only.
+
+    ``shape`` is ``(n_committed, ...)``; the first index is checked against it, never
+    against the (possibly longer) dataset. ``np.asarray(field)`` reads every committed frame.
+    """
+
+    def __init__(self, dataset: h5py.Dataset, n: int):
+        self._ds, self._n = dataset, n
+
+    @property
+    def name(self) -> str:
+        return self._ds.name.rsplit("/", 1)[-1]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(n_committed, [z,] y, x)`` for a grid field, ``(n_committed,)`` for a scalar variable."""
+        return (self._n, *self._ds.shape[1:])
+
+    @property
+    def ndim(self) -> int:
+        return self._ds.ndim
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The stored dtype (the run's ``output.precision`` for grid fields)."""
+        return self._ds.dtype
+
+    @property
+    def units(self) -> str:
+        return _label(self._ds, "units", "")
+
+    @property
+    def long_name(self) -> str:
+        return _label(self._ds, "long_name", self.name)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __repr__(self) -> str:
+        return f"<StoredField {self.name!r} {self.shape} {self.dtype} [{self.units}]>"
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        data = self[:]
+        return data if dtype is None else data.astype(dtype)
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if not key or key[0] is Ellipsis:
+            return self._ds[: self._n][key]
+        first, rest = key[0], key[1:]
+        if not isinstance(first, slice) and np.ndim(first) == 0:
+            first = operator.index(first)  # one frame number (a float or None is refused)
+        frames = np.arange(self._n)[first]  # bounds-checked against n_committed, negatives resolved
+        if frames.ndim == 0:
+            return self._ds[(int(frames), *rest)]
+        regular = _as_slice(frames)
+        if regular is not None:
+            return self._ds[(regular, *rest)]
+        return np.stack([self._ds[(int(k), *rest)] for k in frames])
+
+
+def _as_slice(frames: np.ndarray) -> slice | None:
+    """``frames`` (increasing, evenly spaced, or at most one) as a slice; None if they are not."""
+    if len(frames) == 0:
+        return slice(0, 0)
+    step = int(frames[1] - frames[0]) if len(frames) > 1 else 1
+    if step <= 0 or np.any(np.diff(frames) != step):
+        return None
+    return slice(int(frames[0]), int(frames[-1]) + 1, step)
+
+
+class StoredArrays(Mapping):
+    """Read-only mapping name → numpy array, read from the file on each access, with
+    ``units`` and ``long_names`` (dicts name → str)."""
+
+    def __init__(self, datasets: Mapping[str, h5py.Dataset], n: int | None):
+        self._datasets, self._n = dict(datasets), n
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        ds = self._datasets[name]
+        return ds[()] if self._n is None else ds[: self._n]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._datasets)
+
+    def __len__(self) -> int:
+        return len(self._datasets)
+
+    def __repr__(self) -> str:
+        return f"<StoredArrays {list(self._datasets)}>"
+
+    @cached_property
+    def units(self) -> dict[str, str]:
+        return {name: _label(ds, "units", "") for name, ds in self._datasets.items()}
+
+    @cached_property
+    def long_names(self) -> dict[str, str]:
+        return {name: _label(ds, "long_name", name) for name, ds in self._datasets.items()}
+
+
+class StoredTrajectory:
+    """A trajectory file opened read-only (see :func:`open_trajectory`); a snapshot of its
+    commits at opening: reopen to see frames committed since."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        self._h5 = _open_checked(self.path)
+        attrs = self._h5.attrs
+        self.n_committed: int = int(attrs["n_committed"])
+        self.n_scalars_committed: int = int(attrs["n_scalars_committed"])
+        self.axes: tuple[str, ...] = tuple(a for a in _AXES if a in self._h5)
+        datasets = {
+            name: obj
+            for name, obj in self._h5.items()
+            if isinstance(obj, h5py.Dataset) and name not in ("t", *self.axes)
+        }
+        self.fields: dict[str, StoredField] = {
+            name: StoredField(ds, self.n_committed) for name, ds in datasets.items() if ds.ndim == 1 + len(self.axes)
+        }
+        self.variables: dict[str, StoredField] = {
+            name: StoredField(ds, self.n_committed) for name, ds in datasets.items() if ds.ndim == 1
+        }
+        scalars = {name: ds for name, ds in self._h5["scalars"].items() if name != "t"}
+        self.scalars = StoredArrays(scalars, self.n_scalars_committed)
+        self.constants = StoredArrays(dict(self._h5["constant"].items()) if "constant" in self._h5 else {}, None)
+
+    # --- life cycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the file; fields read after this raise."""
+        if self._h5.id.valid:
+            self._h5.close()
+
+    def __enter__(self) -> StoredTrajectory:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<StoredTrajectory {self.path!r} {self.status} {self.n_committed} frames>"
+
+    # --- contents ----------------------------------------------------------------------------
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        """Time-dependent grid fields, in file order."""
+        return tuple(self.fields)
+
+    @property
+    def variable_names(self) -> tuple[str, ...]:
+        """Scalar ODE variables stored per frame as ``(T,)`` root datasets."""
+        return tuple(self.variables)
+
+    def field(self, name: str) -> StoredField:
+        """The grid field ``name``, lazily (committed frames only)."""
+        try:
+            return self.fields[name]
+        except KeyError:
+            raise KeyError(f"{self.path}: no field {name!r}; fields are {', '.join(self.fields)}") from None
+
+    @cached_property
+    def t(self) -> np.ndarray:
+        """Times of the committed frames (day)."""
+        return self._h5["t"][: self.n_committed]
+
+    @cached_property
+    def coordinates(self) -> dict[str, np.ndarray]:
+        """Cell-centre coordinates (mm) per axis of :attr:`axes`."""
+        return {axis: self._h5[axis][()] for axis in self.axes}
+
+    @cached_property
+    def scalars_t(self) -> np.ndarray:
+        """Times of the committed per-step samples of :attr:`scalars` (day)."""
+        return self._h5["scalars/t"][: self.n_scalars_committed]
+
+    # --- attributes --------------------------------------------------------------------------
+
+    @cached_property
+    def metadata(self) -> dict[str, Any]:
+        """Every root attribute (provenance, config, counters), bytes decoded to str."""
+        return {key: _text(value) for key, value in self._h5.attrs.items()}
+
+    @property
+    def status(self) -> str:
+        """``"running"``, ``"complete"``, ``"interrupted"`` or ``"failed"``."""
+        return str(self.metadata["status"])
+
+    @property
+    def message(self) -> str | None:
+        """Why the run failed or stopped, if it says."""
+        message = self.metadata.get("message")
+        return None if message is None else str(message)
+
+    @property
+    def config_text(self) -> str:
+        """The resolved TOML configuration of the run ('' if none was stored)."""
+        return str(self.metadata.get("config", ""))
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        """:attr:`config_text` parsed with :mod:`tomllib`."""
+        return tomllib.loads(self.config_text)
+
+    def checkpoint(self) -> tuple[dict[str, np.ndarray], int]:
+        """The full state (every field in its run dtype) and the step number of the last commit."""
+        return committed_checkpoint(self._h5)
+
+
+def open_trajectory(path: str | os.PathLike) -> StoredTrajectory:
+    """Open the trajectory file ``path`` read-only, also while a run is writing it.
+
+    Raises :class:`NotATrajectory` for anything else (not HDF5, another or a newer format)
+    and ``FileNotFoundError`` if there is no such file.
+
+    Examples
+    --------
+    >>> with open_trajectory("out.h5") as run:  # doctest: +SKIP
+    ...     u_last = run.field("u")[-1]  # (y, x) at run.t[-1] days
+    ...     burden = run.scalars["tumour_burden"], run.scalars.units["tumour_burden"]
+    """
+    return StoredTrajectory(path)

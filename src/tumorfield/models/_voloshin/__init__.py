@@ -1,1 +1,0 @@
-"""Private pieces of the Voloshin 2015 model: parameters, pharmacokinetics, vessels."""

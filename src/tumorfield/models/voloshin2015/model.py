@@ -1,0 +1,197 @@
+"""The ``voloshin2015`` model class: typed config sections → parameters, initial state, diagnostics."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import numpy as np
+from tumorfield_kernels import Grid, System
+
+from ..._schema import ConfigError
+from .. import register
+from .._base import Model
+from .observables import observe
+from .parameters import Parameters
+from .pk import DOSE_TOLERANCE, Doses
+from .sections import (
+    DRUGS,
+    GENOTYPES,
+    SECTIONS,
+    DosingSection,
+    HostSection,
+    InitialSection,
+    VesselsSection,
+    expand_doses,
+)
+from .spec import SYSTEM
+from .vessels import box_centre, radial_distance, vessel_map
+
+DOSE_SLOTS = 32
+"""Dose arrays are padded to a multiple of this, so every arm shares one compiled rollout."""
+
+VESSELS_UNITS, VESSELS_LONG_NAME = "1 (relative vessel density)", "prescribed vessel density"
+
+
+@register
+class Voloshin2015(Model):
+    """Voloshin et al. 2015: IL1β, paclitaxel, anakinra, M1/M2 macrophages, leaky vessels, metastasis.
+
+    Config sections: ``[host]``, ``[parameters]``, ``[dosing]``, ``[initial]``, ``[vessels]``
+    (:mod:`.sections`). Build from plain dicts with ``Voloshin2015.from_sections({...})``.
+    """
+
+    name: ClassVar[str] = "voloshin2015"
+    section_types: ClassVar[dict[str, type]] = SECTIONS
+
+    field_units: ClassVar[dict[str, str]] = {
+        "tumor": "1 (of carrying capacity)",
+        "ecm": "1 (of normal matrix density)",
+        "mde": "normalised",
+        "chemo": "normalised",
+        "m1": "1 (of carrying capacity)",
+        "m2": "1 (of carrying capacity)",
+        "il1b": "pM",
+        "vegf": "pM",
+        "leakiness": "1",
+        "paclitaxel": "nM",
+        "anakinra": "nM",
+        "circulating": "cells",
+        "burden": "cells",
+        "seeded": "cells",
+    }
+    field_long_names: ClassVar[dict[str, str]] = {
+        "tumor": "tumour cell density",
+        "ecm": "extracellular matrix density",
+        "mde": "matrix-degrading enzyme",
+        "chemo": "macrophage chemoattractant (CCL2/CSF-1)",
+        "m1": "M1 (anti-tumour) macrophage density",
+        "m2": "M2 (pro-tumour, pro-angiogenic) macrophage density",
+        "il1b": "IL1β concentration",
+        "vegf": "VEGF-A concentration",
+        "leakiness": "fraction of leaky vessel wall",
+        "paclitaxel": "tissue paclitaxel concentration",
+        "anakinra": "tissue anakinra concentration",
+        "circulating": "circulating tumour cells",
+        "burden": "metastatic burden",
+        "seeded": "cumulative seeded cells",
+    }
+    scalar_units: ClassVar[dict[str, str]] = {
+        "tumor_volume": "mm^d (mm² in 2D, mm³ in 3D)",
+        "tumor_region_volume": "mm^d",
+        "metastatic_burden": "cells",
+        "circulating_cells": "cells",
+        "seeded_cells": "cells",
+        "shed_rate": "cells/day",
+        "m1_total": "mm^d (density × volume)",
+        "m2_total": "mm^d (density × volume)",
+        "m1_tumor": "mm^d, inside the tumour region",
+        "m2_tumor": "mm^d, inside the tumour region",
+        "m2_fraction": "1, M2/(M1+M2) inside the tumour region",
+        "mean_leakiness": "1, vessel-weighted mean inside the tumour region and its rim",
+        "il1b_mean": "pM, mean over the tumour region",
+        "il1b_production": "pM·mm^d/day, macrophage IL1β production",
+        "vegf_mean": "pM, mean over the tumour region",
+        "paclitaxel_mean": "nM, mean over the tumour region",
+        "anakinra_mean": "nM, mean over the tumour region",
+        "plasma_paclitaxel": "nM",
+        "plasma_anakinra": "nM",
+        "phi_tumor": "1, tumour-weighted mean IL1 response Φ_T",
+        "phi_host": "1, macrophage-weighted mean host IL1 response Φ_H",
+        "front_radius": "mm, equivalent radius of the region with tumour ≥ 0.05",
+        "invasion_distance": "mm, front_radius − initial tumour radius",
+        "invasive_fraction": "1, share of tumour mass beyond the initial radius",
+        "motility_index": "1, tumour-weighted mean haptotactic gain 1 + a_χ Φ_T",
+    }
+
+    def __init__(self, sections):
+        super().__init__(sections)
+        self.host: HostSection = self.config["host"]
+        self.parameters = self.config["parameters"]
+        self.dosing: DosingSection = self.config["dosing"]
+        self.initial: InitialSection = self.config["initial"]
+        self.vessels: VesselsSection = self.config["vessels"]
+        self.doses = {drug: expand_doses(getattr(self.dosing, drug)) for drug in DRUGS}
+        self._params = self._build_params()
+
+    @property
+    def system(self) -> System:
+        return SYSTEM
+
+    def _build_params(self) -> Parameters:
+        """Every parameter but the vessel map (which needs the grid); refuses cross-parameter conflicts."""
+        g_beta, g_h = GENOTYPES[self.host.genotype]
+        doses = {
+            drug: Doses([d[0] for d in items], [d[1] for d in items], [d[2] for d in items], pad_to=DOSE_SLOTS)
+            for drug, items in self.doses.items()
+        }
+        values = dataclasses.asdict(self.parameters)
+        try:
+            return Parameters(
+                **values,
+                host_il1b=g_beta,
+                host_il1r=g_h,
+                paclitaxel_doses=doses["paclitaxel"],
+                anakinra_doses=doses["anakinra"],
+            )
+        except ValueError as error:  # cross-parameter invariants (e.g. k_a ≠ k_e)
+            raise ConfigError("parameters", values, str(error)) from None
+
+    def vessel_map(self, grid: Grid) -> np.ndarray:
+        """The prescribed vessel density ``v(x)`` on ``grid`` (1, float64), from ``[vessels]``."""
+        return vessel_map(grid.mesh(), box_centre(grid.length), **dataclasses.asdict(self.vessels))
+
+    def params(self, grid: Grid) -> Parameters:
+        """The parameter pytree on ``grid``: the scalars, the dose schedules and the vessel map."""
+        return dataclasses.replace(self._params, vessels=self.vessel_map(grid))
+
+    def constant_fields(self, grid: Grid) -> dict[str, tuple[np.ndarray, str, str]]:
+        return {"vessels": (self.vessel_map(grid), VESSELS_UNITS, VESSELS_LONG_NAME)}
+
+    def initial_state(self, grid: Grid) -> dict[str, np.ndarray]:
+        """A tanh-edged tumour in the box centre on remodelled matrix, resident macrophages, no drugs."""
+        ini = self.initial
+        r = radial_distance(grid.mesh(), box_centre(grid.length))
+        tumor = ini.tumor_density * 0.5 * (1.0 - np.tanh((r - ini.tumor_radius) / ini.interface_width))
+        zeros = np.zeros(grid.shape)
+        return {
+            "tumor": tumor,
+            "ecm": 1.0 - 0.5 * tumor,  # the implanted tumour has already remodelled its matrix
+            "m1": np.full(grid.shape, ini.m1),
+            "m2": np.full(grid.shape, ini.m2),
+            "il1b": zeros,
+            "leakiness": zeros,
+            "paclitaxel": zeros,
+            "anakinra": zeros,
+            "circulating": np.zeros(()),
+            "burden": np.zeros(()),
+            "seeded": np.zeros(()),
+        }
+
+    def observe(self, state, params: Parameters, t, grid: Grid) -> dict[str, Any]:
+        return observe(state, params, t, grid, self.initial.tumor_radius)
+
+    def validate(self, grid: Grid, t_end: float, dt: float) -> None:
+        """Doses on step boundaries, CTC clearance resolved by ``dt``, the tumour inside the box."""
+        if dt < 4 * DOSE_TOLERANCE:
+            raise ConfigError("time.dt", dt, f"must be ≥ {4 * DOSE_TOLERANCE} day so that dose times resolve")
+        for drug in DRUGS:
+            for time, _, _, index in self.doses[drug]:
+                steps = time / dt
+                if abs(steps - round(steps)) > 1e-6 * max(1.0, steps):
+                    raise ConfigError(
+                        f"dosing.{drug}[{index}].time",
+                        time,
+                        f"doses must land on step boundaries: a whole number of steps of time.dt = {dt} day",
+                    )
+        k_circ = self.parameters.k_circ
+        if dt * k_circ > 1.0:
+            raise ConfigError(
+                "parameters.k_circ",
+                k_circ,
+                f"k_circ × time.dt = {k_circ * dt:.3g} > 1: circulating cells are advanced explicitly; "
+                f"use dt ≤ {1.0 / k_circ:.4g} day",
+            )
+        radius = self.initial.tumor_radius
+        if any(radius >= side / 2 for side in grid.length):
+            raise ConfigError("initial.tumor_radius", radius, f"must be smaller than half the box side {grid.length}")

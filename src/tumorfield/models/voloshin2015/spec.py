@@ -1,0 +1,74 @@
+"""The PDE system of the Voloshin 2015 model: fields, diffusion, decay, taxis, quasi-steady
+fields and scalar ODE variables. One module-level :data:`SYSTEM` serves every instance, so
+compiled rollouts are shared between arms."""
+
+from __future__ import annotations
+
+from tumorfield_kernels import StateDependent, System, Taxis
+
+from .kinetics import macrophage_chi, reaction, tumor_chi, tumor_motility
+
+
+def _coef(name):
+    """The coefficient ``params.<name>`` (a function of the parameters, so it stays a traced leaf)."""
+
+    def get(p):
+        return getattr(p, name)
+
+    get.__name__ = f"params.{name}"
+    return get
+
+
+FIELDS = (
+    "tumor",
+    "ecm",
+    "mde",
+    "chemo",
+    "m1",
+    "m2",
+    "il1b",
+    "vegf",
+    "leakiness",
+    "paclitaxel",
+    "anakinra",
+    "circulating",
+    "burden",
+    "seeded",
+)
+SCALARS = ("circulating", "burden", "seeded")
+
+SYSTEM = System(
+    fields=FIELDS,
+    diffusion={
+        "tumor": StateDependent(tumor_motility),
+        "mde": _coef("D_e"),
+        "chemo": _coef("D_c"),
+        "m1": _coef("D_m"),
+        "m2": _coef("D_m"),
+        "il1b": _coef("D_i"),
+        "vegf": _coef("D_g"),
+        "paclitaxel": _coef("D_p"),
+        "anakinra": _coef("D_a"),
+    },
+    decay={
+        "mde": _coef("lambda_e"),
+        "chemo": _coef("lambda_c"),
+        "vegf": _coef("lambda_g"),
+        "il1b": _coef("lambda_i"),
+        "leakiness": _coef("r_l"),
+        "paclitaxel": _coef("lambda_p"),
+        "anakinra": _coef("lambda_a"),
+        "m1": _coef("d_m"),
+        "m2": _coef("d_m"),
+        "circulating": _coef("k_circ"),
+    },
+    taxis=(
+        Taxis(field="tumor", attractant="ecm", chi=tumor_chi),
+        Taxis(field="m1", attractant="chemo", chi=macrophage_chi),
+        Taxis(field="m2", attractant="chemo", chi=macrophage_chi),
+    ),
+    reaction=reaction,
+    quasi_steady=("mde", "chemo", "vegf"),
+    scalars=SCALARS,
+)
+"""One System object for every instance, so compiled rollouts are shared between arms."""

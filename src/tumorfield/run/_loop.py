@@ -1,0 +1,88 @@
+"""The run loop: chunked ``advance`` calls, frames committed to HDF5 between them.
+
+One compiled call advances ``run.chunk_frames`` frames with the in-run checks on
+and ``throw=False``: a non-finite value or a state beyond the positivity limit
+comes back as the trajectory's ``result``, with ``n_valid`` frames to keep. The
+valid frames, their per-step scalars and the last valid state are committed
+outside jit before the next call, so an interrupted or failed run always ends on
+a committed checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import jax
+import numpy as np
+from tumorfield_kernels import advance, failure_message
+
+from .. import _compile_log
+from .._progress import Progress
+from ..io._writer import TrajectoryFile
+
+
+class NumericalFailure(Exception):
+    """A non-finite value, or a step beyond the positivity limit; the frames before it are committed."""
+
+
+def _log_first_chunk(log, n_saves: int, wall: float, compiled: float) -> None:
+    log(
+        f"first chunk of {n_saves} frames took {wall:.2f} s, of which compilation {compiled:.2f} s "
+        f"(persistent cache: {_compile_log.cache_hits()} hits, {_compile_log.cache_misses()} misses so far)"
+    )
+
+
+def _commit(out: TrajectoryFile, traj, state, step: int, dt: float, steps_per_save: int, n: int) -> int:
+    """Commit the first ``n`` frames of ``traj`` (and their steps' scalars), ``state`` as the
+    checkpoint at ``step + n·steps_per_save``; returns that step number."""
+    sps = steps_per_save
+    t = (step + sps * np.arange(1, n + 1)) * dt
+    scalars_t = (step + np.arange(1, n * sps + 1)) * dt
+    out.commit(
+        {name: np.asarray(v[:n]) for name, v in traj.fields.items()},
+        t,
+        scalars_t,
+        {name: np.asarray(v[: n * sps]) for name, v in (traj.observed or {}).items()},
+        {name: np.asarray(v) for name, v in state.items()},
+        step + n * sps,
+    )
+    return step + n * sps
+
+
+def run_loop(config, out: TrajectoryFile, state, step: int, params, observe: Callable, stop, log, on_commit) -> str:
+    """Advance from ``(state, step)`` to ``t_end``; returns ``"complete"`` or ``"interrupted"``.
+
+    Raises :class:`NumericalFailure` after committing every valid frame.
+    """
+    system, grid, dt, sps = config.model.system, config.grid, config.time.dt, config.steps_per_save
+    progress = Progress(0.0, config.time.t_end, config.run.progress)
+    progress.update(step * dt)
+    first = True
+    try:
+        while out.n_committed < config.n_frames:
+            if stop:
+                return "interrupted"
+            n_saves = min(config.run.chunk_frames, config.n_frames - out.n_committed)
+            compile_before, wall = _compile_log.seconds(), time.perf_counter()
+            new_state, _, traj = jax.block_until_ready(
+                advance(
+                    system, grid, state, dt=dt, n_saves=n_saves, steps_per_save=sps, params=params, step=step,
+                    observe=observe, dtype=config.output.precision, throw=False,
+                )
+            )  # fmt: skip
+            if first:
+                _log_first_chunk(log, n_saves, time.perf_counter() - wall, _compile_log.seconds() - compile_before)
+                first = False
+            n_valid = int(traj.n_valid)
+            if n_valid > 0:
+                state = new_state
+                step = _commit(out, traj, state, step, dt, sps, n_valid)
+                on_commit()
+                progress.update(step * dt)
+            if not traj.successful:
+                why = failure_message(traj, grid, dt)
+                raise NumericalFailure(f"{why}; {out.n_committed} earlier frames are kept")
+        return "complete"
+    finally:
+        progress.close()
