@@ -33,7 +33,7 @@ def run(config: str, sets: list[str], out: Path, cache: str) -> tuple[float, flo
     if result.returncode != 0:
         sys.exit(result.stderr)
     match = re.search(r"first chunk of \d+ frames took ([\d.]+) s, of which compilation ([\d.]+) s", result.stderr)
-    hits = re.search(r"cache hits so far: (\d+)", result.stderr)
+    hits = re.search(r"persistent cache: (\d+) hits", result.stderr)
     return float(match.group(1)), float(match.group(2)), wall, hits.group(1)
 
 

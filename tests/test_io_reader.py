@@ -285,3 +285,78 @@ def test_cli_on_a_foreign_file_exits_2_with_one_line(tmp_path, capsys, kind, com
     assert captured.out == "" and "Traceback" not in captured.err
     (line,) = captured.err.splitlines()
     assert line.startswith(f"tumorfield: error: {path}") and FOREIGN[kind] in line
+
+
+# --- the writer's protections, at its own level -------------------------------------------------
+
+
+def test_commit_refuses_frames_that_are_not_the_stored_fields(tmp_path):
+    traj = TrajectoryFile.create(
+        str(tmp_path / "subset.h5"), grid=GRID, system=SYSTEM, model=MODEL, output=OUTPUT,
+        metadata={"config": CONFIG}, scalar_names=("burden",), state_dtypes=DTYPES, fields=("u", "m"),
+    )  # fmt: skip
+    try:
+        state = {"u": np.ones(GRID.shape, "f4"), "c": np.zeros(GRID.shape, "f4"), "m": np.ones(())}
+        frames = {"u": np.ones((1, *GRID.shape), "f4"), "m": np.ones(1)}
+        traj.commit(frames, np.zeros(1), np.zeros(1), {"burden": np.ones(1)}, state, 0)  # a subset of the grid fields
+        with pytest.raises(ValueError, match="a commit needs frames of"):
+            traj.commit({**frames, "c": frames["u"]}, np.ones(1), np.ones(1), {"burden": np.ones(1)}, state, 2)
+    finally:
+        traj.close()
+    with open_trajectory(tmp_path / "subset.h5") as run:
+        assert run.field_names == ("u",) and run.n_committed == 1
+        checkpoint, _ = run.checkpoint()  # the checkpoint holds the full state all the same
+        assert sorted(checkpoint) == ["c", "m", "u"]
+        run.verify()
+
+
+def test_a_pending_journal_is_redone_by_readers_in_memory_only(tmp_path):
+    """A writer killed while applying a flush's journal: readers see the flushed state, without
+    writing; the next writer applies it."""
+    from tumorfield.io import _guard
+
+    path = tmp_path / "journal.h5"
+    traj, expected = _write(path, commits=(1, 2), close=False)
+    before = path.read_bytes()
+    apply, calls = _guard.GuardedFile._apply, []
+
+    def killed_while_applying_the_label(self, entries):
+        calls.append(len(entries))
+        if len(calls) == 2:  # the commit's second flush: its journal is pending, nothing applied
+            raise OSError("killed")
+        apply(self, entries)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(_guard.GuardedFile, "_apply", killed_while_applying_the_label)
+    try:
+        frames = {"u": np.ones((1, *GRID.shape), "f4"), "c": np.zeros((1, *GRID.shape), "f4"), "m": np.ones(1)}
+        state = {name: value[-1] for name, value in frames.items()}
+        with pytest.raises(OSError, match="writing failed"):
+            traj.commit(frames, np.array([3.0]), 0.5 * np.arange(5, 7), {"burden": np.ones(2)}, state, 6)
+    finally:
+        mp.undo()
+        traj.close()  # every write after the failure is dropped
+    assert _guard.has_pending_journal(path) and path.read_bytes() != before
+    pending = path.read_bytes()
+    with open_trajectory(path) as run:  # the journal redone in memory: the last commit is there
+        assert run.n_committed == 4 and run.checkpoint()[1] == 6
+        run.verify()
+    assert path.read_bytes() == pending
+    with h5py.File(path, "r") as h5:  # a reader that knows nothing of the journal: the consistent state before it
+        assert int(h5.attrs["n_committed"]) == 3
+    TrajectoryFile.open_for_resume(str(path)).close()  # a writer applies it
+    assert not _guard.has_pending_journal(path)
+    with h5py.File(path, "r") as h5:
+        assert int(h5.attrs["n_committed"]) == 4
+
+
+@pytest.mark.parametrize("commits", [(1, 2, 2, 2), (1, 3, 3, 1)])
+def test_each_commit_writes_the_slot_the_label_does_not_reference(tmp_path, commits):
+    """After every commit both slots hold the last two commits: the live one is never overwritten
+    (choosing by ``n_committed % 2`` overwrote it whenever a commit had an even number of frames)."""
+    path = tmp_path / "slots.h5"
+    _write(path, commits=commits)
+    with h5py.File(path, "r") as h5:
+        frames = sorted(int(g.attrs["frames"]) for g in h5["checkpoint"].values())
+    total = sum(commits)
+    assert frames == [total - commits[-1], total]

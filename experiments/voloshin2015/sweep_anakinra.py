@@ -4,13 +4,14 @@ Usage::
 
     python experiments/voloshin2015/sweep_anakinra.py [-o out/voloshin2015/sweep] [--doses 0 0.01 0.1 1 50]
         [--param a_iv --values 0.25 1 2 4 8] [--set grid.shape=[32,32] --set parameters.theta50=0.05 ...]
-        [--tol 1e-3] [--reuse]
+        [--tol 1e-3]
     python experiments/voloshin2015/sweep_anakinra.py --replot A/sweep.json B/sweep.json -o figure.png
 
 Runs ``ptx_anakinra.toml`` once per daily anakinra dose (mg/kg, i.p., same days as
-the arm) through ``tumorfield run --set dosing.anakinra=[...]``; dose 0 is paclitaxel
-alone, the baseline of the row. With ``--param NAME --values v1 v2 …`` it does this once
-per value of the model parameter ``NAME`` (``--set parameters.NAME=v``), a second axis.
+the arm) — dose 0 is paclitaxel alone, the baseline of the row — and, with ``--param
+NAME --values v1 v2 …``, once per (value, dose): one ``tumorfield sweep`` (a grid
+design over ``dosing.anakinra`` and ``parameters.NAME``, written to ``-o/sweep.toml``;
+its members run in vmapped batches into ``-o/runs/``).
 
 Everything is read back from the HDF5 files only. Per (value, dose) it records primary
 tumour, metastatic burden, M2 fraction and leakiness and their ratios to the dose-0 run
@@ -18,8 +19,8 @@ of the same row; the effect of anakinra is the sign of (burden ratio − 1). Per
 reports where that sign changes along the dose axis (between which doses), and per dose
 the parameter value at which it changes (interpolated linearly in the ratio between the
 two bracketing values). Writes ``sweep.json`` (all rows, sign changes, the command) and
-``sweep.png``. ``--reuse`` skips a run whose HDF5 file is complete and records the same
-overrides; ``--replot`` redraws 2D sweeps from their ``sweep.json`` into one figure.
+``sweep.png``. Rerunning the same command keeps the complete members (the sweep
+continues); ``--replot`` redraws 2D sweeps from their ``sweep.json`` into one figure.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import argparse
 import json
 import math
 import shlex
+import subprocess
 import sys
 import tomllib
 from collections.abc import Sequence
@@ -124,42 +126,30 @@ def boundary_by_dose(values: Sequence[float], ratio_grid: np.ndarray, doses: Seq
 # ---------------------------------------------------------------------------------------------
 
 
-def anakinra_override(arm_entry: dict, dose: float) -> str:
+def anakinra_doses(arm_entry: dict, dose: float) -> str:
+    """The arm's anakinra schedule at ``dose`` mg/kg as a TOML list (``[]`` for dose 0: PTX alone)."""
     if dose <= 0:
-        return "dosing.anakinra=[]"
+        return "[]"
     entry = {**arm_entry, "dose_mg_per_kg": dose}
-    inline = "{" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in entry.items()) + "}"
-    return f"dosing.anakinra=[{inline}]"
+    return "[{" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in entry.items()) + "}]"
 
 
-def _matches(path: Path, overrides: list[str]) -> bool:
-    """``--reuse``: is ``path`` a complete run of ``ptx_anakinra.toml`` with exactly these ``--set`` overrides?
-
-    Compared with the command line that ``tumorfield run`` recorded in the file (``run_arm``
-    adds ``run.progress=none``), so a run that lacks or has an extra override is not reused.
-    """
-    from tumorfield.io import NotATrajectory, open_trajectory
-
-    try:
-        with open_trajectory(path) as run:
-            status, command = run.status, str(run.metadata.get("command_line", ""))
-    except NotATrajectory:
-        return False
-    words = shlex.split(command)
-    recorded = sorted(words[i + 1] for i, w in enumerate(words[:-1]) if w == "--set")
-    config_ok = any(Path(w).name == "ptx_anakinra.toml" for w in words)
-    return status == "complete" and config_ok and recorded == sorted(["run.progress=none", *overrides])
-
-
-def run_point(outdir: Path, tag: str, overrides: list[str], reuse: bool) -> Path:
-    target = outdir / f"{tag}.h5"
-    if reuse and target.exists() and _matches(target, overrides):
-        print(f"{tag}: reusing {target}", flush=True)
-        return target
-    from reproduce import run_arm
-
-    path = run_arm("ptx_anakinra", outdir, overrides)
-    return path.rename(target)
+def run_points(outdir: Path, overrides: list[str], key: str | None, values: list, doses: list[float]) -> list[Path]:
+    """Every (value, dose) point as one ``tumorfield sweep`` (a grid design, members in vmapped
+    batches; a rerun keeps complete members). Returns the member files, values outer, doses inner."""
+    arm_entry = tomllib.loads((HERE / "ptx_anakinra.toml").read_text())["dosing"]["anakinra"][0]
+    lines = ["[sweep]", f'base = "{HERE / "ptx_anakinra.toml"}"', 'design = "grid"',
+             "set = [" + ", ".join(json.dumps(o) for o in [*overrides, "run.progress=none"]) + "]",
+             "[sweep.parameters]"]  # fmt: skip
+    if key is not None:
+        lines.append(f'"{key}" = [{", ".join(repr(float(v)) for v in values)}]')
+    lines.append('"dosing.anakinra" = [' + ", ".join(anakinra_doses(arm_entry, d) for d in doses) + "]")
+    outdir.mkdir(parents=True, exist_ok=True)
+    sweep_file = outdir / "sweep.toml"
+    sweep_file.write_text("\n".join(lines) + "\n")
+    command = [sys.executable, "-m", "tumorfield.cli", "sweep", str(sweep_file), "-o", str(outdir / "runs")]
+    subprocess.run(command, check=True)
+    return [outdir / "runs" / f"member-{i:04d}.h5" for i in range(len(values) * len(doses))]
 
 
 def record(path: Path) -> dict:
@@ -349,7 +339,6 @@ def main(argv=None) -> int:
     parser.add_argument("--values", nargs="+", type=float, help="values of --param, one row each")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override, all runs")
     parser.add_argument("--tol", type=float, default=1e-3, help="|ratio − 1| ≤ tol counts as no effect (sign 0)")
-    parser.add_argument("--reuse", action="store_true", help="reuse HDF5 files whose recorded config matches")
     parser.add_argument(
         "--replot",
         nargs="+",
@@ -374,12 +363,11 @@ def main(argv=None) -> int:
     values = sorted(set(args.values)) if args.values else [None]
 
     rows, points_by_value = [], []
+    paths = iter(run_points(outdir, args.set, key, values, doses))
     for value in values:
-        fixed = [*args.set] + ([f"{key}={value!r}"] if key else [])
         points = []
         for dose in doses:
-            tag = (f"{args.param}_{value:g}_" if key else "") + f"dose_{dose:g}"
-            path = run_point(outdir, tag, [*fixed, anakinra_override(arm_entry, dose)], args.reuse)
+            path = next(paths)
             point = {"dose_mg_per_kg": dose, **record(path), "h5": str(path)}
             if key:
                 point = {"param": args.param, "value": value, **point}

@@ -19,6 +19,8 @@ from tumorfield_kernels import max_stable_dt as max_stable_dt
 from tumorfield_kernels import max_stable_dt_over_run as max_stable_dt_over_run
 from tumorfield_kernels import simulate as simulate
 
+from .fit import Fit as Fit
+from .fit import FitResult as FitResult
 from .io import open_trajectory as open_trajectory
 
 __version__ = "0.1.0"

@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -55,7 +56,21 @@ class Key:
     check: Check | None = None
 
 
-# --- rules ---------------------------------------------------------------------------------
+# --- limits and rules ----------------------------------------------------------------------
+
+LIMITS: dict[str, Any] = {
+    "config_bytes": 2**20,  # size of a config file
+    "steps": 10**9,  # time steps of a run (t_end / dt)
+    "frames": 10**6,  # saved frames of a run
+    "t_end_days": 1e6,  # end time (day)
+    "axis_cells": 2**16,  # cells per grid axis
+    "cells": 2**30,  # cells of a grid
+    "length_mm": (1e-6, 1e6),  # side of the box (mm)
+    "doses": 10_000,  # administrations of one drug, repeats unrolled
+    "dose_mg_per_kg": 1e4,  # one administration
+    "vessels": 1_000,  # intratumoral vessels (each costs a pass over the grid)
+}
+"""Bounds of every size-like input; each refusal names the key and the allowed range."""
 
 
 def positive(value) -> str | None:
@@ -106,11 +121,15 @@ def key(default: Any = REQUIRED, units: str = "", doc: str = "", check: Check | 
 def _collect_keys(cls: type) -> type:
     """Store ``{field: Key}`` on the section class ``cls`` (kind from each field's annotation)."""
     hints = typing.get_type_hints(cls)
-    cls.__section_keys__ = {
-        f.name: Key(typing.get_origin(hints[f.name]) or hints[f.name], *f.metadata["key"])
-        for f in dataclasses.fields(cls)
-    }
+    cls.__section_keys__ = {f.name: Key(_kind(hints[f.name]), *f.metadata["key"]) for f in dataclasses.fields(cls)}
     return cls
+
+
+def _kind(hint):
+    """The TOML type(s) of an annotation: ``float``, ``list[str]`` → ``list``, ``str | list`` → ``(str, list)``."""
+    if isinstance(hint, types.UnionType):
+        return tuple(typing.get_origin(h) or h for h in typing.get_args(hint))
+    return typing.get_origin(hint) or hint
 
 
 def section(cls: type) -> type:

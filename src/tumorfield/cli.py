@@ -1,8 +1,10 @@
 """Command-line interface: ``tumorfield run | resume | inspect | plot | config-docs``.
 
-Exit codes: 0 done, 1 unexpected error, 2 bad input, 3 numerical failure
-(NaN/Inf or a step-size violation; earlier frames are kept), 75 interrupted by
-SIGTERM/SIGUSR1/SIGINT after checkpointing (continue with ``tumorfield resume``).
+Exit codes: 0 done, 1 unexpected error, 2 bad input (also a foreign or damaged file,
+an output another process writes), 3 numerical failure (NaN/Inf or a step-size
+violation; earlier frames are kept), 74 writing failed (disk full, quota, I/O error;
+committed frames are kept), 75 interrupted by SIGTERM/SIGUSR1/SIGINT after
+checkpointing (continue with ``tumorfield resume``), 141 stdout closed (``| head``).
 This module parses arguments and maps outcomes to exit codes; runs themselves are
 :class:`tumorfield.run.Run`.
 """
@@ -10,6 +12,8 @@ This module parses arguments and maps outcomes to exit codes; runs themselves ar
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -17,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 EXIT_OK, EXIT_ERROR, EXIT_INPUT, EXIT_NUMERICAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 75
+EXIT_IOERR, EXIT_PIPE = 74, 141  # EX_IOERR of sysexits.h; 128 + SIGPIPE, as if killed by it
+_WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG)  # exit 74, one line
 
 
 class InputError(Exception):
@@ -24,7 +30,10 @@ class InputError(Exception):
 
 
 def _log(message: str) -> None:
-    print(f"tumorfield: {message}", file=sys.stderr, flush=True)
+    try:
+        print(f"tumorfield: {message}", file=sys.stderr, flush=True)
+    except (BrokenPipeError, ValueError):  # stderr closed (``2>&1 | head``): the run goes on
+        pass
 
 
 def _exit_code(outcome) -> int:
@@ -81,8 +90,21 @@ def _array_line(name: str, data: np.ndarray, units: str, long_name: str) -> str:
     return f"  {name:<16}{data.dtype} {data.shape} [{units}] {rng}  {long_name}"
 
 
+def _verified(path: Path):
+    """``path`` opened (:func:`_open_stored`) and verified, every committed frame against its digest."""
+    from .io import NotATrajectory
+
+    run = _open_stored(path)
+    try:
+        run.verify()
+    except NotATrajectory as error:
+        run.close()
+        raise InputError(str(error)) from None
+    return run
+
+
 def _cmd_inspect(args, argv) -> int:
-    with _open_stored(Path(args.file)) as run:
+    with _verified(Path(args.file)) as run:
         meta = run.metadata
         print(f"file:        {run.path}")
         print(f"status:      {run.status}" + (f" ({run.message})" if run.message is not None else ""))
@@ -112,8 +134,7 @@ def _cmd_plot(args, argv) -> int:
     from .plotting import plot_file
 
     path = Path(args.file)
-    if not path.exists():
-        raise InputError(f"{path} does not exist")
+    _verified(path).close()  # a missing, foreign or damaged file is bad input
     try:
         written = plot_file(str(path), args.output, n_snapshots=args.snapshots)
     except NotATrajectory as error:
@@ -125,6 +146,56 @@ def _cmd_plot(args, argv) -> int:
     return EXIT_OK
 
 
+def _cmd_sweep(args, argv) -> int:
+    from .sweep import SweepRunner, members_of_process
+
+    members = None if args.member is None else [args.member]
+    if args.coordinator or args.distributed:
+        import jax
+
+        if args.coordinator:
+            jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        else:
+            jax.distributed.initialize()  # cluster auto-detection (SLURM, …)
+    runner = SweepRunner(args.sweep, args.output, overrides=args.set, argv=argv, log=_log)
+    if args.coordinator or args.distributed:
+        import jax
+
+        mine = members_of_process(len(runner.configs), jax.process_index(), jax.process_count())
+        members = [int(i) for i in mine if members is None or i in members]
+    results = runner.run(members)
+    statuses = [r if isinstance(r, str) else r.status for r in results.values()]
+    counts = {s: statuses.count(s) for s in ("complete", "failed", "interrupted", "running")}
+    _log(f"sweep {args.output}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" of {len(results)}")
+    if counts["interrupted"] or counts["running"]:
+        return EXIT_INTERRUPTED
+    return EXIT_NUMERICAL if counts["failed"] else EXIT_OK
+
+
+def _cmd_collect(args, argv) -> int:
+    from .sweep import collect
+
+    rows = collect(args.directory, args.output)
+    _log(f"{rows} members → {args.output}")
+    return EXIT_OK
+
+
+def _add_sweep_parsers(sub) -> None:
+    sweep = sub.add_parser("sweep", help="run the members of a sweep file in vmapped batches (see docs/cli.md)")
+    sweep.add_argument("sweep", help="sweep TOML file ([sweep] base, design, parameters)")
+    sweep.add_argument("-o", "--output", required=True, help="directory for manifest.csv and member-NNNN.h5")
+    sweep.add_argument("--member", type=int, default=None, help="run only this member (e.g. $SLURM_ARRAY_TASK_ID)")
+    sweep.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override a key of every member's config (after [sweep] set); repeatable")  # fmt: skip
+    sweep.add_argument("--distributed", action="store_true", help="jax.distributed with cluster auto-detection")
+    sweep.add_argument("--coordinator", help="HOST:PORT of process 0 (with --num-processes, --process-id)")
+    sweep.add_argument("--num-processes", type=int, default=None)
+    sweep.add_argument("--process-id", type=int, default=None)
+    collect = sub.add_parser("collect", help="one CSV row per sweep member: swept values, status, final scalars")
+    collect.add_argument("directory", help="a sweep directory (with manifest.csv)")
+    collect.add_argument("-o", "--output", required=True, help="CSV table to write")
+
+
 def _cmd_config_docs(args, argv) -> int:
     from .config import config_docs
 
@@ -132,8 +203,19 @@ def _cmd_config_docs(args, argv) -> int:
     return EXIT_OK
 
 
+def _cmd_fit(args, argv) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # the optimiser and the likelihood in float64, fields as configured
+    from .fit._fit import run_fit
+
+    result = run_fit(args.config, args.output, args.set, overwrite=args.overwrite, argv=argv, log=_log)
+    return EXIT_NUMERICAL if result.status == "failed" else EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tumorfield", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action=_Version, nargs=0, help="print versions and the default device, and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a simulation from a TOML config")
     run.add_argument("config", help="TOML configuration file (see docs/config.md)")
@@ -155,6 +237,18 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("-o", "--output", required=True, help="directory for the figures")
     plot.add_argument("--snapshots", type=int, default=4, help="frames shown per field (default 4)")
     sub.add_parser("config-docs", help="print the configuration reference (Markdown) to stdout")
+    fit = sub.add_parser("fit", help="fit model parameters to observations of one or more arms (see docs/fitting.md)")
+    fit.add_argument("config", help="fit file, FIT.toml ([fit] arms, data, likelihood, [fit.parameters])")
+    fit.add_argument("-o", "--output", required=True, help="output HDF5 file (FIT.h5)")
+    fit.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a key of every arm's run config (fit.KEY: of the fit file); repeatable",
+    )
+    fit.add_argument("--overwrite", action="store_true", help="replace OUTPUT")
+    _add_sweep_parsers(sub)
     return parser
 
 
@@ -164,33 +258,79 @@ COMMANDS = {
     "inspect": _cmd_inspect,
     "plot": _cmd_plot,
     "config-docs": _cmd_config_docs,
+    "fit": _cmd_fit,
+    "sweep": _cmd_sweep,
+    "collect": _cmd_collect,
 }
+
+
+class _Version(argparse.Action):
+    """``--version``: package version, git commit, JAX version and default device."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import jax
+
+        from . import __version__
+        from .run._job import device_name, git_commit
+
+        print(f"tumorfield {__version__} (git {git_commit()}), jax {jax.__version__}, default device {device_name()}")
+        parser.exit()
+
+
+def _run_command(args, argv) -> int:
+    """Run the command; every expected failure is one line on stderr and an exit code."""
+    from ._schema import ConfigError
+    from .io import NotATrajectory
+    from .run import Interrupted, OutputError, StorageError
+
+    try:
+        code = COMMANDS[args.command](args, ["tumorfield", *argv])
+        sys.stdout.flush()
+        return code
+    except (ConfigError, InputError, OutputError, NotATrajectory) as error:
+        print(f"tumorfield: error: {error}", file=sys.stderr)
+        return EXIT_INPUT
+    except StorageError as error:
+        print(f"tumorfield: error: {error.strerror}", file=sys.stderr)
+        return EXIT_IOERR
+    except Interrupted as error:
+        print(f"tumorfield: {error}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # stdout closed by the reader (``inspect | head``)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
+    except KeyboardInterrupt:
+        print("tumorfield: interrupted", file=sys.stderr)
+        return 130
+    except OSError as error:
+        if error.errno not in _WRITE_ERRORS:
+            raise
+        print(f"tumorfield: error: {error.filename or ''}{': ' if error.filename else ''}{error.strerror}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_IOERR
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
-    if args.command in ("run", "resume"):
+    restore = lambda: None  # noqa: E731
+    if args.command in ("run", "resume", "sweep"):
+        from .run._signals import catch_early
+
+        restore = catch_early()  # a signal during JAX start-up or compilation is not lost
         # The one global setting: float64 available, so scalar ODE variables integrate in
         # float64 while fields run in the configured precision (``dtype=``).
         import jax
 
         jax.config.update("jax_enable_x64", True)
-    from ._schema import ConfigError
-    from .run import OutputError
-
     try:
-        return COMMANDS[args.command](args, ["tumorfield", *argv])
-    except (ConfigError, InputError, OutputError) as error:
-        print(f"tumorfield: error: {error}", file=sys.stderr)
-        return EXIT_INPUT
-    except KeyboardInterrupt:
-        print("tumorfield: interrupted", file=sys.stderr)
-        return 130
+        return _run_command(args, argv)
     except Exception:
         traceback.print_exc()
         print("tumorfield: unexpected error (exit 1); the traceback above says where", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        restore()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ their dataclasses; the model receives its own sections already typed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from typing import Any
 from tumorfield_kernels import Grid
 
 from .. import models
-from .._schema import ConfigError, check_section, check_sections, section_keys
+from .._schema import LIMITS, ConfigError, check_section, check_sections, section_keys
 from ._memory import check_memory
 from ._sections import GENERIC_SECTIONS, ModelSection, OutputSection, RunSection, TimeSection
 from ._toml import to_toml
@@ -74,10 +75,20 @@ def _parse_override(item: str) -> tuple[str, str, Any]:
     if len(parts) != 2 or not all(parts):
         raise ConfigError("--set", item, "the key must be section.key, e.g. parameters.D=1e-3")
     try:
-        value = tomllib.loads(f"v = {text.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
+        value = _parse_toml(f"v = {text.strip()}")["v"]
+    except ConfigError:
         value = text.strip()  # a bare word (gzip, float64) is taken as a string
     return parts[0], parts[1], value
+
+
+def _parse_toml(text: str) -> dict[str, Any]:
+    """``tomllib.loads`` with every failure (syntax, nesting too deep for the parser) a :class:`ConfigError`."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError("(TOML syntax)", None, str(error)) from None
+    except RecursionError:
+        raise ConfigError("(TOML syntax)", None, "arrays or tables nested too deeply") from None
 
 
 def _whole(value: float, dt: float, path: str, what: str) -> int:
@@ -90,10 +101,7 @@ def _whole(value: float, dt: float, path: str, what: str) -> int:
 def loads(text: str, source: str = "<string>", overrides: Sequence[str] = ()) -> RunConfig:
     """Validate TOML ``text`` (with ``--set`` style ``overrides``); ``source`` names it in errors."""
     try:
-        try:
-            document = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError("(TOML syntax)", None, str(error)) from None
+        document = _parse_toml(text)
         for item in overrides:
             section, key, value = _parse_override(item)
             document.setdefault(section, {})
@@ -105,31 +113,83 @@ def loads(text: str, source: str = "<string>", overrides: Sequence[str] = ()) ->
         raise error.in_file(source) from None
 
 
+def _read_text(path: Path) -> str:
+    """The UTF-8 text of a config file of at most ``LIMITS["config_bytes"]``; anything else is a ConfigError."""
+    limit = LIMITS["config_bytes"]
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as error:
+        raise ConfigError("(file)", str(path), f"cannot be read: {error.strerror}", str(path)) from None
+    if len(data) > limit:
+        raise ConfigError("(file)", str(path), f"is larger than {limit // 1024} KiB; a configuration is a "
+                          f"TOML file of a few KiB", str(path))  # fmt: skip
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError("(file)", str(path), f"is not UTF-8 text (byte 0x{data[error.start]:02x} at offset "
+                          f"{error.start}); a configuration is a TOML file", str(path)) from None  # fmt: skip
+    if "\0" in text:
+        raise ConfigError("(file)", str(path), "contains NUL bytes: a binary file, not TOML", str(path))
+    return text
+
+
 def load(path: str | os.PathLike, overrides: Sequence[str] = ()) -> RunConfig:
     """Read and validate the TOML file at ``path``."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise ConfigError("(file)", str(path), f"cannot be read: {error.strerror}", str(path)) from None
-    return loads(text, str(path), overrides)
+    return loads(_read_text(path), str(path), overrides)
 
 
 def _grid(grid: dict[str, Any]) -> Grid:
+    """The :class:`Grid` of ``[grid]``, refusing sizes beyond :data:`~tumorfield._schema.LIMITS`."""
     shape, length = grid["shape"], grid["length"]
     if len(shape) != len(length):
         raise ConfigError("grid.length", length, f"needs {len(shape)} entries, one per axis of grid.shape={shape}")
+    axis, cells = LIMITS["axis_cells"], LIMITS["cells"]
+    if max(shape) > axis or math.prod(shape) > cells:
+        raise ConfigError("grid.shape", shape, f"has {math.prod(shape):,} cells ({math.prod(shape) * 4 / 2**30:,.1f} "
+                          f"GiB per float32 field); allowed are 2 to {axis:,} cells per axis and at most "
+                          f"{cells:,} in all")  # fmt: skip
+    lo, hi = LIMITS["length_mm"]
+    if not all(lo <= side <= hi for side in length):
+        raise ConfigError("grid.length", length, f"every side must lie in [{lo:g}, {hi:g}] mm")
     return Grid(shape, length)
 
 
 def _steps(time: TimeSection) -> tuple[int, int]:
     """``(n_steps, steps_per_save)``, refusing times that are not whole numbers of steps and saves."""
     what = f"time steps dt={time.dt}"
+    max_steps, max_frames, max_days = LIMITS["steps"], LIMITS["frames"], LIMITS["t_end_days"]
+    if time.t_end > max_days:
+        raise ConfigError("time.t_end", time.t_end, f"must be ≤ {max_days:g} day")
+    if time.t_end / time.dt > max_steps * (1 + 1e-9):
+        raise ConfigError("time.dt", time.dt, f"plans {time.t_end / time.dt:.3g} steps (t_end / dt); 1 to "
+                          f"{max_steps:,} are allowed: use a larger dt or a shorter t_end")  # fmt: skip
     n_steps = _whole(time.t_end, time.dt, "time.t_end", what)
     steps_per_save = _whole(time.save_every, time.dt, "time.save_every", what)
     if n_steps % steps_per_save:
         raise ConfigError("time.t_end", time.t_end, f"must be a whole number of save_every={time.save_every} day")
+    if n_steps // steps_per_save + 1 > max_frames:
+        raise ConfigError("time.save_every", time.save_every, f"plans {n_steps // steps_per_save + 1:,} frames; "
+                          f"1 to {max_frames:,} are allowed: save less often or shorten t_end")  # fmt: skip
     return n_steps, steps_per_save
+
+
+def _check_stored_fields(fields, system) -> None:
+    if isinstance(fields, list):
+        unknown = [name for name in fields if name not in system.fields or name in system.scalars]
+        if unknown:
+            grid_fields = [f for f in system.fields if f not in system.scalars]
+            raise ConfigError("output.fields", fields, f"{unknown} are not grid fields; the model has {grid_fields}")
+
+
+def stored_fields(config) -> tuple[str, ...]:
+    """The fields a run stores per frame: ``output.fields`` resolved, scalar ODE variables always."""
+    system, chosen = config.model.system, config.output.fields
+    if chosen == "all":
+        return system.fields
+    keep = set() if chosen == "none" else set(chosen)
+    return tuple(f for f in system.fields if f in keep or f in system.scalars)
 
 
 def _validate(document: dict[str, Any]) -> RunConfig:
@@ -143,5 +203,6 @@ def _validate(document: dict[str, Any]) -> RunConfig:
     n_steps, steps_per_save = _steps(time)
     model = model_cls({name: typed[name] for name in model_cls.section_types})
     model.validate(grid, time.t_end, time.dt)
+    _check_stored_fields(output.fields, model.system)
     check_memory(grid, len(model.system.fields), output.precision, run.chunk_frames)
     return RunConfig("", sections, grid, time, output, run, model, n_steps, steps_per_save)

@@ -65,6 +65,14 @@ class TimeSection:
     save_every: float = key(REQUIRED, "day", "Interval between saved frames; a whole number of `dt`.", _finite_positive)
 
 
+def _stored_fields(value) -> str | None:
+    if isinstance(value, str):
+        return None if value in ("all", "none") else 'must be "all", "none" or a list of field names'
+    if not all(isinstance(name, str) for name in value) or len(set(value)) != len(value):
+        return "must be a list of distinct field names"
+    return None
+
+
 @section
 class OutputSection:
     """``[output]``: how fields are stored."""
@@ -76,6 +84,13 @@ class OutputSection:
         "",
         "Floating type of the fields, in memory and on disk (scalar ODE variables are always float64).",
         one_of("float32", "float64"),
+    )
+    fields: str | list = key(
+        "all",
+        "",
+        'Grid fields stored at every saved frame: `"all"`, `"none"` (per-step scalars, scalar ODE variables '
+        'and the checkpoint — the final state — only) or a list of field names. Sweeps default to `"none"`.',
+        _stored_fields,
     )
 
 

@@ -8,15 +8,21 @@ Layout (format ``tumorfield-trajectory/1``, the root attribute ``schema``)::
     /t                  (T,) frame times (day); /z, /y, /x (n,) cell centres (mm): dimension scales
     /scalars/t          (S,) days, every step, t = 0 included; /scalars/<name> (S,) diagnostics
     /constant/<name>    ([z,] y, x) time-independent fields on the grid (optional), written once
-    /checkpoint/0, /1   two slots, each the full state (every field in its run dtype) with attrs
-                        ``frames`` (n_committed it belongs to), ``step`` and ``t``
-    root attrs          schema, status (fixed-size bytes), message, n_committed,
-                        n_scalars_committed, config (resolved TOML), model, versions, device, ...
+    /checkpoint/0, /1   two slots, each the full state (every field in its run dtype) with the
+                        label attrs ``frames`` (n_committed it belongs to), ``scalars``, ``step``,
+                        ``t`` and the digests ``meta_sha256``, ``state_sha256``, ``frames_sha256``,
+                        ``scalars_sha256`` (see :mod:`tumorfield.io._label`)
+    root attrs          schema, n_committed, n_scalars_committed, status (fixed-size bytes),
+                        message, resumed, config (resolved TOML), model, versions, device, ...
+    userblock           the first 64 KiB: the journal pointer of the writer (:mod:`tumorfield.io._guard`)
 
 Every dataset has ``units`` and ``long_name`` attributes. Only the first ``n_committed``
 frames (and ``n_scalars_committed`` samples of ``/scalars``) are valid: after a ``kill -9``
 datasets can be longer. The reader never returns anything past them. The commit protocol
-that guarantees this is described in :mod:`tumorfield.io._writer`.
+that guarantees this is described in :mod:`tumorfield.io._writer`. Opening checks the
+label (its checkpoint slot, its counters, the run attributes against ``meta_sha256``);
+:meth:`StoredTrajectory.checkpoint` checks the state it returns and
+:meth:`StoredTrajectory.verify` every committed frame and sample.
 """
 
 from __future__ import annotations
@@ -31,14 +37,15 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ._writer import FORMAT, committed_checkpoint
+from ._guard import GuardedFile, has_pending_journal
+from ._label import AXES as _AXES
+from ._label import FORMAT, DamagedTrajectory, Label, Streams, read_label, verified_state, verified_streams
+from ._label import NotATrajectory as NotATrajectory
 
-_AXES = ("z", "y", "x")
 _REQUIRED = ("n_committed", "n_scalars_committed", "status")
-
-
-class NotATrajectory(ValueError):
-    """The file is not a tumorfield trajectory this version can read; the message names the path and why."""
+_STATUSES = ("running", "complete", "interrupted", "failed")
+_DAMAGE = (OSError, KeyError, ValueError, TypeError, AttributeError, RuntimeError, IndexError)
+"""What h5py and numpy raise on a file whose structure is not what the writer made."""
 
 
 def _text(value: Any) -> Any:
@@ -68,11 +75,25 @@ def _problem(h5: h5py.File, path: str) -> str | None:
         return f"{path}: not a tumorfield trajectory this version reads (format {schema!r}, expected {FORMAT!r})"
     missing = [f"attribute {a!r}" for a in _REQUIRED if a not in h5.attrs]
     missing += [f"/{p}" for p in ("t", "scalars/t", "checkpoint") if p not in h5]
-    return f"{path}: damaged tumorfield trajectory (missing {', '.join(missing)})" if missing else None
+    if missing:
+        return f"{path}: damaged tumorfield trajectory (missing {', '.join(missing)})"
+    status = _text(h5.attrs["status"])
+    if status not in _STATUSES:
+        return f"{path}: damaged tumorfield trajectory (status {status!r}, expected one of {', '.join(_STATUSES)})"
+    return None
+
+
+def _damaged(path: str, error: Exception) -> DamagedTrajectory:
+    """The refusal of a file whose structure made h5py or numpy raise ``error``."""
+    return DamagedTrajectory(f"{path}: damaged tumorfield trajectory ({type(error).__name__}: {error})")
 
 
 def _open_read_only(path: str) -> h5py.File:
-    """``path`` opened read-only without HDF5 file locking, so that a running writer does not block it."""
+    """``path`` opened read-only without HDF5 file locking, so that a running writer does not block it;
+    through :class:`~tumorfield.io._guard.GuardedFile` (in memory, nothing written) if a writer was
+    killed while applying a flush's journal."""
+    if has_pending_journal(path):
+        return h5py.File(GuardedFile(path, create=False, read_only=True), "r")
     try:
         return h5py.File(path, "r", locking=False)
     except OSError as error:
@@ -81,22 +102,29 @@ def _open_read_only(path: str) -> h5py.File:
         return h5py.File(path, "r")  # this process holds it open already, with HDF5's default locking
 
 
-def _open_checked(path: str) -> h5py.File:
-    """``path`` opened read-only (:func:`_open_read_only`), after checking it is a trajectory."""
+def _open_checked(path: str) -> tuple[h5py.File, Label]:
+    """``path`` opened read-only (:func:`_open_read_only`) and its label, after checking it is a
+    trajectory whose label verifies (:func:`~tumorfield.io._label.read_label`)."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} does not exist")
+    if not os.path.isfile(path):
+        raise NotATrajectory(f"{path}: not a tumorfield trajectory (not a regular file)")
     try:
         h5 = _open_read_only(path)
     except OSError as error:
         raise NotATrajectory(f"{path}: not a tumorfield trajectory (cannot be opened as HDF5: {error})") from None
     try:
         why = _problem(h5, path)
-    except (OSError, KeyError, RuntimeError) as error:
-        why = f"{path}: damaged tumorfield trajectory ({error})"
-    if why is not None:
+        if why is None:
+            return h5, read_label(h5, path)
+    except NotATrajectory:
         h5.close()
-        raise NotATrajectory(why)
-    return h5
+        raise
+    except _DAMAGE as error:
+        h5.close()
+        raise _damaged(path, error) from None
+    h5.close()
+    raise NotATrajectory(why)
 
 
 class StoredField:
@@ -206,7 +234,15 @@ class StoredTrajectory:
 
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
-        self._h5 = _open_checked(self.path)
+        self._h5, self._label = _open_checked(self.path)
+        try:
+            self._index()
+        except _DAMAGE as error:
+            self.close()
+            raise _damaged(self.path, error) from None
+
+    def _index(self) -> None:
+        """The fields, variables, scalars and constants of the file (nothing read yet)."""
         attrs = self._h5.attrs
         self.n_committed: int = int(attrs["n_committed"])
         self.n_scalars_committed: int = int(attrs["n_scalars_committed"])
@@ -292,7 +328,7 @@ class StoredTrajectory:
     def message(self) -> str | None:
         """Why the run failed or stopped, if it says."""
         message = self.metadata.get("message")
-        return None if message is None else str(message)
+        return str(message) if message else None
 
     @property
     def config_text(self) -> str:
@@ -304,9 +340,45 @@ class StoredTrajectory:
         """:attr:`config_text` parsed with :mod:`tomllib`."""
         return tomllib.loads(self.config_text)
 
+    @property
+    def verifiable(self) -> bool:
+        """Whether the file carries the digests of its last commit (files written before they existed
+        do not; :meth:`verify` then checks only what it can read)."""
+        return self._label.digests is not None
+
     def checkpoint(self) -> tuple[dict[str, np.ndarray], int]:
-        """The full state (every field in its run dtype) and the step number of the last commit."""
-        return committed_checkpoint(self._h5)
+        """The full state (every field in its run dtype) and the step number of the last commit,
+        checked against its digest (:class:`~tumorfield.io._label.DamagedTrajectory` if it does not match)."""
+        return self._damage_as_error(verified_state, self._label, self.path)
+
+    def verify(self) -> Streams:
+        """Check the checkpoint and every committed frame and per-step sample against the digests of
+        the last commit (reads the whole file); raises :class:`DamagedTrajectory` naming what
+        disagrees. Files written before digests existed pass unchecked. Returns the digests."""
+        streams = self._damage_as_error(verified_streams, self._h5, self._label, self.path)
+        try:
+            self.checkpoint()
+        except DamagedTrajectory:
+            if not self._superseded():
+                raise
+        return streams
+
+    def _damage_as_error(self, function, *args):
+        try:
+            return function(*args)
+        except NotATrajectory:
+            raise
+        except _DAMAGE as error:
+            raise _damaged(self.path, error) from None
+
+    def _superseded(self) -> bool:
+        """Whether a writer has committed since this file was opened (then the checkpoint read at
+        opening may be overwritten legitimately: the writer reuses a slot two commits later)."""
+        try:
+            with _open_read_only(self.path) as h5:
+                return int(h5.attrs["n_committed"]) != self.n_committed
+        except _DAMAGE:
+            return False
 
 
 def open_trajectory(path: str | os.PathLike) -> StoredTrajectory:

@@ -1,34 +1,62 @@
 """Streaming HDF5 trajectories: frames appended chunk by chunk, crash-consistent commits.
 
-The layout is described once, in :mod:`tumorfield.io._reader`.
+The layout is described once, in :mod:`tumorfield.io._reader`; the label and its digests in
+:mod:`tumorfield.io._label`; every byte goes through :class:`~tumorfield.io._guard.GuardedFile`.
 
-Commit protocol, so that ``kill -9`` at any moment leaves a readable file whose
-first ``n_committed`` frames are valid: (1) grow the datasets and write the new
-frames and scalars, (2) write the full state into the checkpoint slot *not*
-referenced by the current ``n_committed``, (3) flush, (4) rewrite the fixed-size
-``n_committed`` attribute in place, (5) flush. A kill before (5) leaves the old
-``n_committed`` and its intact checkpoint slot; anything written past it is
-ignored and truncated on resume. The writer takes no HDF5 file lock, so
-``inspect``, ``plot`` or xarray can read committed frames while a run is going.
-HDF5 has no journal, so a kill *during* a flush
-could still leave metadata half-written; the flushes are short and the tests kill
-runs at random moments to check it.
+Commit protocol (``docs/cli.md`` gives the argument for every interruption point):
+
+1. reserve the commit's bytes on disk (a full disk stops the run here, nothing written);
+2. grow the datasets and write the new frames and per-step samples (rows past
+   ``n_committed``, which no label references);
+3. write the full state and its label (``frames``, ``scalars``, ``step``, ``t``, digests)
+   into the checkpoint slot that is *not* live (the live one is the slot whose ``frames``
+   equals ``n_committed``);
+4. flush + fsync: everything of the commit is durable;
+5. rewrite ``n_scalars_committed`` and ``n_committed`` in place (fixed-size attributes of
+   the root object header): from here on the new slot is live;
+6. flush + fsync.
+
+The writer takes no HDF5 file lock (the output lock is the sidecar of
+:mod:`tumorfield.io._lock`), so ``inspect``, ``plot`` or xarray can read a running file.
 """
 
 from __future__ import annotations
 
-import fcntl
+import math
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import h5py
 import numpy as np
 
-FORMAT = "tumorfield-trajectory/1"
-"""The ``schema`` root attribute: format name and version of the files written here."""
+from ._guard import USERBLOCK, GuardedFile, StorageError, fault_point
+from ._label import (
+    DIGESTS,
+    FORMAT,
+    Streams,
+    frame_names,
+    live_slot,
+    meta_digest,
+    read_label,
+    state_digest,
+    verified_state,
+)
+from ._lock import FileBusy, OutputLock
+
+__all__ = ["FORMAT", "STATUSES", "FileBusy", "StorageError", "TrajectoryFile"]
+
 STATUSES = ("running", "complete", "interrupted", "failed")
 _STATUS_DTYPE = "S16"  # fixed size: rewritten in place, never reallocated
+_DIGEST_DTYPE = "S64"
+_TEXT_ATTRIBUTES = ("message", "resumed")
+"""Variable-length strings, created empty: rewriting one changes its heap object, never the object
+header's layout (which adding or deleting an attribute may reorganise, around the label)."""
+
+
+def _text(value: str) -> np.ndarray:
+    return np.array(value, dtype=h5py.string_dtype())
 
 
 def _compression(output) -> dict[str, Any]:
@@ -38,32 +66,6 @@ def _compression(output) -> dict[str, Any]:
     if output.compression == "lzf":
         return {"compression": "lzf"}
     return {"compression": "gzip", "compression_opts": output.gzip_level}
-
-
-class FileBusy(OSError):
-    """Another process is writing this trajectory."""
-
-
-def _lock(path: str) -> int:
-    """An exclusive POSIX record lock on ``path``, so two writers (say, two ``resume``) never
-    interleave. ``fcntl`` locks are independent of the ``flock`` locks HDF5 readers take,
-    so readers are not blocked."""
-    fd = os.open(path, os.O_RDWR)
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise FileBusy(f"{path} is being written by another tumorfield process") from None
-    return fd
-
-
-def committed_checkpoint(h5: h5py.File) -> tuple[dict[str, np.ndarray], int]:
-    """The full state (every field in its run dtype) and step number of the last commit of ``h5``."""
-    n = int(h5.attrs["n_committed"])
-    for slot in h5["checkpoint"].values():
-        if int(slot.attrs["frames"]) == n:
-            return {name: ds[()] for name, ds in slot.items()}, int(slot.attrs["step"])
-    raise ValueError(f"{h5.filename}: no checkpoint matches n_committed={n}")
 
 
 def _create_axes(h5: h5py.File, grid) -> tuple[h5py.Dataset, list[h5py.Dataset]]:
@@ -80,11 +82,11 @@ def _create_axes(h5: h5py.File, grid) -> tuple[h5py.Dataset, list[h5py.Dataset]]
     return t, axes
 
 
-def _create_frames(h5, t, axes, *, grid, system, model, output) -> None:
-    """One resizable ``(T, [z,] y, x)`` dataset per field (``(T,)`` float64 for scalar variables)."""
+def _create_frames(h5, t, axes, *, grid, system, model, output, fields) -> None:
+    """One resizable ``(T, [z,] y, x)`` dataset per stored field (``(T,)`` float64 for scalar variables)."""
     dtype = np.dtype(output.precision)
     compression = _compression(output)
-    for name in system.fields:
+    for name in fields:
         scalar = name in system.scalars
         shape = () if scalar else grid.shape
         ds = h5.create_dataset(
@@ -127,28 +129,79 @@ def _create_scalars(h5, scalar_names, model) -> None:
 
 
 def _create_checkpoint(h5, *, grid, system, model, state_dtypes) -> None:
-    """``/checkpoint/0`` and ``/1``: fixed-size slots for the full state, attrs ``frames``, ``step``, ``t``."""
+    """``/checkpoint/0`` and ``/1``: slots for the full state, allocated (zeros) now, so that a
+    commit rewrites them in place; label attrs ``frames``, ``scalars``, ``step``, ``t`` and the digests."""
     checkpoint = h5.create_group("checkpoint")
     for slot in ("0", "1"):
         g = checkpoint.create_group(slot)
-        g.attrs.create("frames", np.int64(-1))
-        g.attrs.create("step", np.int64(-1))
+        for key in ("frames", "scalars", "step"):
+            g.attrs.create(key, np.int64(-1))
         g.attrs.create("t", np.float64(np.nan))
+        for key in DIGESTS:
+            g.attrs.create(key, np.array(b"", dtype=_DIGEST_DTYPE))
         for name in system.fields:
             shape = () if name in system.scalars else grid.shape
-            # contiguous, fixed size: rewritten in place, no metadata change per commit
-            ds = g.create_dataset(name, shape=shape, dtype=state_dtypes[name])
+            ds = g.create_dataset(name, data=np.zeros(shape, state_dtypes[name]))  # contiguous, fixed size
             ds.attrs.update(
                 units=model.field_units.get(name, "1"),
                 long_name=f"checkpoint of {model.field_long_names.get(name, name)}",
             )
 
 
-class TrajectoryFile:
-    """An open trajectory being written (``create``) or continued (``open_for_resume``)."""
+def _root_attributes(h5: h5py.File, metadata: Mapping[str, Any]) -> None:
+    """The label and status attributes first (fixed size, in the first object-header chunk), then ``metadata``."""
+    h5.attrs["schema"] = FORMAT
+    h5.attrs.create("n_committed", np.int64(0))
+    h5.attrs.create("n_scalars_committed", np.int64(0))
+    h5.attrs.create("status", np.array(b"running", dtype=_STATUS_DTYPE))
+    for key in _TEXT_ATTRIBUTES:
+        h5.attrs.create(key, _text(""))
+    for key, value in metadata.items():
+        if key not in h5.attrs:
+            h5.attrs[key] = value
 
-    def __init__(self, h5: h5py.File, lock: int):
-        self.h5, self._lock = h5, lock
+
+@dataclass(frozen=True)
+class _Series:
+    """A dataset commits append to: ``per`` is ``"frame"`` or ``"sample"``; sizes in bytes."""
+
+    ds: h5py.Dataset
+    per: str
+    chunk_rows: int
+    row_bytes: int
+    compressed: bool
+
+    @classmethod
+    def of(cls, ds: h5py.Dataset, per: str) -> _Series:
+        return cls(ds, per, ds.chunks[0], ds.dtype.itemsize * math.prod(ds.shape[1:]), bool(ds.compression))
+
+    @property
+    def rewritten(self) -> int:
+        """Bytes a commit may rewrite in place (the partly filled last chunk of a 1-D dataset)."""
+        return self.chunk_rows * self.row_bytes if self.ds.ndim == 1 else 0
+
+    def new_bytes(self, start: int, end: int) -> int:
+        """Upper bound of the file space that writing rows ``start:end`` allocates (new chunks)."""
+        new_chunks = max(0, math.ceil(end / self.chunk_rows) - math.ceil(start / self.chunk_rows))
+        size = new_chunks * self.chunk_rows * self.row_bytes
+        return int(size * 1.02) + 64 * new_chunks if self.compressed else size
+
+
+class TrajectoryFile:
+    """An open trajectory being written (:meth:`create`) or continued (:meth:`open_for_resume`)."""
+
+    def __init__(self, h5: h5py.File, guard: GuardedFile, lock: OutputLock, owns_lock: bool, streams: Streams):
+        self.h5, self._guard, self._lock, self._owns_lock, self._streams = h5, guard, lock, owns_lock, streams
+        self._n, self._s = int(h5.attrs["n_committed"]), int(h5.attrs["n_scalars_committed"])
+        self._frame_names = frozenset(frame_names(h5))
+        group = self.h5["scalars"]
+        self._series = {name: _Series.of(h5[name], "frame") for name in ("t", *self._frame_names)}
+        self._series.update({f"scalars/{name}": _Series.of(ds, "sample") for name, ds in group.items()})
+        self._scalar_names = frozenset(group) - {"t"}
+        self._slot_bytes = sum(ds.nbytes for ds in h5["checkpoint/0"].values())
+        self._meta = meta_digest(h5.attrs)  # written once at creation, never changed by a writer
+        live = live_slot(h5, self._n)
+        self._live = None if live is None else live.name.rsplit("/", 1)[-1]
 
     # --- creation ---------------------------------------------------------------------------
 
@@ -165,38 +218,64 @@ class TrajectoryFile:
         scalar_names: tuple[str, ...],
         state_dtypes: Mapping[str, np.dtype],
         constant_fields: Mapping[str, tuple[np.ndarray, str, str]] | None = None,
+        fields: tuple[str, ...] | None = None,
+        lock: OutputLock | None = None,
     ) -> TrajectoryFile:
-        """Create ``path`` (replacing it) with no frames committed, locked for writing.
+        """Create ``path`` (which must not exist) with no frames committed, under the output ``lock``
+        (taken here if not given).
 
-        ``constant_fields`` maps name → (array of the grid's shape, units, long_name): each
-        is written once as ``/constant/<name>``, with the grid's dimension scales.
+        ``fields`` (default: every field of ``system``) get per-frame datasets; the checkpoint
+        always holds every field. ``constant_fields`` maps name → (array of the grid's shape,
+        units, long_name): each is written once as ``/constant/<name>``, with the grid's
+        dimension scales.
         """
-        h5 = h5py.File(path, "w", locking=False)
-        self = cls(h5, _lock(path))
-        h5.attrs["schema"] = FORMAT
-        h5.attrs.create("status", np.array(b"running", dtype=_STATUS_DTYPE))
-        h5.attrs.create("n_committed", np.int64(0))
-        h5.attrs.create("n_scalars_committed", np.int64(0))
-        for key, value in metadata.items():
-            h5.attrs[key] = value
-        t, axes = _create_axes(h5, grid)
-        _create_frames(h5, t, axes, grid=grid, system=system, model=model, output=output)
-        if constant_fields:
-            _create_constants(h5, axes, constant_fields, grid=grid, output=output)
-        _create_scalars(h5, scalar_names, model)
-        _create_checkpoint(h5, grid=grid, system=system, model=model, state_dtypes=state_dtypes)
-        h5.flush()
-        return self
+        owns_lock, lock = lock is None, lock or OutputLock.acquire(path)
+        guard = h5 = None
+        try:
+            guard = GuardedFile(path, create=True)
+            h5 = h5py.File(guard, "w", userblock_size=USERBLOCK)
+            _root_attributes(h5, metadata)
+            t, axes = _create_axes(h5, grid)
+            _create_frames(h5, t, axes, grid=grid, system=system, model=model, output=output,
+                           fields=tuple(system.fields if fields is None else fields))  # fmt: skip
+            if constant_fields:
+                _create_constants(h5, axes, constant_fields, grid=grid, output=output)
+            _create_scalars(h5, scalar_names, model)
+            _create_checkpoint(h5, grid=grid, system=system, model=model, state_dtypes=state_dtypes)
+            h5.flush()
+            guard.check()
+        except BaseException:
+            _abandon(h5, guard, lock if owns_lock else None, created=path)
+            raise
+        return cls(h5, guard, lock, owns_lock, Streams())
 
     # --- writing ---------------------------------------------------------------------------
 
     @property
     def n_committed(self) -> int:
-        return int(self.h5.attrs["n_committed"])
+        return self._n
 
     @property
     def n_scalars_committed(self) -> int:
-        return int(self.h5.attrs["n_scalars_committed"])
+        return self._s
+
+    @property
+    def frame_names(self) -> frozenset[str]:
+        """The fields stored per frame (``output.fields``); a commit gives exactly these."""
+        return self._frame_names
+
+    @property
+    def path(self) -> str:
+        return self._guard.path
+
+    def moved(self, path) -> None:
+        """The file was renamed to ``path`` (by its output target): name it so in messages."""
+        self._guard.path = str(path)
+
+    def _flush(self) -> None:
+        """HDF5 flush (ending in fsync, see :class:`GuardedFile`), then raise if any write failed."""
+        self.h5.flush()
+        self._guard.check()
 
     def _append(self, ds: h5py.Dataset, start: int, data: np.ndarray) -> None:
         end = start + data.shape[0]
@@ -210,63 +289,139 @@ class TrajectoryFile:
         t: np.ndarray,
         scalars_t: np.ndarray,
         scalars: Mapping[str, np.ndarray],
-        state: Mapping[str, np.ndarray] | None,
+        state: Mapping[str, np.ndarray],
         step: int,
     ) -> None:
-        """Append frames (and per-step scalars), checkpoint ``state`` at ``step``, then bump
-        ``n_committed`` — in that order, with flushes between (see module docstring)."""
-        n0, s0 = self.n_committed, self.n_scalars_committed
+        """Append ``frames`` (one array per stored field, frames first) at times ``t`` and the
+        per-step ``scalars`` at ``scalars_t``, checkpoint ``state`` at ``step``, then move the
+        label — the protocol of the module docstring. Raises :class:`StorageError` if the disk
+        is full or a write fails (the previous commit stays the valid one)."""
+        if set(frames) != self._frame_names or set(scalars) != self._scalar_names or state is None:
+            raise ValueError(
+                f"a commit needs frames of {sorted(self._frame_names)}, scalars of "
+                f"{sorted(self._scalar_names)} and a state; got {sorted(frames)}, {sorted(scalars)}"
+            )
+        n0, s0 = self._n, self._s
         n1, s1 = n0 + len(t), s0 + len(scalars_t)
-        self._append(self.h5["t"], n0, np.asarray(t, "f8"))
-        for name, data in frames.items():
-            ds = self.h5[name]
-            self._append(ds, n0, np.asarray(data, ds.dtype))
-        self._append(self.h5["scalars/t"], s0, np.asarray(scalars_t, "f8"))
-        for name, data in scalars.items():
-            self._append(self.h5["scalars"][name], s0, np.asarray(data, "f8"))
-        if state is not None:
-            slot = self.h5["checkpoint"][str(n1 % 2)]
-            for name, value in state.items():
-                slot[name][...] = value
-            slot.attrs.modify("frames", np.int64(n1))
-            slot.attrs.modify("step", np.int64(step))
-            slot.attrs.modify("t", np.float64(t[-1]))
-        self.h5.flush()
+        stored = {name: np.asarray(data, self._series[name].ds.dtype) for name, data in frames.items()}
+        samples = {name: np.asarray(data, "f8") for name, data in scalars.items()}
+        rows = {"t": np.asarray(t, "f8"), "scalars/t": np.asarray(scalars_t, "f8"), **stored}
+        rows.update({f"scalars/{name}": data for name, data in samples.items()})
+        self._guard.reserve(self._commit_bytes(len(t), len(scalars_t)))
+        for name, data in rows.items():
+            series = self._series[name]
+            self._append(series.ds, n0 if series.per == "frame" else s0, data)
+        streams = self._streams.copy()
+        streams.add_frames(t, stored)
+        streams.add_scalars(scalars_t, samples)
+        slot = self._write_slot(state, n1, s1, step, float(t[-1]), streams)
+        self._flush()
         self.h5.attrs.modify("n_scalars_committed", np.int64(s1))
         self.h5.attrs.modify("n_committed", np.int64(n1))
-        self.h5.flush()
+        self._flush()
+        self._n, self._s, self._live, self._streams = n1, s1, slot, streams
 
-    def set_status(self, status: str, message: str | None = None) -> None:
+    def _commit_bytes(self, frames: int, samples: int) -> int:
+        """Upper bound of the new file space (bytes) a commit of ``frames`` frames and ``samples``
+        per-step samples takes: new chunks, and the journal of what it rewrites in place (the
+        checkpoint slot, the last chunk of every 1-D dataset)."""
+        total = self._slot_bytes
+        for series in self._series.values():
+            start, k = (self._n, frames) if series.per == "frame" else (self._s, samples)
+            total += series.new_bytes(start, start + k) + series.rewritten
+        return total
+
+    def check_space(self, frames: int, samples: int) -> None:
+        """Raise :class:`StorageError`, writing nothing, if the disk cannot take a commit of ``frames``
+        frames and ``samples`` per-step samples."""
+        self._guard.require_free(self._commit_bytes(frames, samples))
+
+    def _write_slot(self, state, n: int, s: int, step: int, t: float, streams: Streams) -> str:
+        """The full state and its label into the checkpoint slot that the current label does not
+        reference; returns that slot's name."""
+        free = "1" if self._live == "0" else "0"
+        slot = self.h5["checkpoint"][free]
+        values = {name: np.asarray(value, slot[name].dtype) for name, value in state.items()}
+        for name, value in values.items():
+            slot[name][...] = value
+        frames_sha, scalars_sha = streams.hexdigests()
+        digests = {"meta_sha256": self._meta, "state_sha256": state_digest(values),
+                   "frames_sha256": frames_sha, "scalars_sha256": scalars_sha}  # fmt: skip
+        for key, value in digests.items():
+            slot.attrs.modify(key, np.array(value.encode(), dtype=_DIGEST_DTYPE))
+        for key, value in (("frames", np.int64(n)), ("scalars", np.int64(s)), ("step", np.int64(step))):
+            slot.attrs.modify(key, value)
+        slot.attrs.modify("t", np.float64(t))
+        return free
+
+    def set_status(self, status: str, message: str | None = None, *, resumed: str | None = None) -> None:
+        """Rewrite ``status`` (and ``message``, ``resumed``) in place and flush."""
         assert status in STATUSES
         self.h5.attrs.modify("status", np.array(status.encode(), dtype=_STATUS_DTYPE))
-        if message is not None:
-            self.h5.attrs["message"] = message
-        self.h5.flush()
+        self._flush()  # in place, journaled in the userblock: works on a full disk
+        for key, value in (("message", message), ("resumed", resumed)):
+            if value is not None:
+                self.h5.attrs.modify(key, _text(value))
+        self._flush()
 
     def close(self) -> None:
-        if self.h5.id.valid:
-            self.h5.close()
-        if self._lock >= 0:
-            os.close(self._lock)
-            self._lock = -1
+        """Close the file and release the lock if this object took it; after a failed write, HDF5's
+        last writes are dropped by the guard, so closing cannot fail or crash."""
+        try:
+            if self.h5.id.valid:
+                self.h5.close()
+        except Exception:
+            if self._guard.error is None:
+                raise
+        finally:
+            self._guard.close()
+            if self._owns_lock:
+                self._lock.release()
 
     # --- resuming --------------------------------------------------------------------------
 
     @classmethod
-    def open_for_resume(cls, path: str) -> TrajectoryFile:
-        """Open ``path`` read-write and drop anything written after the last commit."""
-        lock = _lock(path)
-        self = cls(h5py.File(path, "r+", locking=False), lock)
-        n, s = self.n_committed, self.n_scalars_committed
-        for _name, obj in list(self.h5.items()):
-            if isinstance(obj, h5py.Dataset) and obj.maxshape and obj.maxshape[0] is None and obj.shape[0] > n:
-                obj.resize(n, axis=0)
-        for obj in self.h5["scalars"].values():
-            if obj.shape[0] > s:
-                obj.resize(s, axis=0)
-        self.h5.flush()
-        return self
+    def open_for_resume(
+        cls, path: str, lock: OutputLock | None = None, verified: Streams | None = None
+    ) -> TrajectoryFile:
+        """Verify ``path`` read-only (label, run attributes, checkpoint, every committed frame and
+        sample against their digests; ``verified``: the digests of a verification just done under
+        the same lock), then open it read-write under the output lock; raises
+        :class:`~tumorfield.io.NotATrajectory` (nothing written) for anything that does not verify."""
+        from ._reader import open_trajectory
+
+        owns_lock, lock = lock is None, lock or OutputLock.acquire(path)
+        guard = h5 = None
+        try:
+            streams = verified
+            if streams is None:
+                with open_trajectory(path) as stored:
+                    streams = stored.verify()
+            guard = GuardedFile(path, create=False)
+            h5 = h5py.File(guard, "r+")
+        except BaseException:
+            _abandon(h5, guard, lock if owns_lock else None)
+            raise
+        return cls(h5, guard, lock, owns_lock, streams)
 
     def checkpoint(self) -> tuple[dict[str, np.ndarray], int]:
-        """The full state and step number of the last commit."""
-        return committed_checkpoint(self.h5)
+        """The full state and step number of the last commit (verified against its digest)."""
+        return verified_state(read_label(self.h5, self.path), self.path)
+
+
+def _abandon(h5, guard: GuardedFile | None, lock: OutputLock | None, created: str | None = None) -> None:
+    """Undo a failed :meth:`TrajectoryFile.create` or ``open_for_resume``: close without writing
+    anything more, remove the file if it was ``created`` here (nothing is committed in it), release the lock."""
+    if guard is not None:
+        guard.error = guard.error or OSError("abandoned")  # the guard drops HDF5's closing writes
+        try:
+            if h5 is not None and h5.id.valid:
+                h5.close()
+        except Exception:
+            pass
+        guard.close()
+        if created is not None:
+            fault_point("unlink", created)
+            os.unlink(created)
+    if lock is not None:
+        lock.release()

@@ -23,6 +23,9 @@ class Model(abc.ABC):
 
     name: ClassVar[str]
     section_types: ClassVar[dict[str, type]]
+    batchable_sections: ClassVar[tuple[str, ...]] = ()
+    """Sections whose values enter only traced leaves of ``params(grid)`` and ``initial_state(grid)``
+    (not the System, not ``observe``): sweep members differing only there share one vmapped rollout."""
 
     def __init__(self, sections: Mapping[str, Any]):
         for name, cls in self.section_types.items():

@@ -15,11 +15,17 @@ import numpy as np
 from tumorfield_kernels import POSITIVITY_TOLERANCE, cast_floats, initial_frame, max_stable_dt
 
 from .. import _compile_log
+from ..config._loader import stored_fields
 from ..io import open_trajectory, write_xdmf
-from ..io._writer import FORMAT, FileBusy, TrajectoryFile
+from ..io._guard import GuardedFile
+from ..io._writer import FORMAT, StorageError, TrajectoryFile
 from ._loop import NumericalFailure, run_loop
 from ._output import OutputError, OutputTarget
-from ._signals import StopFlag
+from ._signals import StopFlag, pending
+
+
+class Interrupted(Exception):
+    """A signal arrived before frame 0 was committed: nothing was written (exit code 75)."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,8 @@ class Outcome:
     message: str | None = None
 
 
-def _git_commit() -> str:
+def git_commit() -> str:
+    """The git commit of the source tree tumorfield runs from, or ``"unknown"``."""
     try:
         here = Path(__file__).resolve().parent
         result = subprocess.run(
@@ -46,26 +53,43 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
-def _metadata(config, argv) -> dict:
+def device_name() -> str:
+    """The default JAX device as ``platform:kind`` (e.g. ``cpu:cpu``, ``gpu:NVIDIA H200``)."""
+    device = jax.devices()[0]
+    return f"{device.platform}:{getattr(device, 'device_kind', '')}"
+
+
+def _metadata(config, argv, target: OutputTarget) -> dict:
     """Root attributes of a new file: provenance, enough to rerun, and the run's time stepping."""
     from .. import __version__
 
-    device = jax.devices()[0]
     return {
         "schema": FORMAT,
         "config": config.text,
         "model": config.model.name,
         "tumorfield_version": __version__,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "jax_version": jax.__version__,
-        "device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
+        "device": device_name(),
         "precision": config.output.precision,
         "seed": config.run.seed,
         "command_line": shlex.join(argv),
         "created": _now(),
         "dt": config.time.dt,
         "steps_per_save": config.steps_per_save,
+        "target": str(target.final.resolve()),  # informational: never read back
     }
+
+
+def output_bytes(config) -> int:
+    """Estimated size (bytes, uncompressed) of a run's file: frames, times, per-step scalars,
+    the two checkpoint slots, a constant field and about 1 MiB of HDF5 metadata."""
+    system, cells, model = config.model.system, config.grid.n_cells, config.model
+    itemsize = 4 if config.output.precision == "float32" else 8
+    frame = sum(8 if name in system.scalars else cells * itemsize for name in system.fields) + 8
+    scalars = (config.n_steps + 1) * (len(model.scalar_units) + 1) * 8
+    state = sum(8 if name in system.scalars else cells * 8 for name in system.fields)
+    return config.n_frames * frame + scalars + 2 * state + cells * 8 + 2**20  # (one constant field)
 
 
 def _params_and_observe(config) -> tuple:
@@ -96,72 +120,80 @@ class Run:
     def __init__(self, config, file: TrajectoryFile, target: OutputTarget, state, step: int, log: Callable):
         self.config, self.file, self.target, self.state, self.step, self.log = config, file, target, state, step, log
         self.params, self.observe = _params_and_observe(config)
+        target.on_move = file.moved
+        file.moved(target.current)
 
     @classmethod
     def start(cls, config, output, *, overwrite: bool, argv, log: Callable) -> Run:
-        """Check the output path and ``time.dt`` at t = 0, create the file and commit frame 0."""
-        from ..config import ConfigError
-
+        """Lock and check the output path and its disk space, check ``time.dt`` at t = 0, create the
+        file and commit frame 0. A signal caught before the file exists raises :class:`Interrupted`."""
         target = OutputTarget.new(output, overwrite=overwrite)
-        _setup_jax(config)
-        system, grid, dt, dtype = config.model.system, config.grid, config.time.dt, config.output.precision
-        params, observe = _params_and_observe(config)
-        frame = initial_frame(system, grid, config.model.initial_state(grid), params, dtype=dtype)
-        limits = max_stable_dt(system, grid, frame, params, dtype=dtype)
-        too_large = {name: limit for name, limit in limits.items() if dt > limit * (1 + POSITIVITY_TOLERANCE)}
-        if too_large:
-            detail = ", ".join(f"{name!r} {limit:.4g} day" for name, limit in too_large.items())
-            why = f"dt = {dt} day exceeds the positivity limit of the explicit part ({detail}) at t = 0"
-            raise ConfigError("time.dt", dt, why, config.source)
-        scalars0 = {name: np.asarray(v) for name, v in jax.jit(observe)(frame, params, jnp.zeros((), dtype)).items()}
-        state0 = {name: np.asarray(v) for name, v in frame.items()}
+        file = None
         try:
+            for note in [*target.notes, target.check_space(output_bytes(config), config.output.compression == "none")]:
+                if note:
+                    log(note)
+            _setup_jax(config)
+            frame, scalars0 = _frame_zero(config)
+            _raise_if_signalled()
+            state0 = {name: np.asarray(v) for name, v in frame.items()}
             file = TrajectoryFile.create(
-                str(target.current), grid=grid, system=system, model=config.model, output=config.output,
-                metadata=_metadata(config, argv), scalar_names=tuple(scalars0),
+                str(target.current), grid=config.grid, system=config.model.system, model=config.model,
+                output=config.output, metadata=_metadata(config, argv, target), scalar_names=tuple(scalars0),
                 state_dtypes={name: v.dtype for name, v in state0.items()},
-                constant_fields=config.model.constant_fields(grid),
+                constant_fields=config.model.constant_fields(config.grid), lock=target.lock,
+                fields=stored_fields(config),
             )  # fmt: skip
-            file.h5.attrs["target"] = str(target.final.resolve())
-            file.commit({n: v[None] for n, v in state0.items()}, np.zeros(1), np.zeros(1),
+            file.commit({n: state0[n][None] for n in file.frame_names}, np.zeros(1), np.zeros(1),
                         {n: v[None] for n, v in scalars0.items()}, state0, 0)  # fmt: skip
+            target.promote_if_free()
         except BaseException:
-            target.discard()
+            _give_up(file, target)
             raise
-        target.promote_if_free()
-        log(f"writing {target.current} ({config.n_frames} frames, grid {grid.shape}, {config.output.precision})")
+        log(f"writing {target.current} ({config.n_frames} frames, grid {config.grid.shape}, {config.output.precision})")
         return cls(config, file, target, frame, 0, log)
 
     @classmethod
     def resume(cls, path, *, argv, log: Callable) -> Run | None:
-        """Reopen ``path`` at its last checkpoint; None if it is already complete."""
+        """Reopen ``path`` at its last checkpoint; None if it is already complete. Anything that does
+        not verify (:meth:`TrajectoryFile.open_for_resume`) is refused before the file is modified."""
         from .. import config as cfg
 
         path = Path(path)
-        with open_trajectory(path) as stored:
-            text, status, recorded = stored.config_text, stored.status, stored.metadata.get("target")
-        if status == "complete":
-            return None
-        config = cfg.loads(text, f"{path}:/config")
-        _setup_jax(config)
+        target = OutputTarget.existing(path)
         try:
-            file = TrajectoryFile.open_for_resume(str(path))
-        except FileBusy as error:
-            raise OutputError(str(error)) from None
-        state, step = file.checkpoint()
-        file.set_status("running")
-        file.h5.attrs["resumed"] = f"{_now()}: {shlex.join(argv)}"
+            status, text, streams = _verified(path)
+            if status == "complete":
+                _complete_the_move(target, log)
+                return None
+            config = cfg.loads(text, f"{path}:/config")
+            _setup_jax(config)
+            file = TrajectoryFile.open_for_resume(str(path), lock=target.lock, verified=streams)
+        except BaseException:
+            target.release()
+            raise
+        try:
+            state, step = file.checkpoint()
+            chunk = min(config.run.chunk_frames, config.n_frames - file.n_committed)
+            file.check_space(chunk, chunk * config.steps_per_save)  # a full disk: refused before any write
+            file.set_status("running", resumed=f"{_now()}: {shlex.join(argv)}")
+        except BaseException:
+            _give_up(file, target, keep=True)
+            raise
         log(f"resuming {path} at t = {step * config.time.dt:.6g} day ({file.n_committed}/{config.n_frames} frames)")
-        return cls(config, file, OutputTarget.existing(path, recorded), state, step, log)
+        return cls(config, file, target, state, step, log)
 
     def execute(self) -> Outcome:
-        """Run to the end, a signal or a numerical failure; the file is closed and in place after."""
+        """Run to the end, a signal or a numerical failure; the file is closed and in place after.
+        Raises :class:`StorageError` (the file ends ``interrupted``, resumable) if writing fails."""
         with StopFlag() as stop:
             try:
                 status = run_loop(self.config, self.file, self.state, self.step, self.params, self.observe, stop,
                                   self.log, self.target.promote_if_free)  # fmt: skip
             except NumericalFailure as error:
                 return self._end("failed", str(error))
+            except StorageError as error:
+                raise self._storage_failure(error) from None
             except BaseException as error:
                 self._end("failed", f"{type(error).__name__}: {error}", sidecar=False)
                 raise
@@ -172,10 +204,103 @@ class Run:
         message = None if status == "complete" else f"interrupted by {stop.signal_name}"
         return self._end(status, message)
 
-    def _end(self, status: str, message: str | None, sidecar: bool = True) -> Outcome:
-        self.file.set_status(status, message)
-        self.file.close()
-        path = self.target.finish(status)
-        if sidecar:
-            write_xdmf(str(path))
+    def end(self, status: str, message: str | None) -> Outcome:
+        """End a run that was advanced from outside :meth:`execute` (a sweep's vmapped batch)."""
+        return self._end(status, message)
+
+    def _storage_failure(self, error: StorageError) -> StorageError:
+        """End a run whose writes failed: status ``interrupted`` where that can still be written, the
+        file closed and in place; returns the error to raise, naming where to resume."""
+        try:
+            self.file.set_status("interrupted", f"stopped: {error.strerror}")
+        except StorageError:
+            pass
+        outcome = self._end("interrupted", None, sidecar=False, status_written=True)
+        return StorageError(error.errno, f"{error.strerror}; once that is fixed: tumorfield resume {outcome.path}")
+
+    def _end(self, status: str, message: str | None, sidecar: bool = True, status_written: bool = False) -> Outcome:
+        """Write the final status, close, move the file where it belongs, write the sidecar, unlock."""
+        try:
+            try:
+                if not status_written:
+                    self.file.set_status(status, message)
+            finally:
+                self.file.close()
+            path = self.target.finish(status)
+            if sidecar:
+                self._sidecar(path)
+        finally:
+            self.target.release()
         return Outcome(status, path, message)
+
+    def _sidecar(self, path: Path) -> None:
+        _write_sidecar(path, self.log)
+
+
+def _write_sidecar(path: Path, log: Callable) -> None:
+    """The XDMF sidecar; a failure to write it is reported, not fatal (the trajectory is complete)."""
+    try:
+        write_xdmf(str(path))
+    except OSError as error:
+        log(f"warning: could not write the XDMF sidecar of {path} ({error.strerror or error})")
+        Path(str(path.with_suffix(".xdmf")) + ".tmp").unlink(missing_ok=True)
+
+
+def _complete_the_move(target: OutputTarget, log: Callable) -> None:
+    """A complete file found by ``resume``: redo a journal its writer was killed applying, and move it
+    onto its final name if it was killed before that (a partial that replaces an older output)."""
+    try:
+        GuardedFile(target.current, create=False).close()
+        if target.is_partial:
+            _write_sidecar(target.finish("complete"), log)
+            log(f"moved the complete run to {target.final}")
+    finally:
+        target.release()
+
+
+def _frame_zero(config) -> tuple[dict, dict]:
+    """Frame 0 (quasi-steady fields solved) and the diagnostics at t = 0; refuses a
+    ``time.dt`` beyond the positivity limit of the explicit part (:class:`ConfigError`)."""
+    from ..config import ConfigError
+
+    system, grid, dt, dtype = config.model.system, config.grid, config.time.dt, config.output.precision
+    params, observe = _params_and_observe(config)
+    frame = initial_frame(system, grid, config.model.initial_state(grid), params, dtype=dtype)
+    limits = max_stable_dt(system, grid, frame, params, dtype=dtype)
+    too_large = {name: limit for name, limit in limits.items() if dt > limit * (1 + POSITIVITY_TOLERANCE)}
+    if too_large:
+        detail = ", ".join(f"{name!r} {limit:.4g} day" for name, limit in too_large.items())
+        why = f"dt = {dt} day exceeds the positivity limit of the explicit part ({detail}) at t = 0"
+        raise ConfigError("time.dt", dt, why, config.source)
+    scalars0 = {name: np.asarray(v) for name, v in jax.jit(observe)(frame, params, jnp.zeros((), dtype)).items()}
+    return frame, scalars0
+
+
+def _verified(path: Path) -> tuple[str, str, object]:
+    """The status, stored config and stream digests of ``path`` after verifying it for ``resume``
+    (every committed frame, sample and the checkpoint); refuses files with nothing to verify."""
+    with open_trajectory(path) as stored:
+        if stored.n_committed == 0:
+            raise OutputError(f"{path} holds no committed frame (its run was killed while creating it); "
+                              f"run the configuration again")  # fmt: skip
+        if not stored.verifiable:
+            raise OutputError(f"{path} was written without checksums (by an older tumorfield), so it cannot "
+                              f"be verified and is not continued; run its configuration again")  # fmt: skip
+        return stored.status, stored.config_text, stored.verify()
+
+
+def _raise_if_signalled() -> None:
+    if pending():
+        raise Interrupted(f"interrupted by {pending()} before frame 0 was written; nothing was written")
+
+
+def _give_up(file: TrajectoryFile | None, target: OutputTarget, keep: bool = False) -> None:
+    """After a failure in :meth:`Run.start` (or ``resume``): close the file, remove a partial that
+    holds nothing (unless ``keep``), release the output lock."""
+    try:
+        if file is not None:
+            file.close()
+        if not keep:
+            target.discard()
+    finally:
+        target.release()

@@ -40,7 +40,7 @@ def _commit(out: TrajectoryFile, traj, state, step: int, dt: float, steps_per_sa
     t = (step + sps * np.arange(1, n + 1)) * dt
     scalars_t = (step + np.arange(1, n * sps + 1)) * dt
     out.commit(
-        {name: np.asarray(v[:n]) for name, v in traj.fields.items()},
+        {name: np.asarray(traj.fields[name][:n]) for name in out.frame_names},
         t,
         scalars_t,
         {name: np.asarray(v[: n * sps]) for name, v in (traj.observed or {}).items()},

@@ -43,6 +43,8 @@ class Voloshin2015(Model):
 
     name: ClassVar[str] = "voloshin2015"
     section_types: ClassVar[dict[str, type]] = SECTIONS
+    # [initial] stays out: observe measures invasion from the initial radius (a Python float)
+    batchable_sections: ClassVar[tuple[str, ...]] = ("parameters", "dosing", "host", "vessels")
 
     field_units: ClassVar[dict[str, str]] = {
         "tumor": "1 (of carrying capacity)",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..._schema import fraction, key, make_section, non_negative, one_of, positive, section
+from ..._schema import LIMITS, fraction, in_range, key, make_section, non_negative, one_of, positive, section
 from .parameters import parameter_fields, range_check
 from .pk import ROUTES
 
@@ -55,24 +55,26 @@ def _dose_problem(where: str, entry) -> str | None:
     unknown = set(entry) - {"time", "dose_mg_per_kg", "route", "every", "count"}
     if unknown:
         return f"{where}: unknown keys {sorted(unknown)}; allowed are time, dose_mg_per_kg, route, every, count"
-    for name, rule in (("time", non_negative), ("dose_mg_per_kg", positive)):
-        if name not in entry:
+    rules = {"time": _DOSE_TIME, "dose_mg_per_kg": _DOSE_AMOUNT, "every": _DOSE_TIME}
+    for name, rule in rules.items():
+        if name not in entry and name != "every":
             return f"{where}.{name} is missing"
-        value = entry[name]
+        value = entry.get(name, 1.0)
         if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
             return f"{where}.{name} = {value!r}: must be a number"
-        if rule(value):
-            return f"{where}.{name} = {value!r}: {rule(value)}"
+        if rule(value) or (name == "every" and not value > 0):
+            return f"{where}.{name} = {value!r}: {rule(value) or 'must be > 0 (days between repeats)'}"
     route = entry.get("route", "ip")
     if route not in ROUTES:
         return f"{where}.route = {route!r}: allowed are {', '.join(map(repr, ROUTES))}"
     count = entry.get("count", 1)
-    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-        return f"{where}.count = {count!r}: must be a whole number ≥ 1"
-    every = entry.get("every", 1.0)
-    if not isinstance(every, int | float) or isinstance(every, bool) or not every > 0:
-        return f"{where}.every = {every!r}: must be a number of days > 0"
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= LIMITS["doses"]:
+        return f"{where}.count = {count!r}: must be a whole number from 1 to {LIMITS['doses']:,}"
     return None
+
+
+_DOSE_TIME = in_range(0.0, LIMITS["t_end_days"])  # day
+_DOSE_AMOUNT = in_range(0.0, LIMITS["dose_mg_per_kg"], lo_open=True)  # mg/kg
 
 
 def _check_doses(drug: str):
@@ -81,6 +83,9 @@ def _check_doses(drug: str):
             problem = _dose_problem(f"{drug}[{i}]", entry)
             if problem:
                 return problem
+        total = sum(entry.get("count", 1) for entry in entries)
+        if total > LIMITS["doses"]:
+            return f"{total:,} administrations of {drug} in all (counts summed); at most {LIMITS['doses']:,}"
         return None
 
     return check
@@ -119,7 +124,9 @@ class VesselsSection:
     rim_density: float = key(1.0, "1", "peak vessel density of the peritumoral rim", non_negative)
     rim_radius: float = key(1.5, "mm", "radius of the peritumoral vascular rim", positive)
     rim_width: float = key(0.4, "mm", "width of the rim", positive)
-    intratumoral_count: int = key(12, "", "number of sparse intratumoral vessels (0: none)", non_negative)
+    intratumoral_count: int = key(
+        12, "", "number of sparse intratumoral vessels (0: none)", in_range(0, LIMITS["vessels"])
+    )
     intratumoral_density: float = key(0.8, "1", "peak density of an intratumoral vessel", non_negative)
     vessel_radius: float = key(0.1, "mm", "radius of an intratumoral vessel", positive)
     seed: int = key(0, "", "random seed of the intratumoral vessel positions (any integer ≥ 0)", non_negative)

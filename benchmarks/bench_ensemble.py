@@ -1,0 +1,138 @@
+"""Ensemble throughput: a vmapped sweep in one process against one process per member.
+
+Usage::
+
+    python benchmarks/bench_ensemble.py --out benchmarks/results [--sizes 32 64] [--members 64]
+        [--t-end 2.0] [--per-process 8]
+
+For each grid size (voloshin2015, PTX + anakinra arm, ``k_i`` swept over ``--members``
+values, ``--t-end`` days) it measures, in the same run:
+
+1. the batched sweep (``tumorfield.sweep.SweepRunner`` in this process): wall time to
+   run every member, with XLA compilation (from ``jax.monitoring``) reported apart;
+   members per second with and without the compile;
+2. one process per member (``tumorfield run`` in a fresh process, warm persistent
+   cache): the mean wall time of ``--per-process`` such processes, so members per
+   second of a job array; the ratio to (1) is the speed-up of batching;
+3. the same single member advanced alone in this process (compiled, warm): the
+   per-member throughput of a batch relative to a single run (goal ≥ 80 % once a batch
+   holds ≥ 4 M cells).
+
+Results go to ``OUT/bench_ensemble_<device>_<time>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = ROOT / "experiments" / "voloshin2015" / "ptx_anakinra.toml"
+
+
+def _sweep_file(directory: Path, size: int, members: int, t_end: float, cache: str) -> Path:
+    settings = [f"grid.shape=[{size},{size}]", f"time.t_end={t_end}", "time.save_every=1.0", 'run.progress="none"',
+                f'run.compilation_cache="{cache}"']  # fmt: skip
+    values = ", ".join(f"{0.5 + 1.5 * i / max(1, members - 1):.6f}" for i in range(members))
+    path = directory / f"sweep_{size}.toml"
+    array = "[" + ", ".join(json.dumps(s) for s in settings) + "]"
+    path.write_text(f'[sweep]\nbase = "{BASE}"\ndesign = "list"\nset = {array}\n'
+                    f'[sweep.parameters]\n"parameters.k_i" = [{values}]\n')  # fmt: skip
+    return path
+
+
+def batched(sweep: Path, directory: Path) -> dict:
+    from tumorfield import _compile_log
+    from tumorfield.sweep import SweepRunner
+
+    _compile_log.install()
+    compile_before = _compile_log.seconds()
+    runner = SweepRunner(sweep, directory, log=lambda message: None)
+    start = time.perf_counter()
+    results = runner.run()
+    wall = time.perf_counter() - start
+    compiled = _compile_log.seconds() - compile_before
+    assert all(r.status == "complete" for r in results.values()), results
+    n = len(results)
+    return {"members": n, "wall_s": wall, "compile_s": compiled, "members_per_s": n / wall,
+            "members_per_s_without_compile": n / max(wall - compiled, 1e-9)}  # fmt: skip
+
+
+def per_process(sweep: Path, directory: Path, count: int) -> dict:
+    from tumorfield.sweep import load_sweep
+
+    spec = load_sweep(sweep)
+    env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
+    walls = []
+    for i in range(count + 1):  # the first primes the persistent cache and is not counted
+        member = [f"parameters.k_i={spec.members[i]['parameters.k_i']}"]
+        command = [sys.executable, "-m", "tumorfield.cli", "run", str(BASE), "-o", str(directory / f"p{i}.h5"),
+                   *(f"--set={item}" for item in [*spec.section.set, *member])]  # fmt: skip
+        start = time.perf_counter()
+        result = subprocess.run(command, capture_output=True, text=True, env=env)
+        if result.returncode != 0:
+            sys.exit(result.stderr)
+        if i:
+            walls.append(time.perf_counter() - start)
+    mean = sum(walls) / len(walls)
+    return {"processes": len(walls), "mean_wall_s": mean, "members_per_s": 1.0 / mean}
+
+
+def single_in_process(sweep: Path, directory: Path) -> dict:
+    """One member as a batch of one in this process, compiled and warm: its run time."""
+    from tumorfield.sweep import SweepRunner
+
+    runner = SweepRunner(sweep, directory, log=lambda message: None)
+    runner.run([0])  # compile (and run once)
+    (directory / "member-0000.h5").unlink()
+    runner.manifest.set_status(0, "pending")
+    start = time.perf_counter()
+    runner.run([0])
+    return {"wall_s": time.perf_counter() - start}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--members", type=int, default=64)
+    parser.add_argument("--t-end", type=float, default=2.0)
+    parser.add_argument("--per-process", type=int, default=8, help="member processes timed (after one warm-up)")
+    args = parser.parse_args()
+    jax.config.update("jax_enable_x64", True)
+    device = jax.devices()[0]
+    report = {"device": f"{device.platform}:{getattr(device, 'device_kind', '')}", "devices": jax.device_count(),
+              "jax": jax.__version__, "members": args.members, "t_end_day": args.t_end, "sizes": {}}  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        cache = str(tmp / "cache")
+        for size in args.sizes:
+            sweep = _sweep_file(tmp, size, args.members, args.t_end, cache)
+            row = {"batched": batched(sweep, tmp / f"b{size}")}
+            row["per_process"] = per_process(sweep, tmp / f"p{size}", args.per_process)
+            row["single_in_process"] = single_in_process(sweep, tmp / f"s{size}")
+            b = row["batched"]
+            row["speedup_batched_vs_process_per_member"] = b["members_per_s"] / row["per_process"]["members_per_s"]
+            row["batch_member_throughput_vs_single"] = (
+                b["members_per_s_without_compile"] * row["single_in_process"]["wall_s"]
+            )
+            report["sizes"][str(size)] = row
+            print(json.dumps({size: row}, indent=1), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = args.out / f"bench_ensemble_{device.platform}_{stamp}.json"
+    path.write_text(json.dumps(report, indent=1))
+    print(path)
+
+
+if __name__ == "__main__":
+    main()

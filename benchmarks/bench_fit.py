@@ -1,0 +1,241 @@
+"""Benchmark the fit's loss on the PTX arm of the Voloshin 2015 study (``tumorfield fit`` internals).
+
+Usage::
+
+    python benchmarks/bench_fit.py --out benchmarks/results [--shape 64] [--days 21] [--sweep 3 6 12 21]
+
+Measures, for ``r_n, delta_p, a_iv, k_i`` fitted to tumour volume (days 3, 7, 10, 14, 17, 21)
+and metastatic burden (days 14, 21) of ``experiments/voloshin2015/ptx.toml`` (float32 fields,
+its ``dt``):
+
+1. ``gradient ÷ forward``: best time of the compiled ``value_and_grad`` of the loss over the
+   best time of the compiled loss alone (goal ≤ 4), each AOT-compiled, compile apart;
+2. compile of one L-BFGS iteration (value and gradient, two-loop, zoom line search: the one
+   program a fit compiles) in a fresh process with an empty persistent cache (cold) and again
+   with the cache it filled (warm): import, load, trace + lower, XLA compile or cache load, and
+   the time until the first iteration has run ("starts computing");
+3. reverse-mode memory against the number of steps: XLA temp bytes of ``jit(grad(L))`` for runs
+   of ``--sweep`` days with tumour volume at the end only, and for the longest with the study's
+   schedule (8 observations, 6 check frames), against the bytes of one state.
+
+The observed values are placeholders (1.0): timing and memory do not depend on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ARM = ROOT / "experiments" / "voloshin2015" / "ptx.toml"
+PARTS = {
+    "gradient": "gradient ÷ forward",
+    "compile": "compile of one L-BFGS iteration, fresh processes",
+    "memory": "reverse-mode memory against steps",
+}
+NAMES = {"r_n": (0.5, 0.1, 2.0), "delta_p": (0.5, 0.05, 5.0), "a_iv": (0.25, 0.01, 10.0), "k_i": (1.5, 0.1, 10.0)}
+
+
+def write_problem(directory: Path, days: float, data_days=None) -> Path:
+    """A fit file for the PTX arm over ``days`` and placeholder data; returns its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    schedule = data_days or [d for d in (3, 7, 10, 14, 17, 21) if d <= days] or [days]
+    rows = [f"ptx,{d},tumor_volume,1.0,0.05" for d in schedule]
+    rows += [f"ptx,{d},metastatic_burden,1.0,0.2" for d in (14, 21) if d <= days and data_days is None]
+    (directory / "obs.csv").write_text("arm,t,observable,value,sigma\n" + "\n".join(rows) + "\n")
+    parameters = "\n".join(f"{n} = {{ init = {v}, lower = {lo}, upper = {hi} }}" for n, (v, lo, hi) in NAMES.items())
+    text = f'[fit]\narms = {{ ptx = "{ARM}" }}\ndata = "obs.csv"\nlikelihood = "lognormal"\n[fit.parameters]\n'
+    (directory / "fit.toml").write_text(text + parameters + "\n")
+    return directory / "fit.toml"
+
+
+def load(path: Path, shape: int, days: float, cache: str = "off"):
+    import jax.numpy as jnp
+
+    from tumorfield.fit import Fit
+
+    overrides = [
+        f"grid.shape=[{shape},{shape}]",
+        f"time.t_end={days}",
+        f"time.save_every={days}",
+        f'run.compilation_cache="{cache}"',
+    ]
+    fit = Fit.load(path, overrides)
+    return fit, jnp.asarray(fit.bounds.to_unconstrained(fit.bounds.init))
+
+
+def timed_compile(fn, *args):
+    """``(compiled, trace + lower s, compile s)``."""
+    import jax
+
+    start = time.perf_counter()
+    lowered = jax.jit(fn).lower(*args)
+    traced = time.perf_counter()
+    compiled = lowered.compile()
+    return compiled, traced - start, time.perf_counter() - traced
+
+
+def best(compiled, *args, repeats: int) -> float:
+    import jax
+
+    jax.block_until_ready(compiled(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def gradient_over_forward(directory: Path, shape: int, days: float, repeats: int) -> dict:
+    import jax
+
+    fit, z = load(write_problem(directory, days), shape, days)
+    forward, f_trace, f_compile = timed_compile(fit._loss, z, fit.arrays)
+    gradient, g_trace, g_compile = timed_compile(jax.value_and_grad(fit._loss), z, fit.arrays)
+    t_f, t_g = best(forward, z, fit.arrays, repeats=repeats), best(gradient, z, fit.arrays, repeats=repeats)
+    group = fit.groups[0]
+    return {
+        "steps": group.n_steps,
+        "frames": group.frames,
+        "forward_s": t_f,
+        "value_and_grad_s": t_g,
+        "ratio": t_g / t_f,
+        "forward_trace_s": f_trace,
+        "forward_compile_s": f_compile,
+        "value_and_grad_trace_s": g_trace,
+        "value_and_grad_compile_s": g_compile,
+    }
+
+
+def child_compile(path: Path, shape: int, days: float, cache: str) -> dict:
+    """In a fresh process (``--child``): the times to the first computed L-BFGS iteration."""
+    started = time.perf_counter()
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    from tumorfield import _compile_log
+
+    imported = time.perf_counter()
+    _compile_log.install()
+    _compile_log.enable_persistent_cache(cache)
+    fit, z = load(path, shape, days, cache)
+    loaded = time.perf_counter()
+    args = (z, fit._optimiser.init(z), jnp.asarray(jnp.inf), jnp.zeros_like(z), fit.arrays)
+    lowered = fit._step.lower(*args)
+    traced = time.perf_counter()
+    compiled = lowered.compile()
+    built = time.perf_counter()
+    jax.block_until_ready(compiled(*args))  # the start's value and gradient (see _optimise._start)
+    ran = time.perf_counter()
+    return {
+        "import_s": imported - started,
+        "load_s": loaded - imported,
+        "trace_lower_s": traced - loaded,
+        "compile_or_load_s": built - traced,
+        "first_iteration_s": ran - built,
+        "starts_computing_s": built - started,
+        "cache_hits": _compile_log.cache_hits(),
+        "cache_misses": _compile_log.cache_misses(),
+    }
+
+
+def cold_and_warm(directory: Path, shape: int, days: float) -> dict:
+    path = write_problem(directory, days)
+    cache = str(directory / "cache")
+    out = {}
+    for label in ("cold", "warm"):
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            str(path),
+            "--shape",
+            str(shape),
+            "--days",
+            str(days),
+            "--cache",
+            cache,
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
+        if result.returncode != 0:
+            sys.exit(result.stderr)
+        out[label] = json.loads(result.stdout.strip().splitlines()[-1])
+        print(f"  {label}: {out[label]}", flush=True)
+    return out
+
+
+def memory_sweep(directory: Path, shape: int, sweep: list[float]) -> list[dict]:
+    import jax
+
+    rows = []
+    cases = [(days, "end only", [days]) for days in sweep] + [(sweep[-1], "study schedule", None)]
+    for days, label, data_days in cases:
+        fit, z = load(write_problem(directory / f"m{days}_{label[:3]}", days, data_days), shape, days)
+        compiled, _, _ = timed_compile(jax.grad(fit._loss), z, fit.arrays)
+        group = fit.groups[0]
+        itemsize = 4 if fit.spec.arms["ptx"].output.precision == "float32" else 8
+        cells = [x[0].size for x in jax.tree_util.tree_leaves(fit.arrays["groups"][0]["initial"]) if x.ndim > 1]
+        rows.append({"days": days, "data": label, "steps": group.n_steps, "frames": group.frames,
+                     "temp_bytes": compiled.memory_analysis().temp_size_in_bytes,
+                     "state_bytes": itemsize * sum(cells)})  # fmt: skip
+        print(f"  {rows[-1]}", flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, help="directory for the JSON result")
+    parser.add_argument("--shape", type=int, default=64)
+    parser.add_argument("--days", type=float, default=21.0)
+    parser.add_argument("--sweep", type=float, nargs="*", default=[3.0, 6.0, 12.0, 21.0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="what to measure")
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--cache", default="off", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child_compile(args.child, args.shape, args.days, args.cache)))
+        return 0
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    device = jax.devices()[0]
+    result = {
+        "problem": f"voloshin2015 PTX arm, {args.shape}², {args.days} days, fit of {', '.join(NAMES)}",
+        "device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "jax": jax.__version__,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for part in args.parts:
+            print(PARTS[part], flush=True)
+            if part == "gradient":
+                result[part] = gradient_over_forward(Path(tmp) / "g", args.shape, args.days, args.repeats)
+                print(f"  {result[part]}", flush=True)
+            elif part == "compile":
+                result[part] = cold_and_warm(Path(tmp) / "c", args.shape, args.days)
+            else:
+                result[part] = memory_sweep(Path(tmp) / "m", args.shape, args.sweep)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        parts = "" if set(args.parts) == set(PARTS) else "_" + "_".join(args.parts)
+        path = args.out / f"bench_fit_{device.platform}_{args.shape}_{stamp}{parts}.json"
+        path.write_text(json.dumps(result, indent=2))
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Uncertainty at the optimum: the Gauss–Newton (Laplace) approximation, and identifiability warnings.
+
+With dimensionless residuals ``r(θ)`` (``σ`` already divided out) and ``J = ∂r/∂θ`` in natural
+units (forward mode, one column per parameter), the Gauss–Newton Hessian of the negative
+log-likelihood ``½ Σ r²`` is ``H = JᵀJ`` (``= Jᵀ W J`` for the raw residuals with ``W = diag(σ⁻²)``),
+and the Laplace approximation of the posterior under flat priors is ``θ ~ N(θ̂, H⁻¹)``:
+
+.. math::  \\mathrm{SE}_i = \\sqrt{(H^{-1})_{ii}},\\qquad \\rho_{ij} = (H^{-1})_{ij}/(\\mathrm{SE}_i\\,\\mathrm{SE}_j).
+
+Directions along which ``H`` is singular (eigenvalue ≤ ``1e-12`` of the largest) are not
+constrained by the data: parameters with a component along them get ``SE = ∞``. The warnings
+name any parameter with ``SE/|θ̂| > 50 %`` and any pair with ``|ρ| > 0.95``. The approximation
+assumes the given ``σ`` are right (``reduced χ² = Σr²/(m − n)`` near 1 says they are) and that
+the model is close to linear in ``θ`` over ±SE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+RELATIVE_SE_LIMIT = 0.5
+CORRELATION_LIMIT = 0.95
+SINGULAR = 1e-12
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    """Standard errors (natural units), correlations, and the Gauss–Newton Hessian."""
+
+    std_error: np.ndarray
+    correlation: np.ndarray
+    hessian: np.ndarray
+    reduced_chi2: float
+
+
+def gauss_newton(jacobian: np.ndarray, residuals: np.ndarray) -> Uncertainty:
+    """:class:`Uncertainty` from ``J = ∂r/∂θ`` (``(m, n)``) and ``r`` (``(m,)``) at the optimum."""
+    jacobian = np.asarray(jacobian, np.float64)
+    m, n = jacobian.shape
+    hessian = jacobian.T @ jacobian
+    eigenvalues, vectors = np.linalg.eigh(hessian)
+    keep = eigenvalues > SINGULAR * max(eigenvalues.max(initial=0.0), np.finfo(float).tiny)
+    covariance = (vectors[:, keep] / eigenvalues[keep]) @ vectors[:, keep].T
+    unconstrained = np.any(np.abs(vectors[:, ~keep]) > 1e-6, axis=1)
+    variance = np.where(unconstrained, np.inf, np.diag(covariance))
+    std_error = np.sqrt(np.maximum(variance, 0.0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        correlation = covariance / np.outer(std_error, std_error)
+    correlation[np.ix_(unconstrained, unconstrained)] = np.nan
+    np.fill_diagonal(correlation, 1.0)
+    chi2 = float(np.sum(np.square(residuals)))
+    return Uncertainty(std_error, correlation, hessian, chi2 / (m - n) if m > n else float("nan"))
+
+
+def warnings(names, estimate, uncertainty: Uncertainty) -> list[str]:
+    """Identifiability warnings: large relative standard errors and strong correlations."""
+    out = []
+    for name, value, se in zip(names, estimate, uncertainty.std_error, strict=True):
+        if not np.isfinite(se):
+            out.append(f"{name} is not identifiable from these data (the Gauss–Newton Hessian is singular along it)")
+        elif se > RELATIVE_SE_LIMIT * abs(value):
+            out.append(
+                f"{name}: relative standard error {se / abs(value):.0%} > {RELATIVE_SE_LIMIT:.0%}: "
+                "the data pin it down poorly"
+            )
+    for i, j in strongest_pairs(uncertainty.correlation):
+        rho = uncertainty.correlation[i, j]
+        if abs(rho) > CORRELATION_LIMIT:
+            out.append(
+                f"{names[i]} and {names[j]} are correlated {rho:+.3f} (|ρ| > {CORRELATION_LIMIT}): the data "
+                "constrain a combination of them, not each"
+            )
+    return out
+
+
+def strongest_pairs(correlation: np.ndarray, count: int | None = None) -> list[tuple[int, int]]:
+    """Index pairs ``i < j`` by decreasing ``|ρ_ij|`` (NaN last), the first ``count``."""
+    n = correlation.shape[0]
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    pairs.sort(key=lambda p: -np.nan_to_num(abs(correlation[p]), nan=-1.0))
+    return pairs[:count]

@@ -1,0 +1,332 @@
+"""``tumorfield fit`` and ``tumorfield.fit.Fit``: recovery, honest standard errors, rejected trials, bad input.
+
+The problem is small enough for CI: Fisher–KPP with chemotaxis (fields u, c) on 16² cells,
+100 steps of 0.05 day; fitted: the growth rate ``r`` and the chemoattractant secretion ``s_c``
+(truth 1 and 1) from ``tumour_burden`` and ``max_u`` at days 1–5 with 5 % lognormal noise.
+The synthetic data come from ``tf.simulate`` of the run config at the truth, not from the fit's
+own code path. All programs are compiled once (the persistent cache of the module's temporary
+directory serves the later ``Fit`` objects and the CLI run).
+"""
+
+from __future__ import annotations
+
+import h5py
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import tumorfield as tf
+from tumorfield import cli
+from tumorfield import config as cfg
+from tumorfield.fit import ConfigError, Fit
+from tumorfield.fit._optimise import make_step, minimise
+
+TRUTH = {"r": 1.0, "s_c": 1.0}
+DAYS = (1, 2, 3, 4, 5)
+OBSERVABLES = ("tumour_burden", "max_u")
+NOISE = 0.05
+
+ARM = """[model]
+name = "fisher_kpp"
+[grid]
+shape = [16, 16]
+length = [2.0, 2.0]
+[time]
+t_end = 5.0
+dt = 0.05
+save_every = 1.0
+[parameters]
+D = 2e-3
+r = 1.0
+chi = 0.05
+s_c = 1.0
+[initial]
+amplitude = 0.5
+radius = 0.3
+[run]
+compilation_cache = "{cache}"
+"""
+
+FIT = """[fit]
+arms = {{ a = "arm.toml" }}
+data = "obs.csv"
+likelihood = "lognormal"
+max_iterations = 40
+[fit.parameters]
+r = {{ init = 0.6, lower = 0.1, upper = {r_upper} }}
+s_c = {{ init = 2.0, lower = 0.1, upper = {s_upper} }}
+"""
+
+
+def _clean_observations(arm_path) -> np.ndarray:
+    """``OBSERVABLES`` at ``DAYS`` of the run config at the truth, by ``tf.simulate`` + ``observe``."""
+    config = cfg.load(arm_path)
+    model, grid = config.model, config.grid
+    params = model.params(grid)
+    traj = tf.simulate(
+        model.system,
+        grid,
+        model.initial_state(grid),
+        t_end=5.0,
+        dt=0.05,
+        save_every=1.0,
+        params=params,
+        dtype="float32",
+    )
+    rows = []
+    for day in DAYS:
+        observed = model.observe({n: traj[n][day] for n in model.system.fields}, params, traj.t[day], grid)
+        rows += [float(observed[name]) for name in OBSERVABLES]
+    return np.asarray(rows)
+
+
+def _write_data(path, values, sigma=NOISE, arm="a", t=None, observable=None) -> None:
+    lines = ["arm,t,observable,value,sigma"]
+    cells = [(day, name) for day in DAYS for name in OBSERVABLES]
+    for (day, name), value in zip(cells, values, strict=True):
+        lines.append(f"{arm},{t if t is not None else float(day)},{observable or name},{float(value)!r},{sigma}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def problem(tmp_path_factory):
+    """A directory with the arm, the clean observations and 5 %-noise data, and a loaded ``Fit``."""
+    directory = tmp_path_factory.mktemp("fit")
+    (directory / "arm.toml").write_text(ARM.format(cache=directory / "cache"))
+    clean = _clean_observations(directory / "arm.toml")
+    noisy = clean * np.exp(NOISE * np.random.default_rng(11).standard_normal(clean.shape))
+    _write_data(directory / "obs.csv", noisy)
+    (directory / "fit.toml").write_text(FIT.format(r_upper=5.0, s_upper=10.0))
+    return directory, clean, Fit.load(directory / "fit.toml")
+
+
+def test_recovers_two_parameters_within_three_standard_errors(problem):
+    directory, clean, fit = problem
+    result = fit.run()
+    truth = np.array([TRUTH[n] for n in result.names])
+    z = (result.estimate - truth) / result.std_error
+    print(
+        f"\nestimate {result.estimate}, SE {result.std_error}, z {z}, {result.n_iterations} iterations, "
+        f"reduced chi2 {result.reduced_chi2:.2f}, corr {result.correlation[0, 1]:+.3f}"
+    )
+    assert result.converged and result.status == "converged", result.message
+    assert np.all(np.abs(z) < 3.0), z
+    # the data pin both down: a few per cent, not the > 50 % that would warn
+    assert np.all(result.std_error / result.estimate < 0.2) and not result.warnings, result.warnings
+    # the prediction at the estimate is the one the history ends on, and fits the data to ~the noise
+    np.testing.assert_allclose(result.history["loss"][-1], result.loss)
+    assert abs(np.std(result.residuals) - 1.0) < 0.6
+    assert result.history["r"][0] == pytest.approx(0.6) and result.history["loss"][0] > 10 * result.loss
+
+
+def test_standard_errors_match_the_scatter_over_noise_draws(problem):
+    """Honest uncertainties: 8 noise draws of the same observations, fitted with the compiled programs
+    of the fixture's ``Fit``; the scatter of the estimates matches the Gauss–Newton SE (within the
+    factor ~1.6 that 8 draws resolve: the sd of a sample sd of 8 is ~27 %)."""
+    _, clean, fit = problem
+    rng = np.random.default_rng(5)
+    estimates, errors = [], []
+    for _ in range(8):
+        result = fit.run(values=clean * np.exp(NOISE * rng.standard_normal(clean.shape)))
+        assert result.converged, result.message
+        estimates.append(result.estimate)
+        errors.append(result.std_error)
+    scatter, se = np.std(estimates, axis=0, ddof=1), np.mean(errors, axis=0)
+    print(f"\nscatter of estimates {scatter}, mean Gauss–Newton SE {se}, ratio {scatter / se}")
+    assert np.all((scatter / se > 1 / 1.6) & (scatter / se < 1.6)), scatter / se
+
+
+def test_a_failed_run_is_an_infinite_loss_not_an_exception(problem):
+    directory, _, _ = problem
+    (directory / "wide.toml").write_text(FIT.format(r_upper=5.0, s_upper=1000.0))
+    fit = Fit.load(directory / "wide.toml")
+    # s_c = 300: the attractant steepens until taxis passes the positivity limit of dt = 0.05
+    assert fit.loss([1.0, 300.0]) == np.inf
+    assert np.isfinite(fit.loss([1.0, 1.0]))
+    # a fit that starts there ends at once, as a status naming the failed arm (the CLI exits 3)
+    (directory / "wide.toml").write_text(FIT.format(r_upper=5.0, s_upper=1000.0).replace("init = 2.0", "init = 300.0"))
+    result = Fit.load(directory / "wide.toml").run()
+    assert result.status == "failed" and not result.converged and result.n_iterations == 0
+    assert "the runs of a failed" in result.message and np.all(np.isnan(result.std_error)), result.message
+
+
+def test_the_line_search_backs_off_from_failed_trials():
+    """``L = (z − 0.9)²`` for ``z < 1``, failed (∞, NaN gradient) beyond: the first trial (a unit step
+    from z = 0.5) fails; the fit goes on and finds 0.9. Every evaluated value is recorded."""
+    seen = []
+
+    def loss(z, arrays):
+        jax.debug.callback(lambda v: seen.append(float(v)), z[0])
+        inside = (z[0] - 0.9) ** 2 + 0.0 * jnp.sqrt(1.0 - z[0])  # NaN gradient beyond 1
+        return jnp.where(z[0] < 1.0, inside, jnp.inf)
+
+    optimiser, step = make_step(loss, 20)
+    found = minimise(optimiser, step, np.array([0.5]), None, max_iterations=20, tolerance=1e-10)
+    assert found.converged and found.z[0] == pytest.approx(0.9, abs=1e-4), found
+    assert any(v >= 1.0 for v in seen), seen  # trials did fail ...
+    assert all(np.isfinite(found.history.gradient))  # ... and nothing NaN reached the optimiser's memory
+    assert isinstance(optimiser, optax.GradientTransformationExtraArgs)
+
+
+def test_cli_writes_fit_h5_and_prints_the_table(problem, capsys):
+    directory, _, fit = problem
+    out = directory / "FIT.h5"
+    code = cli.main(["fit", str(directory / "fit.toml"), "-o", str(out), "--set", "fit.max_iterations=40"])
+    printed = capsys.readouterr()
+    assert code == cli.EXIT_OK, printed.err
+    lines = printed.out.strip().splitlines()
+    assert lines[0].startswith("fit converged after") and any(line.startswith("r ") for line in lines)
+    assert "strongest correlations:" in printed.out and lines[-1].startswith("  r ~ s_c:")
+    with h5py.File(out) as h5:
+        names = [n.decode() if isinstance(n, bytes) else n for n in h5["fit/parameters"][()]]
+        assert names == ["r", "s_c"] and h5.attrs["status"] == "converged" and h5.attrs["converged"]
+        assert h5.attrs["schema"] == "tumorfield-fit/1" and "git_commit" in h5.attrs and "jax_version" in h5.attrs
+        assert "[fit]" in h5.attrs["config"] and "[model]" in h5["fit/arms/a"].attrs["config"]
+        n = int(h5.attrs["n_iterations"])
+        assert h5["fit/history/loss"].shape == h5["fit/history/r"].shape == (n + 1,)
+        assert h5["fit/correlation"].shape == (2, 2) and np.all(h5["fit/std_error"][()] > 0)
+        t = h5["fit/prediction/a/t"][()]
+        assert t[0] == 0.0 and t[-1] == pytest.approx(5.0) and h5["fit/prediction/a/max_u"].shape == t.shape
+        assert h5["fit/data/value"].shape == (len(DAYS) * len(OBSERVABLES),)
+    assert cli.main(["fit", str(directory / "fit.toml"), "-o", str(out)]) == cli.EXIT_INPUT  # exists
+    assert "exists" in capsys.readouterr().err
+
+
+# --- bad input: exit 2 with one line naming the file, the key and the rule, before any compute --------
+
+
+def _bad(directory, data=None, fit=None):
+    """Write a fit file (``fit``: replacements in the default one) and data (``data``: CSV text)."""
+    text = FIT.format(r_upper=5.0, s_upper=10.0)
+    for old, new in (fit or {}).items():
+        assert old in text
+        text = text.replace(old, new)
+    (directory / "bad.toml").write_text(text.replace('"obs.csv"', '"bad.csv"'))
+    good = (directory / "obs.csv").read_text()
+    (directory / "bad.csv").write_text(good if data is None else data(good))
+    return directory / "bad.toml"
+
+
+def _replace_first_row(good: str, **columns) -> str:
+    header, first, *rest = good.splitlines()
+    cells = dict(zip(header.split(","), first.split(","), strict=True)) | columns
+    return "\n".join([header, ",".join(str(cells[c]) for c in header.split(",")), *rest]) + "\n"
+
+
+BAD = {
+    "unknown arm": ({"data": lambda g: _replace_first_row(g, arm="b")}, "line 2: arm = 'b'"),
+    "unknown observable": ({"data": lambda g: _replace_first_row(g, observable="volume")}, "observable = 'volume'"),
+    "t off the step grid": ({"data": lambda g: _replace_first_row(g, t="1.01")}, "whole number of time steps"),
+    "t beyond t_end": ({"data": lambda g: _replace_first_row(g, t="6.0")}, "must lie in [0, 5.0]"),
+    "sigma not positive": ({"data": lambda g: _replace_first_row(g, sigma="0")}, "sigma = 0.0: must be > 0"),
+    "lognormal value not positive": ({"data": lambda g: _replace_first_row(g, value="-1")}, "must be > 0 with"),
+    "empty data": ({"data": lambda g: g.splitlines()[0] + "\n"}, "holds no observations"),
+    "missing column": ({"data": lambda g: g.replace("sigma", "sd")}, "must name the columns"),
+    "parameter not in the model": ({"fit": {"s_c =": "k_x ="}}, "fit.parameters.k_x"),
+    "parameter not a leaf": ({"fit": {"s_c =": "D ="}}, "not a floating leaf"),
+    "init outside the range": ({"fit": {"init = 0.6, lower = 0.1": "init = -0.5, lower = 0.1"}}, "must be ≥ 0"),
+    "init outside the bounds": ({"fit": {"init = 0.6": "init = 7.0"}}, "strictly inside (0.1, 5.0)"),
+    "lower at 0": ({"fit": {"init = 0.6, lower = 0.1": "init = 0.6, lower = 0.0"}}, "needs 0 < lower < upper"),
+    "unknown [fit] key": ({"fit": {"max_iterations": "max_iteration"}}, "did you mean 'max_iterations'"),
+    "bad likelihood": ({"fit": {'"lognormal"': '"poisson"'}}, "allowed values are 'normal', 'lognormal'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_exits_2_naming_the_key(problem, case, capsys):
+    directory, _, _ = problem
+    kwargs, expected = BAD[case]
+    path = _bad(directory, **kwargs)
+    code = cli.main(["fit", str(path), "-o", str(directory / "never.h5")])
+    err = capsys.readouterr().err.strip()
+    assert code == cli.EXIT_INPUT and len(err.splitlines()) == 1, err
+    assert expected in err and ("bad.csv" in err or "bad.toml" in err), err
+    assert not (directory / "never.h5").exists()
+
+
+def test_bounds_default_to_the_documented_range_and_refuse_what_it_excludes(tmp_path):
+    """voloshin2015: ``ec50_p`` has the range (0, ∞): ``lower`` defaults to nothing (0 is not > 0) and
+    must be given; ``theta50`` has (0, 1]: its ``upper`` defaults to 1, and ``upper = 2`` is refused."""
+    arm = tmp_path / "arm.toml"
+    arm.write_text(
+        '[model]\nname = "voloshin2015"\n[grid]\nshape = [8, 8]\nlength = [4.0, 4.0]\n'
+        "[time]\nt_end = 1.0\ndt = 0.05\nsave_every = 1.0\n[initial]\ntumor_radius = 0.8\n"
+    )
+    (tmp_path / "obs.csv").write_text("arm,t,observable,value,sigma\na,1.0,tumor_volume,2.0,0.1\n")
+    fit = '[fit]\narms = { a = "arm.toml" }\ndata = "obs.csv"\n[fit.parameters]\n'
+    (tmp_path / "f.toml").write_text(fit + "theta50 = { init = 0.02, lower = 0.01 }\n")
+    assert Fit.load(tmp_path / "f.toml").bounds.upper.tolist() == [1.0]
+    (tmp_path / "f.toml").write_text(fit + "theta50 = { init = 0.02, lower = 0.01, upper = 2.0 }\n")
+    with pytest.raises(ConfigError, match=r"fit.parameters.theta50.upper = 2.0: parameters.theta50 must be"):
+        Fit.load(tmp_path / "f.toml")
+    (tmp_path / "f.toml").write_text(fit + "ec50_p = { init = 50.0 }\n")
+    with pytest.raises(ConfigError, match=r"fit.parameters.ec50_p.lower = None: is required"):
+        Fit.load(tmp_path / "f.toml")
+    (tmp_path / "f.toml").write_text(fit + "host_il1b = { init = 0.5, lower = 0.1, upper = 1.0 }\n")
+    with pytest.raises(ConfigError, match="unknown parameter of model 'voloshin2015'"):
+        Fit.load(tmp_path / "f.toml")
+
+
+# --- reverse-mode memory of the fit's loss does not grow with the number of steps ----------------
+
+
+def _fit_gradient_temp_bytes(directory, steps: int) -> int:
+    """XLA temp memory of ``jit(grad(L))`` for data at two times, the last after ``steps`` steps."""
+    t_end = steps * 0.001
+    arm = ARM.replace("dt = 0.05", "dt = 0.001").replace("t_end = 5.0", f"t_end = {t_end}")
+    arm = arm.replace("chi = 0.05", "chi = 0.0")  # one field: the smallest program that shows it
+    (directory / f"arm{steps}.toml").write_text(arm.replace("save_every = 1.0", f"save_every = {t_end}"))
+    (directory / f"obs{steps}.csv").write_text(
+        "arm,t,observable,value,sigma\n"
+        + "".join(f"a,{t!r},{name},0.5,0.1\n" for t in (steps // 2 * 0.001, t_end) for name in OBSERVABLES)
+    )
+    (directory / f"fit{steps}.toml").write_text(
+        FIT.format(r_upper=5.0, s_upper=10.0)
+        .replace("arm.toml", f"arm{steps}.toml")
+        .replace("obs.csv", f"obs{steps}.csv")
+    )
+    fit = Fit.load(directory / f"fit{steps}.toml")
+    z = jnp.asarray(fit.bounds.to_unconstrained(fit.bounds.init))
+    compiled = jax.jit(jax.grad(fit._loss)).lower(z, fit.arrays).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+
+def test_reverse_mode_memory_of_the_loss_is_sublinear_in_steps(tmp_path):
+    """8× the steps (200 → 1600, observations at two times): the two-level checkpointed rollout
+    stores ~√8 ≈ 2.8× the states; a tape of every step would be 8×."""
+    short, long = _fit_gradient_temp_bytes(tmp_path, 200), _fit_gradient_temp_bytes(tmp_path, 1600)
+    tape = 1600 * 16 * 16 * 4  # u, float32, every step
+    print(f"\nfit loss gradient temp bytes: 200 steps {short}, 1600 steps {long} ({long / short:.2f}×); tape ≥ {tape}")
+    assert long < 4.0 * short and long < 0.2 * tape
+
+
+# --- Gauss–Newton uncertainty and identifiability warnings (no simulation) ------------------------
+
+
+def test_gauss_newton_is_the_exact_covariance_of_linear_least_squares_and_warns():
+    """For ``r = (Aθ − y)/σ`` the Laplace covariance ``(JᵀJ)⁻¹`` is exact: compare with the scatter of
+    least-squares estimates over 4000 noise draws; then a near-collinear and a null column warn."""
+    from tumorfield.fit._uncertainty import gauss_newton, warnings
+
+    rng = np.random.default_rng(3)
+    t = np.linspace(0.0, 1.0, 12)
+    a = np.stack([np.ones_like(t), t], axis=1)
+    sigma, theta = 0.1, np.array([1.0, 2.0])
+    draws = np.stack([np.linalg.lstsq(a, a @ theta + sigma * rng.standard_normal(t.shape), rcond=None)[0]
+                      for _ in range(4000)])  # fmt: skip
+    found = gauss_newton(a / sigma, rng.standard_normal(t.shape))
+    np.testing.assert_allclose(found.std_error, draws.std(axis=0), rtol=0.05)
+    np.testing.assert_allclose(found.correlation[0, 1], np.corrcoef(draws.T)[0, 1], atol=0.03)
+    assert warnings(("a", "b"), theta, found) == []
+    collinear = np.stack([t, t + 1e-3 * t**2], axis=1) / sigma
+    said = warnings(("a", "b"), theta, gauss_newton(collinear, np.zeros_like(t)))
+    assert any("a and b are correlated" in w for w in said) and any(
+        w.startswith("a: relative standard error") for w in said
+    )
+    null = gauss_newton(np.stack([t, 0 * t], axis=1) / sigma, np.zeros_like(t))
+    assert np.isfinite(null.std_error[0]) and null.std_error[1] == np.inf
+    assert warnings(("a", "b"), theta, null) == [
+        "b is not identifiable from these data (the Gauss–Newton Hessian is singular along it)"
+    ]
