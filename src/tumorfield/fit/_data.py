@@ -112,11 +112,11 @@ def read_observations(path: str | Path, arms: Mapping[str, ArmGrid], likelihood:
                 )
             rows = [_row(row, reader.line_num, arms, likelihood == "lognormal") for row in reader]
     except OSError as error:
-        raise ConfigError("[fit] data", str(path), f"cannot be read: {error.strerror}") from None
+        raise ConfigError("fit.data", str(path), f"cannot be read: {error.strerror}", str(path)) from None
     except ConfigError as error:
         raise error.in_file(str(path)) from None
     if not rows:
-        raise ConfigError("[fit] data", str(path), "holds no observations (only a header, or nothing)")
+        raise ConfigError("fit.data", str(path), "holds no observations (only a header, or nothing)", str(path))
     columns = list(zip(*rows, strict=True))
     kinds = (str, float, str, float, float, np.int64, np.int64)
     return Observations(*(np.asarray(c, dtype=k) for c, k in zip(columns, kinds, strict=True)))

@@ -95,8 +95,7 @@ def _bound(name: str, which: str, given, documented) -> float:
             raise ConfigError(
                 f"fit.parameters.{name}.{which}",
                 None,
-                f"is required: the documented range "
-                f"[{lo}, {hi}] {why}, and a log transform needs 0 < lower < upper < inf",
+                f"is required: the allowed range [{lo}, {hi}] {why}, and a log transform needs 0 < lower < upper < inf",
             )
         return float(default)
     return float(given)
