@@ -147,20 +147,18 @@ def _cmd_plot(args, argv) -> int:
 
 
 def _cmd_sweep(args, argv) -> int:
+    import jax
+
     from .sweep import SweepRunner, members_of_process
 
     members = None if args.member is None else [args.member]
-    if args.coordinator or args.distributed:
-        import jax
-
-        if args.coordinator:
-            jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-        else:
-            jax.distributed.initialize()  # cluster auto-detection (SLURM, …)
+    distributed = bool(args.coordinator or args.distributed)
+    if args.coordinator:
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    elif distributed:
+        jax.distributed.initialize()  # cluster auto-detection (SLURM, …)
     runner = SweepRunner(args.sweep, args.output, overrides=args.set, argv=argv, log=_log)
-    if args.coordinator or args.distributed:
-        import jax
-
+    if distributed:
         mine = members_of_process(len(runner.configs), jax.process_index(), jax.process_count())
         members = [int(i) for i in mine if members is None or i in members]
     results = runner.run(members)
