@@ -192,6 +192,35 @@ def test_cli_writes_fit_h5_and_prints_the_table(problem, capsys):
         assert h5["fit/data/value"].shape == (len(DAYS) * len(OBSERVABLES),)
     assert cli.main(["fit", str(directory / "fit.toml"), "-o", str(out)]) == cli.EXIT_INPUT  # exists
     assert "exists" in capsys.readouterr().err
+    other = directory / "other.h5"
+    for bad, why in ((["--profile", "D"], "--profile = 'D'"), (["--profile", "r", "--profile-points", "2"], "≥ 3")):
+        assert cli.main(["fit", str(directory / "fit.toml"), "-o", str(other), *bad]) == cli.EXIT_INPUT
+        assert why in capsys.readouterr().err and not other.exists()  # refused before any compute
+
+
+def test_profile_likelihood_agrees_with_gauss_newton_on_a_nearly_linear_problem(problem, tmp_path):
+    """The profile of ``r``: minimal at the estimate, rising on both sides past the 95 % threshold,
+    ``r`` held at each scanned value while ``s_c`` is re-optimised, and (two well-determined
+    parameters, 5 % noise) an interval within 25 % of the Gauss–Newton ``±1.96 SE`` in width."""
+    _, _, fit = problem
+    result = fit.run()
+    found = fit.profile(result, "r", points=7)
+    j = result.names.index("r")
+    print(f"\nprofile of r: {found.values} → {found.loss - result.loss}; interval [{found.lower}, {found.upper}]")
+    assert found.bounded and found.lower < result.estimate[j] < found.upper
+    assert np.all(found.loss >= result.loss - 1e-6 * result.loss) and found.minimum_loss == pytest.approx(result.loss)
+    np.testing.assert_allclose(found.points[:, j], found.values, rtol=1e-9)  # the mask held r fixed ...
+    assert np.ptp(found.points[:, 1 - j]) > 0.1 * result.std_error[1 - j]  # ... and s_c moved
+    width, gauss_newton = found.upper - found.lower, 2 * 1.96 * result.std_error[j]
+    assert 0.75 < width / gauss_newton < 1.25, (width, gauss_newton)
+    assert "95 % intervals" in result.summary() and not any("profile" in w for w in result.warnings)
+    path = result.write(tmp_path / "FIT.h5")
+    with h5py.File(path) as h5:
+        np.testing.assert_array_equal(h5["fit/profile/r/value"][()], found.values)
+        assert h5["fit/profile/r/points"].shape == (len(found.values), 2)
+        assert h5["fit/profile/r"].attrs["lower"] == pytest.approx(found.lower)
+    with pytest.raises(ConfigError, match="--profile"):
+        fit.profile(result, "D")
 
 
 # --- bad input: exit 2 with one line naming the file, the key and the rule, before any compute --------

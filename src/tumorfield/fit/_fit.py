@@ -26,6 +26,7 @@ from ._data import ArmGrid, Observations, read_observations
 from ._optimise import Minimum, make_step, minimise
 from ._output import reserved, summary, write_fit
 from ._problem import evaluate, make_groups, order, with_values_observed
+from ._profile import Profile, profile, profile_warnings
 from ._spec import FitSpec, load_spec
 from ._transform import Bounds, bounds, check_leaf, natural
 from ._uncertainty import Uncertainty, gauss_newton, warnings
@@ -68,6 +69,7 @@ class FitResult:
     units: dict[str, str]
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    profiles: dict[str, Profile] = field(default_factory=dict)
 
     status = property(lambda self: self.minimum.status)
     converged = property(lambda self: self.minimum.converged)
@@ -102,7 +104,8 @@ class Fit:
         self.data = read_observations(spec.data_path, grids, spec.fit.likelihood)
         self.lognormal = spec.fit.likelihood == "lognormal"
         self.groups, groups = make_groups(spec.arms, self.data, spec.names, self.bounds.init)
-        self.arrays = {"bounds": self.bounds.log, "groups": groups}
+        n = len(spec.names)  # "held"/"held_z": parameters a profile holds fixed (none in a fit): one program for both
+        self.arrays = {"bounds": self.bounds.log, "groups": groups, "held": jnp.zeros(n, bool), "held_z": jnp.zeros(n)}
         self._order = order(self.groups)
         self._optimiser, self._step = make_step(self._loss, spec.fit.max_linesearch_steps)
         self._jacobian = jax.jit(lambda theta, arrays: jax.jacfwd(self._residuals, has_aux=True)(theta, arrays))
@@ -122,7 +125,10 @@ class Fit:
         return r, (r, good, series)
 
     def _loss(self, z, arrays):
-        """``L(z) = ½ Σ r²`` at ``θ(z)``; ``∞`` where a run failed or a residual is not finite."""
+        """``L(z) = ½ Σ r²`` at ``θ(z)``; ``∞`` where a run failed or a residual is not finite. The
+        components ``arrays["held"]`` of ``z`` are replaced by ``arrays["held_z"]`` (a profile holds
+        them fixed: their gradient is then exactly zero, so L-BFGS never moves them)."""
+        z = jnp.where(arrays["held"], arrays["held_z"], z)
         r, (_, good, _) = self._residuals(natural(z, *arrays["bounds"]), arrays)
         total = 0.5 * jnp.sum(jnp.square(r))
         return jnp.where(jnp.all(good) & jnp.isfinite(total), total, jnp.inf)
@@ -173,6 +179,18 @@ class Fit:
         uncertainty = gauss_newton(jacobian, r) if finite else _undetermined(len(estimate))
         data = self.data if values is None else dataclasses.replace(self.data, value=np.asarray(values, np.float64))
         return self._result(minimum, estimate, uncertainty, r, series, timings, data)
+
+    def profile(self, result: FitResult, name: str, *, points: int = 9, span: float = 3.0,
+                log: Callable[[str], None] = lambda _: None) -> Profile:  # fmt: skip
+        """The profile likelihood of ``name`` around ``result`` (see :mod:`._profile`): ``points``
+        values over ``θ̂ · exp(±span · SE/θ̂)``; adds it to ``result.profiles`` and its warnings to
+        ``result.warnings``, and returns it."""
+        if name not in self.names:
+            raise ConfigError("--profile", name, f"must be one of the fitted parameters {list(self.names)}")
+        found = profile(self, result, name, points=points, span=span, log=log)
+        result.profiles[name] = found
+        result.warnings.extend(profile_warnings(found, result))
+        return found
 
     def _why_not_finite(self, r: np.ndarray, good: np.ndarray) -> str | None:
         """Which runs failed, or which observations have a non-finite residual; None if none."""
@@ -283,17 +301,27 @@ def fit(path: str | Path, overrides: Sequence[str] = (), *, log: Callable[[str],
 
 
 def run_fit(
-    config, output, overrides: Sequence[str], *, overwrite: bool, argv, log: Callable[[str], None]
-) -> FitResult:
-    """``tumorfield fit``: check everything (inputs and the output path) before compute, fit, write
-    ``output``, print the summary table to stdout; progress goes to ``log``."""
+    config, output, overrides: Sequence[str], *, overwrite: bool, argv, log: Callable[[str], None],
+    profiles: Sequence[str] = (), profile_points: int = 9,
+) -> FitResult:  # fmt: skip
+    """``tumorfield fit``: check everything (inputs, the ``profiles`` names and the output path)
+    before compute, fit, profile, write ``output``, print the summary table to stdout; progress
+    goes to ``log``."""
     problem = Fit.load(config, overrides)
+    for name in profiles:
+        if name not in problem.names:
+            raise ConfigError("--profile", name, f"must be one of the fitted parameters {list(problem.names)}")
+    if profile_points < 3:
+        raise ConfigError("--profile-points", profile_points, "must be an integer ≥ 3")
     with reserved(output, overwrite=overwrite) as target:
         log(
             f"fitting {', '.join(problem.names)} to {len(problem.data)} observations of "
             f"{len(problem.spec.arms)} arm(s) in {len(problem.groups)} compiled group(s)"
         )
         result = problem.run(log)
+        if result.status != "failed":
+            for name in profiles:
+                problem.profile(result, name, points=profile_points, log=log)
         path = write_fit(target, result, list(argv))
     print(result.summary(), flush=True)
     log(f"done: {path}")

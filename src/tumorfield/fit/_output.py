@@ -16,6 +16,8 @@ Layout (every array float64 unless said; names are UTF-8 strings)::
     /fit/prediction/<arm>/<observable>   (s,) at the estimate
     /fit/data/{arm, observable}          (m,) strings; {t, value, sigma, prediction, residual} (m,)
     /fit/arms/<arm>        attrs: config (the arm's resolved run config), path
+    /fit/profile/<name>/{value, loss, converged} (k,); /points (k, n) natural units, every parameter
+                           attrs: lower, upper (95 % profile interval, NaN: not reached), minimum_loss
 """
 
 from __future__ import annotations
@@ -63,6 +65,11 @@ def _write_result(h5: h5py.File, result) -> None:
         data.create_dataset(name, data=getattr(result.data, name))
     data.create_dataset("prediction", data=result.data_prediction)
     data.create_dataset("residual", data=result.residuals)
+    for name, found in result.profiles.items():
+        group = fit.create_group(f"profile/{name}")
+        for key in ("value", "loss", "points", "converged"):
+            group.create_dataset(key, data=np.asarray(getattr(found, "values" if key == "value" else key)))
+        group.attrs.update(lower=found.lower, upper=found.upper, minimum_loss=found.minimum_loss, level=0.95)
 
 
 @contextlib.contextmanager
@@ -121,5 +128,12 @@ def summary(result) -> str:
     if pairs:
         lines += ["", "strongest correlations:"]
         lines += [f"  {result.names[i]} ~ {result.names[j]}: {result.correlation[i, j]:+.3f}" for i, j in pairs]
+    if result.profiles:
+        lines += ["", "95 % intervals:   profile likelihood        Gauss–Newton (θ̂ ± 1.96 SE)"]
+        for name, found in result.profiles.items():
+            i = result.names.index(name)
+            se = result.std_error[i]
+            lines.append(f"  {name:<14}[{found.lower:.6g}, {found.upper:.6g}]   "
+                         f"[{result.estimate[i] - 1.96 * se:.6g}, {result.estimate[i] + 1.96 * se:.6g}]")  # fmt: skip
     lines += [""] + [f"warning: {w}" for w in result.warnings] if result.warnings else []
     return "\n".join(lines)

@@ -117,24 +117,30 @@ class Run:
     the file ``failed`` and keeps any older output; every ending writes the XDMF sidecar.
     """
 
-    def __init__(self, config, file: TrajectoryFile, target: OutputTarget, state, step: int, log: Callable):
+    def __init__(self, config, file: TrajectoryFile, target: OutputTarget, state, step: int, log: Callable,
+                 params_and_observe: tuple | None = None):  # fmt: skip
         self.config, self.file, self.target, self.state, self.step, self.log = config, file, target, state, step, log
-        self.params, self.observe = _params_and_observe(config)
+        self.params, self.observe = params_and_observe or _params_and_observe(config)
         target.on_move = file.moved
         file.moved(target.current)
 
     @classmethod
-    def start(cls, config, output, *, overwrite: bool, argv, log: Callable) -> Run:
+    def start(cls, config, output, *, overwrite: bool, argv, log: Callable, observe: Callable | None = None) -> Run:
         """Lock and check the output path and its disk space, check ``time.dt`` at t = 0, create the
-        file and commit frame 0. A signal caught before the file exists raises :class:`Interrupted`."""
+        file and commit frame 0. A signal caught before the file exists raises :class:`Interrupted`.
+
+        ``observe``: an observable function shared with other runs of the same model and grid
+        (a sweep's batch), so its diagnostics compile once rather than once per run."""
         target = OutputTarget.new(output, overwrite=overwrite)
+        params, own_observe = _params_and_observe(config)
+        observe = observe or own_observe
         file = None
         try:
             for note in [*target.notes, target.check_space(output_bytes(config), config.output.compression == "none")]:
                 if note:
                     log(note)
             _setup_jax(config)
-            frame, scalars0 = _frame_zero(config)
+            frame, scalars0 = _frame_zero(config, params, observe)
             _raise_if_signalled()
             state0 = {name: np.asarray(v) for name, v in frame.items()}
             file = TrajectoryFile.create(
@@ -151,7 +157,7 @@ class Run:
             _give_up(file, target)
             raise
         log(f"writing {target.current} ({config.n_frames} frames, grid {config.grid.shape}, {config.output.precision})")
-        return cls(config, file, target, frame, 0, log)
+        return cls(config, file, target, frame, 0, log, (params, observe))
 
     @classmethod
     def resume(cls, path, *, argv, log: Callable) -> Run | None:
@@ -258,13 +264,12 @@ def _complete_the_move(target: OutputTarget, log: Callable) -> None:
         target.release()
 
 
-def _frame_zero(config) -> tuple[dict, dict]:
+def _frame_zero(config, params, observe: Callable) -> tuple[dict, dict]:
     """Frame 0 (quasi-steady fields solved) and the diagnostics at t = 0; refuses a
     ``time.dt`` beyond the positivity limit of the explicit part (:class:`ConfigError`)."""
     from ..config import ConfigError
 
     system, grid, dt, dtype = config.model.system, config.grid, config.time.dt, config.output.precision
-    params, observe = _params_and_observe(config)
     frame = initial_frame(system, grid, config.model.initial_state(grid), params, dtype=dtype)
     limits = max_stable_dt(system, grid, frame, params, dtype=dtype)
     too_large = {name: limit for name, limit in limits.items() if dt > limit * (1 + POSITIVITY_TOLERANCE)}

@@ -95,12 +95,13 @@ class SweepRunner:
         for batch in chunks(indices, size):
             members = []
             for i in batch:
-                member = self._start(i, results)
+                member = self._start(i, results, self._observers.get(key))
                 if member is not None:
+                    self._observers.setdefault(key, member.run.observe)
                     members.append(member)
             if not members:
                 continue
-            observe = self._observers.setdefault(key, members[0].run.observe)
+            observe = self._observers[key]
             for member in members:
                 member.run.observe = observe
 
@@ -114,10 +115,12 @@ class SweepRunner:
             batch.rollout = rollout
             batch.execute(lambda i, outcome: self._ended(i, outcome, results))
 
-    def _start(self, index: int, results: dict) -> Member | None:
-        """Create member ``index``'s file with frame 0; a dt beyond the limit at t = 0 fails it alone."""
+    def _start(self, index: int, results: dict, observe: Callable | None) -> Member | None:
+        """Create member ``index``'s file with frame 0 (``observe``: the batch group's shared
+        observable, compiled once); a dt beyond the limit at t = 0 fails this member alone."""
         try:
-            run = Run.start(self.configs[index], self.path(index), overwrite=False, argv=self.argv, log=self.log)
+            run = Run.start(self.configs[index], self.path(index), overwrite=False, argv=self.argv, log=self.log,
+                            observe=observe)  # fmt: skip
         except ConfigError as error:
             self.log(f"member {index} failed before its first step: {error}")
             self.manifest.set_status(index, "failed")
