@@ -41,8 +41,8 @@ BASE = ROOT / "experiments" / "voloshin2015" / "ptx_anakinra.toml"
 
 def _sweep_file(directory: Path, size: int, members: int, t_end: float, cache: str) -> Path:
     save_every = min(1.0, t_end)  # a whole number of frames for a short --t-end too
-    settings = [f"grid.shape=[{size},{size}]", f"time.t_end={t_end}", f"time.save_every={save_every}", 'run.progress="none"',
-                f'run.compilation_cache="{cache}"']  # fmt: skip
+    settings = [f"grid.shape=[{size},{size}]", f"time.t_end={t_end}", f"time.save_every={save_every}",
+                'run.progress="none"', f'run.compilation_cache="{cache}"']  # fmt: skip
     values = ", ".join(f"{0.5 + 1.5 * i / max(1, members - 1):.6f}" for i in range(members))
     path = directory / f"sweep_{size}.toml"
     array = "[" + ", ".join(json.dumps(s) for s in settings) + "]"

@@ -13,7 +13,10 @@ Per grid size it measures (float32, device auto-detected):
 2. time to solution: wall time to reach ``t_end`` with the tumour field within
    ``--tol`` relative L2 of a fine reference (tumorfield at 4× smaller dt),
    for tumorfield at the largest accepted dt meeting the tolerance, and for
-   py-pde's numba backend (forward Euler at its stable dt).
+   py-pde's numba backend: forward Euler at its stable dt, backward Euler
+   (``ImplicitSolver``) at the largest dt its iteration converges at, and
+   ``ScipySolver(method="BDF")`` with the stencil's Jacobian sparsity; the
+   speed-up is also given against the fastest of the three.
 
 See ``benchmarks/README.md`` for what is counted and how.
 """
@@ -352,6 +355,203 @@ def run_pypde(shape, t_end: float, budget_s: float, reference_u) -> dict:
     return out
 
 
+def _budgeted_fixed_step(stepper, state, dt: float, n_total: int, budget_s: float) -> dict:
+    """Run a fixed-step py-pde ``stepper`` for as many of ``n_total`` steps as fit in ``budget_s``.
+
+    A 20-step probe gives the cost per step; the rest is extrapolated at the cost measured
+    over the main chunk (``extrapolated`` says whether ``t_end`` was reached).
+    """
+    probe = min(n_total, 20)
+    t0 = time.perf_counter()
+    stepper(state, 0.0, probe * dt)
+    probe_s = time.perf_counter() - t0
+    done = probe
+    affordable = max(0, int((budget_s - probe_s) / (probe_s / probe)))
+    chunk = min(n_total - done, affordable)
+    t0 = time.perf_counter()
+    if chunk > 0:
+        stepper(state, done * dt, (done + chunk) * dt)
+        done += chunk
+    main_s = time.perf_counter() - t0
+    measured_s = probe_s + main_s
+    step_s = (main_s / chunk) if chunk > 0 else probe_s / probe
+    return {
+        "steps_run": done,
+        "run_s_measured": measured_s,
+        "step_s": step_s,
+        "extrapolated": done < n_total,
+        "wall_s": measured_s + (n_total - done) * step_s,
+    }
+
+
+def run_pypde_implicit(shape, t_end: float, budget_s: float, reference_u) -> dict:
+    """py-pde's ``ImplicitSolver`` (backward Euler) at the largest fixed dt whose iteration converges.
+
+    py-pde solves each backward-Euler step by fixed-point iteration
+    ``y ← y_n + dt f(y)`` (``maxiter`` 100, ``maxerror`` 1e-4), which contracts only
+    while ``dt ‖∂f/∂y‖ < 1``: the cytokine's ``4 d D_c/Δx² + λ_c`` limits it as it limits
+    forward Euler (0.9 × its limit ``2/ρ`` would iterate with factor 1.8: divergent). Tried:
+    dt = (1/2, 1/4, 1/8) × the forward-Euler dt of :func:`run_pypde` (contraction factors
+    ≈ 0.9, 0.45, 0.23), 5 steps each from the initial state (a numba compile each: dt is
+    compiled in); the first that converges runs to ``t_end`` within ``budget_s``
+    (extrapolated past it, as for Euler).
+    """
+    import pde
+
+    equation, state, dt_euler = ref.pypde_problem(shape)
+    tried, compile_s, chosen = [], 0.0, None
+    for factor in (0.5, 0.25, 0.125):
+        n_total = math.ceil(t_end / (factor * dt_euler))
+        dt = t_end / n_total
+        _, state, _ = ref.pypde_problem(shape)
+        solver = pde.solvers.ImplicitSolver(equation, backend="numba")
+        t0 = time.perf_counter()
+        stepper = solver.make_stepper(state, dt)
+        try:
+            stepper(state, 0.0, dt)  # numba compiles on the first call
+            compile_s += time.perf_counter() - t0
+            stepper(state, dt, 5 * dt)
+            ok = bool(np.all(np.isfinite(state.data)))
+        except Exception as error:  # noqa: BLE001 - ConvergenceError, or a numba-wrapped one
+            compile_s += time.perf_counter() - t0
+            tried.append({"dt": dt, "converged": False, "error": f"{type(error).__name__}: {error}"[:200]})
+            continue
+        tried.append({"dt": dt, "converged": ok})
+        if ok:
+            chosen = (dt, n_total, stepper)
+            break
+    out = {"solver": "ImplicitSolver (backward Euler, fixed-point iteration)", "tried": tried, "compile_s": compile_s}
+    if chosen is None:
+        out["wall_s"] = None
+        out["note"] = "no tried dt converged"
+        return out
+    dt, n_total, stepper = chosen
+    _, state, _ = ref.pypde_problem(shape)
+    out.update(dt=dt, n_steps=n_total, **_budgeted_fixed_step(stepper, state, dt, n_total, budget_s))
+    out["cell_updates_per_s"] = math.prod(shape) / out["step_s"]
+    out["dtype"] = str(state.data.dtype)
+    if not out["extrapolated"]:
+        out["rel_l2_u_vs_tumorfield_reference"] = rel_l2(state["u"].data, reference_u)
+    return out
+
+
+def _child(queue, fn, args):
+    try:
+        queue.put(("ok", fn(*args, report=lambda partial: queue.put(("partial", partial)))))
+    except Exception as error:  # noqa: BLE001 - reported to the parent
+        queue.put(("error", f"{type(error).__name__}: {error}"))
+
+
+def in_subprocess(fn, args, timeout_s: float):
+    """``fn(*args, report=...)`` in a spawned process, killed after ``timeout_s``.
+
+    Returns ``(status, value)``: ``("ok", result)``, ``("error", message)``, ``("partial", the
+    last result ``fn`` reported before the time was up)`` or ``("timeout", message)``.
+    """
+    import multiprocessing as mp
+    import queue as queue_module
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(queue, fn, args), daemon=True)
+    proc.start()
+    deadline, last = time.monotonic() + timeout_s, None
+    try:
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                status, value = queue.get(timeout=remaining)
+            except queue_module.Empty:
+                break
+            if status != "partial":
+                return status, value
+            last = value
+        return ("partial", last) if last is not None else ("timeout", f"no result within {timeout_s:.0f} s")
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join(5)
+
+
+def stencil_sparsity(shape, n_fields: int = 3, radius: int = 2):
+    """Sparsity of the reference problem's Jacobian for py-pde's flattened state ``(field, *cells)``.
+
+    Every equation couples all fields at cells up to ``radius`` along each axis
+    (``divergence(u*gradient(c))``: ``c`` at ±2, ``u`` at ±1; ``laplace``: ±1).
+    """
+    import scipy.sparse as sp
+
+    pattern = None
+    for axis, n in enumerate(shape):
+        band = sp.diags([np.ones(n - abs(k)) for k in range(-radius, radius + 1)], list(range(-radius, radius + 1)))
+        term = sp.identity(1, format="csr")
+        for other, m in enumerate(shape):
+            term = sp.kron(term, band if other == axis else sp.identity(m), format="csr")
+        pattern = term if pattern is None else pattern + term
+    return sp.kron(np.ones((n_fields, n_fields)), pattern, format="csr").astype(bool)
+
+
+def run_pypde_bdf(
+    shape, t_end: float, budget_s: float, reference_u, rtol: float, max_unknowns: float, report=None
+) -> dict:
+    """py-pde's ``ScipySolver`` with ``method="BDF"`` (adaptive, variable order 1–5, numba rhs).
+
+    ``scipy.integrate.solve_ivp`` gets the stencil's Jacobian sparsity
+    (:func:`stencil_sparsity`), so its finite-difference Jacobian and the LU of the Newton
+    matrix are sparse (without it both are dense, ``(3 N)²``: infeasible beyond a few
+    thousand cells). ``rtol`` as given, ``atol = rtol × 1e-3``. The run advances in 50
+    pieces of ``t_end / 50``; when ``budget_s`` is spent before ``t_end``, ``wall_s`` is
+    extrapolated by simulated time (``extrapolated``: true; the early transient, while the
+    cytokine builds up, is the stiffest part, so this may overestimate). ``report(partial)``
+    is called after each piece. Above ``max_unknowns`` unknowns it is not run (the sparse
+    LU's fill-in does not fit this machine's memory and time).
+    """
+    import pde
+
+    unknowns = 3 * math.prod(shape)
+    out = {"solver": "ScipySolver(method='BDF')", "rtol": rtol, "atol": rtol * 1e-3, "unknowns": unknowns}
+    if unknowns > max_unknowns:
+        out["wall_s"] = None
+        out["skipped"] = f"{unknowns:,} unknowns > --pypde-bdf-max-unknowns {max_unknowns:,.0f} (sparse LU fill-in)"
+        return out
+    equation, state, _ = ref.pypde_problem(shape)
+    t0 = time.perf_counter()
+    sparsity = stencil_sparsity(shape)
+    out["sparsity_s"] = time.perf_counter() - t0
+    solver = pde.solvers.ScipySolver(
+        equation, backend="numba", method="BDF", rtol=rtol, atol=rtol * 1e-3, jac_sparsity=sparsity
+    )
+    t0 = time.perf_counter()
+    stepper = solver.make_stepper(state)
+    stepper(state.copy(), 0.0, 1e-9)  # numba compiles the right-hand side on the first call (on a copy)
+    out["compile_s"] = time.perf_counter() - t0
+    solver.info["steps"] = 0
+    if report is not None:  # the parent learns when stepping began (wall clock: another process)
+        report({**out, "t_reached": 0.0, "stepping_since_epoch_s": time.time()})
+    pieces, t, elapsed = 50, 0.0, 0.0
+    for k in range(1, pieces + 1):
+        t_next = t_end * k / pieces
+        t0 = time.perf_counter()
+        stepper(state, t, t_next)
+        elapsed += time.perf_counter() - t0
+        t = t_next
+        out.update(
+            t_reached=t,
+            run_s_measured=elapsed,
+            rhs_evaluations=solver.info.get("steps"),
+            extrapolated=t < t_end * (1 - 1e-12),
+            wall_s=elapsed * t_end / t,
+            dtype=str(state.data.dtype),
+        )
+        if report is not None:
+            report(dict(out))
+        if elapsed > budget_s and k < pieces:
+            break
+    if not out["extrapolated"]:
+        out["rel_l2_u_vs_tumorfield_reference"] = rel_l2(state["u"].data, reference_u)
+        out["finite"] = bool(np.all(np.isfinite(state.data)))
+    return out
+
+
 def _numba_threads():
     try:
         import numba
@@ -386,6 +586,23 @@ def main(argv=None):
         help="seconds of py-pde stepping per size before extrapolating (30; 5 with --quick)",
     )
     parser.add_argument("--throughput-cells", type=float, default=None, help="cells × steps per throughput run")
+    parser.add_argument(
+        "--pypde-solvers",
+        nargs="+",
+        default=["euler", "implicit", "bdf"],
+        choices=("euler", "implicit", "bdf"),
+        help="py-pde peers: EulerSolver, ImplicitSolver, ScipySolver(method='BDF') (default: all three)",
+    )
+    parser.add_argument(
+        "--pypde-bdf-timeout", type=float, default=None, help="hard limit (s) of the BDF peer's process (20 × budget)"
+    )
+    parser.add_argument("--pypde-bdf-rtol", type=float, default=1e-4, help="rtol of the BDF peer (atol = rtol/1000)")
+    parser.add_argument(
+        "--pypde-bdf-max-unknowns",
+        type=float,
+        default=1.0e6,
+        help="largest 3 × cells the BDF peer is run at (its sparse LU; default 1e6: 512² runs, 128³ does not)",
+    )
     args = parser.parse_args(argv)
 
     if args.sizes is None:
@@ -443,12 +660,45 @@ def main(argv=None):
         print(f"[{label(shape)}] throughput, {n_steps} steps ...", flush=True)
         entry["tumorfield_throughput"] = throughput(runner, n_steps, dt, limit, repeats=2)
         if use_pypde and text in pypde_sizes:
-            print(f"[{label(shape)}] py-pde ...", flush=True)
-            entry["pypde"] = run_pypde(shape, t_end, pypde_budget, reference["u"])
-            if tts["wall_s"] is not None:
-                entry["speedup_time_to_solution"] = entry["pypde"]["wall_s"] / tts["wall_s"]
-            best = max(entry["tumorfield_throughput"][k]["cell_updates_per_s"] for k in ("checkpoint", "scan"))
-            entry["speedup_per_step"] = best / entry["pypde"]["cell_updates_per_s"]
+            peers = {}
+            if "euler" in args.pypde_solvers:
+                print(f"[{label(shape)}] py-pde EulerSolver ...", flush=True)
+                entry["pypde"] = peers["euler"] = run_pypde(shape, t_end, pypde_budget, reference["u"])
+                if tts["wall_s"] is not None:
+                    entry["speedup_time_to_solution"] = entry["pypde"]["wall_s"] / tts["wall_s"]
+                best = max(entry["tumorfield_throughput"][k]["cell_updates_per_s"] for k in ("checkpoint", "scan"))
+                entry["speedup_per_step"] = best / entry["pypde"]["cell_updates_per_s"]
+            if "implicit" in args.pypde_solvers:
+                print(f"[{label(shape)}] py-pde ImplicitSolver ...", flush=True)
+                peers["implicit"] = run_pypde_implicit(shape, t_end, pypde_budget, reference["u"])
+            if "bdf" in args.pypde_solvers:
+                print(f"[{label(shape)}] py-pde ScipySolver(BDF) ...", flush=True)
+                # in a child process with a hard limit: one piece of a large sparse-LU run can take very long
+                bdf_args = (shape, t_end, pypde_budget, np.asarray(reference["u"]), args.pypde_bdf_rtol,
+                            args.pypde_bdf_max_unknowns)  # fmt: skip
+                limit_s = args.pypde_bdf_timeout if args.pypde_bdf_timeout is not None else 20 * pypde_budget
+                started = time.time()
+                status, value = in_subprocess(run_pypde_bdf, bdf_args, limit_s)
+                if status == "partial" and value.get("t_reached", 0.0) == 0.0:
+                    # compiled, but not even the first 1/50 of t_end within the limit: a lower bound
+                    stepping_s = started + limit_s - value.pop("stepping_since_epoch_s")
+                    value.update(wall_s=None, wall_s_lower_bound=50 * stepping_s, stepped_s_without_result=stepping_s)
+                    value["note"] = f"no piece of t_end/50 within the {limit_s:.0f} s process limit"
+                    peers["scipy_bdf"] = value
+                elif status in ("ok", "partial"):
+                    value.pop("stepping_since_epoch_s", None)
+                    peers["scipy_bdf"] = value
+                    if status == "partial":
+                        value["note"] = f"stopped by the {limit_s:.0f} s process limit; extrapolated from t_reached"
+                else:
+                    peers["scipy_bdf"] = {"solver": "ScipySolver(method='BDF')", "wall_s": None,
+                                          "skipped": f"{status}: {value} (numba compile included)"}  # fmt: skip
+            entry["pypde_peers"] = peers
+            timed = {name: p["wall_s"] for name, p in peers.items() if p.get("wall_s") is not None}
+            if timed and tts["wall_s"] is not None:
+                best_peer = min(timed, key=timed.get)
+                entry["best_peer"] = best_peer
+                entry["speedup_time_to_solution_vs_best_peer"] = timed[best_peer] / tts["wall_s"]
         result["sizes"][label(shape)] = entry
         del runner, reference
         path.write_text(json.dumps(result, indent=2, default=_json_default))  # after every size
@@ -492,6 +742,24 @@ def print_table(result):
             f"{e.get('speedup_time_to_solution', float('nan')):>6.1f} {e.get('speedup_per_step', float('nan')):>6.2f}"
         )
     print("* py-pde time extrapolated from the measured steps (fixed-step cost is constant)")
+    peers = [(name, e) for name, e in result["sizes"].items() if e.get("pypde_peers")]
+    if peers:
+        print(f"\n{'size':>10} {'peer':>10} {'dt':>9} {'wall s':>10} {'compile s':>9} {'TTS x':>8}")
+        for name, e in peers:
+            tf_wall = e["tumorfield_time_to_solution"]["wall_s"]
+            for peer, p in e["pypde_peers"].items():
+                wall = p.get("wall_s")
+                if wall is None:
+                    print(f"{name:>10} {peer:>10} {p.get('skipped') or p.get('note', '')}")
+                    continue
+                print(
+                    f"{name:>10} {peer:>10} {p.get('dt', float('nan')):>9.2e} {wall:>9.2f}"
+                    f"{'*' if p.get('extrapolated') else ' '} {p.get('compile_s', float('nan')):>9.1f} "
+                    f"{(wall / tf_wall) if tf_wall else float('nan'):>8.1f}"
+                )
+            if "best_peer" in e:
+                speedup = e["speedup_time_to_solution_vs_best_peer"]
+                print(f"{name:>10} best peer: {e['best_peer']}, speed-up {speedup:.1f}×")
 
 
 if __name__ == "__main__":

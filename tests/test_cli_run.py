@@ -143,7 +143,7 @@ def test_nan_exits_3_naming_field_time_and_place_and_keeps_earlier_frames(tmp_pa
 def test_positivity_violation_in_the_solver_exits_3(tmp_path, cache):
     out = tmp_path / "out.h5"
     config = write_config(tmp_path, t_end=2.0, save_every=0.1, r=1000.0, chunk=4)
-    result = cli("run", config, "-o", out, "--set", "time.dt=0.1", cache=cache)
+    result = cli("run", config, "-o", out, "--set", "time.dt=0.1", "--set", "numerics.max_substeps=1", cache=cache)
     assert result.returncode == 3, result.stderr
     assert "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if "numerical failure" in line]
@@ -156,7 +156,8 @@ def test_positivity_violation_in_the_solver_exits_3(tmp_path, cache):
 
 def test_dt_beyond_the_stability_limit_at_start_is_bad_input(tmp_path, cache):
     out = tmp_path / "out.h5"
-    result = cli("run", write_config(tmp_path), "-o", out, "--set", "parameters.D=1.0", cache=cache)
+    result = cli("run", write_config(tmp_path), "-o", out, "--set", "parameters.D=1.0",
+                 "--set", "numerics.max_substeps=1", cache=cache)  # fmt: skip
     assert result.returncode == 2, result.stderr
     (line,) = result.stderr.strip().splitlines()[-1:]
     assert "run.toml: time.dt = 0.01: " in line and "positivity limit" in line and "at t = 0" in line

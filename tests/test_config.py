@@ -45,7 +45,7 @@ def test_example_loads_with_defaults_and_round_trips():
     assert config.source == str(EXAMPLE)
     assert config.grid.shape == (64, 64)
     assert config.n_steps == 200 and config.steps_per_save == 20 and config.n_frames == 11
-    assert config.sections["output"]["gzip_level"] == 4  # default filled in
+    assert config.sections["output"]["gzip_level"] == 6  # default filled in
     again = cfg.loads(config.text, "again")
     assert again.sections == config.sections
 

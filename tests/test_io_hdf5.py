@@ -102,7 +102,7 @@ def test_layout(run_2d):
             ds = h5[name]
             assert ds.shape == (5, 16, 16) and ds.dtype == np.float64
             assert ds.chunks == (1, 16, 16) and ds.maxshape == (None, 16, 16)
-            assert ds.compression == "gzip" and ds.compression_opts == 3
+            assert ds.compression == "gzip" and ds.compression_opts == 3 and ds.shuffle
             assert [d[0].name for d in ds.dims] == ["/t", "/y", "/x"]
         np.testing.assert_allclose(h5["x"][:], (np.arange(16) + 0.5) / 16)
         assert h5["scalars/tumour_burden"].dims[0][0].name == "/scalars/t"
@@ -133,6 +133,15 @@ def test_xarray_opens_with_coordinates(run_2d):
         np.testing.assert_array_equal(ds["t"].values, h5["scalars/t"][:])
 
 
+def _resolve(root, item):
+    """The Domain-level ``DataItem`` that ``item`` references (``Reference="XML"``), or ``item``."""
+    if item.get("Reference") != "XML":
+        return item
+    name = item.text.split('@Name="')[1].split('"')[0]
+    (target,) = root.findall(f"Domain/DataItem[@Name='{name}']")
+    return target
+
+
 def _check_xdmf(xdmf: Path, h5path: Path) -> None:
     root = ET.parse(xdmf).getroot()
     assert root.tag == "Xdmf"
@@ -147,7 +156,7 @@ def _check_xdmf(xdmf: Path, h5path: Path) -> None:
         for k, grid in enumerate(frames):
             assert float(grid.find("Time").get("Value")) == h5["t"][k]
             assert tuple(map(int, grid.find("Topology").get("Dimensions").split())) == shape
-            coords = grid.findall("Geometry/DataItem")
+            coords = [_resolve(root, c) for c in grid.findall("Geometry/DataItem")]  # defined once, referenced
             assert [c.text.split(":")[1] for c in coords] == [f"/{a}" for a in reversed(axes)]  # x first
             for c in coords:
                 file, dataset = c.text.split(":")

@@ -255,7 +255,7 @@ def _foreign(directory: Path, kind: str) -> Path:
 FOREIGN = {
     "text": "cannot be opened as HDF5",
     "no-schema": "without the 'schema' attribute",
-    "other": "schema 'other/1', expected 'tumorfield-trajectory/1'",
+    "other": f"schema 'other/1', expected {FORMAT!r}",
     "newer": "'tumorfield-trajectory/99', newer than this tumorfield reads",
     "damaged": "damaged tumorfield trajectory (missing attribute 'n_scalars_committed'",
 }
@@ -360,3 +360,19 @@ def test_each_commit_writes_the_slot_the_label_does_not_reference(tmp_path, comm
         frames = sorted(int(g.attrs["frames"]) for g in h5["checkpoint"].values())
     total = sum(commits)
     assert frames == [total - commits[-1], total]
+
+
+def test_format_1_files_are_still_read(tmp_path, monkeypatch):
+    """Format 1 (before ODE variables recorded by an observable were stored once): its layout is
+    format 2's without ``state_variable`` attributes, so the reader opens it as before."""
+    import tumorfield.io._writer as writer
+
+    monkeypatch.setattr(writer, "FORMAT", "tumorfield-trajectory/1")
+    path = tmp_path / "format1.h5"
+    _, expected = _write(path)
+    with open_trajectory(path) as run:
+        assert run.metadata["schema"] == "tumorfield-trajectory/1" and FORMAT == "tumorfield-trajectory/2"
+        assert run.variable_names == ("m",) and run.carried == {}
+        np.testing.assert_array_equal(run.variables["m"][:], expected["m"])
+        np.testing.assert_array_equal(run.field("u")[:], expected["u"])
+        run.verify()

@@ -82,3 +82,75 @@ def test_row_summary(sweep):
     assert row["lowest_dose_raising_metastasis_above_ptx_alone"] == 1.0
     assert row["burden_ratio_at_study_dose"] == pytest.approx(1.6)
     assert row["target_2_burden_ratio_ge_1.5_at_study_dose"] is True
+
+
+# --- experiments/voloshin2015/analysis.py: targets that cannot pass by accident (issue 13) ---------
+
+
+@pytest.fixture(scope="module")
+def analysis():
+    sys.path.insert(0, str(HERE))
+    try:
+        spec = importlib.util.spec_from_file_location("voloshin_analysis", HERE / "analysis.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(HERE))
+
+
+def _arm(analysis, **values):
+    """Endpoints of one arm: every key the ratios read, 1.0 unless given."""
+    keys = {*analysis.ENDPOINT_SCALARS, *(f"{k}_window" for k in analysis.WINDOW_SCALARS), "tumor_volume_at_start"}
+    return {**dict.fromkeys(keys, 1.0), "tumor_volume": 2.0, **values}
+
+
+def _study(analysis, ptx=None, ptx_anakinra=None, vehicle=None):
+    """Arms for which every target holds, unless an arm is overridden."""
+    good_pa = {"tumor_volume": 1.8, "metastatic_burden": 1.3, "m2_tumor": 1.2, "m2_fraction": 1.2,
+               "mean_leakiness": 1.2, "invasion_distance": 0.9}  # fmt: skip
+    ep = {
+        "vehicle": _arm(analysis, **{"il1b_mean_window": 0.5, "il1b_production_window": 0.5, **(vehicle or {})}),
+        "ptx": _arm(analysis, **(ptx or {})),
+        "ptx_anakinra": _arm(analysis, **{**good_pa, **(ptx_anakinra or {})}),
+    }
+    return analysis.targets(analysis.ratios(ep), ep)
+
+
+def test_ratio_is_undefined_for_zero_or_non_finite_denominators(analysis):
+    assert analysis.ratio(2.0, 4.0) == 0.5
+    for a, b in ((0.0, 0.0), (1.0, 0.0), (math.nan, 1.0), (1.0, math.nan), (math.inf, 1.0)):
+        assert math.isnan(analysis.ratio(a, b)), (a, b)
+
+
+def test_every_target_holds_on_the_reference_study(analysis):
+    t = _study(analysis)
+    assert len(t) == 5 and all(v["pass"] and v["defined"] for v in t.values()), t
+
+
+def test_tumours_gone_in_both_arms_fail_every_target_they_touch(analysis):
+    """0/0: the old +inf ratio made targets 3 and 4 pass when PTX had eradicated both tumours."""
+    gone = {"tumor_volume": 0.0, "metastatic_burden": 0.0, "m2_tumor": 0.0, "m2_fraction": math.nan,
+            "mean_leakiness": math.nan, "il1b_mean_window": math.nan}  # fmt: skip
+    t = _study(analysis, ptx=gone, ptx_anakinra=gone)
+    for number in (1, 2, 3, 4, 5):
+        (item,) = [v for k, v in t.items() if k.startswith(f"{number} ")]
+        assert not item["pass"], (number, item)
+    assert not t[analysis.TARGET_NAMES[3]]["defined"] and not t[analysis.TARGET_NAMES[4]]["defined"]
+
+
+def test_an_empty_tumour_region_fails_the_il1b_target(analysis):
+    """x/0 and NaN: an IL1β mean over an emptied region (the old target-5 failure mode) is undefined."""
+    for value in (0.0, math.nan):
+        t = _study(analysis, vehicle={"il1b_mean_window": value})
+        item = t[analysis.TARGET_NAMES[5]]
+        assert not item["pass"] and not item["defined"], item
+
+
+def test_a_shrinking_treated_tumour_fails_the_dual_effect_even_with_the_right_ratios(analysis):
+    """The ratios point the right way, but the PTX tumour shrinks through treatment: not the study's tumour."""
+    t = _study(analysis, ptx={"tumor_volume": 2.0, "tumor_volume_at_start": 3.0})
+    assert t[analysis.TARGET_NAMES[1]]["ratio"] < 1 and t[analysis.TARGET_NAMES[2]]["ratio"] > 1
+    for number in (1, 2, 3, 4, 5):
+        (item,) = [v for k, v in t.items() if k.startswith(f"{number} ")]
+        assert item["defined"] and not item["pass"], (number, item)

@@ -36,7 +36,10 @@ def _slope(h, err):
 _MMS = {"du": 0.01, "dc": 0.05, "k": 2.0, "chi": 0.05, "r": 1.0, "alpha": 0.5}
 
 
-def _mms_problem(grid):
+def _mms_problem(grid, motility=0.0, du=None):
+    """The manufactured problem; ``motility = β`` makes the cells' diffusion state-dependent,
+    ``D_u (1 + β u)`` (``StateDependent``), with ``∇·(D_u(1+βu)∇u) = D_u[(1+βu)∇²u + β|∇u|²]`` in the
+    source; ``du`` overrides ``D_u``."""
     x = grid.mesh()
     n = grid.ndim
     cos = [np.cos(np.pi * xi) for xi in x]
@@ -51,9 +54,13 @@ def _mms_problem(grid):
         for i in range(1, n)
     ]
     grad_dot = sum(a * b for a, b in zip(dphi, dpsi, strict=True))
+    grad_phi_sq = sum(a * a for a in dphi)
     lap_phi, lap_psi = -n * np.pi**2 * phi, -(n + 3) * np.pi**2 * psi
-    phi, psi, grad_dot, lap_phi, lap_psi = (jnp.asarray(v) for v in (phi, psi, grad_dot, lap_phi, lap_psi))
-    p = _MMS
+    phi, psi, grad_dot, lap_phi, lap_psi, grad_phi_sq = (
+        jnp.asarray(v) for v in (phi, psi, grad_dot, lap_phi, lap_psi, grad_phi_sq)
+    )
+    p = dict(_MMS) if du is None else {**_MMS, "du": du}
+    beta = motility
 
     def coefficients(t):
         return 0.5 * jnp.exp(-t), -0.5 * jnp.exp(-t), 1.0 + 0.5 * jnp.sin(2.0 * t), jnp.cos(2.0 * t)
@@ -66,14 +73,16 @@ def _mms_problem(grid):
         a, da, b, db = coefficients(t)
         u_e, c_e = 1.0 + a * phi, b * psi
         div_taxis = p["chi"] * (a * b * grad_dot + u_e * b * lap_psi)
-        s_u = da * phi - p["du"] * a * lap_phi + div_taxis - params["r"] * u_e * (1.0 - u_e)
+        diffusion = p["du"] * ((1.0 + beta * u_e) * a * lap_phi + beta * a * a * grad_phi_sq)
+        s_u = da * phi - diffusion + div_taxis - params["r"] * u_e * (1.0 - u_e)
         s_c = db * psi - p["dc"] * b * lap_psi + p["k"] * c_e - params["alpha"] * u_e
         u = state["u"]
         return {"u": params["r"] * u * (1.0 - u) + s_u, "c": params["alpha"] * u + s_c}
 
+    d_u = p["du"] if beta == 0.0 else tk.StateDependent(lambda state, params: p["du"] * (1.0 + beta * state["u"]))
     system = tk.System(
         fields=("u", "c"),
-        diffusion={"u": p["du"], "c": p["dc"]},
+        diffusion={"u": d_u, "c": p["dc"]},
         decay={"c": p["k"]},
         taxis=(tk.Taxis(field="u", attractant="c", chi=p["chi"]),),
         reaction=reaction,
@@ -83,10 +92,14 @@ def _mms_problem(grid):
     return system, exact, params
 
 
-def _mms_error(n, ndim, t_end, dt, reference=None):
+def _mms_error(n, ndim, t_end, dt, reference=None, **options):
+    """``options``: ``motility``, ``du`` (of the problem) and ``cell_diffusion`` (of ``simulate``)."""
     grid = tk.Grid(shape=(n,) * ndim, length=1.0)
-    system, exact, params = _mms_problem(grid)
-    traj = tk.simulate(system, grid, exact(0.0), t_end=t_end, dt=dt, params=params, checkpoint=False)
+    cell_diffusion = options.pop("cell_diffusion", "explicit")
+    system, exact, params = _mms_problem(grid, **options)
+    traj = tk.simulate(
+        system, grid, exact(0.0), t_end=t_end, dt=dt, params=params, checkpoint=False, cell_diffusion=cell_diffusion
+    )
     final = {name: traj[name][-1] for name in ("u", "c")}
     target = exact(t_end) if reference is None else reference
     # discrete L2 norm over the box, per field; the worse of the two
@@ -122,6 +135,46 @@ def test_manufactured_solution_time_order(ndim, n):
     dts = [t_end / s for s in steps]
     order = _slope(dts, errors)
     print(f"{ndim}D time: dt={dts} errors vs dt={t_end / 3840:g} reference={errors} order={order:.3f}")
+    assert order >= 1.8, (order, errors)
+
+
+def test_implicit_cell_diffusion_time_order_with_state_dependent_motility():
+    # cells diffuse with D_u (1 + 2u), D_u = 0.05: split off and advanced by MPRK22 at steps 1.7–7×
+    # the explicit diffusion limit (taxis-limited steps). Observed order from successive halvings,
+    # log2(|u_Δt − u_Δt/2| / |u_Δt/2 − u_Δt/4|), with no reference run.
+    n, t_end, options = 16, 0.5, {"motility": 2.0, "du": 0.05, "cell_diffusion": "implicit"}
+    grid = tk.Grid((n, n), 1.0)
+    system, exact, params = _mms_problem(grid, motility=2.0, du=0.05)
+    limits = tk.step_limits(system, grid, exact(0.0), params)["u"]
+    steps = [15, 30, 60]
+    assert t_end / steps[-1] > 1.5 * limits["diffusion"] and t_end / steps[0] < limits["split"], limits
+    finals = [_mms_error(n, 2, t_end, t_end / s, **options)[1] for s in steps]
+    differences = [
+        max(float(jnp.sqrt(jnp.mean((a[f] - b[f]) ** 2))) for f in ("u", "c"))
+        for a, b in zip(finals[:-1], finals[1:], strict=True)
+    ]
+    order = math.log2(differences[0] / differences[1])
+    print(
+        f"implicit cell diffusion, time: limits {limits}, steps {steps}, differences {differences}, order={order:.3f}"
+    )
+    assert order >= 1.8, (order, differences)
+
+
+def test_implicit_cell_diffusion_space_order_with_state_dependent_motility():
+    # dt ∝ Δx (as the taxis limit allows), far above the explicit diffusion limit ∝ Δx² on the finest grid
+    t_end, errors, spacings = 0.2, [], []
+    for n in (16, 32, 64):
+        grid = tk.Grid((n, n), 1.0)
+        system, exact, params = _mms_problem(grid, motility=2.0, du=0.05)
+        dt = t_end / n
+        limits = tk.step_limits(system, grid, exact(0.0), params)["u"]
+        assert dt < limits["split"]
+        err, _ = _mms_error(n, 2, t_end, dt, motility=2.0, du=0.05, cell_diffusion="implicit")
+        errors.append(err)
+        spacings.append(1.0 / n)
+    assert dt > 10 * limits["diffusion"], limits
+    order = _slope(spacings, errors)
+    print(f"implicit cell diffusion, space: Δx={spacings} L2 errors={errors} order={order:.3f}")
     assert order >= 1.8, (order, errors)
 
 

@@ -128,8 +128,10 @@ def random_state(seed=0):
     rng = np.random.default_rng(seed)
     m = model()
     state = {k: jnp.asarray(v) for k, v in m.initial_state(GRID).items()}
-    for name in ("il1b", "anakinra", "paclitaxel", "vegf", "chemo", "mde", "leakiness", "m1", "m2"):
-        scale = {"il1b": 5.0, "anakinra": 1.0, "paclitaxel": 2000.0, "vegf": 50.0}.get(name, 0.3)
+    for name in ("il1b", "anakinra", "paclitaxel", "paclitaxel_bound", "vegf", "chemo", "mde", "leakiness", "m1", "m2"):
+        scale = {"il1b": 5.0, "anakinra": 1.0, "paclitaxel": 2000.0, "paclitaxel_bound": 5000.0, "vegf": 50.0}.get(
+            name, 0.3
+        )
         state[name] = jnp.asarray(scale * rng.uniform(size=GRID.shape))
     state["circulating"] = jnp.asarray(3.0)
     return state
@@ -154,13 +156,15 @@ def test_il1r_knockout_zeroes_the_host_response_but_not_the_tumours():
     phi_t_ko, phi_h_ko = il1_responses(state, ko)
     np.testing.assert_array_equal(phi_t_ko, phi_t_wt)
     assert float(jnp.max(phi_h_ko)) == 0.0 and float(jnp.min(phi_h_wt)) > 0.0
-    _, t_p = drug_effects(state["paclitaxel"], ko)
+    _, t_p = drug_effects(state, ko)
     k21, _ = polarisation_rates(state, ko, phi_h_ko, t_p)
     np.testing.assert_allclose(k21, ko.k21_0 + ko.k_p * t_p, rtol=1e-12)
     chemo = reaction(state, ko, jnp.asarray(0.0), GRID)["chemo"]
-    e_p, _ = drug_effects(state["paclitaxel"], ko)
-    n = state["tumor"]
-    np.testing.assert_allclose(chemo, ko.s_c * n + ko.s_d * ko.delta_p * e_p * n, rtol=1e-12)  # no IL1 term
+    e_p, _ = drug_effects(state, ko)
+    n, phi_t = state["tumor"], phi_t_ko
+    free = jnp.maximum(1.0 - n - ko.eps_mac * (state["m1"] + state["m2"]), 0.0)
+    kill = ko.delta_p * e_p * ko.r_n * (1.0 + ko.a_r * phi_t) * n * free  # paclitaxel kills dividing cells
+    np.testing.assert_allclose(chemo, ko.s_c * n + ko.s_d * kill, rtol=1e-12)  # no IL1 term
 
 
 def test_anakinra_does_nothing_without_any_il1b():
@@ -296,3 +300,67 @@ def test_every_parameter_acts_within_one_step_of_the_whole_model():
             continue
         assert g != 0.0, f"d loss / d {f.name} is 0: the parameter does not act on a step"
     assert float(grads.ptx_iv_ke) == 0.0 and float(grads.ptx_iv_v) == 0.0
+
+
+# --- paclitaxel: a slowed, not dissolved, tumour; retention in cells (issue 13) ------------------
+
+
+def test_paclitaxel_at_full_effect_slows_but_cannot_dissolve_a_tumour():
+    """Kill ∝ proliferation (Norton–Simon): with δ_P < 1 the tumour term stays positive wherever the
+    logistic term is, at any drug level; δ_P = 1 stops growth exactly; intravasation switched off."""
+    state = random_state(5)
+    state["paclitaxel_bound"] = jnp.full(GRID.shape, 1e9)  # E_P = 1 to rounding
+    state["leakiness"] = jnp.zeros(GRID.shape)
+    m = model(ptx=[dose(0.0, 20.0)]).params(GRID)
+    free = 1.0 - state["tumor"] - m.eps_mac * (state["m1"] + state["m2"])
+    untreated = reaction(state, eqx.tree_at(lambda p: p.delta_p, m, jnp.asarray(0.0)), jnp.asarray(0.1), GRID)
+    treated = reaction(state, m, jnp.asarray(0.1), GRID)
+    growing = np.asarray(free > 0) & np.asarray(state["tumor"] > 0)
+    assert growing.any()
+    np.testing.assert_allclose(
+        np.asarray(treated["tumor"])[growing], (1.0 - float(m.delta_p)) * np.asarray(untreated["tumor"])[growing],
+        rtol=1e-5,
+    )  # fmt: skip
+    assert np.all(np.asarray(treated["tumor"])[growing] > 0.0)
+    full = reaction(state, eqx.tree_at(lambda p: p.delta_p, m, jnp.asarray(1.0)), jnp.asarray(0.1), GRID)
+    assert np.all(np.abs(np.asarray(full["tumor"])[growing]) <= 1e-5 * np.asarray(untreated["tumor"])[growing])
+
+
+def test_cell_bound_paclitaxel_outlasts_the_free_drug():
+    """After an i.p. dose the free drug follows plasma out within hours, while the cell-bound pool
+    still holds what it took up; once the free drug is gone the bound pool decays at its release rate
+    alone, k_off (0.11–0.61/day: days, Kuh et al. 1999), which the exponential scheme integrates exactly."""
+    m = model(ptx=[dose(0.0, 20.0)])
+    traj = short_run(m)  # 0.4 day, the compiled rollout shared with the other tests
+    free = np.asarray(traj["paclitaxel"]).mean(axis=(1, 2))
+    bound = np.asarray(traj["paclitaxel_bound"]).mean(axis=(1, 2))
+    assert free[-1] < 0.7 * free.max() and bound[-1] > 0.95 * bound.max() > 0
+    p = m.params(GRID)
+    assert float(SYSTEM.decay["paclitaxel_bound"](p)) == float(p.ptx_k_off)
+    assert float(SYSTEM.decay["paclitaxel"](p)) == pytest.approx(float(p.lambda_p + p.ptx_kappa * p.ptx_k_off))
+    state = random_state(8)
+    r = reaction(state, p, jnp.asarray(0.1), GRID)
+    np.testing.assert_allclose(r["paclitaxel_bound"], p.ptx_kappa * p.ptx_k_off * state["paclitaxel"], rtol=1e-6)
+
+
+# --- diagnostics that do not collapse when the tumour thins out (issue 13) ------------------------
+
+
+def test_tumour_weighted_diagnostics_survive_a_vanishing_tumour_and_read_nan_when_it_is_gone():
+    from tumorfield.models.voloshin2015.observables import TUMOR_THRESHOLD, observe
+
+    state = random_state(6)
+    p = model(ptx=[dose(0.0, 20.0)]).params(GRID)
+    values = {}
+    for scale in (1.0, 1e-3, 1e-20):  # far below the region threshold: the old region means were 0
+        state["tumor"] = scale * jnp.asarray(np.random.default_rng(7).uniform(0.2, 0.8, GRID.shape))
+        assert float(jnp.max(state["tumor"])) < TUMOR_THRESHOLD or scale == 1.0
+        values[scale] = observe(state, p, jnp.asarray(1.0), GRID, 0.5)
+    for key in ("il1b_mean", "m2_fraction", "mean_leakiness", "paclitaxel_cell_mean", "kill_effect"):
+        got = [float(values[s][key]) for s in (1.0, 1e-3, 1e-20)]
+        assert all(math.isfinite(g) and g > 0 for g in got), (key, got)
+        assert got[1] == pytest.approx(got[0], rel=1e-4) and got[2] == pytest.approx(got[0], rel=1e-3), key
+    state["tumor"] = jnp.zeros(GRID.shape)
+    gone = observe(state, p, jnp.asarray(1.0), GRID, 0.5)
+    for key in ("il1b_mean", "m2_fraction", "mean_leakiness"):
+        assert math.isnan(float(gone[key])), key  # undefined, not 0

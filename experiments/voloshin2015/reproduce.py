@@ -21,7 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from analysis import ARMS, figures, summary  # noqa: E402
+from analysis import ARMS, figures, jsonable, summary  # noqa: E402
 
 
 def run_arm(arm: str, outdir: Path, overrides: list[str], config_dir: Path = HERE) -> Path:
@@ -51,12 +51,16 @@ def main(argv=None) -> int:
     paths = {arm: run_arm(arm, outdir, args.set) for arm in args.arms}
     result = summary(paths)
     result["overrides"] = args.set
-    (outdir / "summary.json").write_text(json.dumps(result, indent=2))
+    (outdir / "summary.json").write_text(json.dumps(jsonable(result), indent=2))
     if not args.no_figures:
         figures(paths, outdir / "figures")
     for name, target in result.get("targets", {}).items():
-        values = ", ".join(f"{k}={v:.3g}" for k, v in target.items() if k != "pass" and isinstance(v, float))
-        print(f"[{'PASS' if target['pass'] else 'FAIL'}] {name}: {values}")
+        values = ", ".join(
+            f"{k}={v:.3g}" if v == v else f"{k}=undefined" for k, v in target.items() if isinstance(v, float)
+        )
+        flags = ", ".join(f"{k}={v}" for k, v in target.items() if isinstance(v, bool) and k not in ("pass", "defined"))
+        verdict = "PASS" if target["pass"] else ("FAIL (undefined)" if not target["defined"] else "FAIL")
+        print(f"[{verdict}] {name}: {values}{'; ' + flags if flags else ''}")
     print(f"summary: {outdir / 'summary.json'}")
     return 0
 

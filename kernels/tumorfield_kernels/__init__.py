@@ -17,6 +17,7 @@ from ._api import initial_frame as initial_frame
 from ._api import max_stable_dt as max_stable_dt
 from ._api import max_stable_dt_over_run as max_stable_dt_over_run
 from ._api import simulate as simulate
+from ._api import step_limits as step_limits
 from ._grid import Grid as Grid
 from ._phi import phi_functions as phi_functions
 from ._solution import POSITIVITY_TOLERANCE as POSITIVITY_TOLERANCE
@@ -50,5 +51,6 @@ __all__ = [
     "max_stable_dt_over_run",
     "phi_functions",
     "simulate",
+    "step_limits",
     "transport",
 ]

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from ._grid import Grid
 from ._rollout import Scan, SqrtCheckpointedScan, rollout
+from ._schemes import CELL_DIFFUSION
 from ._solution import POSITIVITY_TOLERANCE, Trajectory, failure_message, raise_if_failed
 from ._stepper import Stepper
 from ._system import System
@@ -27,8 +28,11 @@ State = dict[str, Any]
 
 
 @eqx.debug.assert_max_traces(max_traces=None)
-def _advance_impl(system, grid, state, params, dt, t_start, step, n_saves, steps_per_save, scan, observe, check):
-    stepper = Stepper.build(system, grid, params, dt)
+def _advance_impl(
+    system, grid, state, params, dt, t_start, step, n_saves, steps_per_save, scan, observe, check,
+    cell_diffusion="explicit", max_substeps=1,
+):  # fmt: skip
+    stepper = Stepper.build(system, grid, params, dt, cell_diffusion, max_substeps, "checkpointed")
     return rollout(stepper, scan, state, step, t_start, n_saves, steps_per_save, observe, check)
 
 
@@ -36,8 +40,21 @@ _advance_jit = eqx.filter_jit(_advance_impl)
 
 
 @eqx.filter_jit
-def _bounds_jit(system, grid, state, params, t, dt):
-    return Stepper.build(system, grid, params, dt).rate_bounds(state, t)
+def _bounds_jit(system, grid, state, params, t, dt, cell_diffusion="explicit"):
+    return Stepper.build(system, grid, params, dt, cell_diffusion).rate_bounds(state, t)
+
+
+@eqx.filter_jit
+def _diffusion_rates_jit(system, grid, state, params, t, dt):
+    return Stepper.build(system, grid, params, dt, "implicit").diffusion_rates(state, t)
+
+
+def _check_numerics(cell_diffusion, max_substeps):
+    """Refuse a bad ``cell_diffusion`` or ``max_substeps`` with the value and the rule."""
+    if cell_diffusion not in CELL_DIFFUSION:
+        raise ValueError(f"cell_diffusion={cell_diffusion!r}: allowed are 'explicit', 'implicit'")
+    if isinstance(max_substeps, bool) or not isinstance(max_substeps, int) or max_substeps < 1:
+        raise ValueError(f"max_substeps={max_substeps!r}: must be an integer ≥ 1 (1: no sub-cycling)")
 
 
 @eqx.filter_jit
@@ -94,18 +111,54 @@ def _prepare_params(params, dtype):
     return jax.tree_util.tree_map(convert, {} if params is None else params)
 
 
-def max_stable_dt(system: System, grid: Grid, initial: Mapping[str, Any], params=None, *, t: float = 0.0, dtype=None):
+def _inverse(rate) -> float:
+    return 1.0 / float(rate) if float(rate) > 0 else math.inf
+
+
+def max_stable_dt(
+    system: System, grid: Grid, initial: Mapping[str, Any], params=None, *, t: float = 0.0, dtype=None,
+    cell_diffusion: str = "explicit",
+):  # fmt: skip
     """Largest ``Δt`` (days) for which each explicitly advanced field stays non-negative.
 
     Returns ``{field: Δt_max}`` for the fields with an explicit limit (local
     diffusion, decay and taxis; taxis speeds are taken from ``initial``).
-    Fields advanced exponentially have no limit from their diffusion or decay.
+    Fields advanced exponentially have no limit from their diffusion or decay;
+    with ``cell_diffusion="implicit"`` neither has the diffusion of the cell
+    fields (the limit is that of taxis and decay). Sub-cycling
+    (``max_substeps``) multiplies the accepted ``dt`` by up to ``max_substeps``.
+    """
+    _check_numerics(cell_diffusion, 1)
+    dtype = _default_dtype(dtype)
+    state = _prepare_state(system, grid, initial, dtype)
+    params = _prepare_params(params, dtype)
+    bounds = _bounds_jit(system, grid, state, params, jnp.asarray(t, dtype), jnp.zeros((), dtype), cell_diffusion)
+    return {name: _inverse(b) for name, b in bounds.items()}
+
+
+def step_limits(system: System, grid: Grid, initial: Mapping[str, Any], params=None, *, t: float = 0.0, dtype=None):
+    """Which limit binds: per explicitly limited field, ``{"explicit": Δt, "split": Δt, "diffusion": Δt}`` (days).
+
+    ``explicit`` is :func:`max_stable_dt` with the cell diffusion explicit; ``split`` the same
+    with it implicit (``cell_diffusion="implicit"``: taxis and decay only); ``diffusion`` the
+    limit ``1/Σ_axes 2 max D/Δx²`` that explicit diffusion alone imposes (``inf`` for fields
+    whose diffusion is not split off).
     """
     dtype = _default_dtype(dtype)
     state = _prepare_state(system, grid, initial, dtype)
     params = _prepare_params(params, dtype)
-    bounds = _bounds_jit(system, grid, state, params, jnp.asarray(t, dtype), jnp.zeros((), dtype))
-    return {name: (1.0 / float(b) if float(b) > 0 else math.inf) for name, b in bounds.items()}
+    t_, zero = jnp.asarray(t, dtype), jnp.zeros((), dtype)
+    explicit = _bounds_jit(system, grid, state, params, t_, zero, "explicit")
+    split = _bounds_jit(system, grid, state, params, t_, zero, "implicit")
+    diffusion = _diffusion_rates_jit(system, grid, state, params, t_, zero)
+    return {
+        name: {
+            "explicit": _inverse(explicit[name]),
+            "split": _inverse(split[name]) if name in split else math.inf,
+            "diffusion": _inverse(diffusion[name]) if name in diffusion else math.inf,
+        }
+        for name in explicit
+    }
 
 
 def max_stable_dt_over_run(
@@ -119,6 +172,7 @@ def max_stable_dt_over_run(
     frames: int = 8,
     rounds: int = 4,
     dtype=None,
+    cell_diffusion: str = "explicit",
 ):
     """Largest ``Δt`` (days) that keeps each explicit field non-negative at every frame of a run to ``t_end``.
 
@@ -127,7 +181,8 @@ def max_stable_dt_over_run(
     (without the in-run check) at half the smallest limit found so far, saving
     ``frames`` frames, and takes each field's smallest limit over them; while that
     is below the probe's own step, it probes again at half of it (at most
-    ``rounds`` probes). Returns ``{field: Δt_max}`` like :func:`max_stable_dt`.
+    ``rounds`` probes). Returns ``{field: Δt_max}`` like :func:`max_stable_dt`
+    (``cell_diffusion`` as there).
     The limits are those of the probe's trajectory: a run at a larger ``dt``
     follows it to the solver's accuracy, so leave a margin near a steep front.
     """
@@ -138,7 +193,7 @@ def max_stable_dt_over_run(
     dtype = _default_dtype(dtype)
     state0 = _prepare_state(system, grid, initial, dtype)
     params = _prepare_params(params, dtype)
-    limits = max_stable_dt(system, grid, state0, params, t=t_start, dtype=dtype)
+    limits = max_stable_dt(system, grid, state0, params, t=t_start, dtype=dtype, cell_diffusion=cell_diffusion)
     if not limits or all(math.isinf(v) for v in limits.values()):
         return limits
     duration = t_end - t_start
@@ -148,26 +203,30 @@ def max_stable_dt_over_run(
         dt = duration / (frames * steps_per_frame)
         traj = simulate(
             system, grid, state0, t_end=t_end, dt=dt, save_every=duration / frames, params=params,
-            t_start=t_start, checkpoint=False, check_stability=False, dtype=dtype,
+            t_start=t_start, checkpoint=False, check_stability=False, dtype=dtype, cell_diffusion=cell_diffusion,
         )  # fmt: skip
         for k in range(1, len(traj)):
             frame = {name: traj[name][k] for name in system.fields}
-            at_frame = max_stable_dt(system, grid, frame, params, t=float(traj.t[k]), dtype=dtype)
+            at_frame = max_stable_dt(
+                system, grid, frame, params, t=float(traj.t[k]), dtype=dtype, cell_diffusion=cell_diffusion
+            )
             limits = {name: min(limits[name], at_frame[name]) for name in limits}
         if min(limits.values()) >= dt:
             break
     return limits
 
 
-def _check_dt(system, grid, state, params, dt, t, dtype):
-    limits = max_stable_dt(system, grid, state, params, t=t, dtype=dtype)
-    too_large = {name: limit for name, limit in limits.items() if dt > limit * (1 + POSITIVITY_TOLERANCE)}
+def _check_dt(system, grid, state, params, dt, t, dtype, cell_diffusion="explicit", max_substeps=1):
+    limits = max_stable_dt(system, grid, state, params, t=t, dtype=dtype, cell_diffusion=cell_diffusion)
+    cap = max_substeps * (1 + POSITIVITY_TOLERANCE)
+    too_large = {name: limit for name, limit in limits.items() if dt > limit * cap}
     if too_large:
         worst = min(too_large.values())
         detail = ", ".join(f"{name!r}: {limit:.6g} day" for name, limit in too_large.items())
+        sub = "" if max_substeps == 1 else f" times max_substeps = {max_substeps}"
         raise ValueError(
-            f"dt={dt} day exceeds the stability (positivity) limit of the explicit part ({detail}); "
-            f"the largest stable dt is {worst:.6g} day"
+            f"dt={dt} day exceeds the stability (positivity) limit of the explicit part ({detail}){sub}; "
+            f"the largest stable dt is {worst * max_substeps:.6g} day"
         )
 
 
@@ -194,6 +253,8 @@ def advance(
     check_stability: bool = True,
     throw: bool = True,
     dtype=None,
+    cell_diffusion: str = "explicit",
+    max_substeps: int = 1,
 ) -> tuple[State, jax.Array, Trajectory]:
     """Advance ``state`` by ``n_saves × steps_per_save`` steps of ``dt`` (days) from step number ``step``.
 
@@ -209,17 +270,28 @@ def advance(
     such an ending raises :class:`SolverError` after the call, and a ``dt``
     beyond the limit at the start is refused (``ValueError``) before compiling;
     with ``throw=False`` nothing raises (for fitting and sweeps).
+
+    ``cell_diffusion``: ``"explicit"`` (in the SSP-RK2 step of the cell fields, ``dt ∝ Δx²``) or
+    ``"implicit"`` (split off and advanced by MPRK22, unconditionally non-negative and
+    conservative: ``dt`` is limited by taxis and decay only; ``docs/numerics.md``).
+    ``max_substeps``: where the positivity limit of the explicit part falls below ``dt`` during
+    the run, a step is cut into up to this many equal sub-steps (1: never; the run ends at the
+    frame instead, ``positivity_limit_exceeded``); a step that needs more ends the run with
+    ``substep_limit_exceeded``. ``trajectory.substeps`` holds each frame's largest count.
+    Both are static (a new value compiles anew).
     """
+    _check_numerics(cell_diffusion, max_substeps)
     dtype = _default_dtype(dtype)
     state = _prepare_state(system, grid, state, dtype)
     params = _prepare_params(params, dtype)
     if throw and check_stability and _is_concrete((state, params, dt, t_start)):
-        _check_dt(system, grid, state, params, float(dt), float(t_start) + int(step) * float(dt), dtype)
+        t_now = float(t_start) + int(step) * float(dt)
+        _check_dt(system, grid, state, params, float(dt), t_now, dtype, cell_diffusion, max_substeps)
     dt_array, t0 = jnp.asarray(dt, dtype), jnp.asarray(t_start, dtype)
     scan = SqrtCheckpointedScan() if checkpoint else Scan()
-    state, step, frames, times, observed, bounds, result, n_valid = _advance_jit(
+    state, step, frames, times, observed, bounds, (substeps, step_substeps), result, n_valid = _advance_jit(
         system, grid, state, params, dt_array, t0, jnp.asarray(step, jnp.int32),
-        int(n_saves), int(steps_per_save), scan, observe, bool(check_stability),
+        int(n_saves), int(steps_per_save), scan, observe, bool(check_stability), cell_diffusion, max_substeps,
     )  # fmt: skip
     t_observed = None
     if observed is not None:
@@ -228,18 +300,18 @@ def advance(
         index = first + jnp.arange(n_saves * steps_per_save, dtype=step.dtype)
         t_observed = t0 + index.astype(dtype) * dt_array
         t_observed = jnp.where(index <= step, t_observed, jnp.nan)
-    traj = Trajectory(times, frames, t_observed, observed, result, n_valid, bounds)
+    traj = Trajectory(times, frames, t_observed, observed, result, n_valid, bounds, substeps, step_substeps)
     if throw:
-        traj = raise_if_failed(traj, lambda tr: _describe(tr, grid, float(dt), n_saves, steps_per_save))
+        traj = raise_if_failed(traj, lambda tr: _describe(tr, grid, float(dt), n_saves, steps_per_save, max_substeps))
     return state, step, traj
 
 
-def _describe(traj: Trajectory, grid: Grid, dt: float, n_saves: int, steps_per_save: int) -> str:
+def _describe(traj: Trajectory, grid: Grid, dt: float, n_saves: int, steps_per_save: int, max_substeps=1) -> str:
     def where(frame):
         step = (frame + 1) * steps_per_save
         return f"at saved frame {frame + 1} of {n_saves} of this call (step {step} after its start), "
 
-    return failure_message(traj, grid, dt, where)
+    return failure_message(traj, grid, dt, where, max_substeps)
 
 
 def simulate(
@@ -257,6 +329,8 @@ def simulate(
     check_stability: bool = True,
     throw: bool = True,
     dtype=None,
+    cell_diffusion: str = "explicit",
+    max_substeps: int = 1,
 ) -> Trajectory:
     """Solve ``system`` on ``grid`` from ``initial`` at ``t_start`` to ``t_end`` (days).
 
@@ -270,7 +344,8 @@ def simulate(
     differentiable; with ``checkpoint=True`` the backward pass stores
     about ``2√steps_per_save`` states per frame (two-level checkpointing).
     ``throw`` and ``check_stability`` as in :func:`advance`: with
-    ``throw=False`` a failed run is a value (``result``, ``n_valid``).
+    ``throw=False`` a failed run is a value (``result``, ``n_valid``);
+    ``cell_diffusion`` and ``max_substeps`` as in :func:`advance`.
     """
     duration = t_end - t_start
     n_steps = _whole_steps(duration, dt, "t_end - t_start")
@@ -284,10 +359,12 @@ def simulate(
     _, _, traj = advance(
         system, grid, state0, dt=dt, n_saves=n_steps // steps_per_save, steps_per_save=steps_per_save,
         params=params, t_start=t_start, observe=observe, checkpoint=checkpoint,
-        check_stability=check_stability, throw=throw, dtype=dtype,
+        check_stability=check_stability, throw=throw, dtype=dtype, cell_diffusion=cell_diffusion,
+        max_substeps=max_substeps,
     )  # fmt: skip
     first = _first_frame(system, grid, state0, params, t0, jnp.zeros((), dtype))
-    start_bound = _bounds_jit(system, grid, first, params, t0, jnp.zeros((), dtype)) if check_stability else {}
+    zero = jnp.zeros((), dtype)
+    start_bound = _bounds_jit(system, grid, first, params, t0, zero, cell_diffusion) if check_stability else {}
     return Trajectory(
         jnp.concatenate([t0[None], traj.t]),
         {name: jnp.concatenate([first[name][None], traj.fields[name]]) for name in system.fields},
@@ -296,6 +373,8 @@ def simulate(
         traj.result,
         traj.n_valid + 1,
         {name: jnp.concatenate([start_bound[name][None], bound]) for name, bound in traj.rate_bound.items()},
+        jnp.concatenate([jnp.zeros((1,), traj.substeps.dtype), traj.substeps]),
+        traj.step_substeps,
     )
 
 

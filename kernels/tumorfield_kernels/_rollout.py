@@ -82,11 +82,20 @@ def rollout(stepper: Stepper, scan: Scan, state, step, t_start, n_saves, steps_p
     """``n_saves`` frames of ``steps_per_save`` steps each from ``state`` at step number ``step``.
 
     Step ``n`` runs at ``t_start + n·dt``. Returns ``(state, step, frames, times, observed,
-    bounds, result, n_valid)``: the last valid state and its step number, the frames and their
-    times, the per-step observables (``None`` without ``observe``), each frame's rate bounds
-    (``{}`` without ``check_positivity``), and how the run ended (:class:`RESULTS`).
+    bounds, (substeps, step_substeps), result, n_valid)``: the last valid state and its step
+    number, the frames and their times, the per-step observables (``None`` without ``observe``),
+    each frame's rate bounds (``{}`` without ``check_positivity``), each frame's largest number of
+    explicit sub-steps needed by one of its steps (``int32``, ``(n_saves,)``) and every step's
+    (``(n_saves · steps_per_save,)``, 0 for steps not run), and how the run ended
+    (:class:`RESULTS`).
+
+    Without sub-cycling (``stepper.max_substeps == 1``) a frame from which the next step would
+    break positivity ends the run (``positivity_limit_exceeded``; that frame is valid). With it,
+    the steps sub-cycle instead, and a frame one of whose steps needed more than
+    ``max_substeps`` ends it (``substep_limit_exceeded``; that frame is not valid).
     """
     dt = stepper.dt
+    cap = stepper.max_substeps
 
     def time_of(n):
         return t_start + n.astype(dt.dtype) * dt
@@ -96,45 +105,61 @@ def rollout(stepper: Stepper, scan: Scan, state, step, t_start, n_saves, steps_p
 
     def one_step(carry, _):
         state, carried, n = carry
-        state, carried = stepper.step(state, carried, time_of(n))
+        state, carried, needed = stepper.step(state, carried, time_of(n))
         observed = None if observe is None else observe(state, stepper.params, time_of(n + 1))
-        return (state, carried, n + 1), observed
+        return (state, carried, n + 1), (observed, needed)
 
     def compute_frame(state, n):
-        (state, _, n), observed = scan(one_step, (state, stepper.prepare(state), n), steps_per_save)
+        (state, _, n), (observed, needed) = scan(one_step, (state, stepper.prepare(state), n), steps_per_save)
         t = time_of(n)
         frame = stepper.solve_quasi_steady(state, t)
-        return frame, n, t, observed, bounds_at(frame, t)
+        return frame, n, t, observed, bounds_at(frame, t), needed
 
     def skipped_frame(state, n):
-        """After a failure: no steps; NaN frame, time, observables and bounds."""
+        """After a failure: no steps; NaN frame, time, observables and bounds; 0 sub-steps."""
         t = time_of(n)
         per_step = None if observe is None else jax.eval_shape(lambda s: observe(s, stepper.params, t), state)
         per_step = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((steps_per_save, *x.shape), x.dtype), per_step)
         bounds = jax.eval_shape(lambda s: bounds_at(s, t), state)
-        return (*_nan_like((state,)), n, *_nan_like((t, per_step, bounds)))
+        return (*_nan_like((state,)), n, *_nan_like((t, per_step, bounds)), jnp.zeros((steps_per_save,), jnp.int32))
 
     def one_frame(carry, _):
         state, n, result, n_valid = carry
         running = result == RESULTS.successful
-        frame, n_new, t, observed, bounds = lax.cond(running, compute_frame, skipped_frame, state, n)
+        frame, n_new, t, observed, bounds, step_substeps = lax.cond(running, compute_frame, skipped_frame, state, n)
+        substeps = jnp.max(step_substeps)
         finite = _all_finite(frame)
-        advanced = running & finite
-        ended = _ending(finite, _within_limit(bounds, dt))
+        if cap == 1:
+            within, enough = _within_limit(bounds, dt), jnp.asarray(True)
+        else:
+            within = jnp.asarray(True)
+            enough = substeps <= cap if check_positivity else jnp.asarray(True)
+        advanced = running & finite & enough
+        ended = _ending(finite, within, enough)
         result = RESULTS.where(running, ended, result)
         state = jax.tree_util.tree_map(lambda new, old: jnp.where(advanced, new, old), frame, state)
         n = jnp.where(advanced, n_new, n)
-        return (state, n, result, n_valid + advanced.astype(n_valid.dtype)), (frame, t, observed, bounds)
+        outputs = (frame, t, observed, bounds, substeps, step_substeps)
+        return (state, n, result, n_valid + advanced.astype(n_valid.dtype)), outputs
 
-    start = _ending(_all_finite(state), _within_limit(bounds_at(state, time_of(step), solved=False), dt))
+    start_bounds = bounds_at(state, time_of(step), solved=False)
+    if cap == 1:
+        start = _ending(_all_finite(state), _within_limit(start_bounds, dt), jnp.asarray(True))
+    else:
+        start = _ending(_all_finite(state), jnp.asarray(True), _within_limit(start_bounds, dt / cap))
     carry = (state, step, start, jnp.zeros((), jnp.int32))
-    (state, step, result, n_valid), (frames, times, observed, bounds) = lax.scan(one_frame, carry, None, length=n_saves)
+    (state, step, result, n_valid), (frames, times, observed, bounds, substeps, step_substeps) = lax.scan(
+        one_frame, carry, None, length=n_saves
+    )
+    step_substeps = step_substeps.reshape(n_saves * steps_per_save)
     if observed is not None:
         observed = jax.tree_util.tree_map(lambda x: x.reshape((n_saves * steps_per_save,) + x.shape[2:]), observed)
-    return state, step, frames, times, observed, bounds, result, n_valid
+    return state, step, frames, times, observed, bounds, (substeps, step_substeps), result, n_valid
 
 
-def _ending(finite, within) -> RESULTS:
-    """The result after a frame: non-finite, else beyond the positivity limit, else successful."""
+def _ending(finite, within, enough) -> RESULTS:
+    """The result after a frame: non-finite, else too many sub-steps, else beyond the positivity
+    limit, else successful."""
     positivity = RESULTS.where(within, RESULTS.successful, RESULTS.positivity_limit_exceeded)
-    return RESULTS.where(finite, positivity, RESULTS.nonfinite_state)
+    substeps = RESULTS.where(enough, positivity, RESULTS.substep_limit_exceeded)
+    return RESULTS.where(finite, substeps, RESULTS.nonfinite_state)

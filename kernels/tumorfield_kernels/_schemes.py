@@ -33,6 +33,7 @@ import jax.numpy as jnp
 
 from . import _spectral as spectral
 from . import _stencils as stencils
+from ._diffusion import ImplicitDiffusion
 from ._grid import Grid
 from ._phi import phi_functions
 from ._system import StateDependent, System, Taxis, is_zero
@@ -229,9 +230,40 @@ class QuasiSteadySolve(eqx.Module):
         return g + spectral.from_spectral(self.inverse * spectral.to_spectral(source - kg, True), True)
 
 
-def plan(system: System, grid: Grid, params, dt, dtype) -> tuple[dict[str, FieldScheme], dict[str, QuasiSteadySolve]]:
-    """Each time-dependent field's scheme and each quasi-steady field's solve, with operators
-    (``φ``-functions of ``dt L``, inverse symbols, wall values) computed once for ``dt``."""
+CELL_DIFFUSION = ("explicit", "implicit")
+"""How the diffusion of local (cell) fields is advanced: in their explicit SSP-RK2 step, or split
+off (Strang) and advanced implicitly by MPRK22 (:mod:`._diffusion`)."""
+
+
+def split_fields(system: System, cell_diffusion: str) -> tuple[str, ...]:
+    """The fields whose diffusion is split off and advanced implicitly: with ``"implicit"``, every
+    local (non-scalar) field with a diffusion coefficient."""
+    if cell_diffusion not in CELL_DIFFUSION:
+        raise ValueError(f"cell_diffusion={cell_diffusion!r}: allowed are 'explicit', 'implicit'")
+    if cell_diffusion == "explicit":
+        return ()
+    names = tuple(
+        name for name in system.dynamic_fields
+        if name not in system.scalars and system.method(name) == "local"
+        and not is_zero(system.diffusion.get(name, 0.0))
+    )  # fmt: skip
+    for name in names:
+        if name in system.dirichlet:
+            raise ValueError(
+                f"cell_diffusion='implicit': field {name!r} has a fixed wall value (System.dirichlet), which the "
+                "implicit diffusion does not support (zero-flux walls only); use cell_diffusion='explicit'"
+            )
+    return names
+
+
+def plan(
+    system: System, grid: Grid, params, dt, dtype, cell_diffusion: str = "explicit"
+) -> tuple[dict[str, FieldScheme], dict[str, QuasiSteadySolve], dict[str, ImplicitDiffusion]]:
+    """Each time-dependent field's scheme, each quasi-steady field's solve and, with
+    ``cell_diffusion="implicit"``, each cell field's split-off diffusion, with operators
+    (``φ``-functions of ``dt L``, inverse symbols, wall values, ``τD/Δx²``) computed once for ``dt``.
+    The scheme of a field whose diffusion is split off is its :class:`LocalSSPRK2` without diffusion."""
+    split = split_fields(system, cell_diffusion)
     symbols = {}  # the Laplacian's eigenvalues, by "has fixed wall values"
 
     def value(coefficients, name):
@@ -256,7 +288,7 @@ def plan(system: System, grid: Grid, params, dt, dtype) -> tuple[dict[str, Field
     for name in system.quasi_steady:
         lin, is_spectral = generator(name, walls.get(name))
         solves[name] = QuasiSteadySolve(name, 1.0 / (-lin), is_spectral, walls.get(name) if is_spectral else None)
-    schemes = {}
+    schemes, diffusions = {}, {}
     for name in system.dynamic_fields:
         taxis = system.taxis_on(name)
         if name in system.scalars:
@@ -266,6 +298,9 @@ def plan(system: System, grid: Grid, params, dt, dtype) -> tuple[dict[str, Field
             diffusion = system.diffusion.get(name, 0.0)
             d = diffusion if isinstance(diffusion, StateDependent) else value(system.diffusion, name)
             wall = walls[name][0] if name in walls else None
+            if name in split:
+                diffusions[name] = ImplicitDiffusion.build(name, d, grid.spacing, dt, dtype)
+                d = 0.0
             schemes[name] = LocalSSPRK2(name, d, value(system.decay, name), taxis, wall)
         else:
             lin, is_spectral = generator(name, walls.get(name))
@@ -274,4 +309,4 @@ def plan(system: System, grid: Grid, params, dt, dtype) -> tuple[dict[str, Field
                 schemes[name] = SpectralETDRK2(name, phi, taxis, walls.get(name))
             else:
                 schemes[name] = PointwiseETDRK2(name, phi, taxis)
-    return schemes, solves
+    return schemes, solves, diffusions

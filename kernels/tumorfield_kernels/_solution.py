@@ -22,6 +22,10 @@ class RESULTS(eqx.Enumeration):
         "the run); use a smaller dt, or check max_stable_dt on the last good frame"
     )
     nonfinite_state = "a field became NaN or infinite"
+    substep_limit_exceeded = (
+        "a step needed more explicit sub-steps than max_substeps allows (taxis gradients steepened during "
+        "the run); use a smaller dt or a larger max_substeps"
+    )
 
 
 class SolverError(RuntimeError):
@@ -40,6 +44,11 @@ class Trajectory(eqx.Module):
     except the non-finite frame itself, kept so that it can be inspected.
     ``rate_bound[name]`` (1/day, ``(T,)``) is the explicit outflow-rate bound of each explicitly
     limited field at each frame: the step was within the positivity limit while ``dt · bound ≤ 1``.
+    ``substeps`` (``int32``, ``(T,)``) is, per frame, the largest number of explicit sub-steps one of
+    its steps needed (``⌈dt · bound⌉``, the steps' maximum; 1: no sub-cycling; 0 for frame 0 and for
+    frames not computed); above ``max_substeps`` in the frame that ended a run with
+    ``substep_limit_exceeded``. ``step_substeps`` (``(S,)``, one per step after the start, aligned
+    with ``t_observed``) is every step's count. None where a caller built the trajectory without them.
     """
 
     t: Float[Array, " T"]  # noqa: F722
@@ -49,6 +58,8 @@ class Trajectory(eqx.Module):
     result: RESULTS
     n_valid: Int[Array, ""]  # noqa: F722
     rate_bound: dict[str, Array]
+    substeps: Int[Array, " T"] | None = None  # noqa: F722
+    step_substeps: Int[Array, " S"] | None = None  # noqa: F722
 
     def __getitem__(self, name: str) -> Array:
         return self.fields[name]
@@ -105,14 +116,40 @@ def positivity_message(traj: Trajectory, dt: float, frame: int, where: str = "")
     )
 
 
-def failure_message(traj: Trajectory, grid: Grid, dt: float, where=lambda frame: "") -> str | None:
+def substep_message(
+    traj: Trajectory, dt: float, frame: int, max_substeps: int, where: str = "", limit_name: str = "max_substeps"
+) -> str:
+    """``[where, ]by t = … day, a step of dt = … day needed N explicit sub-steps, more than
+    max_substeps = M …`` for the frame that ended a run with ``substep_limit_exceeded``
+    (``frame = −1``: the state the call started from)."""
+    advice = f"use a smaller dt or raise {limit_name}"
+    if frame < 0 or traj.substeps is None:
+        return (
+            f"at the start of this call, a step of dt = {dt} day needs more explicit sub-steps than "
+            f"{limit_name} = {max_substeps} (taxis gradients too steep for dt / {max_substeps}); {advice}"
+        )
+    needed = int(traj.substeps[frame])
+    return (
+        f"{where}by t = {float(traj.t[frame]):.6g} day, a step of dt = {dt} day needed {needed} explicit "
+        f"sub-steps (dt / {needed} = {dt / needed:.4g} day to stay within the positivity limit; taxis gradients "
+        f"steepened during the run), more than {limit_name} = {max_substeps}; {advice}"
+    )
+
+
+def failure_message(traj: Trajectory, grid: Grid, dt: float, where=lambda frame: "", max_substeps: int = 1,
+                    limit_name: str = "max_substeps") -> str | None:  # fmt: skip
     """Why a concrete trajectory did not end successfully (None if it did), naming the field,
-    the time and, for a non-finite value, the cell. ``where(frame)`` may name the frame."""
+    the time and, for a non-finite value, the cell. ``where(frame)`` may name the frame;
+    ``max_substeps`` is the cap the run had and ``limit_name`` what the message calls it."""
     if traj.successful:
         return None
     n_valid = int(traj.n_valid)
     if traj.result == RESULTS.nonfinite_state:
         return nonfinite_message(traj, grid, n_valid)
+    if traj.result == RESULTS.substep_limit_exceeded:
+        computed = traj.substeps is not None and n_valid < len(traj) and int(traj.substeps[n_valid]) > 0
+        frame = n_valid if computed else -1  # not computed: refused at the start of the call
+        return substep_message(traj, dt, frame, max_substeps, where(frame) if frame >= 0 else "", limit_name)
     return positivity_message(traj, dt, n_valid - 1, where(n_valid - 1))
 
 

@@ -6,10 +6,15 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import equinox as eqx
+import equinox.internal as eqxi
+import jax
 import jax.numpy as jnp
+from jax import lax
 
 from . import _schemes as schemes
+from ._diffusion import ImplicitDiffusion
 from ._grid import Grid
+from ._solution import POSITIVITY_TOLERANCE
 from ._system import System
 
 State = dict[str, Any]
@@ -22,22 +27,54 @@ class Stepper(eqx.Module):
     (:mod:`._schemes`) with its operators for ``dt`` and ``params``. A step
     solves the quasi-steady fields, evaluates the reaction once per stage, and
     runs each scheme's two stages (ETDRK2 or SSP-RK2, second order).
+
+    With ``cell_diffusion="implicit"`` the diffusion of the cell fields is split off
+    (:mod:`._diffusion`): a step is ``X Y [Z] E Y X [Z first]``, half steps of implicit MPRK22
+    diffusion around the explicit step ``E`` of everything else (Strang splitting, second order).
+
+    With ``max_substeps > 1`` the explicit step is sub-cycled where its positivity limit has
+    fallen below ``dt``: from the state entering ``E``, ``n = ⌈dt · bound⌉`` equal steps of
+    ``dt/n`` (``bound``: the largest outflow-rate bound, 1/day, of the explicitly limited fields;
+    section 4 of ``docs/numerics.md``), with the ``dt``-dependent operators rebuilt for ``dt/n``.
+    ``n`` is capped at ``max_substeps``; a step that needed more is reported by :meth:`step`
+    (the rollout ends the run with ``RESULTS.substep_limit_exceeded``). ``max_substeps = 1`` is the
+    plain step (no bound is evaluated). The times of the step, the doses and the save grid do not
+    change.
     """
 
     schemes: dict[str, schemes.FieldScheme]
     solves: dict[str, schemes.QuasiSteadySolve]
+    diffusions: dict[str, ImplicitDiffusion]
     params: Any
     dt: Any
+    system: System
     grid: Grid = eqx.field(static=True)
     fields: tuple[str, ...] = eqx.field(static=True)
     reaction: Callable | None = eqx.field(static=True)
     reaction_takes_grid: bool = eqx.field(static=True)
+    cell_diffusion: str = eqx.field(static=True, default="explicit")
+    max_substeps: int = eqx.field(static=True, default=1)
+    substep_loop: str = eqx.field(static=True, default="lax")
 
     @classmethod
-    def build(cls, system: System, grid: Grid, params, dt) -> Stepper:
+    def build(
+        cls,
+        system: System,
+        grid: Grid,
+        params,
+        dt,
+        cell_diffusion: str = "explicit",
+        max_substeps: int = 1,
+        substep_loop: str = "lax",
+    ) -> Stepper:
+        """``substep_loop``: ``"lax"`` (a ``lax.while_loop``, forward only) or ``"checkpointed"``
+        (``equinox.internal.while_loop``, reverse-mode differentiable) for the sub-cycles."""
         dt = jnp.asarray(dt)
-        field_schemes, solves = schemes.plan(system, grid, params, dt, dt.dtype)
-        return cls(field_schemes, solves, params, dt, grid, system.fields, system.reaction, system.reaction_takes_grid)
+        field_schemes, solves, diffusions = schemes.plan(system, grid, params, dt, dt.dtype, cell_diffusion)
+        return cls(
+            field_schemes, solves, diffusions, params, dt, system, grid, system.fields, system.reaction,
+            system.reaction_takes_grid, cell_diffusion, int(max_substeps), substep_loop,
+        )  # fmt: skip
 
     def _reaction(self, state: State, t) -> Mapping[str, Any]:
         if self.reaction is None:
@@ -62,14 +99,15 @@ class Stepper(eqx.Module):
             state[name] = solve.solve(jnp.broadcast_to(jnp.asarray(rates.get(name, 0.0), like.dtype), like.shape))
         return state
 
-    def rates(self, state: State, t) -> tuple[State, State]:
+    def rates(self, state: State, t, field_schemes=None) -> tuple[State, State]:
         """The explicit part ``N(u, t)`` of every time-dependent field, and the state with its
         quasi-steady fields solved."""
+        field_schemes = self.schemes if field_schemes is None else field_schemes
         state = self.solve_quasi_steady(state, t)
         reaction = self._reaction(state, t)
         spacing = self.grid.spacing
         out = {}
-        for name, scheme in self.schemes.items():
+        for name, scheme in field_schemes.items():
             u = state[name]
             rate = jnp.broadcast_to(jnp.asarray(reaction.get(name, 0.0), u.dtype), u.shape)
             out[name] = scheme.explicit_rate(u, rate, state, self.params, spacing)
@@ -80,28 +118,85 @@ class Stepper(eqx.Module):
         carried = {name: scheme.prepare(state[name]) for name, scheme in self.schemes.items()}
         return {name: c for name, c in carried.items() if c is not None}
 
-    def step(self, state: State, carried: State, t) -> tuple[State, State]:
-        """``(state, carried)`` at ``t`` → at ``t + dt``: ``a = A u + h B N(u, t)``,
-        ``u⁺ = a + h C (N(a, t + h) − N(u, t))`` for every field (:mod:`._schemes`)."""
-        dt = self.dt
-        n0, state = self.rates(state, t)
+    def _stages(self, field_schemes, state: State, carried: State, t, dt, first=None) -> tuple[State, State]:
+        """The explicit step ``E`` of length ``dt``: ``a = A u + h B N(u, t)``,
+        ``u⁺ = a + h C (N(a, t + h) − N(u, t))`` for every field; ``first``: ``rates(state, t)``."""
+        n0, state = self.rates(state, t, field_schemes) if first is None else first
         stage, stage_carried, memo = dict(state), {}, {}
-        for name, scheme in self.schemes.items():
+        for name, scheme in field_schemes.items():
             stage[name], stage_carried[name], memo[name] = scheme.first_stage(
                 state[name], carried.get(name), n0[name], dt
             )
-        n1, _ = self.rates(stage, t + dt)
+        n1, _ = self.rates(stage, t + dt, field_schemes)
         new, new_carried = dict(state), {}
-        for name, scheme in self.schemes.items():
+        for name, scheme in field_schemes.items():
             new[name], c = scheme.second_stage(stage[name], stage_carried[name], memo[name], n1[name], dt)
             if c is not None:
                 new_carried[name] = c
         return new, new_carried
 
+    def _diffuse(self, state: State, reverse: bool) -> State:
+        """Half a step of the split-off implicit diffusion of every cell field (``D`` from ``state``)."""
+        if not self.diffusions:
+            return state
+        new = dict(state)
+        for name, diffusion in self.diffusions.items():
+            new[name] = diffusion.half_step(state, self.params, self.dt, reverse)
+        return new
+
+    def needed_substeps(self, solved: State, t) -> jax.Array:
+        """``⌈dt · max bound⌉`` (≥ 1) at a state whose quasi-steady fields are solved at ``t``."""
+        bounds = self.rate_bounds(solved, t, solved=True)
+        if not bounds:
+            return jnp.ones((), jnp.int32)
+        rate = jnp.max(jnp.stack(list(bounds.values())))
+        n = jnp.ceil(self.dt * rate / (1.0 + POSITIVITY_TOLERANCE))
+        n = jnp.where(jnp.isfinite(n), n, 2**30)  # a non-finite state: the rollout reports it
+        return jnp.clip(n, 1, 2**30).astype(jnp.int32)
+
+    def _subcycled(self, state: State, carried: State, t, n) -> tuple[State, State]:
+        """``n`` explicit steps of ``dt/n`` (operators rebuilt for ``dt/n``)."""
+        h = self.dt / n.astype(self.dt.dtype)
+        sub_schemes = schemes.plan(self.system, self.grid, self.params, h, self.dt.dtype, self.cell_diffusion)[0]
+
+        def body(carry):
+            i, state, carried = carry
+            state, carried = self._stages(sub_schemes, state, carried, t + i.astype(h.dtype) * h, h)
+            return i + 1, state, carried
+
+        def cond(carry):
+            return carry[0] < n
+
+        init = (jnp.zeros((), jnp.int32), state, carried)
+        if self.substep_loop == "lax":
+            _, state, carried = lax.while_loop(cond, body, init)
+        else:
+            _, state, carried = eqxi.while_loop(cond, body, init, max_steps=self.max_substeps, kind="checkpointed")
+        return state, carried
+
+    def step(self, state: State, carried: State, t) -> tuple[State, State, jax.Array]:
+        """``(state, carried)`` at ``t`` → at ``t + dt``, and the number of explicit sub-steps the
+        step needed (1 without sub-cycling; more than ``max_substeps`` if it was capped)."""
+        state = self._diffuse(state, reverse=False)
+        first = self.rates(state, t)
+        if self.max_substeps == 1:
+            new, new_carried = self._stages(self.schemes, state, carried, t, self.dt, first)
+            needed = jnp.ones((), jnp.int32)
+        else:
+            needed = self.needed_substeps(first[1], t)
+            n = jnp.minimum(needed, self.max_substeps)
+            new, new_carried = lax.cond(
+                n == 1,
+                lambda: self._stages(self.schemes, state, carried, t, self.dt, first),
+                lambda: self._subcycled(first[1], carried, t, n),
+            )
+        return self._diffuse(new, reverse=True), new_carried, needed
+
     def rate_bounds(self, state: State, t, *, solved: bool = False) -> dict[str, Any]:
         """Per explicitly limited field, its outflow-rate bound (1/day) at ``state``: a step
         ``dt`` keeps it non-negative while ``dt · bound ≤ 1``. ``solved``: the quasi-steady
-        fields of ``state`` are already solved at ``t``."""
+        fields of ``state`` are already solved at ``t``. Split-off implicit diffusion is not part
+        of the bound (:meth:`diffusion_rates` gives what it would add if explicit)."""
         if not solved:
             state = self.solve_quasi_steady(state, t)
         bounds = {}
@@ -110,3 +205,12 @@ class Stepper(eqx.Module):
             if bound is not None:
                 bounds[name] = jnp.asarray(bound, self.dt.dtype)
         return bounds
+
+    def diffusion_rates(self, state: State, t) -> dict[str, Any]:
+        """Per split-off cell field, ``Σ_axes 2 max D/Δx²`` (1/day): the bound its diffusion alone
+        would impose on an explicit step (``Δt ≤ 1/rate``)."""
+        state = self.solve_quasi_steady(state, t)
+        return {
+            name: jnp.asarray(d.explicit_limit_rate(state, self.params), self.dt.dtype)
+            for name, d in self.diffusions.items()
+        }

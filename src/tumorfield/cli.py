@@ -1,4 +1,4 @@
-"""Command-line interface: ``tumorfield run | resume | inspect | plot | config-docs``.
+"""Command-line interface: ``tumorfield run | resume | inspect | plot | compare | config-docs | …``.
 
 Exit codes: 0 done, 1 unexpected error, 2 bad input (also a foreign or damaged file,
 an output another process writes), 3 numerical failure (NaN/Inf or a step-size
@@ -130,17 +130,39 @@ def _cmd_inspect(args, argv) -> int:
 
 
 def _cmd_plot(args, argv) -> int:
-    from .io import NotATrajectory
-    from .plotting import plot_file
+    from .plot import PlotError, plot_file, write_movie
 
     path = Path(args.file)
     _verified(path).close()  # a missing, foreign or damaged file is bad input
     try:
+        if args.movie is not None:  # checked before any figure is drawn
+            from .plot._movie import check_fields
+
+            with _open_stored(path) as run:
+                check_fields(run, args.movie)
         written = plot_file(str(path), args.output, n_snapshots=args.snapshots)
-    except NotATrajectory as error:
+        if args.movie is not None:
+            written.append(write_movie(str(path), os.path.join(args.output, "movie"), args.movie))
+    except PlotError as error:
         raise InputError(str(error)) from None
     except (OSError, KeyError, ValueError) as error:
         raise InputError(f"{path}: cannot plot ({error})") from None
+    for p in written:
+        print(p)
+    return EXIT_OK
+
+
+def _cmd_compare(args, argv) -> int:
+    from .plot import PlotError, compare_files
+
+    for file in args.files:
+        _open_stored(Path(file)).close()  # a missing or foreign file is bad input
+    try:
+        written = compare_files(args.files, args.output, labels=args.labels, field=args.field)
+    except PlotError as error:
+        raise InputError(str(error)) from None
+    except (OSError, KeyError, ValueError) as error:
+        raise InputError(f"cannot compare {', '.join(args.files)} ({error})") from None
     for p in written:
         print(p)
     return EXIT_OK
@@ -207,7 +229,8 @@ def _cmd_fit(args, argv) -> int:
     jax.config.update("jax_enable_x64", True)  # the optimiser and the likelihood in float64, fields as configured
     from .fit._fit import run_fit
 
-    result = run_fit(args.config, args.output, args.set, overwrite=args.overwrite, argv=argv, log=_log)
+    result = run_fit(args.config, args.output, args.set, overwrite=args.overwrite, argv=argv, log=_log,
+                     profiles=args.profile, profile_points=args.profile_points)  # fmt: skip
     return EXIT_NUMERICAL if result.status == "failed" else EXIT_OK
 
 
@@ -230,10 +253,17 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("file")
     inspect = sub.add_parser("inspect", help="summarise a trajectory file")
     inspect.add_argument("file")
-    plot = sub.add_parser("plot", help="PNG snapshots of every field and time series of every scalar")
+    plot = sub.add_parser("plot", help="PNG snapshots of every field, each time series once, a movie")
     plot.add_argument("file")
     plot.add_argument("-o", "--output", required=True, help="directory for the figures")
     plot.add_argument("--snapshots", type=int, default=4, help="frames shown per field (default 4)")
+    plot.add_argument("--movie", nargs="*", metavar="FIELD", default=None,
+                      help="also write DIR/movie.mp4 (GIF without ffmpeg) of these fields (default: all)")  # fmt: skip
+    compare = sub.add_parser("compare", help="the arms of a study on shared axes (growth, burden, M2, leakiness, IL1β)")
+    compare.add_argument("files", nargs="+", metavar="FILE", help="trajectory files, one per arm")
+    compare.add_argument("-o", "--output", required=True, help="directory for the figures")
+    compare.add_argument("--labels", nargs="+", default=None, help="one legend label per file (default: file stems)")
+    compare.add_argument("--field", default=None, help="field whose last frames are compared (default: tumor)")
     sub.add_parser("config-docs", help="print the configuration reference (Markdown) to stdout")
     fit = sub.add_parser("fit", help="fit model parameters to observations of one or more arms (see docs/fitting.md)")
     fit.add_argument("config", help="fit file, FIT.toml ([fit] arms, data, likelihood, [fit.parameters])")
@@ -246,6 +276,10 @@ def _parser() -> argparse.ArgumentParser:
         help="override a key of every arm's run config (fit.KEY: of the fit file); repeatable",
     )
     fit.add_argument("--overwrite", action="store_true", help="replace OUTPUT")
+    fit.add_argument("--profile", action="append", default=[], metavar="NAME",
+                     help="also compute the profile likelihood of this fitted parameter; repeatable")  # fmt: skip
+    fit.add_argument("--profile-points", type=int, default=9, metavar="N",
+                     help="profile values scanned over estimate·exp(±3 SE/estimate) (default 9)")  # fmt: skip
     _add_sweep_parsers(sub)
     return parser
 
@@ -255,6 +289,7 @@ COMMANDS = {
     "resume": _cmd_resume,
     "inspect": _cmd_inspect,
     "plot": _cmd_plot,
+    "compare": _cmd_compare,
     "config-docs": _cmd_config_docs,
     "fit": _cmd_fit,
     "sweep": _cmd_sweep,

@@ -77,8 +77,16 @@ def _stored_fields(value) -> str | None:
 class OutputSection:
     """``[output]``: how fields are stored."""
 
-    compression: str = key("lzf", "", "HDF5 filter of the field datasets.", one_of("none", "lzf", "gzip"))
-    gzip_level: int = key(4, "", 'gzip level (only with `compression = "gzip"`).', _gzip_level)
+    compression: str = key(
+        "gzip",
+        "",
+        "HDF5 filter of the field datasets: `gzip` (deflate, with the shuffle filter; every HDF5 reader has it), "
+        "`lzf` (h5py only: ParaView/VTK, netCDF-C, MATLAB and h5dump cannot read it) or `none`.",
+        one_of("none", "lzf", "gzip"),
+    )
+    gzip_level: int = key(
+        6, "", 'gzip level (only with `compression = "gzip"`; chosen in benchmarks/README.md).', _gzip_level
+    )
     precision: str = key(
         "float32",
         "",
@@ -116,11 +124,37 @@ class RunSection:
     )
 
 
+def _substep_cap(value) -> str | None:
+    return None if value >= 1 else "must be an integer ≥ 1 (1 = no sub-cycling: a run ends where dt outgrows the limit)"
+
+
+@section
+class NumericsSection:
+    """``[numerics]``: how the core advances cell fields (``simulate(cell_diffusion=, max_substeps=)``)."""
+
+    cell_diffusion: str = key(
+        "explicit",
+        "",
+        'Diffusion of the cell fields: `"explicit"` (in their SSP-RK2 step; dt ∝ Δx²) or `"implicit"` '
+        "(split off, MPRK22 with tridiagonal solves per axis: non-negative, conservative, second order; "
+        "dt then limited by taxis and decay only). See docs/numerics.md.",
+        one_of("explicit", "implicit"),
+    )
+    max_substeps: int = key(
+        64,
+        "",
+        "Largest number of equal sub-steps a step's explicit part is cut into when its positivity limit "
+        "falls below dt during a run (taxis steepening); a step needing more ends the run. 1 = never.",
+        _substep_cap,
+    )
+
+
 GENERIC_SECTIONS: dict[str, type] = {
     "model": ModelSection,
     "grid": GridSection,
     "time": TimeSection,
     "output": OutputSection,
     "run": RunSection,
+    "numerics": NumericsSection,
 }
 """Section name → section class, in the order of ``docs/config.md`` and of the resolved TOML."""

@@ -1,4 +1,4 @@
-"""Trajectory files (HDF5, format ``tumorfield-trajectory/1``): reading, and the XDMF sidecar.
+"""Trajectory files (HDF5, format ``tumorfield-trajectory/2``): reading, and the XDMF sidecar.
 
 :func:`open_trajectory` is the one reader of the format (layout in
 :mod:`tumorfield.io._reader`); analysis scripts need nothing else of tumorfield.

@@ -21,8 +21,11 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-FORMAT = "tumorfield-trajectory/1"
-"""The ``schema`` root attribute: format name and version of the files written here."""
+FORMAT = "tumorfield-trajectory/2"
+"""The ``schema`` root attribute: format name and version of the files written here (2: an ODE
+variable that an observable records every step is stored once, under ``/scalars``)."""
+READABLE_VERSIONS = (1, 2)
+"""Format versions the reader opens (1: every ODE variable also per frame; same layout otherwise)."""
 AXES = ("z", "y", "x")
 DIGESTS = ("meta_sha256", "state_sha256", "frames_sha256", "scalars_sha256")
 """The digest attributes of a checkpoint slot (hex, fixed-size bytes)."""

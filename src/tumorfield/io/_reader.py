@@ -1,12 +1,15 @@
 """Reading trajectory files: :func:`open_trajectory`, the one reader of the format.
 
-Layout (format ``tumorfield-trajectory/1``, the root attribute ``schema``)::
+Layout (format ``tumorfield-trajectory/2``, the root attribute ``schema``)::
 
     /<field>            (T, [z,] y, x) one dataset per field, the run's precision, one frame per
                         HDF5 chunk, resizable on T; attrs units, long_name
-    /<variable>         (T,) float64: scalar ODE variables of the model, one value per frame
-    /t                  (T,) frame times (day); /z, /y, /x (n,) cell centres (mm): dimension scales
-    /scalars/t          (S,) days, every step, t = 0 included; /scalars/<name> (S,) diagnostics
+    /<variable>         (T,) float64: scalar ODE variables of the model, one value per frame,
+                        unless an observable records it every step (``Model.scalar_observables``):
+                        then it is stored once, as that ``/scalars/<name>`` (attr ``state_variable``)
+    /t                  (T,) frame times (days); /z, /y, /x (n,) cell centres (mm): dimension scales
+    /scalars/t          (S,) days, every step, t = 0 included, its own dimension scale ``t``;
+                        /scalars/<name> (S,) float64 diagnostics
     /constant/<name>    ([z,] y, x) time-independent fields on the grid (optional), written once
     /checkpoint/0, /1   two slots, each the full state (every field in its run dtype) with the
                         label attrs ``frames`` (n_committed it belongs to), ``scalars``, ``step``,
@@ -16,7 +19,14 @@ Layout (format ``tumorfield-trajectory/1``, the root attribute ``schema``)::
                         message, resumed, config (resolved TOML), model, versions, device, ...
     userblock           the first 64 KiB: the journal pointer of the writer (:mod:`tumorfield.io._guard`)
 
-Every dataset has ``units`` and ``long_name`` attributes. Only the first ``n_committed``
+Every dataset has CF attributes ``units`` (UDUNITS spelling where the model's unit has one;
+``mm2``/``mm3`` for the grid's volume unit), ``long_name`` and, where the model describes the
+unit, ``comment``; coordinates also ``axis`` (and ``standard_name = "time"`` for ``t``); the
+root has ``Conventions = "CF-1.11"``. Every field is deflate-compressed with the shuffle filter
+unless ``output.compression`` says otherwise, so standard HDF5 readers (netCDF-C, VTK/ParaView,
+h5dump) read it; ``xarray.open_dataset(path, engine="netcdf4" or "h5netcdf")`` decodes the
+coordinates, ``group="scalars"`` the per-step series. Format 1 files (every ODE variable
+also per frame under its own name) are read the same way. Only the first ``n_committed``
 frames (and ``n_scalars_committed`` samples of ``/scalars``) are valid: after a ``kill -9``
 datasets can be longer. The reader never returns anything past them. The commit protocol
 that guarantees this is described in :mod:`tumorfield.io._writer`. Opening checks the
@@ -39,7 +49,16 @@ import numpy as np
 
 from ._guard import GuardedFile, has_pending_journal
 from ._label import AXES as _AXES
-from ._label import FORMAT, DamagedTrajectory, Label, Streams, read_label, verified_state, verified_streams
+from ._label import (
+    FORMAT,
+    READABLE_VERSIONS,
+    DamagedTrajectory,
+    Label,
+    Streams,
+    read_label,
+    verified_state,
+    verified_streams,
+)
 from ._label import NotATrajectory as NotATrajectory
 
 _REQUIRED = ("n_committed", "n_scalars_committed", "status")
@@ -71,7 +90,7 @@ def _problem(h5: h5py.File, path: str) -> str | None:
         return f"{path}: not a tumorfield trajectory (schema {schema!r}, expected {FORMAT!r})"
     if int(version) > int(expected_version):
         return f"{path}: written in format {schema!r}, newer than this tumorfield reads ({FORMAT!r}); upgrade it"
-    if int(version) != int(expected_version):
+    if int(version) not in READABLE_VERSIONS:
         return f"{path}: not a tumorfield trajectory this version reads (format {schema!r}, expected {FORMAT!r})"
     missing = [f"attribute {a!r}" for a in _REQUIRED if a not in h5.attrs]
     missing += [f"/{p}" for p in ("t", "scalars/t", "checkpoint") if p not in h5]
@@ -189,6 +208,55 @@ class StoredField:
         return np.stack([self._ds[(int(k), *rest)] for k in frames])
 
 
+class _SampledField(StoredField):
+    """An ODE variable stored once, as the per-step observable ``/scalars/<observable>`` that records
+    it: frame ``k`` is the sample at the frame's time (row ``rows[k]``)."""
+
+    def __init__(self, dataset: h5py.Dataset, rows: np.ndarray, variable: str):
+        super().__init__(dataset, len(rows))
+        self._rows, self._variable = rows, variable
+
+    @property
+    def name(self) -> str:
+        return self._variable
+
+    @property
+    def observable(self) -> str:
+        """The ``/scalars`` series this variable is read from."""
+        return self._ds.name.rsplit("/", 1)[-1]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self._n,)
+
+    @property
+    def ndim(self) -> int:
+        return 1
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        first = key[0] if key and key[0] is not Ellipsis else slice(None)
+        if not isinstance(first, slice) and np.ndim(first) == 0:
+            first = operator.index(first)
+        rows = self._rows[np.arange(self._n)[first]]
+        if rows.ndim == 0:
+            return self._ds[int(rows)]
+        regular = _as_slice(rows)
+        return self._ds[regular] if regular is not None else self._ds[()][rows]
+
+
+def _frame_rows(frame_t: np.ndarray, sample_t: np.ndarray) -> np.ndarray:
+    """The per-step sample of every frame time (both in days, increasing): frames are saved every
+    ``steps_per_save`` steps, so each frame time is a sample time; ValueError where one is not."""
+    rows = np.clip(np.searchsorted(sample_t, frame_t), 0, max(len(sample_t) - 1, 0))
+    lower = np.clip(rows - 1, 0, None)
+    nearer = np.abs(sample_t[lower] - frame_t) < np.abs(sample_t[rows] - frame_t) if len(sample_t) else rows
+    rows = np.where(nearer, lower, rows) if len(sample_t) else rows
+    if len(frame_t) and (not len(sample_t) or np.any(np.abs(sample_t[rows] - frame_t) > 1e-9 * (1 + np.abs(frame_t)))):
+        raise ValueError("a frame time has no per-step sample in /scalars/t")
+    return rows.astype(np.int64)
+
+
 def _as_slice(frames: np.ndarray) -> slice | None:
     """``frames`` (increasing, evenly spaced, or at most one) as a slice; None if they are not."""
     if len(frames) == 0:
@@ -260,6 +328,12 @@ class StoredTrajectory:
         }
         scalars = {name: ds for name, ds in self._h5["scalars"].items() if name != "t"}
         self.scalars = StoredArrays(scalars, self.n_scalars_committed)
+        carried = {
+            str(_text(ds.attrs["state_variable"])): ds for ds in scalars.values() if "state_variable" in ds.attrs
+        }
+        if carried:
+            rows = _frame_rows(self.t, self.scalars_t)
+            self.variables.update({v: _SampledField(ds, rows, v) for v, ds in carried.items()})
         self.constants = StoredArrays(dict(self._h5["constant"].items()) if "constant" in self._h5 else {}, None)
 
     # --- life cycle --------------------------------------------------------------------------
@@ -287,8 +361,14 @@ class StoredTrajectory:
 
     @property
     def variable_names(self) -> tuple[str, ...]:
-        """Scalar ODE variables stored per frame as ``(T,)`` root datasets."""
+        """Scalar ODE variables, one value per frame: ``(T,)`` root datasets, and (format 2) the
+        variables that an observable records every step, read from ``/scalars`` at the frame times."""
         return tuple(self.variables)
+
+    @property
+    def carried(self) -> dict[str, str]:
+        """ODE variable → the ``/scalars`` observable it is stored as (the same series, once)."""
+        return {name: v.observable for name, v in self.variables.items() if isinstance(v, _SampledField)}
 
     def field(self, name: str) -> StoredField:
         """The grid field ``name``, lazily (committed frames only)."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -60,18 +61,62 @@ def _text(value: str) -> np.ndarray:
 
 
 def _compression(output) -> dict[str, Any]:
-    """h5py filter arguments for the field datasets of an ``[output]`` section."""
+    """h5py filter arguments for the field datasets of an ``[output]`` section: deflate (gzip,
+    in every HDF5 build) with the byte-shuffle filter by default; ``lzf`` is h5py's own filter,
+    which VTK/ParaView, netCDF-C, MATLAB and h5dump cannot read."""
     if output.compression == "none":
         return {}
     if output.compression == "lzf":
         return {"compression": "lzf"}
-    return {"compression": "gzip", "compression_opts": output.gzip_level}
+    return {"compression": "gzip", "compression_opts": output.gzip_level, "shuffle": True}
+
+
+_BY_DIMENSION = re.compile(r"^(\S+) \(2D\) or (\S+) \(3D\)")
+
+
+def cf_units(text: str, ndim: int) -> tuple[str, str]:
+    """A model's units string as CF ``units`` and a description (``""`` if none).
+
+    The convention of ``Model.field_units``/``scalar_units``: the units first, then optionally
+    ``", description"`` or ``" (description)"``; ``mm^d`` is the grid's volume unit (mm² in
+    2D, mm³ in 3D), written out here; ``"A (2D) or B (3D)"`` picks by ``ndim``; ``²``/``³``
+    and ``·`` become UDUNITS ``2``/``3`` and a space.
+    """
+    text = str(text).strip()
+    by_dimension = _BY_DIMENSION.match(text)
+    if by_dimension:
+        units, rest = by_dimension.group(1 if ndim < 3 else 2), text[by_dimension.end() :]
+    else:
+        cuts = [i for i in (text.find(", "), text.find(" (")) if i > 0]
+        units, rest = (text[: min(cuts)], text[min(cuts) :]) if cuts else (text, "")
+    rest = rest.strip().lstrip(",").strip()
+    if rest.startswith("(") and rest.endswith(")"):
+        rest = rest[1:-1]
+    units = units.replace("mm^d", "mm" if ndim == 1 else f"mm{ndim}")
+    units = units.replace("²", "2").replace("³", "3").replace("·", " ")
+    if units in ("normalised", "normalized", "dimensionless"):
+        units, rest = "1", rest or units
+    return units or "1", rest
+
+
+def _describe(ds: h5py.Dataset, units_text: str, long_name: str, ndim: int, **extra) -> None:
+    """CF attributes of a data variable: ``units``, ``long_name`` and, if the model's units string
+    carries one, its description as ``comment``."""
+    units, description = cf_units(units_text, ndim)
+    ds.attrs.update(units=units, long_name=long_name, **extra)
+    if description:
+        ds.attrs["comment"] = description
+
+
+_STANDARD_NAMES = {"t": "time"}
+"""CF standard names of the coordinates (there is none for a tissue box's x, y, z)."""
 
 
 def _create_axes(h5: h5py.File, grid) -> tuple[h5py.Dataset, list[h5py.Dataset]]:
-    """``/t`` (frame times, day, resizable) and the cell-centre coordinates ``/z``, ``/y``, ``/x`` (mm)."""
+    """``/t`` (frame times, days, resizable) and the cell-centre coordinates ``/z``, ``/y``, ``/x``
+    (mm), each a dimension scale of its own name (a netCDF coordinate variable)."""
     t = h5.create_dataset("t", shape=(0,), maxshape=(None,), dtype="f8", chunks=(1024,))
-    t.attrs.update(units="day", long_name="time", axis="T")
+    t.attrs.update(units="days", long_name="time since the start of the run", standard_name="time", axis="T")
     t.make_scale("t")
     axes = []
     for axis, name in enumerate(grid.axis_names):
@@ -80,6 +125,13 @@ def _create_axes(h5: h5py.File, grid) -> tuple[h5py.Dataset, list[h5py.Dataset]]
         coord.make_scale(name)
         axes.append(coord)
     return t, axes
+
+
+def carried_variables(model, scalar_names) -> dict[str, str]:
+    """ODE variable → the per-step observable that records it (``Model.scalar_observables``,
+    restricted to the observables being written): those variables get no per-frame dataset."""
+    declared = getattr(model, "scalar_observables", None) or {}
+    return {variable: name for variable, name in declared.items() if name in scalar_names}
 
 
 def _create_frames(h5, t, axes, *, grid, system, model, output, fields) -> None:
@@ -97,7 +149,7 @@ def _create_frames(h5, t, axes, *, grid, system, model, output, fields) -> None:
             chunks=(1024,) if scalar else (1, *shape),
             **({} if scalar else compression),
         )
-        ds.attrs.update(units=model.field_units.get(name, "1"), long_name=model.field_long_names.get(name, name))
+        _describe(ds, model.field_units.get(name, "1"), model.field_long_names.get(name, name), grid.ndim)
         ds.dims[0].attach_scale(t)
         for axis, coord in enumerate(axes if not scalar else []):
             ds.dims[axis + 1].attach_scale(coord)
@@ -111,20 +163,26 @@ def _create_constants(h5, axes, constant_fields, *, grid, output) -> None:
         if data.shape != tuple(grid.shape):
             raise ValueError(f"constant field {name!r} has shape {data.shape}, the grid {tuple(grid.shape)}")
         ds = group.create_dataset(name, data=data, **_compression(output))
-        ds.attrs.update(units=units, long_name=long_name)
+        _describe(ds, units, long_name, grid.ndim)
         for axis, coord in enumerate(axes):
             ds.dims[axis].attach_scale(coord)
 
 
-def _create_scalars(h5, scalar_names, model) -> None:
-    """``/scalars/t`` and ``/scalars/<name>``: per-step diagnostics, float64, resizable."""
+def _create_scalars(h5, scalar_names, model, carried: dict[str, str], ndim: int) -> None:
+    """``/scalars/t`` (its own dimension ``t``, days) and ``/scalars/<name>``: per-step diagnostics,
+    float64, resizable. An observable that carries an ODE variable says so in ``state_variable``."""
     group = h5.create_group("scalars")
     st = group.create_dataset("t", shape=(0,), maxshape=(None,), dtype="f8", chunks=(4096,))
-    st.attrs.update(units="day", long_name="time of every step")
+    st.attrs.update(units="days", long_name="time of every step", standard_name="time", axis="T")
     st.make_scale("t")
+    variable_of = {name: variable for variable, name in carried.items()}
+    long_names = getattr(model, "scalar_long_names", None) or {}
     for name in scalar_names:
         ds = group.create_dataset(name, shape=(0,), maxshape=(None,), dtype="f8", chunks=(4096,))
-        ds.attrs.update(units=model.scalar_units.get(name, "1"), long_name=name)
+        variable = variable_of.get(name)
+        long_name = long_names.get(name) or (model.field_long_names.get(variable) if variable else None) or name
+        extra = {"state_variable": variable} if variable else {}
+        _describe(ds, model.scalar_units.get(name, "1"), long_name, ndim, **extra)
         ds.dims[0].attach_scale(st)
 
 
@@ -142,10 +200,8 @@ def _create_checkpoint(h5, *, grid, system, model, state_dtypes) -> None:
         for name in system.fields:
             shape = () if name in system.scalars else grid.shape
             ds = g.create_dataset(name, data=np.zeros(shape, state_dtypes[name]))  # contiguous, fixed size
-            ds.attrs.update(
-                units=model.field_units.get(name, "1"),
-                long_name=f"checkpoint of {model.field_long_names.get(name, name)}",
-            )
+            _describe(ds, model.field_units.get(name, "1"),
+                      f"checkpoint of {model.field_long_names.get(name, name)}", grid.ndim)  # fmt: skip
 
 
 def _root_attributes(h5: h5py.File, metadata: Mapping[str, Any]) -> None:
@@ -159,6 +215,17 @@ def _root_attributes(h5: h5py.File, metadata: Mapping[str, Any]) -> None:
     for key, value in metadata.items():
         if key not in h5.attrs:
             h5.attrs[key] = value
+    for key, value in _GLOBAL_ATTRIBUTES.items():
+        if key not in h5.attrs:
+            h5.attrs[key] = _text(value(metadata) if callable(value) else value)
+
+
+_GLOBAL_ATTRIBUTES = {
+    "Conventions": "CF-1.11",
+    "title": lambda metadata: f"tumorfield {metadata.get('model', '')} trajectory".replace("  ", " "),
+    "source": lambda metadata: f"tumorfield {metadata.get('tumorfield_version', '')}".strip(),
+}
+"""CF global attributes (netCDF users look for ``Conventions``)."""
 
 
 @dataclass(frozen=True)
@@ -224,10 +291,11 @@ class TrajectoryFile:
         """Create ``path`` (which must not exist) with no frames committed, under the output ``lock``
         (taken here if not given).
 
-        ``fields`` (default: every field of ``system``) get per-frame datasets; the checkpoint
-        always holds every field. ``constant_fields`` maps name → (array of the grid's shape,
-        units, long_name): each is written once as ``/constant/<name>``, with the grid's
-        dimension scales.
+        ``fields`` (default: every field of ``system``) get per-frame datasets, except the ODE
+        variables an observable of ``scalar_names`` records every step (:func:`carried_variables`:
+        that series is stored once, under ``/scalars``); the checkpoint always holds every field.
+        ``constant_fields`` maps name → (array of the grid's shape, units, long_name): each is
+        written once as ``/constant/<name>``, with the grid's dimension scales.
         """
         owns_lock, lock = lock is None, lock or OutputLock.acquire(path)
         guard = h5 = None
@@ -236,11 +304,12 @@ class TrajectoryFile:
             h5 = h5py.File(guard, "w", userblock_size=USERBLOCK)
             _root_attributes(h5, metadata)
             t, axes = _create_axes(h5, grid)
-            _create_frames(h5, t, axes, grid=grid, system=system, model=model, output=output,
-                           fields=tuple(system.fields if fields is None else fields))  # fmt: skip
+            carried = carried_variables(model, scalar_names)
+            fields = tuple(f for f in (system.fields if fields is None else fields) if f not in carried)
+            _create_frames(h5, t, axes, grid=grid, system=system, model=model, output=output, fields=fields)
             if constant_fields:
                 _create_constants(h5, axes, constant_fields, grid=grid, output=output)
-            _create_scalars(h5, scalar_names, model)
+            _create_scalars(h5, scalar_names, model, carried, grid.ndim)
             _create_checkpoint(h5, grid=grid, system=system, model=model, state_dtypes=state_dtypes)
             h5.flush()
             guard.check()

@@ -15,7 +15,10 @@ def write_xdmf(h5_path: str, xdmf_path: str | None = None) -> str | None:
 
     The grid is a rectilinear mesh of cell centres (``Node`` centring on the centre
     coordinates); each saved time is one grid of a temporal collection, and each
-    field a hyperslab of its ``(T, ...)`` dataset. Returns the sidecar's path, or None
+    field a hyperslab of its ``(T, ...)`` dataset. The coordinates and the constant fields
+    (``/constant/<name>``, stored once) are Domain-level items that every frame references,
+    so a viewer shows a constant at every time without the file or the sidecar repeating it.
+    Returns the sidecar's path, or None
     for 1D grids (XDMF has no 1D rectilinear topology).
     """
     xdmf_path = xdmf_path or os.path.splitext(h5_path)[0] + ".xdmf"
@@ -25,19 +28,28 @@ def write_xdmf(h5_path: str, xdmf_path: str | None = None) -> str | None:
         shape = tuple(len(run.coordinates[a]) for a in axes)
         fields = list(run.field_names)
         dtypes = {name: run.fields[name].dtype for name in fields}
+        constants = {name: run.constants[name].dtype for name in run.constants}
     if len(axes) < 2:
         return None
 
     dims = " ".join(map(str, shape))
     topology_type = "3DRectMesh" if len(shape) == 3 else "2DRectMesh"
+    shared = ET.Element("Shared")  # written once, referenced by every frame
+    for name in reversed(axes):  # XDMF lists rectilinear coordinates fastest axis first: x, y[, z]
+        _hdf_item(shared, f"{href}:/{name}", str(shape[axes.index(name)]), np.dtype("f8"), Name=f"coordinate {name}")
+    for name, dtype in constants.items():
+        _hdf_item(shared, f"{href}:/constant/{name}", dims, dtype, Name=f"constant {name}")
     tmp = xdmf_path + ".tmp"
     # one frame's element at a time: a long run has tens of thousands of frames
     with open(tmp, "w") as f:
         f.write('<?xml version="1.0" ?>\n<!DOCTYPE Xdmf SYSTEM "Xdmf.dtd" []>\n')
         f.write('<Xdmf Version="3.0">\n  <Domain>\n')
+        for item in shared:
+            ET.indent(item, space="  ", level=2)
+            f.write("    " + ET.tostring(item, encoding="unicode").rstrip() + "\n")
         f.write('    <Grid Name="trajectory" GridType="Collection" CollectionType="Temporal">\n')
         for k in range(n):
-            grid = _frame(k, float(t[k]), href, axes, shape, dims, topology_type, fields, dtypes, n)
+            grid = _frame(k, float(t[k]), href, axes, shape, dims, topology_type, fields, dtypes, constants, n)
             ET.indent(grid, space="  ", level=3)
             f.write("      " + ET.tostring(grid, encoding="unicode").rstrip() + "\n")
         f.write("    </Grid>\n  </Domain>\n</Xdmf>\n")
@@ -45,18 +57,29 @@ def write_xdmf(h5_path: str, xdmf_path: str | None = None) -> str | None:
     return xdmf_path
 
 
-def _frame(k, time, href, axes, shape, dims, topology_type, fields, dtypes, n) -> ET.Element:
+def _hdf_item(parent: ET.Element, source: str, dims: str, dtype: np.dtype, **attrs) -> ET.Element:
+    """A ``DataItem`` reading the HDF5 dataset ``source`` (``file.h5:/path``) of shape ``dims``."""
+    number = "Float" if np.dtype(dtype).kind == "f" else "Int"
+    item = ET.SubElement(parent, "DataItem", **attrs, Dimensions=dims, NumberType=number,
+                         Precision=str(np.dtype(dtype).itemsize), Format="HDF")  # fmt: skip
+    item.text = source
+    return item
+
+
+def _reference(parent: ET.Element, name: str) -> ET.Element:
+    """A ``DataItem`` that points at the Domain-level item ``name`` (the data is read once)."""
+    item = ET.SubElement(parent, "DataItem", Reference="XML")
+    item.text = f'/Xdmf/Domain/DataItem[@Name="{name}"]'
+    return item
+
+
+def _frame(k, time, href, axes, shape, dims, topology_type, fields, dtypes, constants, n) -> ET.Element:
     grid = ET.Element("Grid", Name=f"frame{k}", GridType="Uniform")
     ET.SubElement(grid, "Time", Value=repr(time))
     ET.SubElement(grid, "Topology", TopologyType=topology_type, Dimensions=dims)
-    # XDMF lists rectilinear coordinates fastest axis first: x, y[, z]
     geometry = ET.SubElement(grid, "Geometry", GeometryType="VXVYVZ" if len(shape) == 3 else "VXVY")
     for name in reversed(axes):
-        item = ET.SubElement(
-            geometry, "DataItem", Dimensions=str(shape[axes.index(name)]), NumberType="Float", Precision="8",
-            Format="HDF",
-        )  # fmt: skip
-        item.text = f"{href}:/{name}"
+        _reference(geometry, f"coordinate {name}")
     for name in fields:
         attribute = ET.SubElement(grid, "Attribute", Name=name, AttributeType="Scalar", Center="Node")
         hyperslab = ET.SubElement(attribute, "DataItem", ItemType="HyperSlab", Dimensions=dims, Type="HyperSlab")
@@ -68,9 +91,8 @@ def _frame(k, time, href, axes, shape, dims, topology_type, fields, dtypes, n) -
                 " ".join(map(str, (1, *shape))),  # count
             ]
         )
-        source = ET.SubElement(
-            hyperslab, "DataItem", Dimensions=" ".join(map(str, (n, *shape))), NumberType="Float",
-            Precision=str(np.dtype(dtypes[name]).itemsize), Format="HDF",
-        )  # fmt: skip
-        source.text = f"{href}:/{name}"
+        _hdf_item(hyperslab, f"{href}:/{name}", " ".join(map(str, (n, *shape))), dtypes[name])
+    for name in constants:
+        attribute = ET.SubElement(grid, "Attribute", Name=name, AttributeType="Scalar", Center="Node")
+        _reference(attribute, f"constant {name}")
     return grid

@@ -70,7 +70,13 @@ class Model(abc.ABC):
     field_units: ClassVar[dict[str, str]]
     field_long_names: ClassVar[dict[str, str]]
     scalar_units: ClassVar[dict[str, str]]
-    """Units of the keys that ``observe`` returns (and of scalar variables)."""
+    """Units of the keys that ``observe`` returns (and of scalar variables): the units first (``mm^d``:
+    the grid's volume unit, mm² in 2D, mm³ in 3D), optionally followed by ``", description"``."""
+    scalar_long_names: ClassVar[dict[str, str]] = {}
+    """Descriptions of the keys that ``observe`` returns (the files' ``long_name``); default: the key."""
+    scalar_observables: ClassVar[dict[str, str]] = {}
+    """Scalar ODE variable → the key of ``observe`` that returns it unchanged every step: the file
+    stores that series once, as the observable (the checkpoint still holds the variable)."""
 
     def validate(self, grid: Grid, t_end: float, dt: float) -> None:
         """Cross-checks that need the grid and time stepping (e.g. doses on step boundaries).

@@ -19,7 +19,7 @@ from ..config._loader import stored_fields
 from ..io import open_trajectory, write_xdmf
 from ..io._guard import GuardedFile
 from ..io._writer import FORMAT, StorageError, TrajectoryFile
-from ._loop import NumericalFailure, run_loop
+from ._loop import NumericalFailure, numerics_options, run_loop
 from ._output import OutputError, OutputTarget
 from ._signals import StopFlag, pending
 
@@ -266,18 +266,22 @@ def _complete_the_move(target: OutputTarget, log: Callable) -> None:
 
 def _frame_zero(config, params, observe: Callable) -> tuple[dict, dict]:
     """Frame 0 (quasi-steady fields solved) and the diagnostics at t = 0; refuses a
-    ``time.dt`` beyond the positivity limit of the explicit part (:class:`ConfigError`)."""
+    ``time.dt`` beyond the positivity limit of the explicit part (times ``numerics.max_substeps``)
+    (:class:`ConfigError`). The diagnostics include ``substeps`` (0 at t = 0: no step yet)."""
     from ..config import ConfigError
 
     system, grid, dt, dtype = config.model.system, config.grid, config.time.dt, config.output.precision
+    cell_diffusion, cap = numerics_options(config)
     frame = initial_frame(system, grid, config.model.initial_state(grid), params, dtype=dtype)
-    limits = max_stable_dt(system, grid, frame, params, dtype=dtype)
-    too_large = {name: limit for name, limit in limits.items() if dt > limit * (1 + POSITIVITY_TOLERANCE)}
+    limits = max_stable_dt(system, grid, frame, params, dtype=dtype, cell_diffusion=cell_diffusion)
+    too_large = {name: limit for name, limit in limits.items() if dt > cap * limit * (1 + POSITIVITY_TOLERANCE)}
     if too_large:
         detail = ", ".join(f"{name!r} {limit:.4g} day" for name, limit in too_large.items())
-        why = f"dt = {dt} day exceeds the positivity limit of the explicit part ({detail}) at t = 0"
+        sub = "" if cap == 1 else f" times numerics.max_substeps = {cap}"
+        why = f"dt = {dt} day exceeds the positivity limit of the explicit part ({detail}){sub} at t = 0"
         raise ConfigError("time.dt", dt, why, config.source)
     scalars0 = {name: np.asarray(v) for name, v in jax.jit(observe)(frame, params, jnp.zeros((), dtype)).items()}
+    scalars0["substeps"] = np.asarray(0.0)
     return frame, scalars0
 
 

@@ -34,20 +34,32 @@ def _log_first_chunk(log, n_saves: int, wall: float, compiled: float) -> None:
 
 
 def _commit(out: TrajectoryFile, traj, state, step: int, dt: float, steps_per_save: int, n: int) -> int:
-    """Commit the first ``n`` frames of ``traj`` (and their steps' scalars), ``state`` as the
+    """Commit the first ``n`` frames of ``traj`` (and their steps' scalars, with every step's
+    explicit sub-step count as ``substeps`` where the file has that series), ``state`` as the
     checkpoint at ``step + n·steps_per_save``; returns that step number."""
     sps = steps_per_save
     t = (step + sps * np.arange(1, n + 1)) * dt
     scalars_t = (step + np.arange(1, n * sps + 1)) * dt
+    scalars = {name: np.asarray(v[: n * sps]) for name, v in (traj.observed or {}).items()}
+    if "substeps" in out.h5["scalars"]:  # files written before issue 14 lack it
+        counts = traj.step_substeps if traj.step_substeps is not None else np.ones(n * sps)
+        scalars["substeps"] = np.asarray(counts[: n * sps], np.float64)
     out.commit(
         {name: np.asarray(traj.fields[name][:n]) for name in out.frame_names},
         t,
         scalars_t,
-        {name: np.asarray(v[: n * sps]) for name, v in (traj.observed or {}).items()},
+        scalars,
         {name: np.asarray(v) for name, v in state.items()},
         step + n * sps,
     )
     return step + n * sps
+
+
+def numerics_options(config) -> tuple[str, int]:
+    """``(numerics.cell_diffusion, numerics.max_substeps)`` of a run config (a stored config of an
+    older file has no ``[numerics]``: the scheme it was run with, explicit with no sub-cycling)."""
+    numerics = config.sections.get("numerics", {})
+    return numerics.get("cell_diffusion", "explicit"), numerics.get("max_substeps", 1)
 
 
 def run_loop(config, out: TrajectoryFile, state, step: int, params, observe: Callable, stop, log, on_commit) -> str:
@@ -56,6 +68,8 @@ def run_loop(config, out: TrajectoryFile, state, step: int, params, observe: Cal
     Raises :class:`NumericalFailure` after committing every valid frame.
     """
     system, grid, dt, sps = config.model.system, config.grid, config.time.dt, config.steps_per_save
+    cell_diffusion, cap = numerics_options(config)
+    most = 1  # the most sub-steps a step has needed so far (logged when it grows)
     progress = Progress(0.0, config.time.t_end, config.run.progress)
     progress.update(step * dt)
     first = True
@@ -69,19 +83,25 @@ def run_loop(config, out: TrajectoryFile, state, step: int, params, observe: Cal
                 advance(
                     system, grid, state, dt=dt, n_saves=n_saves, steps_per_save=sps, params=params, step=step,
                     observe=observe, dtype=config.output.precision, throw=False,
+                    cell_diffusion=cell_diffusion, max_substeps=cap,
                 )
             )  # fmt: skip
             if first:
                 _log_first_chunk(log, n_saves, time.perf_counter() - wall, _compile_log.seconds() - compile_before)
                 first = False
             n_valid = int(traj.n_valid)
+            needed = int(np.max(np.asarray(traj.substeps)[:n_valid])) if n_valid > 0 else 1
+            if most < needed <= cap:
+                most = needed
+                log(f"sub-cycling: by t = {float(traj.t[n_valid - 1]):.6g} day a step of dt = {dt} day needed "
+                    f"{needed} explicit sub-steps (numerics.max_substeps = {cap}); see /scalars/substeps")  # fmt: skip
             if n_valid > 0:
                 state = new_state
                 step = _commit(out, traj, state, step, dt, sps, n_valid)
                 on_commit()
                 progress.update(step * dt)
             if not traj.successful:
-                why = failure_message(traj, grid, dt)
+                why = failure_message(traj, grid, dt, max_substeps=cap, limit_name="numerics.max_substeps")
                 raise NumericalFailure(f"{why}; {out.n_committed} earlier frames are kept")
         return "complete"
     finally:

@@ -24,7 +24,7 @@ from tumorfield_kernels import advance, failure_message
 
 from ..config._memory import estimate_bytes
 from ..run import Run
-from ..run._loop import _commit
+from ..run._loop import _commit, numerics_options
 from ..run._signals import StopFlag
 
 
@@ -79,11 +79,13 @@ def batched_rollout(config, observe, n_saves: int, mesh: Mesh | None = None) -> 
     member's arrays on every device, measured 10× slower on 2 host devices).
     """
     system, grid = config.model.system, config.grid
+    cell_diffusion, cap = numerics_options(config)
 
     def one(state, params, step):
         return advance(
             system, grid, state, dt=config.time.dt, n_saves=n_saves, steps_per_save=config.steps_per_save,
             params=params, step=step, observe=observe, dtype=config.output.precision, throw=False,
+            cell_diffusion=cell_diffusion, max_substeps=cap,
         )  # fmt: skip
 
     batched = jax.vmap(one, in_axes=(0, 0, None))
@@ -151,7 +153,9 @@ class Batch:
                 _commit(member.run.file, mine, last, step, dt, sps, n_valid)
                 member.run.target.promote_if_free()
             if not mine.successful:
-                why = failure_message(mine, member.run.config.grid, dt)
+                _, cap = numerics_options(member.run.config)
+                why = failure_message(mine, member.run.config.grid, dt, max_substeps=cap,
+                                      limit_name="numerics.max_substeps")  # fmt: skip
                 member.failed = f"{why}; {member.run.file.n_committed} earlier frames are kept"
                 self.log(f"member {member.index} failed: {member.failed}")
 

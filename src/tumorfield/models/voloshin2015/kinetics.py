@@ -27,10 +27,21 @@ def il1_responses(state, p: Parameters):
     return theta / (theta + p.theta50), p.host_il1r * theta / (theta + p.theta50_h)
 
 
-def drug_effects(paclitaxel, p: Parameters):
-    """``(E_P, T_P)``: cytotoxic effect ``P^h/(P^h + EC50^h)`` and TLR4 activation ``P/(P + K_TLR)``."""
-    P = jnp.maximum(paclitaxel, 0.0)
-    ph = P**p.hill_p
+def cell_paclitaxel(bound, p: Parameters):
+    """``P_cell = B/κ`` (nM): the medium concentration in equilibrium with the cell-bound drug ``B``.
+
+    In-vitro EC50s are medium concentrations after a day or more of exposure, when cell-bound
+    drug has equilibrated with the medium; ``P_cell`` puts the bound pool on that scale, so that
+    EC50 keeps its in-vitro meaning while the effect outlasts the free drug (Kuh et al., J
+    Pharmacol Exp Ther 1999;290:871: tumour tissue retains paclitaxel for days)."""
+    return jnp.maximum(bound, 0.0) / p.ptx_kappa
+
+
+def drug_effects(state, p: Parameters):
+    """``(E_P, T_P)``: cytotoxic effect ``P_cell^h/(P_cell^h + EC50^h)`` of the cell-bound drug and
+    TLR4 activation ``P/(P + K_TLR)`` by the free (extracellular) drug (TLR4/MD-2 is a surface receptor)."""
+    P = jnp.maximum(state["paclitaxel"], 0.0)
+    ph = cell_paclitaxel(state["paclitaxel_bound"], p) ** p.hill_p
     return ph / (ph + p.ec50_p**p.hill_p), P / (P + p.k_tlr)
 
 
@@ -89,12 +100,15 @@ def reaction(state, p: Parameters, t, grid: Grid):
     n, m1, m2 = state["tumor"], state["m1"], state["m2"]
     v, leak = p.vessels, state["leakiness"]
     phi_t, phi_h = il1_responses(state, p)
-    e_p, t_p = drug_effects(state["paclitaxel"], p)
+    e_p, t_p = drug_effects(state, p)
     p_pl, a_pl = plasma(p, t)
-    # tumour: IL1-raised logistic growth, paclitaxel kill, loss by intravasation
-    kill = p.delta_p * e_p * n
+    # tumour: IL1-raised logistic growth; paclitaxel kills dividing cells (a fraction δ_P E_P of
+    # the divisions, Norton & Simon 1977), so it slows the tumour and cannot dissolve it while δ_P E_P < 1
+    logistic = 1.0 - n - p.eps_mac * (m1 + m2)
+    growth = p.r_n * (1.0 + p.a_r * phi_t) * n
+    kill = p.delta_p * e_p * growth * jnp.maximum(logistic, 0.0)
     q_iv = intravasation_rate(state, p, phi_t)
-    d_tumor = p.r_n * (1.0 + p.a_r * phi_t) * n * (1.0 - n - p.eps_mac * (m1 + m2)) - kill - q_iv * n
+    d_tumor = growth * logistic - kill - q_iv * n
     # macrophages: recruitment from vessels into free space, polarisation switching
     free = jnp.maximum(1.0 - n - m1 - m2, 0.0)
     c = jnp.maximum(state["chemo"], 0.0)
@@ -117,12 +131,19 @@ def reaction(state, p: Parameters, t, grid: Grid):
         "il1b": macrophage_il1b_production(m1, m2, p, t_p) + p.rho_n * n,
         "vegf": p.rho_g * m2 + p.rho_gn * n,
         "leakiness": p.k_l * state["vegf"] / (p.K_g + jnp.maximum(state["vegf"], 0.0)) * (1.0 - leak),
-        "paclitaxel": p.p_p * exchange * (p_pl - state["paclitaxel"]),
+        # free drug: exchange with plasma and release from cells (binding k_on P is in System.decay)
+        "paclitaxel": p.p_p * exchange * (p_pl - state["paclitaxel"]) + p.ptx_k_off * state["paclitaxel_bound"],
+        "paclitaxel_bound": paclitaxel_binding(state["paclitaxel"], p),
         "anakinra": p.p_a * exchange * (a_pl - state["anakinra"]),
         "circulating": shed_cells(q_iv, n, p, grid, circulating.dtype),
         "burden": p.r_met.astype(circulating.dtype) * state["burden"] + seeding,
         "seeded": seeding,
     }
+
+
+def paclitaxel_binding(free, p: Parameters):
+    """``k_on P`` (nM/day): free paclitaxel taken up and bound by cells, ``k_on = κ k_off``."""
+    return p.ptx_kappa * p.ptx_k_off * jnp.maximum(free, 0.0)
 
 
 def tumor_chi(state, p: Parameters):

@@ -1,8 +1,13 @@
 """Scalar diagnostics of the Voloshin 2015 model (``observe``), recorded every step under ``/scalars/``.
 
-Integrals are sums times the cell volume ``ΔV`` (mm² in 2D, mm³ in 3D); "the tumour
-region" is where ``n ≥`` :data:`TUMOR_THRESHOLD`, "the front" where ``n ≥``
-:data:`FRONT_THRESHOLD`. Units of every key are in ``Voloshin2015.scalar_units``.
+Integrals are sums times the cell volume ``ΔV`` (mm² in 2D, mm³ in 3D). Regional
+diagnostics are weighted by the tumour density ``n`` rather than cut at a threshold, so that
+they do not collapse when a tumour thins out: ``⟨x⟩_n = ∫ n x / ∫ n`` (IL1β, VEGF, drugs, M2
+fraction), ``∫ n M`` (macrophages among tumour cells) and ``∫ v n ℓ / ∫ v n`` (leakiness where
+tumour cells meet vessels). Two thresholds remain: ``tumor_region_volume`` (``n ≥``
+:data:`TUMOR_THRESHOLD`) and the invasion front (``n ≥`` :data:`FRONT_THRESHOLD`, smoothed);
+``tests/test_voloshin_targets.py`` shows that moving the front threshold over 0.02–0.2 does not
+flip target 7. Units of every key are in ``Voloshin2015.scalar_units``.
 """
 
 from __future__ import annotations
@@ -13,7 +18,14 @@ from typing import Any
 import jax.numpy as jnp
 from tumorfield_kernels import Grid
 
-from .kinetics import drug_effects, il1_responses, intravasation_rate, macrophage_il1b_production, plasma
+from .kinetics import (
+    cell_paclitaxel,
+    drug_effects,
+    il1_responses,
+    intravasation_rate,
+    macrophage_il1b_production,
+    plasma,
+)
 from .parameters import Parameters
 from .vessels import box_centre, radial_distance
 
@@ -24,8 +36,9 @@ FRONT_THRESHOLD = 0.05
 
 
 def _weighted_mean(x, weight):
-    """``Σ x w / Σ w`` (0 where the weight vanishes everywhere)."""
-    return jnp.sum(x * weight) / jnp.maximum(jnp.sum(weight), 1e-30)
+    """``Σ x w / Σ w``: defined for any positive total weight however small (a thinning tumour);
+    NaN, not 0, where the weight vanishes exactly, so an empty region reads as undefined."""
+    return jnp.sum(x * weight) / jnp.sum(weight)
 
 
 def _invasion(n, grid: Grid, tumor_radius: float) -> dict[str, Any]:
@@ -61,27 +74,24 @@ def _metastasis(state, p: Parameters, n, q_iv, dv: float) -> dict[str, Any]:
     }
 
 
-def _macrophages(m1, m2, region, dv: float) -> dict[str, Any]:
-    """Macrophage amounts ``∫ M`` in the box and in the tumour region, and the regional M2 fraction."""
-    m1_tumor, m2_tumor = jnp.sum(m1 * region) * dv, jnp.sum(m2 * region) * dv
+def _macrophages(m1, m2, n, dv: float) -> dict[str, Any]:
+    """Macrophage amounts ``∫ M`` in the box and among tumour cells ``∫ n M`` (mm^d), and the
+    tumour-weighted M2 fraction ``∫ n M2 / ∫ n (M1 + M2)`` (NaN only where both vanish exactly)."""
+    m1_tumor, m2_tumor = jnp.sum(n * m1) * dv, jnp.sum(n * m2) * dv
     return {
         "m1_total": jnp.sum(m1) * dv,
         "m2_total": jnp.sum(m2) * dv,
         "m1_tumor": m1_tumor,
         "m2_tumor": m2_tumor,
-        "m2_fraction": m2_tumor / jnp.maximum(m1_tumor + m2_tumor, 1e-30),
+        "m2_fraction": m2_tumor / (m1_tumor + m2_tumor),
     }
 
 
-def _region_means(state, region, dv: float) -> dict[str, Any]:
-    """Means of the cytokines and drugs over the tumour region (``∫_region x / |region|``)."""
-    region_volume = jnp.sum(region) * dv
-    safe_volume = jnp.maximum(region_volume, dv)
-    means = {
-        f"{name}_mean": jnp.sum(state[name] * region) * dv / safe_volume
-        for name in ("il1b", "vegf", "paclitaxel", "anakinra")
-    }
-    return {"tumor_region_volume": region_volume, **means}
+def _tumor_means(state, n, region, dv: float) -> dict[str, Any]:
+    """Tumour-weighted means ``∫ n x / ∫ n`` of the cytokines and drugs, and the volume of the
+    thresholded region ``n ≥ TUMOR_THRESHOLD`` (reported, not used by any target)."""
+    means = {f"{name}_mean": _weighted_mean(state[name], n) for name in ("il1b", "vegf", "paclitaxel", "anakinra")}
+    return {"tumor_region_volume": jnp.sum(region) * dv, **means}
 
 
 def observe(state, p: Parameters, t, grid: Grid, tumor_radius: float) -> dict[str, Any]:
@@ -91,17 +101,18 @@ def observe(state, p: Parameters, t, grid: Grid, tumor_radius: float) -> dict[st
     m1, m2 = jnp.maximum(state["m1"], 0.0), jnp.maximum(state["m2"], 0.0)
     region = (n >= TUMOR_THRESHOLD).astype(n.dtype)
     phi_t, phi_h = il1_responses(state, p)
-    _, t_p = drug_effects(state["paclitaxel"], p)
+    e_p, t_p = drug_effects(state, p)
     q_iv = intravasation_rate(state, p, phi_t)
-    # leakiness matters where vessels are: vessel-weighted, over the tumour and its rim
-    near = (jnp.maximum(n, 0.0) >= FRONT_THRESHOLD).astype(n.dtype) * p.vessels
     p_pl, a_pl = plasma(p, t)
     return {
         **_invasion(n, grid, tumor_radius),
         **_metastasis(state, p, n, q_iv, dv),
-        **_macrophages(m1, m2, region, dv),
-        **_region_means(state, region, dv),
-        "mean_leakiness": _weighted_mean(state["leakiness"], near),
+        **_macrophages(m1, m2, n, dv),
+        **_tumor_means(state, n, region, dv),
+        # leakiness where tumour cells meet vessels (where they can intravasate): weight v n
+        "mean_leakiness": _weighted_mean(state["leakiness"], p.vessels * n),
+        "paclitaxel_cell_mean": _weighted_mean(cell_paclitaxel(state["paclitaxel_bound"], p), n),
+        "kill_effect": _weighted_mean(e_p, n),
         "il1b_production": jnp.sum(macrophage_il1b_production(m1, m2, p, t_p)) * dv,
         "plasma_paclitaxel": p_pl,
         "plasma_anakinra": a_pl,

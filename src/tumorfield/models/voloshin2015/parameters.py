@@ -26,11 +26,23 @@ def _as_array(value):
     return value if isinstance(value, jax.Array | np.ndarray) else jnp.asarray(value)
 
 
-def _p(default, units, doc, source, lo=0.0, hi=math.inf, lo_open=False):
+FACTOR_RANGE = 2.0
+"""Where no plausible range is given, a parameter is uncertain over ×1/2–×2 of its default."""
+
+
+def _p(default, units, doc, source, lo=0.0, hi=math.inf, lo_open=False, plausible="factor"):
+    """A parameter field: ``(lo, hi, lo_open)`` are the validation limits (what the config check
+    accepts); ``plausible`` is the range the uncertainty analysis draws from (log-uniform):
+    ``(low, high)`` from the source, ``"factor"`` for ×1/2–×2 of the default (assumed values), or
+    ``None`` for a quantity that is not uncertain (a definition, the genotype, an unused route)."""
+    if plausible == "factor":
+        plausible = (default / FACTOR_RANGE, default * FACTOR_RANGE)
+    if plausible is not None and not (lo <= plausible[0] <= default <= plausible[1] <= hi):
+        raise ValueError(f"plausible range {plausible} must contain the default {default} within [{lo}, {hi}]")
     return eqx.field(
         default=default,
         converter=_as_array,
-        metadata={"units": units, "doc": doc, "source": source, "range": (lo, hi, lo_open)},
+        metadata={"units": units, "doc": doc, "source": source, "range": (lo, hi, lo_open), "plausible": plausible},
     )
 
 
@@ -48,12 +60,19 @@ class Parameters(eqx.Module):
     """
 
     # --- tumour cells
-    r_n: Scalar = _p(0.5, "1/day", "tumour proliferation rate", "LLC1 doubling 23–40 h (Bertram & Janik 1980)", 0, 5)
+    r_n: Scalar = _p(
+        0.5,
+        "1/day",
+        "tumour proliferation rate",
+        "LLC1 doubling 23–40 h (Bertram & Janik 1980)",
+        0,
+        5,
+        False,
+        (0.4, 0.7),
+    )
     a_r: Scalar = _p(0.1, "1", "IL1 gain of proliferation (1 + a_r Φ_T)", "assumed: 'slightly' slower growth", 0, 10)
     D_n: Scalar = _p(8.64e-3, "mm²/day", "tumour random motility", "1e-9 cm²/s, Anderson et al. 2000", 0, 1)
-    a_D: Scalar = _p(
-        0.1, "1", "IL1 gain of random motility (1 + a_D Φ_T)", "assumed (claim 2); target 1 needs ≤ 0.1 in 3D", 0, 20
-    )
+    a_D: Scalar = _p(0.1, "1", "IL1 gain of random motility (1 + a_D Φ_T)", "assumed (claim 2)", 0, 20)
     chi_n: Scalar = _p(
         0.02, "mm²/day", "haptotaxis coefficient (per unit ECM)", "assumed (Anderson–Chaplain form)", 0, 1
     )
@@ -61,8 +80,17 @@ class Parameters(eqx.Module):
         1.0, "1", "IL1 gain of haptotaxis (1 + a_χ Φ_T)", "assumed (claim 2: IL1β raises invasion)", 0, 20
     )
     eps_mac: Scalar = _p(0.5, "1", "space taken by macrophages in the tumour's logistic term", "assumed", 0, 2)
-    delta_p: Scalar = _p(0.5, "1/day", "maximal paclitaxel kill rate δ_P", "brief range 0.5–1.5 /day (guess)", 0, 5)
-    ec50_p: Scalar = _p(50.0, "nM", "cytotoxic EC50 of paclitaxel", "brief range 5–50 nM", 0, math.inf, True)
+    delta_p: Scalar = _p(
+        0.6,
+        "1",
+        "fraction of divisions that end in mitotic death at full paclitaxel effect (kill ∝ proliferation)",
+        "assumed < 1: the study's PTX-treated primaries grow; form Norton & Simon 1977",
+        0,
+        5,
+        False,
+        (0.3, 0.9),
+    )
+    ec50_p: Scalar = _p(16.0, "nM", "cytotoxic EC50 of paclitaxel", "brief range 5–50 nM", 0, math.inf, True, (5, 50))
     hill_p: Scalar = _p(1.0, "1", "Hill exponent of paclitaxel kill", "assumed", 0, 5, True)
     # --- intravasation
     gamma_iv: Scalar = _p(0.01, "1/day", "intravasation rate per unit vessel density × leakiness", "assumed", 0, 1)
@@ -91,90 +119,144 @@ class Parameters(eqx.Module):
     R_0: Scalar = _p(0.3, "1/day", "recruitment rate per unit vessel density", "assumed", 0, 10)
     D_m: Scalar = _p(0.009, "mm²/day", "macrophage random motility", "speed 1–3 µm/min (brief, guess)", 0, 1)
     chi_m: Scalar = _p(0.05, "mm²/day", "macrophage chemotaxis coefficient (per unit c)", "assumed", 0, 10)
-    k12_0: Scalar = _p(0.2, "1/day", "basal M1 → M2 rate", "brief 0.1–0.5 /day (den Breems & Eftimie 2016 form)", 0, 10)
-    k21_0: Scalar = _p(0.2, "1/day", "basal M2 → M1 rate", "brief 0.1–0.5 /day", 0, 10)
+    k12_0: Scalar = _p(
+        0.22,
+        "1/day",
+        "basal M1 → M2 rate",
+        "brief 0.1–0.5 /day (den Breems & Eftimie 2016 form)",
+        0,
+        10,
+        False,
+        (0.1, 0.5),
+    )
+    k21_0: Scalar = _p(0.22, "1/day", "basal M2 → M1 rate", "brief 0.1–0.5 /day", 0, 10, False, (0.1, 0.5))
     k_n: Scalar = _p(0.8, "1/day", "tumour-driven M1 → M2 rate", "assumed", 0, 10)
     K_n: Scalar = _p(0.3, "1", "tumour density of half-maximal M2 push", "assumed", 0, math.inf, True)
     k_p: Scalar = _p(
-        1.0, "1/day", "paclitaxel/TLR4-driven M2 → M1 rate", "brief 0.5–2 /day; Wanderley et al. 2018", 0, 10
-    )
+        1.0, "1/day", "paclitaxel/TLR4-driven M2 → M1 rate", "brief 0.5–2 /day; Wanderley et al. 2018", 0, 10, False,
+        (0.5, 2.0),
+    )  # fmt: skip
     k_tlr: Scalar = _p(
-        1000.0, "nM", "paclitaxel level of half-maximal TLR4 activation", "1–10 µM (brief)", 0, math.inf, True
-    )
-    k_i: Scalar = _p(1.5, "1/day", "IL1-driven M2 → M1 rate", "brief 0.5–2 /day (guess)", 0, 10)
-    d_m: Scalar = _p(0.1, "1/day", "macrophage death/emigration", "brief 0.05–0.2 /day", 0, 10)
+        3000.0, "nM", "paclitaxel level of half-maximal TLR4 activation", "1–10 µM (brief)", 0, math.inf, True,
+        (1000.0, 10000.0),
+    )  # fmt: skip
+    k_i: Scalar = _p(1.0, "1/day", "IL1-driven M2 → M1 rate", "brief 0.5–2 /day (guess)", 0, 10, False, (0.5, 2.0))
+    d_m: Scalar = _p(0.1, "1/day", "macrophage death/emigration", "brief 0.05–0.2 /day", 0, 10, False, (0.05, 0.2))
     # --- IL1β (pM)
     D_i: Scalar = _p(8.6, "mm²/day", "IL1β diffusivity", "≈1e-6 cm²/s, scaled from albumin (Chary & Jain 1989)", 0, 100)
     lambda_i: Scalar = _p(
-        30.0, "1/day", "IL1β tissue clearance", "half-life 20–50 min (Kudo et al. 1990; tissue guess)", 0, 1e4, True
-    )
+        30.0, "1/day", "IL1β tissue clearance", "half-life 20–50 min (Kudo et al. 1990; tissue guess)", 0, 1e4, True,
+        (20.0, 50.0),
+    )  # fmt: skip
     rho_1: Scalar = _p(20.0, "pM/day", "IL1β production by M1 macrophages (per unit density)", "assumed", 0, 1e6)
     rho_2: Scalar = _p(4.0, "pM/day", "IL1β production by M2 macrophages", "assumed (M2 make less IL1β)", 0, 1e6)
     beta_p: Scalar = _p(50.0, "1", "paclitaxel/TLR4 gain of macrophage IL1β production", "assumed (claim 1)", 0, 1e3)
     rho_n: Scalar = _p(2.0, "pM/day", "IL1β production by tumour cells", "assumed", 0, 1e6)
-    K_i: Scalar = _p(30.0, "pM", "IL1β–IL1R dissociation constant", "brief 10–100 pM (guess)", 0, math.inf, True)
+    K_i: Scalar = _p(
+        32.0, "pM", "IL1β–IL1R dissociation constant", "brief 10–100 pM (guess)", 0, math.inf, True, (10.0, 100.0)
+    )
     K_a: Scalar = _p(
-        0.05, "nM", "anakinra–IL1R dissociation constant (50 pM)", "brief 10–100 pM (guess)", 0, math.inf, True
-    )
+        0.03, "nM", "anakinra–IL1R dissociation constant (30 pM)", "brief 10–100 pM (guess)", 0, math.inf, True,
+        (0.01, 0.1),
+    )  # fmt: skip
     theta50: Scalar = _p(
-        0.02, "1", "receptor occupancy of half-maximal tumour response Φ_T", "brief 0.01–0.05 (guess)", 0, 1, True
-    )
+        0.022, "1", "receptor occupancy of half-maximal tumour response Φ_T", "brief 0.01–0.05 (guess)", 0, 1, True,
+        (0.01, 0.05),
+    )  # fmt: skip
     theta50_h: Scalar = _p(
-        0.02, "1", "receptor occupancy of half-maximal host response Φ_H", "brief 0.01–0.05 (guess)", 0, 1, True
-    )
+        0.022, "1", "receptor occupancy of half-maximal host response Φ_H", "brief 0.01–0.05 (guess)", 0, 1, True,
+        (0.01, 0.05),
+    )  # fmt: skip
     # --- VEGF-A (pM) and leakiness
     D_g: Scalar = _p(6.0, "mm²/day", "VEGF diffusivity", "≈7e-7 cm²/s (brief, scaled like IL1β)", 0, 100)
-    lambda_g: Scalar = _p(20.0, "1/day", "VEGF clearance", "brief 10–30 /day (guess)", 0, 1e4, True)
+    lambda_g: Scalar = _p(20.0, "1/day", "VEGF clearance", "brief 10–30 /day (guess)", 0, 1e4, True, (10.0, 30.0))
     rho_g: Scalar = _p(
         200.0, "pM/day", "VEGF production by M2 macrophages", "assumed; TIE2hi macrophages, Harney 2015", 0, 1e6
     )
     rho_gn: Scalar = _p(2.0, "pM/day", "VEGF production by tumour cells", "assumed", 0, 1e6)
     K_g: Scalar = _p(20.0, "pM", "VEGF level of half-maximal leak opening", "assumed", 0, math.inf, True)
-    k_l: Scalar = _p(0.5, "1/day", "leak opening rate", "brief 0.5–2 /day (Harney 2015 mechanism)", 0, 100)
-    r_l: Scalar = _p(1.0, "1/day", "leak closing rate", "brief 0.5–2 /day", 0, 100, True)
-    # --- paclitaxel in tissue (nM) and plasma PK
-    D_p: Scalar = _p(2.0, "mm²/day", "effective paclitaxel diffusivity", "brief 1e-7–1e-6 cm²/s = 0.86–8.6", 0, 100)
-    lambda_p: Scalar = _p(
-        1.5, "1/day", "paclitaxel tissue clearance", "assumed: tubulin-bound drug is retained for days", 0, 1e4, True
+    k_l: Scalar = _p(
+        1.0, "1/day", "leak opening rate", "brief 0.5–2 /day (Harney 2015 mechanism)", 0, 100, False, (0.5, 2.0)
     )
+    r_l: Scalar = _p(1.0, "1/day", "leak closing rate", "brief 0.5–2 /day", 0, 100, True, (0.5, 2.0))
+    # --- paclitaxel in tissue (nM): free (interstitial) and cell-bound; plasma PK
+    D_p: Scalar = _p(
+        2.0, "mm²/day", "effective paclitaxel diffusivity (free drug)", "brief 1e-7–1e-6 cm²/s = 0.86–8.6", 0, 100,
+        False, (0.86, 8.6),
+    )  # fmt: skip
+    lambda_p: Scalar = _p(1.5, "1/day", "free paclitaxel tissue clearance (besides exchange)", "assumed", 0, 1e4, True)
     p_p: Scalar = _p(1.0, "1/day", "vascular exchange of paclitaxel per unit vessel density", "assumed", 0, 100)
     b_l: Scalar = _p(1.0, "1", "leakiness gain of vascular exchange", "assumed", 0, 100)
+    ptx_kappa: Scalar = _p(
+        100.0,
+        "1",
+        "cell-bound/free paclitaxel at equilibrium (κ = k_on/k_off)",
+        "assumed; tumour/medium 250–4400 in histocultures (Kuh et al. 1999)",
+        0,
+        1e5,
+        True,
+        (30.0, 300.0),
+    )
+    ptx_k_off: Scalar = _p(
+        0.25,
+        "1/day",
+        "release of cell-bound paclitaxel",
+        "16–72 % retained 72 h after washout (Kuh et al. 1999): 0.11–0.61 /day",
+        0,
+        100,
+        True,
+        (0.11, 0.61),
+    )
     ptx_iv_ke: Scalar = _p(
-        17.8, "1/day", "paclitaxel i.v. elimination", "t½ 43–69 min (Eiseman et al. 1994)", 0, 1e4, True
+        17.8, "1/day", "paclitaxel i.v. elimination", "t½ 43–69 min (Eiseman et al. 1994)", 0, 1e4, True, None
     )
     ptx_iv_v: Scalar = _p(
-        0.315, "L/kg", "paclitaxel i.v. volume (CL/k_e, CL 3.3–4.5 mL/min/kg)", "Eiseman et al. 1994", 0, 100, True
-    )
+        0.315, "L/kg", "paclitaxel i.v. volume (CL/k_e, CL 3.3–4.5 mL/min/kg)", "Eiseman et al. 1994", 0, 100, True,
+        None,
+    )  # fmt: skip
     ptx_ip_ka: Scalar = _p(
-        24.0, "1/day", "paclitaxel i.p. absorption", "t_max 2 h (Drug Metab Dispos 1995;23:713)", 0, 1e4, True
+        24.0, "1/day", "paclitaxel i.p. absorption", "t_max 2 h (Drug Metab Dispos 1995;23:713)", 0, 1e4, True,
+        (16.0, 36.0),
+    )  # fmt: skip
+    ptx_ip_ke: Scalar = _p(
+        4.97, "1/day", "paclitaxel i.p. terminal elimination", "t½ 3.0–3.7 h (ibid.)", 0, 1e4, True, (4.5, 5.5)
     )
-    ptx_ip_ke: Scalar = _p(4.97, "1/day", "paclitaxel i.p. terminal elimination", "t½ 3.0–3.7 h (ibid.)", 0, 1e4, True)
     ptx_ip_v: Scalar = _p(
-        0.92, "L/kg", "paclitaxel i.p. V/F", "fitted to C_max 13 µg/mL at 18 mg/kg (ibid.)", 0, 100, True
+        0.92, "L/kg", "paclitaxel i.p. V/F", "fitted to C_max 13 µg/mL at 18 mg/kg (ibid.)", 0, 100, True, (0.7, 1.2)
     )
     # --- anakinra in tissue (nM) and plasma PK
     D_a: Scalar = _p(
-        4.0, "mm²/day", "effective anakinra diffusivity", "assumed (17.3 kDa, like IL1β, with binding)", 0, 100
+        8.6, "mm²/day", "effective anakinra diffusivity", "as IL1β (both 17 kDa; Chary & Jain 1989 scaling)", 0, 100
     )
-    lambda_a: Scalar = _p(2.0, "1/day", "anakinra tissue (lymphatic) clearance", "assumed", 0, 1e4, True)
+    lambda_a: Scalar = _p(
+        30.0, "1/day", "anakinra tissue clearance", "as IL1β (17 kDa, renal route; Kudo et al. 1990)", 0, 1e4, True,
+        (20.0, 50.0),
+    )  # fmt: skip
     p_a: Scalar = _p(2.0, "1/day", "vascular exchange of anakinra per unit vessel density", "assumed", 0, 100)
     ana_ke: Scalar = _p(
-        11.1, "1/day", "anakinra elimination (mouse t½ 1.5 h)", "brief: mouse t½ ~1–2 h (guess)", 0, 1e4, True
-    )
+        11.1, "1/day", "anakinra elimination (mouse t½ 1.5 h)", "brief: mouse t½ ~1–2 h (guess)", 0, 1e4, True,
+        (8.3, 16.6),
+    )  # fmt: skip
     ana_ka: Scalar = _p(24.0, "1/day", "anakinra s.c./i.p. absorption", "assumed (t_max ≈ 2 h)", 0, 1e4, True)
     ana_v: Scalar = _p(
         0.27, "L/kg", "anakinra V/F (absorbed) and V (i.v.)", "Kineret label: Vd 18 L/70 kg, F 95 %", 0, 100, True
     )
     # --- metastasis
-    n_cell: Scalar = _p(1e6, "cells/mm³", "cells per unit density (carrying capacity)", "(10 µm)⁻³", 0, 1e9, True)
+    n_cell: Scalar = _p(1e6, "cells/mm³", "cells per unit density (carrying capacity)", "(10 µm)⁻³", 0, 1e9, True, None)
     k_circ: Scalar = _p(
-        20.0, "1/day", "clearance of circulating tumour cells", "assumed: CTC t½ ≈ 50 min", 0, 1e4, True
+        20.0, "1/day", "clearance of circulating tumour cells", "assumed: CTC t½ ≈ 50 min", 0, 1e4, True, (10.0, 40.0)
     )
-    f_s: Scalar = _p(1e-3, "1", "fraction of cleared CTCs that seed", "brief 1e-4–1e-2 (guess)", 0, 1)
-    r_met: Scalar = _p(0.3, "1/day", "growth of metastatic burden", "brief 0.3–0.5 /day (guess)", 0, 5)
+    f_s: Scalar = _p(
+        1e-3, "1", "fraction of cleared CTCs that seed", "brief 1e-4–1e-2 (guess)", 0, 1, False, (1e-4, 1e-2)
+    )
+    r_met: Scalar = _p(
+        0.4, "1/day", "growth of metastatic burden", "brief 0.3–0.5 /day (guess)", 0, 5, False, (0.3, 0.5)
+    )
     # --- host genotype
-    host_il1b: Scalar = _p(1.0, "1", "g_β: host (macrophage) IL1β production; 0 in IL1β-KO", "genotype", 0, 1)
-    host_il1r: Scalar = _p(1.0, "1", "g_H: host IL1R response; 0 in IL1R-KO", "genotype", 0, 1)
+    host_il1b: Scalar = _p(
+        1.0, "1", "g_β: host (macrophage) IL1β production; 0 in IL1β-KO", "genotype", 0, 1, False, None
+    )
+    host_il1r: Scalar = _p(1.0, "1", "g_H: host IL1R response; 0 in IL1R-KO", "genotype", 0, 1, False, None)
     # --- dosing schedules (arrays: times, amounts, i.v. flags)
     paclitaxel_doses: Doses = eqx.field(default_factory=Doses)
     anakinra_doses: Doses = eqx.field(default_factory=Doses)
@@ -204,6 +286,12 @@ PAPER_MOLAR_MASS = {"paclitaxel": 853.9, "anakinra": 17257.6}
 def parameter_fields() -> tuple[dataclasses.Field, ...]:
     """The scalar parameter fields (not the dosing schedules), in declaration order."""
     return tuple(f for f in dataclasses.fields(Parameters) if "units" in f.metadata)
+
+
+def plausible_range(field: dataclasses.Field) -> tuple[float, float] | None:
+    """The range (low, high) that the uncertainty analysis draws ``field`` from, log-uniformly; None
+    where the parameter is not uncertain (see :func:`_p`)."""
+    return field.metadata["plausible"]
 
 
 def range_check(field: dataclasses.Field) -> Check:

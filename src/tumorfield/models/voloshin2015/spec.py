@@ -19,6 +19,13 @@ def _coef(name):
     return get
 
 
+def _free_paclitaxel_loss(p):
+    """``λ_P + k_on`` (1/day): tissue clearance and uptake into cells of free paclitaxel."""
+    return p.lambda_p + p.ptx_kappa * p.ptx_k_off
+
+
+_free_paclitaxel_loss.__name__ = "params.lambda_p + params.ptx_kappa * params.ptx_k_off"
+
 FIELDS = (
     "tumor",
     "ecm",
@@ -30,6 +37,7 @@ FIELDS = (
     "vegf",
     "leakiness",
     "paclitaxel",
+    "paclitaxel_bound",
     "anakinra",
     "circulating",
     "burden",
@@ -56,7 +64,8 @@ SYSTEM = System(
         "vegf": _coef("lambda_g"),
         "il1b": _coef("lambda_i"),
         "leakiness": _coef("r_l"),
-        "paclitaxel": _coef("lambda_p"),
+        "paclitaxel": _free_paclitaxel_loss,
+        "paclitaxel_bound": _coef("ptx_k_off"),
         "anakinra": _coef("lambda_a"),
         "m1": _coef("d_m"),
         "m2": _coef("d_m"),

@@ -1,0 +1,106 @@
+"""Interleaved A/B of the numerics options on the README system (2D, in one process).
+
+Per step, forward only: ``cell_diffusion`` explicit/implicit × ``max_substeps`` 1/64 at a dt that
+needs no sub-cycling (the cost of the per-step bound and the cond), alternating the callables,
+``--repeats`` timings each, compile excluded (one warm-up call each), ``block_until_ready``.
+And the XLA temp memory of ``jit(grad(loss))`` with ``max_substeps`` 1 and 8 (sub-cycling active
+at 2× the explicit limit) on 16², to show the checkpointed while loop's cost. Writes JSON.
+
+    JAX_PLATFORMS=cpu .venv/bin/python benchmarks/ab_numerics.py --n 128 --steps 200 --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tumorfield_kernels as tk
+
+
+def readme_system():
+    return tk.System(
+        fields=("u", "c"),
+        diffusion={"u": 1e-3, "c": 0.5},
+        decay={"c": 1.0},
+        taxis=(tk.Taxis(field="u", attractant="c", chi=0.05),),
+        reaction=lambda state, params, t: {"u": params["r"] * state["u"] * (1 - state["u"]), "c": state["u"]},
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    system, grid = readme_system(), tk.Grid((args.n, args.n), 4.0)
+    y, x = grid.mesh()
+    u0 = np.exp(-((x - 2) ** 2 + (y - 2) ** 2) / 0.1)
+    state = {"u": u0, "c": 0 * u0}
+    params = {"r": 1.0}
+    dt = 0.5 * tk.max_stable_dt(system, grid, state, params)["u"]
+    variants = {(cd, ms): None for cd in ("explicit", "implicit") for ms in (1, 64)}
+
+    def call(cd, ms):
+        _, _, traj = tk.advance(
+            system, grid, state, dt=dt, n_saves=1, steps_per_save=args.steps, params=params,
+            cell_diffusion=cd, max_substeps=ms, checkpoint=False,
+        )  # fmt: skip
+        return jax.block_until_ready(traj.fields)
+
+    compile_s = {}
+    for key in variants:
+        t0 = time.perf_counter()
+        call(*key)
+        compile_s[key] = time.perf_counter() - t0
+    times = {key: [] for key in variants}
+    for _ in range(args.repeats):
+        for key in variants:
+            t0 = time.perf_counter()
+            call(*key)
+            times[key].append((time.perf_counter() - t0) / args.steps)
+
+    # reverse-mode temp memory with sub-cycling (16², explicit diffusion, dt = 2× the limit)
+    g16 = tk.Grid((16, 16), 4.0)
+    yy, xx = g16.mesh()
+    s16 = {"u": np.exp(-((xx - 2) ** 2 + (yy - 2) ** 2) / 0.5), "c": 2.0 * np.exp(-((xx - 2) ** 2) / 0.3)}
+    strong = tk.System(fields=("u", "c"), diffusion={"u": 1e-3, "c": 0.5}, decay={"c": 1.0},
+                       taxis=(tk.Taxis(field="u", attractant="c", chi=2.0),))  # fmt: skip
+    limit = tk.max_stable_dt(strong, g16, s16)["u"]
+    memory = {}
+    for ms, dt16 in ((1, 0.9 * limit), (8, 1.8 * limit)):
+
+        def loss(u, ms=ms, dt16=dt16):
+            traj = tk.simulate(strong, g16, {**s16, "u": u}, t_end=200 * dt16, dt=dt16, max_substeps=ms, throw=False)
+            return jnp.sum(traj["u"][-1] ** 2), traj.substeps
+
+        compiled = jax.jit(jax.grad(lambda u: loss(u)[0])).lower(jnp.asarray(s16["u"])).compile()
+        memory[ms] = {
+            "dt_over_limit": dt16 / limit, "substeps": int(np.max(np.asarray(loss(jnp.asarray(s16["u"]))[1]))),
+            "temp_bytes": int(compiled.memory_analysis().temp_size_in_bytes),
+        }  # fmt: skip
+
+    result = {
+        "what": "README system 2D, per-step seconds (forward), interleaved A/B; grad temp memory 16², 200 steps",
+        "backend": jax.default_backend(), "n": args.n, "steps": args.steps, "dt": dt,
+        "per_step_s": {f"{cd}/max_substeps={ms}": {"median": float(np.median(v)), "all": v}
+                       for (cd, ms), v in times.items()},
+        "compile_plus_first_call_s": {f"{cd}/max_substeps={ms}": v for (cd, ms), v in compile_s.items()},
+        "grad_memory": {f"max_substeps={k}": v for k, v in memory.items()},
+    }  # fmt: skip
+    print(json.dumps(result, indent=1))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    (out / f"ab_numerics_{jax.default_backend()}_{args.n}_{stamp}.json").write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,654 @@
+"""Benchmark the full voloshin2015 model as users run it: the PTX arm to day 21, now and before issue 14.
+
+Usage::
+
+    python benchmarks/bench_model.py --out benchmarks/results [--sizes 256 512 64x3 128x3] [--t-end 21]
+        [--cell-diffusion explicit implicit] [--baseline 2e64a49 | --baseline-tree DIR | --no-baseline]
+        [--repeats 2] [--no-reference] [--dt-from-t0] [--lean] [--worker-timeout S] [--quick]
+
+The arm is ``experiments/voloshin2015/ptx.toml`` (paclitaxel 20 mg/kg i.p. every 4 days
+from day 3; 8 mm box per axis; frames every 0.5 day; float32 fields, float64 scalar ODEs,
+as ``tumorfield run`` runs it). Per grid and per source tree (this checkout, and the commit
+before issue 14 exported with ``git archive`` into a temporary folder), one subprocess with
+``PYTHONPATH=TREE/src:TREE/kernels`` measures:
+
+1. **the largest accepted dt**: the largest ``save_every / k`` (so that it divides the save
+   interval and the dose times, which are whole days) within the solver's positivity limit
+   over the run (``tumorfield_kernels.max_stable_dt_over_run``, the pre-check ``tumorfield
+   run`` applies at t = 0, extended over the run) that the config accepts
+   (``Voloshin2015.validate``) and that completes with the in-run positivity check on;
+2. **time to solution** at that dt: the run loop of ``tumorfield run`` (``advance`` over
+   chunks of ``run.chunk_frames`` frames, per-step scalars recorded, ``block_until_ready``
+   after each chunk) without the HDF5 writes; the first run compiles (XLA compile seconds
+   from ``jax.monitoring``, reported apart), the next ``--repeats`` runs are timed warm;
+3. **its error** against a run at dt/4: relative L2 of the tumour field at ``t_end``, and
+   the relative change of the main scalars (tumour volume, front radius, …);
+4. **cell-steps per second** and the **fraction of the memory-bandwidth bound** under the
+   bytes model :data:`BYTES_MODEL`, with the bandwidth of this device measured in the same
+   subprocess by a large jitted copy (``y = x + 1``, float32, read + write);
+5. **what binds the step**: the positivity limit at every saved frame, for the run's own
+   system, with the taxis coefficients set to zero (the diffusion + reaction limit) and with
+   the cell fields' diffusion set to zero (the taxis + reaction limit); with issue 14's core,
+   ``tumorfield_kernels.step_limits`` (explicit, split and diffusion-alone limits).
+
+Where the checkout has ``[numerics] cell_diffusion``, each value in ``--cell-diffusion`` is a
+separate run. One JSON file ``bench_model_<platform>_<UTC time>.json`` holds every tree and
+grid; see ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = Path("experiments/voloshin2015/ptx.toml")
+BOX_MM = 8.0
+SAVE_EVERY = 0.5  # day; the doses of the arm are at whole days, so dt = SAVE_EVERY / k divides them
+BASELINE_COMMIT = "2e64a49"
+MAIN_SCALARS = (
+    "tumor_volume",
+    "front_radius",
+    "invasion_distance",
+    "invasive_fraction",
+    "m2_fraction",
+    "metastatic_burden",
+    "circulating_cells",
+)
+BYTES_MODEL = (
+    "bytes per cell-step = itemsize × (2 stages × (read + write) × grid fields + 2 stages × read × constant "
+    "fields); voloshin2015: 4 B × (2 × 2 × 11 + 2 × 1) = 184 B (11 grid fields: tumor, ecm, mde, chemo, m1, "
+    "m2, il1b, vegf, leakiness, paclitaxel, anakinra; 1 constant field: the vessel map). A lower bound on "
+    "the traffic: the DCTs of the spectral and quasi-steady fields and the stencil temporaries move more."
+)
+
+
+def parse_size(text: str) -> tuple[int, ...]:
+    """``"512"`` → (512, 512); ``"128x3"`` → (128, 128, 128)."""
+    if "x" in text:
+        n, d = text.split("x")
+        return (int(n),) * int(d)
+    return (int(text),) * 2
+
+
+def label(shape) -> str:
+    return "x".join(str(n) for n in shape)
+
+
+def has_numerics_keys(tree: Path) -> dict:
+    """Whether the tree's core (``advance(cell_diffusion=…)``) and config (``[numerics] cell_diffusion``)
+    know the cell-diffusion option of issue 14."""
+    api = tree / "kernels" / "tumorfield_kernels" / "_api.py"
+    folder = tree / "src" / "tumorfield" / "config"
+    return {
+        "core": api.exists() and "cell_diffusion" in api.read_text(errors="replace"),
+        "config": any("cell_diffusion" in p.read_text(errors="replace") for p in folder.glob("*.py")),
+    }
+
+
+# --- worker (runs in a subprocess, on the tree named by PYTHONPATH) ----------------------------
+
+
+def _copy_bandwidth(n_elements: int, repeats: int = 10) -> dict:
+    """Sustained bandwidth (bytes/s) of a jitted ``y = x + 1`` (float32: 4 B read + 4 B written)."""
+    import jax
+    import jax.numpy as jnp
+
+    x = jnp.arange(n_elements, dtype=jnp.float32)
+    compiled = jax.jit(lambda v: v + 1.0).lower(x).compile()
+    jax.block_until_ready(compiled(x))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(x))
+        times.append(time.perf_counter() - t0)
+    return {"copy_bytes_per_s": 8 * n_elements / min(times), "copy_elements": n_elements, "copy_s_all": times}
+
+
+def _peak_memory_bytes() -> dict:
+    import resource
+
+    import jax
+
+    stats = None
+    try:
+        stats = jax.devices()[0].memory_stats()
+    except Exception:  # noqa: BLE001 - not every backend has memory statistics
+        stats = None
+    out = {"host_max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    if stats:
+        out["device_peak_bytes_in_use"] = stats.get("peak_bytes_in_use")
+        out["device_bytes_limit"] = stats.get("bytes_limit")
+    return out
+
+
+def _limit_variants(system):
+    """The run's system, with taxis off (diffusion + reaction limit), with cell diffusion off (taxis + reaction)."""
+    import equinox as eqx
+    from tumorfield_kernels import Taxis
+
+    taxis_fields = {tx.field for tx in system.taxis}
+    no_taxis = eqx.tree_at(
+        lambda s: s.taxis,
+        system,
+        tuple(Taxis(field=tx.field, attractant=tx.attractant, chi=0.0) for tx in system.taxis),
+    )
+    diffusion = {name: (0.0 if name in taxis_fields else d) for name, d in system.diffusion.items()}
+    no_cell_diffusion = eqx.tree_at(lambda s: s.diffusion, system, diffusion)
+    return {"run": system, "diffusion_reaction": no_taxis, "taxis_reaction": no_cell_diffusion}
+
+
+def worker(spec: dict) -> dict:
+    """One tree, one grid, one cell-diffusion option: dt, time to solution, error, limits."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # as `tumorfield run`: scalar ODEs in float64, fields float32
+    import jax.numpy as jnp
+    import numpy as np
+    import tumorfield_kernels as tk
+
+    import tumorfield
+    from tumorfield import config as cfg
+
+    compile_s = {"total": 0.0}
+
+    def on_duration(event, duration, **_):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compile_s["total"] += duration
+
+    jax.monitoring.register_event_duration_secs_listener(on_duration)
+    device = jax.devices()[0]
+    shape = tuple(spec["shape"])
+    cells = math.prod(shape)
+    out = {
+        "tree": spec["tree"],
+        "tumorfield_file": tumorfield.__file__,
+        "device": str(device),
+        "platform": device.platform,
+        "device_kind": getattr(device, "device_kind", None),
+        "jax_version": jax.__version__,
+        "shape": shape,
+        "cells": cells,
+        "cell_diffusion": spec.get("cell_diffusion"),
+        "persistent_compilation_cache": os.environ.get("JAX_COMPILATION_CACHE_DIR"),  # None: compiles afresh
+    }
+    out["bandwidth"] = _copy_bandwidth(spec["bandwidth_elements"])
+    bandwidth = out["bandwidth"]["copy_bytes_per_s"]
+    t_end = spec["t_end"]
+    base = [
+        f"grid.shape={list(shape)}",
+        f"grid.length={[BOX_MM] * len(shape)}",
+        f"time.t_end={t_end}",
+        'run.compilation_cache="off"',
+    ]
+    if spec.get("cell_diffusion") and spec.get("config_has_numerics"):
+        base.append(f'numerics.cell_diffusion="{spec["cell_diffusion"]}"')
+    config_path = Path(spec["tree"]) / CONFIG
+
+    def load(dt, save_every=SAVE_EVERY):
+        return cfg.load(config_path, [*base, f"time.dt={dt}", f"time.save_every={save_every}"])
+
+    config = load(SAVE_EVERY / 25)
+    model, grid, system = config.model, config.grid, config.model.system
+    precision = config.output.precision
+    dtype = jnp.dtype(precision)
+    params = tk.cast_floats(model.params(grid), precision)
+    initial = tk.initial_frame(system, grid, model.initial_state(grid), params, dtype=precision)
+    # the numerics of issue 14, where the core has them: from the config's [numerics], else from the spec
+    numerics = {}
+    if "cell_diffusion" in inspect.signature(tk.advance).parameters:
+        section = config.sections.get("numerics", {})
+        numerics["cell_diffusion"] = section.get("cell_diffusion", spec.get("cell_diffusion") or "explicit")
+        numerics["max_substeps"] = int(section.get("max_substeps", 1))
+    limit_kw = {k: v for k, v in numerics.items() if k == "cell_diffusion"}
+    out["numerics"] = numerics
+    grid_fields = [f for f in system.fields if f not in system.scalars]
+    n_const = len(model.constant_fields(grid))
+    bytes_per_cell_step = dtype.itemsize * (2 * 2 * len(grid_fields) + 2 * n_const)
+    out.update(
+        precision=precision,
+        grid_fields=grid_fields,
+        constant_fields=n_const,
+        bytes_per_cell_step=bytes_per_cell_step,
+        t_end=t_end,
+        save_every=SAVE_EVERY,
+        chunk_frames=config.run.chunk_frames,
+    )
+
+    # 1. the largest accepted dt
+    print(f"  worker {label(shape)}: probing the positivity limit over the run", flush=True)
+    t0 = time.perf_counter()
+    if spec.get("dt_from_t0"):
+        limits = tk.max_stable_dt(system, grid, initial, params, dtype=precision, **limit_kw)
+        limit = 0.5 * min(limits.values())  # a margin for the taxis steepening over the run
+        out["dt_rule"] = "0.5 × the positivity limit at t = 0 (no probe over the run)"
+    else:
+        limits = tk.max_stable_dt_over_run(system, grid, initial, params, t_end=t_end, dtype=precision, **limit_kw)
+        limit = min(limits.values())
+        out["dt_rule"] = "positivity limit over the run (max_stable_dt_over_run)"
+    out["probe_s"] = time.perf_counter() - t0
+    out["positivity_limit_dt"] = {k: float(v) for k, v in limits.items()}
+    k = max(1, math.ceil(SAVE_EVERY / limit * (1 - 1e-9)))
+
+    lean = bool(spec.get("lean"))
+
+    def observe(state, p, t):  # one function object for every run: `advance` compiles per function object
+        return model.observe(state, p, t, grid)
+
+    observe = None if lean else observe
+    out["lean"] = lean  # no per-step scalars, plain scan: a smoke test that compiles faster
+
+    def chunks_of(cfg_):
+        n_saves, chunk = cfg_.n_frames - 1, cfg_.run.chunk_frames
+        return [min(chunk, n_saves - i) for i in range(0, n_saves, chunk)]
+
+    def run(cfg_, chunks, collect_limits=False):
+        """The run loop of ``tumorfield run`` without the writes; returns the final state, scalars, seconds.
+
+        ``chunks``: frames per ``advance`` call (``run.chunk_frames``, the last one shorter).
+        """
+        dt, sps = cfg_.time.dt, cfg_.steps_per_save
+        state, step, ok = initial, 0, True
+        last_scalars, substeps = {}, []
+        frame_limits = {name: [] for name in variants} if collect_limits else None
+        t0 = time.perf_counter()
+        for n in chunks:
+            new_state, new_step, traj = tk.advance(
+                system, grid, state, dt=dt, n_saves=n, steps_per_save=sps, params=params, step=step,
+                observe=observe, checkpoint=not lean, dtype=precision, throw=False, **numerics,
+            )  # fmt: skip
+            jax.block_until_ready((new_state, traj))
+            if not bool(traj.result == tk.RESULTS.successful):
+                ok = False
+                break
+            observed = traj.observed or {}
+            last_scalars = {name: float(v[-1]) for name, v in observed.items()}
+            if getattr(traj, "substeps", None) is not None:  # issue 14: sub-steps per frame (sub-cycling)
+                substeps.append(np.asarray(traj.substeps))
+            if collect_limits:
+                for j in range(n):
+                    frame = {name: traj.fields[name][j] for name in system.fields}
+                    tj = float(traj.t[j])
+                    for vname, lim in frame_limits_at(frame, tj).items():
+                        frame_limits[vname].append(lim)
+            state, step = new_state, new_step
+        seconds = time.perf_counter() - t0
+        info = {"ok": ok, "seconds": seconds, "n_steps": int(step), "scalars": last_scalars}
+        if substeps:
+            s = np.concatenate([np.ravel(a) for a in substeps])
+            info["substeps"] = {"max": float(np.max(s)), "mean": float(np.mean(s)), "total": float(np.sum(s))}
+        if collect_limits:
+            info["frame_limits"] = frame_limits
+        return state, info
+
+    if hasattr(tk, "step_limits"):  # issue 14's core: explicit, split (taxis + decay) and diffusion-alone limits
+        variants = ("run", "explicit", "taxis_reaction", "diffusion")
+
+        def frame_limits_at(frame, t):
+            per_field = tk.step_limits(system, grid, frame, params, t=t, dtype=precision)
+            run = tk.max_stable_dt(system, grid, frame, params, t=t, dtype=precision, **limit_kw)
+            return {
+                "run": min(run.values(), default=math.inf),
+                "explicit": min((v["explicit"] for v in per_field.values()), default=math.inf),
+                "taxis_reaction": min((v["split"] for v in per_field.values()), default=math.inf),
+                "diffusion": min((v["diffusion"] for v in per_field.values()), default=math.inf),
+            }
+    else:  # before issue 14: the same limits from systems with taxis, or the cells' diffusion, set to zero
+        systems = _limit_variants(system)
+        variants = tuple(systems)
+
+        def frame_limits_at(frame, t):
+            limits = {}
+            for name, vsys in systems.items():
+                lim = tk.max_stable_dt(vsys, grid, frame, params, t=t, dtype=precision)
+                limits[name] = min(lim.values(), default=math.inf)
+            return limits
+
+    tries, refused = [], None
+    accepted = None
+    for _ in range(4):
+        config_dt = None
+        for _ in range(10_000):  # the model's own rules on dt (e.g. k_circ · dt ≤ 1): smaller dt until accepted
+            dt = SAVE_EVERY / k
+            try:
+                config_dt = load(dt)
+                break
+            except cfg.ConfigError as error:
+                refused = {"dt": dt, "refused": str(error)}
+                k += 1
+        if config_dt is None:
+            break
+        c0 = compile_s["total"]
+        print(f"  worker {label(shape)}: first run at dt = {dt:.4g} day (compiles)", flush=True)
+        final, info = run(config_dt, chunks_of(config_dt), collect_limits=True)
+        tries.append({"dt": dt, "ok": info["ok"], "first_run_s": info["seconds"], "compile_s": compile_s["total"] - c0})
+        if info["ok"]:
+            accepted = (dt, config_dt, final, info)
+            break
+        k += 1
+    out["dt_tries"] = tries
+    out["config_refused_larger_dt"] = refused  # the last dt the config refused, with its rule (None: none)
+    if accepted is None:
+        out["status"] = "no accepted dt"
+        return out
+    dt, config_dt, final, first = accepted
+    n_steps = first["n_steps"]
+    lim = {name: float(min(v)) for name, v in first["frame_limits"].items()}
+    out["accepted_dt"] = dt
+    out["n_steps"] = n_steps
+    out["limits_over_saved_frames"] = lim
+    diffusion_limit = lim.get("diffusion", lim.get("diffusion_reaction"))
+    out["diffusion_limited_dt"] = diffusion_limit
+    out["taxis_reaction_limited_dt"] = lim["taxis_reaction"]
+    if refused is not None and len(tries) == 1:
+        out["binding"] = "config rule"  # the model's rule on dt, not positivity (see config_refused_larger_dt)
+    elif numerics.get("cell_diffusion") == "implicit":
+        out["binding"] = "taxis/reaction"  # the cells' diffusion is implicit: it imposes no limit
+    else:
+        out["binding"] = "diffusion" if diffusion_limit < lim["taxis_reaction"] else "taxis/reaction"
+    out["compile_s"] = tries[-1]["compile_s"]
+    out["first_run_s"] = first["seconds"]
+    if "substeps" in first:
+        out["substeps"] = first["substeps"]
+
+    # 2. time to solution, warm
+    print(f"  worker {label(shape)}: {spec['repeats']} timed runs", flush=True)
+    times = []
+    for _ in range(spec["repeats"]):
+        final, info = run(config_dt, chunks_of(config_dt))
+        if not info["ok"]:
+            raise RuntimeError(f"{label(shape)}: a timed run at dt = {dt} day did not end successfully")
+        times.append(info["seconds"])
+    wall = min(times) if times else first["seconds"] - out["compile_s"]
+    out["run_s_all"] = times
+    out["wall_s"] = wall
+    out["s_per_simulated_day"] = wall / t_end
+    out["step_s"] = wall / n_steps
+    out["cell_steps_per_s"] = cells * n_steps / wall
+    achieved = bytes_per_cell_step * cells * n_steps / wall
+    out["achieved_model_bytes_per_s"] = achieved
+    out["fraction_of_bandwidth_bound"] = achieved / bandwidth
+    out["scalars"] = first["scalars"]
+    tumor = np.asarray(final["tumor"], np.float64)
+    out["finite"] = bool(all(np.all(np.isfinite(np.asarray(v))) for v in final.values()))
+    out["min_tumor"] = float(tumor.min())
+    save = Path(spec["save_dir"])
+    np.save(save / "tumor.npy", tumor)
+
+    # 3. error against dt/4
+    if spec.get("reference", True):
+        # saves 4× as often, so each chunk has the same steps per save and frames: the same compiled program
+        config_ref = load(dt / 4, SAVE_EVERY / 4)
+        print(f"  worker {label(shape)}: reference at dt/4", flush=True)
+        c0 = compile_s["total"]
+        ref_final, ref = run(config_ref, chunks_of(config_dt) * 4)
+        out["reference"] = {
+            "dt": dt / 4,
+            "ok": ref["ok"],
+            "run_s": ref["seconds"],
+            "compile_s": compile_s["total"] - c0,
+            "scalars": ref["scalars"],
+        }
+        if ref["ok"]:
+            ref_tumor = np.asarray(ref_final["tumor"], np.float64)
+            np.save(save / "tumor_reference.npy", ref_tumor)
+            out["rel_l2_tumor_vs_dt4"] = float(np.linalg.norm(tumor - ref_tumor) / np.linalg.norm(ref_tumor))
+            out["scalar_rel_change_vs_dt4"] = {
+                name: abs(out["scalars"][name] - ref["scalars"][name]) / max(abs(ref["scalars"][name]), 1e-30)
+                for name in MAIN_SCALARS
+                if name in out["scalars"] and name in ref["scalars"]
+            }
+    out["memory"] = _peak_memory_bytes()
+    out["status"] = "ok"
+    return out
+
+
+def _worker_main(spec_path: str) -> int:
+    import faulthandler
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: where a worker is stuck
+    spec = json.loads(Path(spec_path).read_text())
+    try:
+        result = worker(spec)
+    except Exception as error:  # noqa: BLE001 - reported in the JSON, the driver goes on
+        import traceback
+
+        traceback.print_exc()
+        result = {"status": "error", "error": f"{type(error).__name__}: {error}"}
+    Path(spec["result"]).write_text(json.dumps(result, indent=2, default=_json_default))
+    return 0
+
+
+def _json_default(x):
+    import numpy as np
+
+    if isinstance(x, np.generic | np.ndarray):
+        return np.asarray(x).tolist()
+    if isinstance(x, tuple):
+        return list(x)
+    raise TypeError(type(x))
+
+
+# --- driver ------------------------------------------------------------------------------------
+
+
+def export_tree(commit: str, into: Path) -> Path:
+    """``git archive COMMIT`` of this repository, unpacked into ``into``."""
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
+
+
+def run_worker(tree: Path, spec: dict, work: Path, timeout: float | None) -> dict:
+    """One worker subprocess on ``tree``; its result, or a status saying why there is none."""
+    work.mkdir(parents=True, exist_ok=True)
+    spec = {**spec, "tree": str(tree), "save_dir": str(work), "result": str(work / "result.json")}
+    (work / "spec.json").write_text(json.dumps(spec))
+    env = {**os.environ, "PYTHONPATH": f"{tree / 'src'}{os.pathsep}{tree / 'kernels'}", "PYTHONUNBUFFERED": "1"}
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--worker", str(work / "spec.json")],
+            env=env,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return {"status": "timeout", "timeout_s": timeout, "tree": str(tree)}
+    if not (work / "result.json").exists():
+        return {"status": "error", "error": f"worker exited {proc.returncode} without a result", "tree": str(tree)}
+    result = json.loads((work / "result.json").read_text())
+    result["worker_wall_s"] = time.perf_counter() - t0
+    return result
+
+
+def _rel_l2(a_path: Path, b_path: Path) -> float | None:
+    import numpy as np
+
+    if not (a_path.exists() and b_path.exists()):
+        return None
+    a, b = np.load(a_path), np.load(b_path)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="directory of the JSON")
+    parser.add_argument("--sizes", nargs="+", default=None, help="e.g. 256 512 64x3 128x3 (default)")
+    parser.add_argument("--t-end", type=float, default=None, help="days simulated (21; 1 with --quick)")
+    parser.add_argument(
+        "--cell-diffusion",
+        nargs="+",
+        default=None,
+        choices=("explicit", "implicit"),
+        help="values of numerics.cell_diffusion to run on this checkout (default: both, where the key exists)",
+    )
+    parser.add_argument("--baseline", default=BASELINE_COMMIT, help="commit to compare with (git archive)")
+    parser.add_argument("--baseline-tree", type=Path, default=None, help="an exported tree instead of --baseline")
+    parser.add_argument("--no-baseline", action="store_true", help="only this checkout")
+    parser.add_argument("--repeats", type=int, default=None, help="warm timed runs per dt (2; 1 with --quick)")
+    parser.add_argument("--no-reference", action="store_true", help="skip the dt/4 reference runs")
+    parser.add_argument("--dt-from-t0", action="store_true", help="dt from half the t = 0 limit (no probe run)")
+    parser.add_argument("--worker-timeout", type=float, default=None, help="seconds per worker subprocess")
+    parser.add_argument(
+        "--lean", action="store_true", help="no per-step scalars, plain scan (compiles faster; smoke tests)"
+    )
+    parser.add_argument("--quick", action="store_true", help="32², 16³, one day, one repeat (CPU smoke test)")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        raise SystemExit(_worker_main(args.worker))
+    # a stage timeout (SIGTERM) still removes the scratch folder and keeps the JSON written so far
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+    sizes = args.sizes or (["32", "16x3"] if args.quick else ["256", "512", "64x3", "128x3"])
+    t_end = args.t_end if args.t_end is not None else (1.0 if args.quick else 21.0)
+    steps = t_end / SAVE_EVERY
+    if abs(steps - round(steps)) > 1e-9 or steps < 1:
+        parser.error(f"--t-end={t_end} must be a positive whole number of save intervals ({SAVE_EVERY} day)")
+    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 2)
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench_model_"))
+    trees = {"current": REPO}
+    if not args.no_baseline:
+        if args.baseline_tree is not None:
+            trees[f"baseline_{args.baseline}"] = args.baseline_tree.resolve()
+        else:
+            trees[f"baseline_{args.baseline}"] = export_tree(args.baseline, scratch / "baseline_tree")
+    options, config_keys = {}, {}
+    for name, tree in trees.items():
+        keys = has_numerics_keys(tree)
+        config_keys[name] = keys["config"]
+        options[name] = list(args.cell_diffusion or ("implicit", "explicit")) if keys["core"] else [None]
+    result = {
+        "benchmark": "bench_model",
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": str(CONFIG),
+        "overrides": f"grid.shape, grid.length = {BOX_MM} mm per axis, time.t_end, time.save_every = {SAVE_EVERY}",
+        "t_end": t_end,
+        "repeats": repeats,
+        "quick": args.quick,
+        "cpu_count": os.cpu_count(),
+        "trees": {name: str(path) for name, path in trees.items()},
+        "git_commit": _git_head(),
+        "bytes_model": BYTES_MODEL,
+        "bandwidth_model": "jitted y = x + 1, float32, 8 B per element (read + write), best of 10, per subprocess",
+        "sizes": {},
+    }
+    if args.quick:
+        result["note"] = "quick: a smoke test of the script, not a measurement"
+    bandwidth_elements = (1 << 22) if args.quick else (1 << 26)
+    path = None
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    try:
+        for text in sizes:
+            shape = parse_size(text)
+            entry = {"shape": shape, "cells": math.prod(shape), "runs": {}}
+            for name, tree in trees.items():
+                for option in options[name]:
+                    key = name if option is None else f"{name}:{option}"
+                    print(f"[{label(shape)}] {key} ...", flush=True)
+                    spec = {
+                        "shape": shape,
+                        "t_end": t_end,
+                        "repeats": repeats,
+                        "reference": not args.no_reference,
+                        "dt_from_t0": args.dt_from_t0,
+                        "lean": args.lean,
+                        "cell_diffusion": option,
+                        "config_has_numerics": config_keys[name],
+                        "bandwidth_elements": bandwidth_elements,
+                    }
+                    work = scratch / label(shape) / key.replace(":", "_")
+                    run = run_worker(tree, spec, work, args.worker_timeout)
+                    run["work"] = str(work)
+                    entry["runs"][key] = run
+                    if path is None and "platform" in run:
+                        path = args.out / f"bench_model_{run['platform']}_{stamp}{'_quick' if args.quick else ''}.json"
+            _compare(entry)
+            for run in entry["runs"].values():
+                run.pop("work", None)
+            result["sizes"][label(shape)] = entry
+            if path is not None:
+                path.write_text(json.dumps(result, indent=2, default=_json_default))  # after every size
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if path is None:
+        path = args.out / f"bench_model_unknown_{stamp}.json"
+        path.write_text(json.dumps(result, indent=2, default=_json_default))
+    print_table(result)
+    print(f"wrote {path}")
+    return result
+
+
+def _compare(entry: dict) -> None:
+    """Speed-ups of each current run over the baseline, and the current tumour field against its reference."""
+    runs = entry["runs"]
+    baseline = next((k for k in runs if k.startswith("baseline")), None)
+    base = runs.get(baseline) if baseline else None
+    comparisons = {}
+    for key, run in runs.items():
+        if key.startswith("baseline") or run.get("status") != "ok":
+            continue
+        c = {}
+        if base and base.get("status") == "ok":
+            c["speedup_time_to_solution"] = base["wall_s"] / run["wall_s"]
+            c["dt_ratio"] = run["accepted_dt"] / base["accepted_dt"]
+            c["step_speedup"] = base["step_s"] / run["step_s"]
+            l2 = _rel_l2(Path(run["work"]) / "tumor.npy", Path(base["work"]) / "tumor_reference.npy")
+            if l2 is not None:
+                c["rel_l2_tumor_vs_baseline_dt4"] = l2
+        if c:
+            comparisons[f"{key} vs {baseline}"] = c
+    entry["comparisons"] = comparisons
+
+
+def _git_head() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def print_table(result: dict) -> None:
+    header = (
+        f"{'size':>8} {'run':>28} {'dt (day)':>9} {'bind':>9} {'steps':>6} {'compile s':>9} {'TTS s':>8} "
+        f"{'s/day':>8} {'Mcell-st/s':>10} {'%bw':>5} {'L2 vs dt/4':>10} {'speed-up':>8}"
+    )
+    print(header)
+    for size, entry in result["sizes"].items():
+        for key, run in entry["runs"].items():
+            if run.get("status") != "ok":
+                print(f"{size:>8} {key:>28} {run.get('status')}: {run.get('error', '')}")
+                continue
+            speedup = next((c["speedup_time_to_solution"] for k, c in entry.get("comparisons", {}).items()
+                            if k.startswith(f"{key} vs")), float("nan"))  # fmt: skip
+            print(
+                f"{size:>8} {key:>28} {run['accepted_dt']:>9.3g} {run['binding'][:9]:>9} {run['n_steps']:>6} "
+                f"{run['compile_s']:>9.2f} {run['wall_s']:>8.3f} {run['s_per_simulated_day']:>8.3f} "
+                f"{run['cell_steps_per_s'] / 1e6:>10.2f} {100 * run['fraction_of_bandwidth_bound']:>5.1f} "
+                f"{run.get('rel_l2_tumor_vs_dt4', float('nan')):>10.2e} {speedup:>8.2f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

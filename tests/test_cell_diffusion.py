@@ -1,0 +1,226 @@
+"""Implicit (MPRK22, split) cell diffusion and sub-cycling of the explicit part (issue 14).
+
+Measured quantities (``-s`` prints them) are asserted against the bounds of
+``docs/numerics.md`` (section 4b): conservation, positivity at the largest accepted step,
+empty tissue in float32, a gradient against central differences, no recompilation, the 3D
+Keller–Segel collapse completing by sub-cycling, and the cap-exceeded result. The
+convergence orders of the implicit diffusion are in ``tests/test_verification.py``.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tumorfield_kernels as tk
+from tumorfield_kernels import _api
+
+
+def _motility(state, params):
+    """``D (1 + 2u)`` (mm²/day): state-dependent, as the tumour's ``D_n(1 + a_D Φ_T)``."""
+    return params["D"] * (1.0 + 2.0 * state["u"])
+
+
+def _chi(state, params):
+    return params["chi"]
+
+
+def _reaction(state, params, t):
+    return {"u": params["r"] * state["u"] * (1.0 - state["u"]), "c": params["a"] * state["u"]}
+
+
+SYSTEM = tk.System(
+    fields=("u", "c"),
+    diffusion={"u": tk.StateDependent(_motility), "c": 0.05},
+    decay={"c": 1.0},
+    taxis=(tk.Taxis(field="u", attractant="c", chi=_chi),),
+    reaction=_reaction,
+)
+PARAMS = {"D": 0.02, "chi": 0.02, "r": 1.0, "a": 0.5}
+
+
+def _smooth_initial(grid):
+    y, x = grid.mesh()
+    return {
+        "u": 0.5 + 0.3 * np.cos(np.pi * x) * np.cos(np.pi * y) + 0.1 * x,
+        "c": 1.0 + 0.5 * np.cos(2 * np.pi * x) + 0.2 * y,
+    }
+
+
+def test_implicit_diffusion_conserves_mass_and_stays_non_negative_far_beyond_the_diffusion_limit():
+    # no reaction, state-dependent motility and taxis, no-flux walls, float64
+    grid = tk.Grid((32, 32), (1.0, 1.0))
+    y, x = grid.mesh()
+    u0 = np.where((x - 0.4) ** 2 + (y - 0.5) ** 2 < 0.02, 1.0, 0.0)  # exact zeros around a patch
+    system = tk.System(
+        fields=("u", "c"),
+        diffusion={"u": tk.StateDependent(lambda state, params: 0.02 * (1.0 + 4.0 * state["u"])), "c": 0.0},
+        taxis=(tk.Taxis(field="u", attractant="c", chi=0.02),),
+    )
+    initial = {"u": u0, "c": np.cos(np.pi * x) * np.sin(np.pi * y)}
+    limits = tk.step_limits(system, grid, initial)["u"]
+    dt = limits["split"]  # the largest accepted step: taxis-limited
+    assert dt > 50 * limits["diffusion"], limits  # diffusion alone would need a far smaller step
+    traj = tk.simulate(system, grid, initial, t_end=200 * dt, dt=dt, save_every=50 * dt, cell_diffusion="implicit")
+    u = np.asarray(traj["u"])
+    totals = u.sum(axis=(1, 2))
+    drift = float(np.max(np.abs(totals - totals[0])) / totals[0])
+    print(
+        f"limits {limits}; dt = {dt:.4g}: relative drift of the total over 200 steps = {drift:.2e}, min u = {u.min()}"
+    )
+    assert drift < 1e-12
+    assert u.min() >= 0.0
+    assert np.abs(u[-1] - u[0]).max() > 0.1  # it moved
+
+
+def test_implicit_diffusion_keeps_empty_tissue_empty_in_float32(float32):
+    # Fisher–KPP front in float32 at a step 8× the explicit diffusion limit: no negative
+    # round-off anywhere (an M-matrix solve never subtracts). Unlike the explicit stencil
+    # (one cell per stage), the implicit solve reaches every cell, with values that fall
+    # geometrically ahead of the front.
+    n, side = 400, 4.0
+    grid = tk.Grid((n,), side)
+    (x,) = grid.mesh()
+    system = tk.System(
+        fields=("u",),
+        diffusion={"u": 0.01},
+        reaction=lambda state, params, t: {"u": 0.5 * state["u"] * (1 - state["u"])},
+    )
+    u0 = np.where(x < 0.2, 1.0, 0.0)
+    diffusion_limit = tk.step_limits(system, grid, {"u": u0})["u"]["diffusion"]
+    dt = 0.04  # 8× diffusion_limit = 0.005
+    assert dt >= 7.9 * diffusion_limit
+    traj = tk.simulate(
+        system, grid, {"u": u0}, t_end=10.0, dt=dt, save_every=2.0, cell_diffusion="implicit", dtype="float32"
+    )
+    u = np.asarray(traj["u"])
+    assert u.dtype == np.float32
+    far = u[:, x > 3.0]
+    front = float(x[np.argmin(np.abs(u[-1] - 0.5))])
+    print(f"float32 implicit: front at {front:.3f} mm, min u = {u.min()}, far field (x > 3 mm) max = {far.max():.3e}")
+    ahead = u[-1][x > front]
+    assert u.min() >= 0.0
+    # the tail ahead of the front decreases monotonically (no round-off noise of either sign) and
+    # lies below the pulled front's own tail e^{−√(r/D) (x − front)} (≈ 5e-5 at 1.4 mm)
+    assert np.all(np.diff(ahead) <= 0.0)
+    assert far.max() < 1e-6
+    explicit = tk.simulate(system, grid, {"u": u0}, t_end=10.0, dt=0.004, dtype="float32")
+    front_explicit = float(x[np.argmin(np.abs(np.asarray(explicit["u"][-1]) - 0.5))])
+    print(f"front of the explicit run at dt = 0.004: {front_explicit:.3f} mm")
+    assert abs(front - front_explicit) <= 2 * grid.spacing[0]
+
+
+def test_gradient_through_implicit_diffusion_and_subcycles_matches_central_differences():
+    # implicit diffusion at 2.5× its explicit limit, and taxis strong enough that the explicit
+    # part sub-cycles: reverse mode through both (the sub-cycles' checkpointed while loop); the
+    # finite differences reuse the compiled rollout (parameters are traced)
+    grid = tk.Grid((16,), 1.0)
+    (x,) = grid.mesh()
+    initial = {"u": 0.5 + 0.3 * np.cos(np.pi * x) + 0.1 * x, "c": 1.0 + 0.5 * np.cos(2 * np.pi * x)}
+    params = {**PARAMS, "D": 0.1, "chi": 0.6}
+
+    def loss(p):
+        traj = tk.simulate(
+            SYSTEM, grid, initial, t_end=0.1, dt=0.05, save_every=0.1, params=p,
+            cell_diffusion="implicit", max_substeps=4,
+        )  # fmt: skip
+        u, c = traj["u"][-1], traj["c"][-1]
+        return jnp.sum(u**2) + jnp.sum(c * u), traj
+
+    limits = tk.step_limits(SYSTEM, grid, initial, params)["u"]
+    assert 0.05 > 2.5 * limits["diffusion"] and 0.05 > 2 * limits["split"], limits
+    _, traj = loss(params)
+    assert int(np.asarray(traj.substeps).max()) >= 2, traj.substeps
+    grad = jax.grad(lambda p: loss(p)[0])(params)
+    traces = eqx.debug.get_num_traces(_api._advance_impl)
+    for name in ("D", "chi", "r"):
+        h = 1e-6 * params[name]
+        fd = float(loss({**params, name: params[name] + h})[0] - loss({**params, name: params[name] - h})[0]) / (2 * h)
+        rel = abs(float(grad[name]) - fd) / abs(fd)
+        print(f"limits {limits}: d/d{name} {float(grad[name]):.10g}, central difference {fd:.10g}, rel {rel:.1e}")
+        assert rel < 1e-5, (name, rel)
+    # the six forward runs at new parameter values reuse the first compiled rollout
+    assert eqx.debug.get_num_traces(_api._advance_impl) == traces
+
+
+def _keller_segel_3d():
+    """README system in 3D without growth (mass is conserved): 24³ on a 4 mm box, χ = 0.05,
+    D_u = 1e-3, D_c = 0.5 mm²/day, k = 1/day, attractant production s u with s = 40/day,
+    from u = 1 + 10 % noise. Aggregates collapse; at dt = 0.004 the explicit positivity limit
+    falls below dt at t ≈ 2 (3.6e-3 day at t = 2.0, 3.1e-3 at t = 3.0)."""
+    grid = tk.Grid((24, 24, 24), 4.0)
+    system = tk.System(
+        fields=("u", "c"),
+        diffusion={"u": 1e-3, "c": 0.5},
+        decay={"c": 1.0},
+        taxis=(tk.Taxis(field="u", attractant="c", chi=0.05),),
+        reaction=lambda state, params, t: {"c": 40.0 * state["u"]},
+    )
+    u0 = 1.0 + 0.1 * np.random.default_rng(0).standard_normal(grid.shape)
+    return system, grid, {"u": u0, "c": np.full(grid.shape, 40.0)}
+
+
+def test_keller_segel_collapse_3d_completes_by_subcycling():
+    system, grid, initial = _keller_segel_3d()
+    traj = tk.simulate(system, grid, initial, t_end=3.0, dt=0.004, save_every=0.2, max_substeps=64)
+    u = np.asarray(traj["u"])
+    totals = u.sum(axis=(1, 2, 3))
+    drift = float(np.max(np.abs(totals - totals[0])) / totals[0])
+    substeps = np.asarray(traj.substeps)
+    limit_at_end = 1.0 / float(traj.rate_bound["u"][-1])
+    print(f"substeps per frame {substeps}; limit at t = 3: {limit_at_end:.3g} day; drift {drift:.1e}; "
+          f"min u {u.min():.3g}, max u {u.max():.3g}")  # fmt: skip
+    assert traj.successful and len(traj) == 16
+    assert limit_at_end < 0.004 and substeps.max() >= 2  # it did need sub-cycling
+    assert drift < 1e-10
+    assert u.min() >= 0.0
+    assert u.max() > 20  # collapsed
+
+
+def test_subcycle_cap_exceeded_during_the_run():
+    # the attractant grows like e^{5t}: taxis outgrows 4 sub-steps of a dt stable at t = 0
+    grid = tk.Grid((24,), 1.0)
+    x = grid.coordinates(0)
+    system = tk.System(
+        fields=("u", "c"),
+        diffusion={"u": 1e-4},
+        taxis=(tk.Taxis(field="u", attractant="c", chi=0.5),),
+        reaction=lambda s, p, t: {"c": 5.0 * s["c"]},
+    )
+    initial = {"u": np.ones_like(x), "c": 1.0 + np.cos(np.pi * x)}
+    dt = 0.9 * tk.max_stable_dt(system, grid, initial)["u"]
+    traj = tk.simulate(system, grid, initial, t_end=400 * dt, dt=dt, save_every=10 * dt, max_substeps=4, throw=False)
+    n_valid = int(traj.n_valid)
+    substeps = np.asarray(traj.substeps)
+    message = tk.failure_message(traj, grid, dt, max_substeps=4, limit_name="numerics.max_substeps")
+    print(f"substeps {substeps[: n_valid + 1]}; {message}")
+    assert traj.result == tk.RESULTS.substep_limit_exceeded
+    assert 2 < n_valid < len(traj) and substeps[n_valid] > 4 and substeps[1:n_valid].max() <= 4
+    assert substeps[1:n_valid].max() >= 2  # it sub-cycled before giving up
+    assert np.all(np.asarray(traj["u"][:n_valid]) >= 0.0)
+    assert f"dt = {dt} day needed {substeps[n_valid]} explicit sub-steps" in message
+    assert "numerics.max_substeps = 4" in message and f"by t = {float(traj.t[n_valid]):.6g} day" in message
+    with pytest.raises(tk.SolverError, match="more than max_substeps = 4"):
+        tk.simulate(system, grid, initial, t_end=400 * dt, dt=dt, save_every=10 * dt, max_substeps=4)
+    # refused before compiling: a dt beyond max_substeps × the limit at the start; bad values
+    traces = eqx.debug.get_num_traces(_api._advance_impl)
+    with pytest.raises(ValueError, match="times max_substeps = 4; the largest stable dt is"):
+        tk.simulate(system, grid, initial, t_end=10 * dt, dt=5 * dt, max_substeps=4)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match=f"max_substeps={bad!r}: must be an integer ≥ 1"):
+            tk.simulate(system, grid, initial, t_end=dt, dt=dt, max_substeps=bad)
+    with pytest.raises(ValueError, match="cell_diffusion='implicitly': allowed are 'explicit', 'implicit'"):
+        tk.simulate(system, grid, initial, t_end=dt, dt=dt, cell_diffusion="implicitly")
+    assert eqx.debug.get_num_traces(_api._advance_impl) == traces
+    # without throw the start check gives the result, and the message says so
+    start = tk.simulate(system, grid, initial, t_end=10 * dt, dt=5 * dt, max_substeps=4, throw=False)
+    assert start.result == tk.RESULTS.substep_limit_exceeded and int(start.n_valid) == 1
+    message = tk.failure_message(start, grid, 5 * dt, max_substeps=4, limit_name="numerics.max_substeps")
+    assert "at the start of this call" in message and "numerics.max_substeps = 4" in message
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="max_substeps"):
+            tk.simulate(system, grid, initial, t_end=dt, dt=dt, max_substeps=bad)
+    with pytest.raises(ValueError, match="cell_diffusion='implicitly'"):
+        tk.simulate(system, grid, initial, t_end=dt, dt=dt, cell_diffusion="implicitly")
