@@ -62,6 +62,9 @@ def _pad_faces(w, axis):
     return jnp.pad(w, lo), jnp.pad(w, hi)
 
 
+_UNROLL = 4  # 1, 4, 8 and 32 measured within 10 % of each other at 512² (4 fastest)
+
+
 def _thomas(lower, diag, upper, rhs):
     """Solve tridiagonal systems along axis 0 (``lower[0] = upper[−1] = 0``) by the Thomas algorithm.
 
@@ -81,14 +84,14 @@ def _thomas(lower, diag, upper, rhs):
         out = (c / pivot, (d - a * d_prev) / pivot)
         return out, out
 
-    _, (c_prime, d_prime) = lax.scan(forward, (zero, zero), (lower, diag, upper, rhs), unroll=4)
+    _, (c_prime, d_prime) = lax.scan(forward, (zero, zero), (lower, diag, upper, rhs), unroll=_UNROLL)
 
     def backward(x_next, row):
         c, d = row
         x = d - c * x_next
         return x, x
 
-    _, x = lax.scan(backward, zero, (c_prime, d_prime), reverse=True, unroll=4)
+    _, x = lax.scan(backward, zero, (c_prime, d_prime), reverse=True, unroll=_UNROLL)
     return x
 
 

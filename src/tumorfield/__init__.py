@@ -18,6 +18,7 @@ from tumorfield_kernels import initial_frame as initial_frame
 from tumorfield_kernels import max_stable_dt as max_stable_dt
 from tumorfield_kernels import max_stable_dt_over_run as max_stable_dt_over_run
 from tumorfield_kernels import simulate as simulate
+from tumorfield_kernels import step_limits as step_limits
 
 from .fit import Fit as Fit
 from .fit import FitResult as FitResult
@@ -39,6 +40,7 @@ __all__ = [
     "initial_frame",
     "max_stable_dt",
     "max_stable_dt_over_run",
+    "step_limits",
     "open_trajectory",
     "simulate",
     "__version__",
