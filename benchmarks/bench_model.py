@@ -51,6 +51,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _sizes import label, parse_size  # benchmarks/ is the script's directory, first on sys.path
+
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = Path("experiments/voloshin2015/ptx.toml")
 BOX_MM = 8.0
@@ -71,18 +73,6 @@ BYTES_MODEL = (
     "m2, il1b, vegf, leakiness, paclitaxel, anakinra; 1 constant field: the vessel map). A lower bound on "
     "the traffic: the DCTs of the spectral and quasi-steady fields and the stencil temporaries move more."
 )
-
-
-def parse_size(text: str) -> tuple[int, ...]:
-    """``"512"`` → (512, 512); ``"128x3"`` → (128, 128, 128)."""
-    if "x" in text:
-        n, d = text.split("x")
-        return (int(n),) * int(d)
-    return (int(text),) * 2
-
-
-def label(shape) -> str:
-    return "x".join(str(n) for n in shape)
 
 
 def has_numerics_keys(tree: Path) -> dict:

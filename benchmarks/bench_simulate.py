@@ -38,6 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _reference_problem as ref  # noqa: E402
+from _sizes import label, parse_size  # noqa: E402
 from _timing import best_seconds  # noqa: E402
 
 import tumorfield as tf  # noqa: E402
@@ -95,18 +96,6 @@ def measure_bandwidth(n_elements: int, repeats: int = 10) -> dict:
 
 
 # --- tumorfield ---------------------------------------------------------------
-
-
-def parse_size(text: str) -> tuple[int, ...]:
-    """``"512"`` → (512, 512); ``"128x3"`` → (128, 128, 128)."""
-    if "x" in text:
-        n, d = text.split("x")
-        return (int(n),) * int(d)
-    return (int(text),) * 2
-
-
-def label(shape) -> str:
-    return "x".join(str(n) for n in shape)
 
 
 class TumorfieldRunner:
@@ -318,37 +307,11 @@ def run_pypde(shape, t_end: float, budget_s: float, reference_u) -> dict:
     stepper(state, 0.0, dt)  # numba compiles on the first call
     compile_s = time.perf_counter() - t0
     equation, state, _ = ref.pypde_problem(shape)  # fresh initial data
-    # probe the step cost, then run as many steps as the budget allows
-    probe = min(n_total, 20)
-    t0 = time.perf_counter()
-    t = stepper(state, 0.0, probe * dt)
-    probe_s = time.perf_counter() - t0
-    done = probe
-    remaining = n_total - done
-    affordable = max(0, int((budget_s - probe_s) / (probe_s / probe)))
-    chunk = min(remaining, affordable)
-    t0 = time.perf_counter()
-    if chunk > 0:
-        stepper(state, done * dt, (done + chunk) * dt)
-        done += chunk
-    main_s = time.perf_counter() - t0
-    measured_s = probe_s + main_s
-    step_s = (main_s / chunk) if chunk > 0 else probe_s / probe
-    out = {
-        "dt": dt,
-        "n_steps": n_total,
-        "steps_run": done,
-        "compile_s": compile_s,
-        "run_s_measured": measured_s,
-        "step_s": step_s,
-        "cell_updates_per_s": math.prod(shape) / step_s,
-        "extrapolated": done < n_total,
-        "wall_s": measured_s + (n_total - done) * step_s,
-        "dtype": str(state.data.dtype),
-        "threads": _numba_threads(),
-    }
-    del t
-    if done == n_total:
+    run = _budgeted_fixed_step(stepper, state, dt, n_total, budget_s)
+    out = {"dt": dt, "n_steps": n_total, "compile_s": compile_s, **run,
+           "cell_updates_per_s": math.prod(shape) / run["step_s"], "dtype": str(state.data.dtype),
+           "threads": _numba_threads()}  # fmt: skip
+    if run["steps_run"] == n_total:
         u = state["u"].data
         out["rel_l2_u_vs_tumorfield_reference"] = rel_l2(u, reference_u)
         out["finite"] = bool(np.all(np.isfinite(state.data)))

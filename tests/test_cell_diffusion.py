@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tumorfield_kernels as tk
+from _problems import steepening_taxis
 from tumorfield_kernels import _api
 
 
@@ -181,16 +182,7 @@ def test_keller_segel_collapse_3d_completes_by_subcycling():
 
 def test_subcycle_cap_exceeded_during_the_run():
     # the attractant grows like e^{5t}: taxis outgrows 4 sub-steps of a dt stable at t = 0
-    grid = tk.Grid((24,), 1.0)
-    x = grid.coordinates(0)
-    system = tk.System(
-        fields=("u", "c"),
-        diffusion={"u": 1e-4},
-        taxis=(tk.Taxis(field="u", attractant="c", chi=0.5),),
-        reaction=lambda s, p, t: {"c": 5.0 * s["c"]},
-    )
-    initial = {"u": np.ones_like(x), "c": 1.0 + np.cos(np.pi * x)}
-    dt = 0.9 * tk.max_stable_dt(system, grid, initial)["u"]
+    system, grid, initial, dt = steepening_taxis()
     traj = tk.simulate(system, grid, initial, t_end=400 * dt, dt=dt, save_every=10 * dt, max_substeps=4, throw=False)
     n_valid = int(traj.n_valid)
     substeps = np.asarray(traj.substeps)

@@ -14,6 +14,7 @@ import pytest
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import tumorfield_kernels as tk
+from _problems import steepening_taxis
 from tumorfield_kernels import _api, _rollout
 
 
@@ -254,16 +255,7 @@ def test_advance_in_chunks_is_bit_identical():
 def test_runtime_error_when_taxis_steepens_beyond_the_limit():
     # the attractant grows like e^{5t}, so taxis speeds (and the explicit limit)
     # outgrow a dt that was stable at t = 0
-    grid = tk.Grid((24,), 1.0)
-    x = grid.coordinates(0)
-    system = tk.System(
-        fields=("u", "c"),
-        diffusion={"u": 1e-4},
-        taxis=(tk.Taxis(field="u", attractant="c", chi=0.5),),
-        reaction=lambda s, p, t: {"c": 5.0 * s["c"]},
-    )
-    initial = {"u": np.ones_like(x), "c": 1.0 + np.cos(np.pi * x)}
-    dt = 0.9 * tk.max_stable_dt(system, grid, initial)["u"]
+    system, grid, initial, dt = steepening_taxis()
     with pytest.raises(Exception, match="exceeds the positivity limit"):
         traj = tk.simulate(system, grid, initial, t_end=100 * dt, dt=dt, save_every=10 * dt)
         jax.block_until_ready(traj.fields)

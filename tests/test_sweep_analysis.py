@@ -13,16 +13,21 @@ import pytest
 HERE = Path(__file__).resolve().parents[1] / "experiments" / "voloshin2015"
 
 
-@pytest.fixture(scope="module")
-def sweep():
+def _experiment_module(name: str, file: str):
+    """An experiment script of ``experiments/voloshin2015`` imported as a module (its folder on the path)."""
     sys.path.insert(0, str(HERE))
     try:
-        spec = importlib.util.spec_from_file_location("sweep_anakinra", HERE / "sweep_anakinra.py")
+        spec = importlib.util.spec_from_file_location(name, HERE / file)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return module
     finally:
         sys.path.remove(str(HERE))
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    return _experiment_module("sweep_anakinra", "sweep_anakinra.py")
 
 
 def test_effect_signs_with_tolerance(sweep):
@@ -89,14 +94,7 @@ def test_row_summary(sweep):
 
 @pytest.fixture(scope="module")
 def analysis():
-    sys.path.insert(0, str(HERE))
-    try:
-        spec = importlib.util.spec_from_file_location("voloshin_analysis", HERE / "analysis.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(HERE))
+    return _experiment_module("voloshin_analysis", "analysis.py")
 
 
 def _arm(analysis, **values):

@@ -205,8 +205,7 @@ def _add_sweep_parsers(sub) -> None:
     sweep.add_argument("sweep", help="sweep TOML file ([sweep] base, design, parameters)")
     sweep.add_argument("-o", "--output", required=True, help="directory for manifest.csv and member-NNNN.h5")
     sweep.add_argument("--member", type=int, default=None, help="run only this member (e.g. $SLURM_ARRAY_TASK_ID)")
-    sweep.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                       help="override a key of every member's config (after [sweep] set); repeatable")  # fmt: skip
+    _add_set(sweep, "override a key of every member's config (after [sweep] set); repeatable")
     sweep.add_argument("--distributed", action="store_true", help="jax.distributed with cluster auto-detection")
     sweep.add_argument("--coordinator", help="HOST:PORT of process 0 (with --num-processes, --process-id)")
     sweep.add_argument("--num-processes", type=int, default=None)
@@ -234,6 +233,11 @@ def _cmd_fit(args, argv) -> int:
     return EXIT_NUMERICAL if result.status == "failed" else EXIT_OK
 
 
+def _add_set(parser: argparse.ArgumentParser, help: str) -> None:
+    """The repeatable ``--set SECTION.KEY=VALUE`` override of run, sweep and fit."""
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help=help)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tumorfield", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action=_Version, nargs=0, help="print versions and the default device, and exit")
@@ -241,13 +245,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a simulation from a TOML config")
     run.add_argument("config", help="TOML configuration file (see docs/config.md)")
     run.add_argument("-o", "--output", required=True, help="output HDF5 file")
-    run.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override a config key (value in TOML syntax); repeatable",
-    )
+    _add_set(run, "override a config key (value in TOML syntax); repeatable")
     run.add_argument("--overwrite", action="store_true", help="replace OUTPUT once the new run has succeeded")
     resume = sub.add_parser("resume", help="continue an interrupted or killed run from its last checkpoint")
     resume.add_argument("file")
@@ -268,13 +266,7 @@ def _parser() -> argparse.ArgumentParser:
     fit = sub.add_parser("fit", help="fit model parameters to observations of one or more arms (see docs/fitting.md)")
     fit.add_argument("config", help="fit file, FIT.toml ([fit] arms, data, likelihood, [fit.parameters])")
     fit.add_argument("-o", "--output", required=True, help="output HDF5 file (FIT.h5)")
-    fit.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override a key of every arm's run config (fit.KEY: of the fit file); repeatable",
-    )
+    _add_set(fit, "override a key of every arm's run config (fit.KEY: of the fit file); repeatable")
     fit.add_argument("--overwrite", action="store_true", help="replace OUTPUT")
     fit.add_argument("--profile", action="append", default=[], metavar="NAME",
                      help="also compute the profile likelihood of this fitted parameter; repeatable")  # fmt: skip
