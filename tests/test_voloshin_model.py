@@ -211,7 +211,7 @@ save_every = 1.0
         ("[dosing]\nanakinra = [{time = 1.0, dose_mg_per_kg = 2.0, count = 0}]", "dosing.anakinra", "count = 0"),
         ("[parameters]\ntheta50 = 1.5", "parameters.theta50", "≤ 1"),
         ("[parameters]\nK_i = 0.0", "parameters.K_i", "> 0"),
-        ("[parameters]\nk_circ = 100.0", "parameters.k_circ", "dt ≤ 0.01"),
+        ("[parameters]\nk_circ = 2e4", "parameters.k_circ", "k_circ"),
         ("[dosing]\npaclitaxel = [{time = 1.01, dose_mg_per_kg = 20.0}]", "dosing.paclitaxel[0].time", "step"),
         ("[initial]\ntumor_radius = 5.0", "initial.tumor_radius", "half the box"),
     ],

@@ -33,7 +33,7 @@ the manufactured solution of ``tests/test_verification.py``): the state after th
 lacks the last half step of diffusion, so ``D`` there is ``O(Δt)`` off ``D(t_{n+1})``.
 
 Each solve is the Thomas algorithm (:func:`_thomas`, two ``lax.scan``\ s along the axis, batched
-over the other axes); it is differentiable.
+over the other axes, on the matrix's face weights); it is differentiable.
 """
 
 from __future__ import annotations
@@ -53,53 +53,46 @@ def _face_mean(d, axis):
     return 0.5 * (lax.slice_in_dim(d, 1, n, axis=axis) + lax.slice_in_dim(d, 0, n - 1, axis=axis))
 
 
-def _pad_faces(w, axis):
-    """Interior-face weights ``(n − 1)`` → ``(below, above)`` per cell ``(n)``, zero at the walls."""
-    lo = [(0, 0)] * w.ndim
-    hi = [(0, 0)] * w.ndim
-    lo[axis] = (1, 0)
-    hi[axis] = (0, 1)
-    return jnp.pad(w, lo), jnp.pad(w, hi)
-
-
 _UNROLL = 4  # 1, 4, 8 and 32 measured within 10 % of each other at 512² (4 fastest)
 
 
-def _thomas(lower, diag, upper, rhs):
-    """Solve tridiagonal systems along axis 0 (``lower[0] = upper[−1] = 0``) by the Thomas algorithm.
+def _thomas(back, ahead, rhs):
+    r"""Solve ``−q_{i−1} x_{i−1} + (1 + q_i + p_{i−1}) x_i − p_i x_{i+1} = rhs_i`` along axis 0.
 
-    For these M-matrices (``lower, upper ≤ 0 < diag``, diagonally dominant) the forward sweep
-    ``d'_i = (d_i − l_i d'_{i−1})/m_i`` and the back substitution ``x_i = d'_i − c'_i x_{i+1}``
-    only add non-negative terms, so non-negative data give non-negative solutions in floating
-    point; the pivots ``m_i = b_i − l_i c'_{i−1}`` stay ≥ 1 (unit column sums). Written as two
-    ``lax.scan``s rather than ``lax.linalg.tridiagonal_solve``: XLA:CPU's LAPACK ``gtsv`` call
-    deadlocked (0 % CPU, all threads waiting) inside the compiled rollout from 256² on jax 0.10.2.
+    The matrix is given by its faces: ``p_k ≥ 0`` (``back``) couples ``x_{k+1}`` into row ``k`` and
+    ``q_k ≥ 0`` (``ahead``) couples ``x_k`` into row ``k + 1``, for the ``n − 1`` interior faces
+    (row ``n − 1`` of both is 0: the wall). This is every matrix ``I − τ A`` of this module: an
+    M-matrix whose columns sum to one. ``back``/``ahead`` broadcast against ``rhs`` row by row
+    (shape ``(n, 1, …)`` for a constant ``D``: no coefficient arrays are materialised).
+
+    Thomas algorithm: pivots ``m_i = 1 + q_i + (p_{i−1} − q_{i−1} c_{i−1}) ≥ 1 + q_i`` (the bracket
+    is ``≥ 0`` because ``q_{i−1} < m_{i−1}``), ``c_i = p_i/m_i``, ``d_i = (rhs_i + q_{i−1} d_{i−1})/m_i``,
+    then ``x_i = d_i + c_i x_{i+1}``: every term added is non-negative, so non-negative data give
+    non-negative solutions in floating point. One division per row element (the reciprocal pivot).
+    Written as two ``lax.scan``\ s rather than ``lax.linalg.tridiagonal_solve``: XLA:CPU's LAPACK
+    ``gtsv`` call deadlocked (0 % CPU, all threads waiting) inside the compiled rollout from 256²
+    on jax 0.10.2.
     """
-    zero = jnp.zeros_like(rhs[0])
+    row = jnp.broadcast_shapes(back.shape[1:], ahead.shape[1:])
+    zero_face = jnp.zeros(row, rhs.dtype)
 
-    def forward(carry, row):
-        c_prev, d_prev = carry
-        a, b, c, d = row
-        pivot = b - a * c_prev
-        out = (c / pivot, (d - a * d_prev) / pivot)
-        return out, out
+    def forward(carry, xs):
+        p_prev, q_prev, c_prev, d_prev = carry
+        p, q, r = xs
+        inverse = 1.0 / (1.0 + q + (p_prev - q_prev * c_prev))
+        c, d = p * inverse, (r + q_prev * d_prev) * inverse
+        return (p, q, c, d), (c, d)
 
-    _, (c_prime, d_prime) = lax.scan(forward, (zero, zero), (lower, diag, upper, rhs), unroll=_UNROLL)
+    init = (zero_face, zero_face, zero_face, jnp.zeros_like(rhs[0]))
+    _, (c, d) = lax.scan(forward, init, (back, ahead, rhs), unroll=_UNROLL)
 
-    def backward(x_next, row):
-        c, d = row
-        x = d - c * x_next
+    def backward(x_next, xs):
+        c, d = xs
+        x = d + c * x_next
         return x, x
 
-    _, x = lax.scan(backward, zero, (c_prime, d_prime), reverse=True, unroll=_UNROLL)
+    _, x = lax.scan(backward, jnp.zeros_like(rhs[0]), (c, d), reverse=True, unroll=_UNROLL)
     return x
-
-
-def _solve(lower, diag, upper, rhs, axis):
-    """Solve the tridiagonal systems along ``axis`` of ``rhs`` (batched over the other axes)."""
-    move = (lambda x: x) if axis == 0 else (lambda x: jnp.moveaxis(x, axis, 0))
-    x = _thomas(move(lower), move(diag), move(upper), move(rhs))
-    return x if axis == 0 else jnp.moveaxis(x, 0, axis)
 
 
 def _ratio(numerator, denominator):
@@ -113,94 +106,100 @@ def _ratio(numerator, denominator):
     return jnp.where(safe, numerator / jnp.where(safe, denominator, jnp.ones((), dtype)), jnp.ones((), dtype))
 
 
-def _broadcast_weight(w, u, axis):
+def _to_front(x, axis):
+    return x if axis == 0 else jnp.moveaxis(x, axis, 0)
+
+
+def _from_front(x, axis):
+    return x if axis == 0 else jnp.moveaxis(x, 0, axis)
+
+
+def _face_rows(w, n, ndim, dtype):
+    """Interior-face weights (``n − 1`` rows on axis 0, or a number) → ``n`` rows, the last 0 (the wall)."""
     if jnp.ndim(w) == 0:
-        shape = [1] * u.ndim
-        shape[axis] = u.shape[axis] - 1
-        w = jnp.broadcast_to(jnp.asarray(w, u.dtype), shape)
-    below, above = _pad_faces(w, axis)  # w_{i−½}, w_{i+½}; 0 at the walls
-    return jnp.broadcast_to(below, u.shape), jnp.broadcast_to(above, u.shape)
-
-
-def _neighbours(x, axis):
-    """``(x_{i−1}, x_{i+1})`` per cell (0 past the walls, where the face weight is 0 anyway)."""
-    n = x.shape[axis]
-    return (
-        _pad_faces(lax.slice_in_dim(x, 0, n - 1, axis=axis), axis)[0],
-        _pad_faces(lax.slice_in_dim(x, 1, n, axis=axis), axis)[1],
-    )
+        rows = jnp.where(jnp.arange(n) < n - 1, jnp.asarray(w, dtype), jnp.zeros((), dtype))
+        return rows.reshape((n,) + (1,) * (ndim - 1))
+    return jnp.concatenate([w, jnp.zeros_like(w[:1])], axis=0)
 
 
 def mprk22_axis(u, face_weight, axis, stage_weight=None):
     """One MPRK22 step of ``u_t = ∂_x(D ∂_x u)`` along ``axis``.
 
-    ``face_weight = τ D_{i+½}/Δx²`` on the ``n − 1`` interior faces (a scalar for constant ``D``),
+    ``face_weight = τ D_{i+½}/Δx²`` on the ``n − 1`` interior faces (a number for constant ``D``),
     with ``D`` at ``u``; ``stage_weight(u1)`` the same with ``D`` at the first stage ``u⁽¹⁾`` (None:
-    ``D`` does not depend on the state). Stage 2 is ``u⁺ = u + τ/2 [A(u) diag(u/u⁽¹⁾) + A(u⁽¹⁾)] u⁺``,
-    MPRK22's ``(p(uⁿ) + p(u⁽¹⁾)) u⁺_j/u⁽¹⁾_j`` for the production ``p_ij(u) = a_ij(u) u_j``.
+    ``D`` does not depend on the state). Stage 1 is backward Euler, ``(I − τA(u)) u⁽¹⁾ = u``; stage 2
+    is ``u⁺ = u + τ/2 [A(u) diag(u/u⁽¹⁾) + A(u⁽¹⁾)] u⁺`` (MPRK22's ``(p(uⁿ) + p(u⁽¹⁾)) u⁺_j/u⁽¹⁾_j``
+    for the production ``p_ij(u) = a_ij(u) u_j``), whose faces are
+    ``p_k = ½(w_k s_{k+1} + w⁽¹⁾_k)`` and ``q_k = ½(w_k s_k + w⁽¹⁾_k)`` with ``s = u/u⁽¹⁾``
+    (:func:`_thomas`). The sweeps run along axis 0 of ``u`` moved so that ``axis`` comes first.
     """
-    one = jnp.ones((), u.dtype)
-    below, above = _broadcast_weight(face_weight, u, axis)
-    # stage 1: backward Euler, (I − τA(u)) u1 = u
-    u1 = _solve(-below, one + below + above, -above, u, axis)
-    ratio = _ratio(u, u1)
+    n, ndim, dtype = u.shape[axis], u.ndim, u.dtype
+    v = _to_front(u, axis)
+    w = _face_rows(face_weight if jnp.ndim(face_weight) == 0 else _to_front(face_weight, axis), n, ndim, dtype)
+    v1 = _thomas(w, w, v)
     if stage_weight is None:
-        below1, above1 = below, above
+        w1 = w
     else:
-        below1, above1 = _broadcast_weight(stage_weight(u1), u, axis)
-    r_prev, r_next = _neighbours(ratio, axis)
-    lower = -0.5 * (below * r_prev + below1)
-    upper = -0.5 * (above * r_next + above1)
-    diag = one + 0.5 * ((below + above) * ratio + below1 + above1)
-    return _solve(lower, diag, upper, u, axis)
+        w1 = _face_rows(_to_front(stage_weight(_from_front(v1, axis)), axis), n, ndim, dtype)
+    ratio = _ratio(v, v1)
+    ratio_next = jnp.concatenate([ratio[1:], jnp.zeros_like(ratio[:1])], axis=0)  # s_{k+1}; 0 past the wall
+    back = 0.5 * (w * ratio_next + w1)
+    ahead = 0.5 * (w * ratio + w1)
+    return _from_front(_thomas(back, ahead, v), axis)
 
 
 class ImplicitDiffusion(eqx.Module):
-    """The diffusion ``∇·(D∇u)`` of one cell field (``D`` in mm²/day: a number, or
-    :class:`StateDependent`), advanced by MPRK22 axis by axis (module docstring).
+    """The diffusion ``∇·(D∇u)`` of the split-off cell fields (``D`` in mm²/day: a number, or
+    :class:`StateDependent`, per field), advanced by MPRK22 axis by axis (module docstring).
 
-    ``weights`` are the precomputed ``τ D/Δx²`` per axis for a constant ``D`` and ``τ = Δt/2``
-    (None for a state-dependent ``D``, whose face weights are built at each half step).
+    ``weights[i]`` are the precomputed ``τ D/Δx²`` per axis of field ``i`` for a constant ``D`` and
+    ``τ = Δt/2`` (None for a state-dependent ``D``, whose face weights are built at each half step).
     """
 
-    name: str = eqx.field(static=True)
-    diffusion: Any
+    names: tuple[str, ...] = eqx.field(static=True)
+    diffusions: tuple[Any, ...]
     spacing: tuple[float, ...] = eqx.field(static=True)
-    weights: tuple[Any, ...] | None
+    weights: tuple[tuple[Any, ...] | None, ...]
 
     @classmethod
-    def build(cls, name, diffusion, spacing, dt, dtype):
-        if isinstance(diffusion, StateDependent):
-            return cls(name, diffusion, tuple(spacing), None)
+    def build(cls, coefficients: dict, spacing, dt, dtype):
+        """``coefficients``: field name → its ``D`` (a number or :class:`StateDependent`)."""
         tau = 0.5 * jnp.asarray(dt, dtype)
-        return cls(
-            name, diffusion, tuple(spacing), tuple(tau * jnp.asarray(diffusion, dtype) / dx**2 for dx in spacing)
+        weights = tuple(
+            None if isinstance(d, StateDependent) else tuple(tau * jnp.asarray(d, dtype) / dx**2 for dx in spacing)
+            for d in coefficients.values()
         )
+        return cls(tuple(coefficients), tuple(coefficients.values()), tuple(spacing), weights)
 
-    def explicit_limit_rate(self, state, params):
-        """``Σ_axes 2 max D/Δx²`` (1/day): the rate bound an explicit diffusion would add."""
-        d = self.diffusion.fn(state, params) if isinstance(self.diffusion, StateDependent) else self.diffusion
-        d = jnp.max(d) if jnp.ndim(d) else d
-        return sum(2.0 * d / dx**2 for dx in self.spacing)
+    def explicit_limit_rates(self, state, params) -> dict:
+        """Per field, ``Σ_axes 2 max D/Δx²`` (1/day): the rate bound an explicit diffusion would add."""
+        rates = {}
+        for name, d in zip(self.names, self.diffusions, strict=True):
+            d = d.fn(state, params) if isinstance(d, StateDependent) else d
+            d = jnp.max(d) if jnp.ndim(d) else d
+            rates[name] = sum(2.0 * d / dx**2 for dx in self.spacing)
+        return rates
 
-    def _face_weights(self, state, params, dt, axis, u):
-        """``τ D_{i+½}/Δx²`` along ``axis`` with ``D`` evaluated at ``state`` whose field is ``u``."""
-        if self.weights is not None:
-            return self.weights[axis]
-        d = self.diffusion.fn({**state, self.name: u}, params)
+    def _face_weights(self, index, state, params, dt, axis, u):
+        """``τ D_{i+½}/Δx²`` on the interior faces along ``axis``, with ``D`` of field ``index``
+        evaluated at ``state`` whose field is ``u``."""
+        d = self.diffusions[index].fn({**state, self.names[index]: u}, params)
         d = jnp.broadcast_to(jnp.asarray(d, u.dtype), u.shape)
         return 0.5 * dt.astype(u.dtype) * _face_mean(d, axis) / self.spacing[axis] ** 2
 
-    def half_step(self, state, params, dt, reverse: bool):
-        """``u`` after a half step ``Δt/2`` of its diffusion: axes in order, or reversed. A
+    def half_step(self, state, params, dt, reverse: bool) -> dict:
+        """The fields after a half step ``Δt/2`` of their diffusion: axes in order, or reversed. A
         state-dependent ``D`` is evaluated at the start and at the first stage of each axis's step
         (the other fields as in ``state``)."""
-        u = state[self.name]
-        axes = range(u.ndim)
-        for axis in reversed(axes) if reverse else axes:
-            if self.weights is not None:
-                u = mprk22_axis(u, self.weights[axis], axis)
-            else:
-                weights = functools.partial(self._face_weights, state, params, dt, axis)
-                u = mprk22_axis(u, weights(u), axis, weights)
-        return u
+        new = {}
+        for index, name in enumerate(self.names):
+            u = state[name]
+            axes = range(u.ndim)
+            for axis in reversed(axes) if reverse else axes:
+                if self.weights[index] is not None:
+                    u = mprk22_axis(u, self.weights[index][axis], axis)
+                else:
+                    weights = functools.partial(self._face_weights, index, state, params, dt, axis)
+                    u = mprk22_axis(u, weights(u), axis, weights)
+            new[name] = u
+        return new

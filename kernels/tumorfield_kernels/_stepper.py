@@ -44,7 +44,7 @@ class Stepper(eqx.Module):
 
     schemes: dict[str, schemes.FieldScheme]
     solves: dict[str, schemes.QuasiSteadySolve]
-    diffusions: dict[str, ImplicitDiffusion]
+    diffusion: ImplicitDiffusion | None
     params: Any
     dt: Any
     system: System
@@ -70,9 +70,9 @@ class Stepper(eqx.Module):
         """``substep_loop``: ``"lax"`` (a ``lax.while_loop``, forward only) or ``"checkpointed"``
         (``equinox.internal.while_loop``, reverse-mode differentiable) for the sub-cycles."""
         dt = jnp.asarray(dt)
-        field_schemes, solves, diffusions = schemes.plan(system, grid, params, dt, dt.dtype, cell_diffusion)
+        field_schemes, solves, diffusion = schemes.plan(system, grid, params, dt, dt.dtype, cell_diffusion)
         return cls(
-            field_schemes, solves, diffusions, params, dt, system, grid, system.fields, system.reaction,
+            field_schemes, solves, diffusion, params, dt, system, grid, system.fields, system.reaction,
             system.reaction_takes_grid, cell_diffusion, int(max_substeps), substep_loop,
         )  # fmt: skip
 
@@ -137,12 +137,9 @@ class Stepper(eqx.Module):
 
     def _diffuse(self, state: State, reverse: bool) -> State:
         """Half a step of the split-off implicit diffusion of every cell field (``D`` from ``state``)."""
-        if not self.diffusions:
+        if self.diffusion is None:
             return state
-        new = dict(state)
-        for name, diffusion in self.diffusions.items():
-            new[name] = diffusion.half_step(state, self.params, self.dt, reverse)
-        return new
+        return {**state, **self.diffusion.half_step(state, self.params, self.dt, reverse)}
 
     def needed_substeps(self, solved: State, t) -> jax.Array:
         """``⌈dt · max bound⌉`` (≥ 1) at a state whose quasi-steady fields are solved at ``t``."""
@@ -209,8 +206,8 @@ class Stepper(eqx.Module):
     def diffusion_rates(self, state: State, t) -> dict[str, Any]:
         """Per split-off cell field, ``Σ_axes 2 max D/Δx²`` (1/day): the bound its diffusion alone
         would impose on an explicit step (``Δt ≤ 1/rate``)."""
+        if self.diffusion is None:
+            return {}
         state = self.solve_quasi_steady(state, t)
-        return {
-            name: jnp.asarray(d.explicit_limit_rate(state, self.params), self.dt.dtype)
-            for name, d in self.diffusions.items()
-        }
+        rates = self.diffusion.explicit_limit_rates(state, self.params)
+        return {name: jnp.asarray(rate, self.dt.dtype) for name, rate in rates.items()}
