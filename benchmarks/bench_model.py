@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/bench_model.py --out benchmarks/results [--sizes 256 512 64x3 128x3] [--t-end 21]
         [--cell-diffusion explicit implicit] [--baseline 2e64a49 | --baseline-tree DIR | --no-baseline]
-        [--repeats 2] [--no-reference] [--dt-from-t0] [--lean] [--worker-timeout S] [--quick]
+        [--repeats 2] [--no-reference] [--dt-from-t0] [--max-dt DAY] [--lean] [--worker-timeout S] [--quick]
 
 The arm is ``experiments/voloshin2015/ptx.toml`` (paclitaxel 20 mg/kg i.p. every 4 days
 from day 3; 8 mm box per axis; frames every 0.5 day; float32 fields, float64 scalar ODEs,
@@ -229,6 +229,9 @@ def worker(spec: dict) -> dict:
     out["probe_s"] = time.perf_counter() - t0
     out["positivity_limit_dt"] = {k: float(v) for k, v in limits.items()}
     k = max(1, math.ceil(SAVE_EVERY / limit * (1 - 1e-9)))
+    if spec.get("max_dt"):  # a cap for accuracy: the dt/4 error of the largest accepted dt may be too large
+        k = max(k, math.ceil(SAVE_EVERY / spec["max_dt"] * (1 - 1e-9)))
+        out["max_dt"] = spec["max_dt"]
 
     lean = bool(spec.get("lean"))
 
@@ -490,6 +493,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=None, help="warm timed runs per dt (2; 1 with --quick)")
     parser.add_argument("--no-reference", action="store_true", help="skip the dt/4 reference runs")
     parser.add_argument("--dt-from-t0", action="store_true", help="dt from half the t = 0 limit (no probe run)")
+    parser.add_argument("--max-dt", type=float, default=None, help="cap on dt (day), e.g. for accuracy")
     parser.add_argument("--worker-timeout", type=float, default=None, help="seconds per worker subprocess")
     parser.add_argument(
         "--lean", action="store_true", help="no per-step scalars, plain scan (compiles faster; smoke tests)"
@@ -556,6 +560,7 @@ def main(argv=None) -> dict:
                         "repeats": repeats,
                         "reference": not args.no_reference,
                         "dt_from_t0": args.dt_from_t0,
+                        "max_dt": args.max_dt,
                         "lean": args.lean,
                         "cell_diffusion": option,
                         "config_has_numerics": config_keys[name],

@@ -240,20 +240,49 @@ class SpectralETDRK2(PointwiseETDRK2):
 class QuasiSteadySolve(eqx.Module):
     """``0 = D∇²c − k c + R`` for ``c``: ``c = DCT⁻¹[DCT(R)/(k − Dλ)]`` (``c = R/k`` without
     diffusion); with a fixed wall value ``g``, ``c = g + w`` and ``w`` solves the same with
-    zero wall values and source ``R − k g`` (DST-II)."""
+    zero wall values and source ``R − k g`` (DST-II).
 
-    name: str = eqx.field(static=True)
-    inverse: Any
+    One solve serves every quasi-steady field of the same kind (spectral or pointwise, with or
+    without wall values): their sources are stacked on a leading axis (order ``names``), so a
+    spectral group is one batched forward and one batched inverse transform."""
+
+    names: tuple[str, ...] = eqx.field(static=True)
+    inverse: Any  # stacked: (F, *grid) spectral, (F, 1, …) pointwise
     spectral: bool = eqx.field(static=True)
-    wall: tuple[Any, Any] | None = None
+    wall: tuple[Any, Any] | None = None  # stacked (g, k g), (F, 1, …)
 
-    def solve(self, source):
+    def solve(self, sources):
+        """The fields from their stacked sources ``(F, *grid)``, stacked the same way."""
         if not self.spectral:
-            return self.inverse * source
-        if self.wall is None:
-            return spectral.from_spectral(self.inverse * spectral.to_spectral(source))
-        g, kg = self.wall
-        return g + spectral.from_spectral(self.inverse * spectral.to_spectral(source - kg, True), True)
+            return self.inverse * sources
+        walled = self.wall is not None
+        g, kg = self.wall if walled else (0.0, 0.0)
+        coefficients = spectral.to_spectral(sources - kg, walled, batch=1)
+        return g + spectral.from_spectral(self.inverse * coefficients, walled, batch=1)
+
+
+def _quasi_steady_groups(names, solves, ndim, batch: bool) -> tuple[QuasiSteadySolve, ...]:
+    """``solves``: name → ``(inverse, spectral, wall)``; grouped by kind (``batch``) or one group
+    per field, each group stacked."""
+    groups = {}
+    for name in names:
+        inverse, is_spectral, wall = solves[name]
+        key = (is_spectral, wall is not None) if batch else name
+        groups.setdefault(key, []).append(name)
+
+    def stack(values):
+        values = [jnp.asarray(v) for v in values]
+        values = [v.reshape((1,) * ndim) if v.ndim == 0 else v for v in values]
+        return jnp.stack(values)
+
+    out = []
+    for members in groups.values():
+        is_spectral = solves[members[0]][1]
+        wall = None
+        if solves[members[0]][2] is not None:
+            wall = tuple(stack([solves[m][2][i] for m in members]) for i in (0, 1))
+        out.append(QuasiSteadySolve(tuple(members), stack([solves[m][0] for m in members]), is_spectral, wall))
+    return tuple(out)
 
 
 CELL_DIFFUSION = ("explicit", "implicit")
@@ -283,12 +312,14 @@ def split_fields(system: System, cell_diffusion: str) -> tuple[str, ...]:
 
 
 def plan(
-    system: System, grid: Grid, params, dt, dtype, cell_diffusion: str = "explicit"
-) -> tuple[dict[str, FieldScheme], dict[str, QuasiSteadySolve], ImplicitDiffusion | None]:
+    system: System, grid: Grid, params, dt, dtype, cell_diffusion: str = "explicit", batch_transforms: bool = False
+) -> tuple[dict[str, FieldScheme], tuple[QuasiSteadySolve, ...], ImplicitDiffusion | None]:
     """Each time-dependent field's scheme, each quasi-steady field's solve and, with
     ``cell_diffusion="implicit"``, the split-off diffusion of the cell fields (None without), with operators
     (``φ``-functions of ``dt L``, inverse symbols, wall values, ``τD/Δx²``) computed once for ``dt``.
-    The scheme of a field whose diffusion is split off is its :class:`LocalSSPRK2` without diffusion."""
+    The scheme of a field whose diffusion is split off is its :class:`LocalSSPRK2` without diffusion.
+    ``batch_transforms``: quasi-steady fields of one kind share one batched transform pair (off by
+    default: on XLA:CPU, stacking them measured 15–19 % slower per step at 512², benchmarks/README.md)."""
     split = split_fields(system, cell_diffusion)
     symbols = {}  # the Laplacian's eigenvalues, by "has fixed wall values"
 
@@ -313,7 +344,8 @@ def plan(
     solves = {}
     for name in system.quasi_steady:
         lin, is_spectral = generator(name, walls.get(name))
-        solves[name] = QuasiSteadySolve(name, 1.0 / (-lin), is_spectral, walls.get(name) if is_spectral else None)
+        solves[name] = (1.0 / (-lin), is_spectral, walls.get(name) if is_spectral else None)
+    solves = _quasi_steady_groups(system.quasi_steady, solves, grid.ndim, batch_transforms)
     schemes, split_coefficients = {}, {}
     for name in system.dynamic_fields:
         taxis = system.taxis_on(name)

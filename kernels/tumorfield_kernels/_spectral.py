@@ -79,12 +79,14 @@ def _makhoul_order(n):
     return np.concatenate([np.arange(0, n, 2), np.arange(1, n, 2)[::-1]])
 
 
-def _reorder(x, inverse=False):
-    """``x`` reordered along every axis (one gather: 1.2–1.8× faster before an FFT than slicing axis by axis)."""
-    orders = [_makhoul_order(n) for n in x.shape]
+def _reorder(x, inverse=False, batch=0):
+    """``x`` reordered along every axis after the ``batch`` leading ones (one gather: 1.2–1.8×
+    faster before an FFT than slicing axis by axis)."""
+    orders = [_makhoul_order(n) for n in x.shape[batch:]]
     if inverse:
         orders = [np.argsort(order) for order in orders]
-    return x[np.ix_(*orders)]
+    index = np.ix_(*[np.arange(n) for n in x.shape[:batch]], *orders)
+    return x[index]
 
 
 def _partner(p, axis, *, wrap):
@@ -105,7 +107,7 @@ def _negate_frequencies(p, axes):
     return p
 
 
-def _dctn(x):
+def _dctn(x, batch=0):
     """Orthonormal n-dimensional DCT-II by one n-dimensional real FFT (Makhoul 1980).
 
     With ``v`` the input reordered along every axis (:func:`_reorder`)
@@ -122,21 +124,21 @@ def _dctn(x):
     """
     d, shape = x.ndim, x.shape
     n, complex_dtype = shape[-1], _complex_dtype(x.dtype)
-    spectrum = jnp.fft.rfftn(_reorder(x))
+    spectrum = jnp.fft.rfftn(_reorder(x, batch=batch), axes=tuple(range(batch, d)))
     half = spectrum.shape[-1]
     s = a = spectrum * _along(np.exp(-1j * np.pi * np.arange(half) / (2 * n)), d, d - 1, complex_dtype)
-    for axis in range(d - 2, -1, -1):
+    for axis in range(d - 2, batch - 1, -1):
         w = _along(0.5 * np.exp(-1j * np.pi * np.arange(shape[axis]) / (2 * shape[axis])), d, axis, complex_dtype)
-        partner_axes = range(axis + 1)
+        partner_axes = range(batch, axis + 1)
         s = w * (s + jnp.conj(_negate_frequencies(s, partner_axes)))
         a = w * (a - jnp.conj(_negate_frequencies(a, partner_axes)))
     low = jnp.real(s)  # k = 0 … ⌊n/2⌋
     high = -lax.rev(jnp.imag(a[..., 1 : (n + 1) // 2]), (d - 1,))  # n − k for k = ⌊(n−1)/2⌋ … 1
     out = jnp.concatenate([low, high], axis=-1)
-    return (out * jnp.asarray(_ortho_weights(shape), x.dtype)).astype(x.dtype)
+    return (out * _batched_weights(shape, batch, x.dtype)).astype(x.dtype)
 
 
-def _idctn(c):
+def _idctn(c, batch=0):
     """Inverse of :func:`_dctn` (orthonormal n-dimensional DCT-III) by one inverse real FFT.
 
     Per axis ``V(k) = e^{iπk/2n} (X_k − i X_{n−k})`` with ``X_n = 0``; over
@@ -147,31 +149,38 @@ def _idctn(c):
     d, shape = c.ndim, c.shape
     n, complex_dtype = shape[-1], _complex_dtype(c.dtype)
     half = n // 2 + 1
-    x = c * jnp.asarray(_ortho_weights(shape, inverse=True), c.dtype)
+    x = c * _batched_weights(shape, batch, c.dtype, inverse=True)
     v = lax.complex(x[..., :half], -_partner(x, d - 1, wrap=False)[..., :half])
     twiddle = _along(np.exp(1j * np.pi * np.arange(half) / (2 * n)), d, d - 1, complex_dtype)
-    for axis in range(d - 1):
+    for axis in range(batch, d - 1):
         m = shape[axis]
         partner = _partner(v, axis, wrap=False)
         v = v + lax.complex(jnp.imag(partner), -jnp.real(partner))  # v − i·partner
         twiddle = twiddle * _along(np.exp(1j * np.pi * np.arange(m) / (2 * m)), d, axis, complex_dtype)
-    return _reorder(jnp.fft.irfftn(v * twiddle, s=shape), inverse=True).astype(c.dtype)
+    spatial = tuple(range(batch, d))
+    return _reorder(jnp.fft.irfftn(v * twiddle, s=shape[batch:], axes=spatial), True, batch).astype(c.dtype)
 
 
-def to_spectral(u, dirichlet=False):
+def _batched_weights(shape, batch, dtype, inverse=False):
+    """:func:`_ortho_weights` of the spatial axes, with length-1 batch axes (no implicit rank promotion)."""
+    return jnp.asarray(_ortho_weights(shape[batch:], inverse).reshape((1,) * batch + shape[batch:]), dtype)
+
+
+def to_spectral(u, dirichlet=False, batch=0):
     """Orthonormal DCT-II (zero-flux walls); with ``dirichlet=True`` the DST-II up to index order.
 
     Computed with one n-dimensional real FFT (:func:`_dctn`), equal to
-    ``jax.scipy.fft.dctn(u, type=2, norm="ortho")`` to round-off.
+    ``jax.scipy.fft.dctn(u, type=2, norm="ortho")`` to round-off. ``batch``: the number of leading
+    axes that stack independent fields (one batched FFT call for all of them).
     """
     if dirichlet:
-        u = u * _alternating_sign(u.shape, u.dtype)
-    return _dctn(u)
+        u = u * _alternating_sign(u.shape[batch:], u.dtype).reshape((1,) * batch + u.shape[batch:])
+    return _dctn(u, batch)
 
 
-def from_spectral(u_hat, dirichlet=False):
-    """Inverse of :func:`to_spectral` with the same ``dirichlet``."""
-    u = _idctn(u_hat)
+def from_spectral(u_hat, dirichlet=False, batch=0):
+    """Inverse of :func:`to_spectral` with the same ``dirichlet`` and ``batch``."""
+    u = _idctn(u_hat, batch)
     if dirichlet:
-        u = u * _alternating_sign(u.shape, u.dtype)
+        u = u * _alternating_sign(u.shape[batch:], u.dtype).reshape((1,) * batch + u.shape[batch:])
     return u

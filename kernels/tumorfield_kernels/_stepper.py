@@ -43,7 +43,7 @@ class Stepper(eqx.Module):
     """
 
     schemes: dict[str, schemes.FieldScheme]
-    solves: dict[str, schemes.QuasiSteadySolve]
+    solves: tuple[schemes.QuasiSteadySolve, ...]
     diffusion: ImplicitDiffusion | None
     params: Any
     dt: Any
@@ -55,6 +55,7 @@ class Stepper(eqx.Module):
     cell_diffusion: str = eqx.field(static=True, default="explicit")
     max_substeps: int = eqx.field(static=True, default=1)
     substep_loop: str = eqx.field(static=True, default="lax")
+    batch_transforms: bool = eqx.field(static=True, default=False)
 
     @classmethod
     def build(
@@ -66,14 +67,18 @@ class Stepper(eqx.Module):
         cell_diffusion: str = "explicit",
         max_substeps: int = 1,
         substep_loop: str = "lax",
+        batch_transforms: bool = False,
     ) -> Stepper:
         """``substep_loop``: ``"lax"`` (a ``lax.while_loop``, forward only) or ``"checkpointed"``
-        (``equinox.internal.while_loop``, reverse-mode differentiable) for the sub-cycles."""
+        (``equinox.internal.while_loop``, reverse-mode differentiable) for the sub-cycles.
+        ``batch_transforms``: the quasi-steady fields share batched transforms (:func:`._schemes.plan`)."""
         dt = jnp.asarray(dt)
-        field_schemes, solves, diffusion = schemes.plan(system, grid, params, dt, dt.dtype, cell_diffusion)
+        field_schemes, solves, diffusion = schemes.plan(
+            system, grid, params, dt, dt.dtype, cell_diffusion, batch_transforms
+        )
         return cls(
             field_schemes, solves, diffusion, params, dt, system, grid, system.fields, system.reaction,
-            system.reaction_takes_grid, cell_diffusion, int(max_substeps), substep_loop,
+            system.reaction_takes_grid, cell_diffusion, int(max_substeps), substep_loop, batch_transforms,
         )  # fmt: skip
 
     def _reaction(self, state: State, t) -> Mapping[str, Any]:
@@ -94,9 +99,10 @@ class Stepper(eqx.Module):
             return state
         rates = self._reaction(state, t)
         state = dict(state)
-        for name, solve in self.solves.items():
-            like = state[name]
-            state[name] = solve.solve(jnp.broadcast_to(jnp.asarray(rates.get(name, 0.0), like.dtype), like.shape))
+        for solve in self.solves:
+            like = state[solve.names[0]]
+            sources = [jnp.broadcast_to(jnp.asarray(rates.get(n, 0.0), like.dtype), like.shape) for n in solve.names]
+            state.update(zip(solve.names, solve.solve(jnp.stack(sources)), strict=True))
         return state
 
     def rates(self, state: State, t, field_schemes=None) -> tuple[State, State]:
