@@ -3,8 +3,11 @@
 Per step, forward only: ``cell_diffusion`` explicit/implicit × ``max_substeps`` 1/64 at a dt that
 needs no sub-cycling (the cost of the per-step bound and the cond), alternating the callables,
 ``--repeats`` timings each, compile excluded (one warm-up call each), ``block_until_ready``.
-And the XLA temp memory of ``jit(grad(loss))`` with ``max_substeps`` 1 and 8 (sub-cycling active
-at 2× the explicit limit) on 16², to show the checkpointed while loop's cost. Writes JSON.
+The same under ``vmap`` over ``--members`` reaction rates (as sweeps run), with and without
+``batch_axis`` (members deciding together whether to sub-cycle; without it the branch becomes a
+select and every member pays for both). And the XLA temp memory of ``jit(grad(loss))`` with
+``max_substeps`` 1 and 8 (sub-cycling active at 2× the explicit limit) on 16², to show the
+checkpointed while loop's cost. Writes JSON.
 
     JAX_PLATFORMS=cpu .venv/bin/python benchmarks/ab_numerics.py --n 128 --steps 200 --out benchmarks/results
 """
@@ -38,6 +41,7 @@ def main():
     parser.add_argument("--n", type=int, default=128)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--members", type=int, default=8)
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     system, grid = readme_system(), tk.Grid((args.n, args.n), 4.0)
@@ -67,6 +71,29 @@ def main():
             call(*key)
             times[key].append((time.perf_counter() - t0) / args.steps)
 
+    # vmapped members (as sweeps): max_substeps 64, with and without batch_axis
+    rates = jnp.linspace(0.5, 1.5, args.members)
+
+    def members(batch_axis):
+        def one(r):
+            _, _, traj = tk.advance(
+                system, grid, state, dt=dt, n_saves=1, steps_per_save=args.steps, params={"r": r},
+                max_substeps=64, checkpoint=False, throw=False, batch_axis=batch_axis,
+            )  # fmt: skip
+            return traj.fields
+
+        return jax.jit(jax.vmap(one, axis_name="members"))
+
+    vmapped = {"batch_axis=None": members(None), "batch_axis='members'": members("members")}
+    for call in vmapped.values():
+        jax.block_until_ready(call(rates))
+    vmap_times = {key: [] for key in vmapped}
+    for _ in range(args.repeats):
+        for key, call in vmapped.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(call(rates))
+            vmap_times[key].append((time.perf_counter() - t0) / args.steps)
+
     # reverse-mode temp memory with sub-cycling (16², explicit diffusion, dt = 2× the limit)
     g16 = tk.Grid((16, 16), 4.0)
     yy, xx = g16.mesh()
@@ -93,6 +120,8 @@ def main():
         "per_step_s": {f"{cd}/max_substeps={ms}": {"median": float(np.median(v)), "all": v}
                        for (cd, ms), v in times.items()},
         "compile_plus_first_call_s": {f"{cd}/max_substeps={ms}": v for (cd, ms), v in compile_s.items()},
+        "vmapped_per_step_s": {"members": args.members, "max_substeps": 64, **{
+            k: {"median": float(np.median(v)), "all": v} for k, v in vmap_times.items()}},
         "grad_memory": {f"max_substeps={k}": v for k, v in memory.items()},
     }  # fmt: skip
     print(json.dumps(result, indent=1))

@@ -216,3 +216,37 @@ def test_subcycle_cap_exceeded_during_the_run():
             tk.simulate(system, grid, initial, t_end=dt, dt=dt, max_substeps=bad)
     with pytest.raises(ValueError, match="cell_diffusion='implicitly'"):
         tk.simulate(system, grid, initial, t_end=dt, dt=dt, cell_diffusion="implicitly")
+
+
+def test_vmapped_members_decide_together_whether_to_subcycle():
+    """Under ``vmap(axis_name=)`` with ``batch_axis``, a member that needs no sub-cycling while another
+    does takes one sub-step of dt: every member equals its separate run to round-off (the one-sub-step
+    loop is the same arithmetic, compiled in another fusion), with the same sub-step counts, and the
+    sub-cycling choice stays a real branch (a ``cond`` in the batched program)."""
+    steepening, grid, initial, dt = steepening_taxis()
+    system = tk.System(
+        fields=steepening.fields, diffusion=steepening.diffusion, taxis=steepening.taxis,
+        reaction=lambda s, p, t: {"c": p["g"] * s["c"]},
+    )  # fmt: skip
+    growth = jnp.asarray([0.0, 5.0])  # member 0: the attractant is constant; member 1: it steepens
+
+    def run(g, batch_axis=None):
+        return tk.simulate(
+            system, grid, initial, t_end=40 * dt, dt=dt, save_every=10 * dt, params={"g": g},
+            max_substeps=16, throw=False, batch_axis=batch_axis,
+        )  # fmt: skip
+
+    batched = jax.vmap(lambda g: run(g, "members"), axis_name="members")(growth)
+    separate = [run(g) for g in growth]
+    assert all(traj.result == tk.RESULTS.successful for traj in separate)
+    assert int(np.max(np.asarray(separate[1].substeps))) >= 2 and int(np.max(np.asarray(separate[0].substeps))) == 1
+    for i in range(2):
+        np.testing.assert_allclose(np.asarray(batched["u"][i]), np.asarray(separate[i]["u"]), rtol=1e-13, atol=0)
+        np.testing.assert_array_equal(np.asarray(batched.step_substeps[i]), np.asarray(separate[i].step_substeps))
+    assert np.all(np.asarray(batched["u"]) >= 0.0)
+
+    def conds(batch_axis):
+        fn = jax.vmap(lambda g: run(g, batch_axis).fields["u"], axis_name="members")
+        return str(jax.make_jaxpr(fn)(growth)).count("cond[")
+
+    assert conds("members") > conds(None)

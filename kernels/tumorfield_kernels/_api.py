@@ -30,9 +30,11 @@ State = dict[str, Any]
 @eqx.debug.assert_max_traces(max_traces=None)
 def _advance_impl(
     system, grid, state, params, dt, t_start, step, n_saves, steps_per_save, scan, observe, check,
-    cell_diffusion="explicit", max_substeps=1,
+    cell_diffusion="explicit", max_substeps=1, batch_axis=None,
 ):  # fmt: skip
-    stepper = Stepper.build(system, grid, params, dt, cell_diffusion, max_substeps, "checkpointed")
+    stepper = Stepper.build(
+        system, grid, params, dt, cell_diffusion, max_substeps, "checkpointed", batch_axis=batch_axis
+    )
     return rollout(stepper, scan, state, step, t_start, n_saves, steps_per_save, observe, check)
 
 
@@ -255,6 +257,7 @@ def advance(
     dtype=None,
     cell_diffusion: str = "explicit",
     max_substeps: int = 1,
+    batch_axis: str | None = None,
 ) -> tuple[State, jax.Array, Trajectory]:
     """Advance ``state`` by ``n_saves × steps_per_save`` steps of ``dt`` (days) from step number ``step``.
 
@@ -279,6 +282,11 @@ def advance(
     frame instead, ``positivity_limit_exceeded``); a step that needs more ends the run with
     ``substep_limit_exceeded``. ``trajectory.substeps`` holds each frame's largest count.
     Both are static (a new value compiles anew).
+
+    ``batch_axis``: the ``axis_name`` of a ``jax.vmap`` this call runs under (sweeps). The members
+    then decide together whether a step is sub-cycled (a member that needs no sub-cycling takes one
+    sub-step of ``dt`` when another needs several), so the branch stays a real branch: without it,
+    ``vmap`` turns the choice into a select and every member pays for both branches.
     """
     _check_numerics(cell_diffusion, max_substeps)
     dtype = _default_dtype(dtype)
@@ -292,6 +300,7 @@ def advance(
     state, step, frames, times, observed, bounds, (substeps, step_substeps), result, n_valid = _advance_jit(
         system, grid, state, params, dt_array, t0, jnp.asarray(step, jnp.int32),
         int(n_saves), int(steps_per_save), scan, observe, bool(check_stability), cell_diffusion, max_substeps,
+        batch_axis,
     )  # fmt: skip
     t_observed = None
     if observed is not None:
@@ -331,6 +340,7 @@ def simulate(
     dtype=None,
     cell_diffusion: str = "explicit",
     max_substeps: int = 1,
+    batch_axis: str | None = None,
 ) -> Trajectory:
     """Solve ``system`` on ``grid`` from ``initial`` at ``t_start`` to ``t_end`` (days).
 
@@ -345,7 +355,7 @@ def simulate(
     about ``2√steps_per_save`` states per frame (two-level checkpointing).
     ``throw`` and ``check_stability`` as in :func:`advance`: with
     ``throw=False`` a failed run is a value (``result``, ``n_valid``);
-    ``cell_diffusion`` and ``max_substeps`` as in :func:`advance`.
+    ``cell_diffusion``, ``max_substeps`` and ``batch_axis`` as in :func:`advance`.
     """
     duration = t_end - t_start
     n_steps = _whole_steps(duration, dt, "t_end - t_start")
@@ -360,7 +370,7 @@ def simulate(
         system, grid, state0, dt=dt, n_saves=n_steps // steps_per_save, steps_per_save=steps_per_save,
         params=params, t_start=t_start, observe=observe, checkpoint=checkpoint,
         check_stability=check_stability, throw=throw, dtype=dtype, cell_diffusion=cell_diffusion,
-        max_substeps=max_substeps,
+        max_substeps=max_substeps, batch_axis=batch_axis,
     )  # fmt: skip
     first = _first_frame(system, grid, state0, params, t0, jnp.zeros((), dtype))
     zero = jnp.zeros((), dtype)

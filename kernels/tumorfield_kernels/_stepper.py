@@ -56,6 +56,7 @@ class Stepper(eqx.Module):
     max_substeps: int = eqx.field(static=True, default=1)
     substep_loop: str = eqx.field(static=True, default="lax")
     batch_transforms: bool = eqx.field(static=True, default=False)
+    batch_axis: str | None = eqx.field(static=True, default=None)
 
     @classmethod
     def build(
@@ -68,17 +69,20 @@ class Stepper(eqx.Module):
         max_substeps: int = 1,
         substep_loop: str = "lax",
         batch_transforms: bool = False,
+        batch_axis: str | None = None,
     ) -> Stepper:
         """``substep_loop``: ``"lax"`` (a ``lax.while_loop``, forward only) or ``"checkpointed"``
         (``equinox.internal.while_loop``, reverse-mode differentiable) for the sub-cycles.
-        ``batch_transforms``: the quasi-steady fields share batched transforms (:func:`._schemes.plan`)."""
+        ``batch_transforms``: the quasi-steady fields share batched transforms (:func:`._schemes.plan`).
+        ``batch_axis``: the ``vmap`` axis name under which the members decide together whether a
+        step is sub-cycled (:meth:`step`)."""
         dt = jnp.asarray(dt)
         field_schemes, solves, diffusion = schemes.plan(
             system, grid, params, dt, dt.dtype, cell_diffusion, batch_transforms
         )
         return cls(
             field_schemes, solves, diffusion, params, dt, system, grid, system.fields, system.reaction,
-            system.reaction_takes_grid, cell_diffusion, int(max_substeps), substep_loop, batch_transforms,
+            system.reaction_takes_grid, cell_diffusion, int(max_substeps), substep_loop, batch_transforms, batch_axis,
         )  # fmt: skip
 
     def _reaction(self, state: State, t) -> Mapping[str, Any]:
@@ -188,8 +192,11 @@ class Stepper(eqx.Module):
         else:
             needed = self.needed_substeps(first[1], t)
             n = jnp.minimum(needed, self.max_substeps)
+            # under vmap a per-member predicate makes the cond a select (both branches for every
+            # member); deciding for the whole batch keeps it a branch
+            together = n if self.batch_axis is None else lax.pmax(n, self.batch_axis)
             new, new_carried = lax.cond(
-                n == 1,
+                together == 1,
                 lambda: self._stages(self.schemes, state, carried, t, self.dt, first),
                 lambda: self._subcycled(first[1], carried, t, n),
             )

@@ -71,6 +71,9 @@ def _shard(tree, mesh: Mesh | None):
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec("members")))
 
 
+_BATCH_AXIS = "batch"  # the vmap axis: members decide together whether a step is sub-cycled (`advance`)
+
+
 def batched_rollout(config, observe, n_saves: int, mesh: Mesh | None = None) -> Callable:
     """The batched chunk: ``vmap`` of ``advance`` over (state, params); dt and the step are shared.
 
@@ -85,10 +88,10 @@ def batched_rollout(config, observe, n_saves: int, mesh: Mesh | None = None) -> 
         return advance(
             system, grid, state, dt=config.time.dt, n_saves=n_saves, steps_per_save=config.steps_per_save,
             params=params, step=step, observe=observe, dtype=config.output.precision, throw=False,
-            cell_diffusion=cell_diffusion, max_substeps=cap,
+            cell_diffusion=cell_diffusion, max_substeps=cap, batch_axis=_BATCH_AXIS,
         )  # fmt: skip
 
-    batched = jax.vmap(one, in_axes=(0, 0, None))
+    batched = jax.vmap(one, in_axes=(0, 0, None), axis_name=_BATCH_AXIS)
     if mesh is not None:
         members = PartitionSpec("members")
         batched = jax.shard_map(batched, mesh=mesh, in_specs=(members, members, PartitionSpec()), out_specs=members,
