@@ -191,8 +191,9 @@ def test_scalar_variable_integrates_a_grid_integral():
         assert traj["m"].shape == (3,) and traj["m"].dtype == jnp.float64
         exact = alpha * total / k * (1 - np.exp(-k * 2.0))
         errors.append(abs(float(traj["m"][-1]) - exact) / exact)
-    assert errors[-1] < 1e-4
-    assert errors[0] / errors[1] > 3.5 and errors[1] / errors[2] > 3.5  # second order (SSP-RK2)
+    # ScalarETDRK2 takes the decay exactly: exact for this constant source at every dt (its order
+    # with a time-varying source: test_verification's scalar ODE test)
+    assert max(errors) < 1e-13, errors
 
 
 # --- observables -----------------------------------------------------------------
