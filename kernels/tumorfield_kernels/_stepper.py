@@ -197,9 +197,7 @@ class Stepper(eqx.Module):
             # member); deciding for the whole batch keeps it a branch
             together = n if self.batch_axis is None else lax.pmax(n, self.batch_axis)
             plain = (new, new_carried)
-            new, new_carried = lax.cond(
-                together == 1, lambda: plain, lambda: self._subcycled(first[1], carried, t, n)
-            )
+            new, new_carried = lax.cond(together == 1, lambda: plain, lambda: self._subcycled(first[1], carried, t, n))
         return self._diffuse(new, reverse=True), new_carried, needed
 
     def rate_bounds(self, state: State, t, *, solved: bool = False) -> dict[str, Any]:
