@@ -334,7 +334,7 @@ def main(argv=None) -> int:
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--ko-samples", type=int, default=64)
     parser.add_argument("--grid", type=int, default=24, help="cells per side of the 8×8 mm box")
-    parser.add_argument("--dt", type=float, default=0.025, help="day (k_circ × dt ≤ 1 over its whole range)")
+    parser.add_argument("--dt", type=float, default=0.025, help="day (the recorded results use 0.025)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=64, help="largest vmap batch")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
