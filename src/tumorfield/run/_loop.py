@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import jax
 import numpy as np
-from tumorfield_kernels import advance, failure_message
+from tumorfield_kernels import advance, failure_message, step_limits
 
 from .. import _compile_log
 from .._progress import Progress
@@ -62,6 +62,27 @@ def numerics_options(config) -> tuple[str, int]:
     return numerics.get("cell_diffusion", "explicit"), numerics.get("max_substeps", 1)
 
 
+def implicit_hint(config, state, params, t: float) -> str | None:
+    """Where the cells' explicit diffusion is what forces sub-cycling at ``state``: a line saying so,
+    with the dt that ``numerics.cell_diffusion = "implicit"`` would take without it (else None)."""
+    system, grid, dt = config.model.system, config.grid, config.time.dt
+    try:
+        limits = step_limits(system, grid, state, params, t=t, dtype=config.output.precision)
+    except ValueError:  # e.g. a cell field with fixed wall values: the implicit diffusion does not apply
+        return None
+    bound = {name: lim for name, lim in limits.items() if lim["explicit"] < dt <= lim["split"]}
+    if not bound:
+        return None
+    split = min(lim["split"] for lim in limits.values())
+    fields = ", ".join(f"{name} (limit {lim['explicit']:.3g} day, its diffusion alone {lim['diffusion']:.3g} day)"
+                       for name, lim in bound.items())  # fmt: skip
+    return (
+        f"hint: the cells' explicit diffusion binds the step of {fields} at t = {t:.6g} day; "
+        f'numerics.cell_diffusion = "implicit" takes its diffusion out of the limit (dt up to {split:.3g} day '
+        "there, without sub-cycling; docs/numerics.md section 4b)"
+    )
+
+
 def run_loop(config, out: TrajectoryFile, state, step: int, params, observe: Callable, stop, log, on_commit) -> str:
     """Advance from ``(state, step)`` to ``t_end``; returns ``"complete"`` or ``"interrupted"``.
 
@@ -92,9 +113,13 @@ def run_loop(config, out: TrajectoryFile, state, step: int, params, observe: Cal
             n_valid = int(traj.n_valid)
             needed = int(np.max(np.asarray(traj.substeps)[:n_valid])) if n_valid > 0 else 1
             if most < needed <= cap:
-                most = needed
                 log(f"sub-cycling: by t = {float(traj.t[n_valid - 1]):.6g} day a step of dt = {dt} day needed "
                     f"{needed} explicit sub-steps (numerics.max_substeps = {cap}); see /scalars/substeps")  # fmt: skip
+                if most == 1 and cell_diffusion == "explicit":
+                    hint = implicit_hint(config, new_state, params, float(traj.t[n_valid - 1]))
+                    if hint:
+                        log(hint)
+                most = needed
             if n_valid > 0:
                 state = new_state
                 step = _commit(out, traj, state, step, dt, sps, n_valid)
