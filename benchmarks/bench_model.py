@@ -4,7 +4,8 @@ Usage::
 
     python benchmarks/bench_model.py --out benchmarks/results [--sizes 256 512 64x3 128x3] [--t-end 21]
         [--cell-diffusion explicit implicit] [--baseline 2e64a49 | --baseline-tree DIR | --no-baseline]
-        [--repeats 2] [--no-reference] [--dt-from-t0] [--max-dt DAY] [--lean] [--worker-timeout S] [--quick]
+        [--repeats 2] [--no-reference | --no-baseline-reference] [--dt-from-t0] [--max-dt DAY] [--lean]
+        [--worker-timeout S] [--quick]
 
 The arm is ``experiments/voloshin2015/ptx.toml`` (paclitaxel 20 mg/kg i.p. every 4 days
 from day 3; 8 mm box per axis; frames every 0.5 day; float32 fields, float64 scalar ODEs,
@@ -492,6 +493,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--no-baseline", action="store_true", help="only this checkout")
     parser.add_argument("--repeats", type=int, default=None, help="warm timed runs per dt (2; 1 with --quick)")
     parser.add_argument("--no-reference", action="store_true", help="skip the dt/4 reference runs")
+    parser.add_argument(
+        "--no-baseline-reference", action="store_true", help="skip the dt/4 reference of the baseline tree only"
+    )
     parser.add_argument("--dt-from-t0", action="store_true", help="dt from half the t = 0 limit (no probe run)")
     parser.add_argument("--max-dt", type=float, default=None, help="cap on dt (day), e.g. for accuracy")
     parser.add_argument("--worker-timeout", type=float, default=None, help="seconds per worker subprocess")
@@ -558,7 +562,7 @@ def main(argv=None) -> dict:
                         "shape": shape,
                         "t_end": t_end,
                         "repeats": repeats,
-                        "reference": not args.no_reference,
+                        "reference": not (args.no_reference or (args.no_baseline_reference and name != "current")),
                         "dt_from_t0": args.dt_from_t0,
                         "max_dt": args.max_dt,
                         "lean": args.lean,
@@ -605,6 +609,9 @@ def _compare(entry: dict) -> None:
             l2 = _rel_l2(Path(run["work"]) / "tumor.npy", Path(base["work"]) / "tumor_reference.npy")
             if l2 is not None:
                 c["rel_l2_tumor_vs_baseline_dt4"] = l2
+            l2 = _rel_l2(Path(run["work"]) / "tumor.npy", Path(base["work"]) / "tumor.npy")
+            if l2 is not None:  # the baseline at its own (smaller) dt
+                c["rel_l2_tumor_vs_baseline"] = l2
         if c:
             comparisons[f"{key} vs {baseline}"] = c
     entry["comparisons"] = comparisons
