@@ -4,7 +4,8 @@ Usage::
 
     python benchmarks/bench_fit.py --out benchmarks/results [--shape 64] [--days 21] [--sweep 3 6 12 21]
 
-Measures, for ``r_n, delta_p, a_iv, k_i`` fitted to tumour volume (days 3, 7, 10, 14, 17, 21)
+Measures, for ``r_n, delta_p, a_iv, k_i`` (started at the model's defaults, bounded by their plausible
+ranges widened ×/÷ 4: :func:`start_and_bounds`) fitted to tumour volume (days 3, 7, 10, 14, 17, 21)
 and metastatic burden (days 14, 21) of ``experiments/voloshin2015/ptx.toml`` (float32 fields,
 its ``dt``):
 
@@ -12,8 +13,10 @@ its ``dt``):
    best time of the compiled loss alone (goal ≤ 4), each AOT-compiled, compile apart;
 2. compile of one L-BFGS iteration (value and gradient, two-loop, zoom line search: the one
    program a fit compiles) in a fresh process with an empty persistent cache (cold) and again
-   with the cache it filled (warm): import, load, trace + lower, XLA compile or cache load, and
-   the time until the first iteration has run ("starts computing");
+   with the cache it filled (warm): import, load, trace + lower (warm: load the iteration's
+   ``jax.export`` file from the cache and lower its call instead, ``program``), XLA compile or
+   cache load, the size of the export file, and the time until the first iteration has run
+   ("starts computing": everything before that run);
 3. reverse-mode memory against the number of steps: XLA temp bytes of ``jit(grad(L))`` for runs
    of ``--sweep`` days with tumour volume at the end only, and for the longest with the study's
    schedule (8 observations, 6 check frames), against the bytes of one state.
@@ -24,9 +27,11 @@ The observed values are placeholders (1.0): timing and memory do not depend on t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,7 +45,25 @@ PARTS = {
     "compile": "compile of one L-BFGS iteration, fresh processes",
     "memory": "reverse-mode memory against steps",
 }
-NAMES = {"r_n": (0.5, 0.1, 2.0), "delta_p": (0.5, 0.05, 5.0), "a_iv": (0.25, 0.01, 10.0), "k_i": (1.5, 0.1, 10.0)}
+NAMES = ("r_n", "delta_p", "a_iv", "k_i")
+WIDEN = 4.0
+"""The bounds: each parameter's plausible range (``docs/model.md``) widened ×/÷ this, within its allowed range."""
+
+
+def start_and_bounds() -> dict[str, tuple[float, float, float]]:
+    """``name → (init, lower, upper)``: the model's default (``delta_p`` 0.6 — the fraction of divisions
+    dying at full paclitaxel effect —, ``k_i`` 1.0/day, …) and the widened plausible range, read from
+    ``tumorfield.models.voloshin2015.parameters`` so that they follow the model."""
+    from tumorfield.models.voloshin2015.parameters import Parameters
+
+    fields = {f.name: f for f in dataclasses.fields(Parameters)}
+    out = {}
+    for name in NAMES:
+        field = fields[name]
+        low, high, _ = field.metadata["range"]
+        p_low, p_high = field.metadata["plausible"]
+        out[name] = (field.default, max(p_low / WIDEN, low), min(p_high * WIDEN, high))
+    return out
 
 
 def write_problem(directory: Path, days: float, data_days=None) -> Path:
@@ -50,7 +73,8 @@ def write_problem(directory: Path, days: float, data_days=None) -> Path:
     rows = [f"ptx,{d},tumor_volume,1.0,0.05" for d in schedule]
     rows += [f"ptx,{d},metastatic_burden,1.0,0.2" for d in (14, 21) if d <= days and data_days is None]
     (directory / "obs.csv").write_text("arm,t,observable,value,sigma\n" + "\n".join(rows) + "\n")
-    parameters = "\n".join(f"{n} = {{ init = {v}, lower = {lo}, upper = {hi} }}" for n, (v, lo, hi) in NAMES.items())
+    values = start_and_bounds().items()
+    parameters = "\n".join(f"{n} = {{ init = {v}, lower = {lo}, upper = {hi} }}" for n, (v, lo, hi) in values)
     text = f'[fit]\narms = {{ ptx = "{ARM}" }}\ndata = "obs.csv"\nlikelihood = "lognormal"\n[fit.parameters]\n'
     (directory / "fit.toml").write_text(text + parameters + "\n")
     return directory / "fit.toml"
@@ -131,29 +155,33 @@ def child_compile(path: Path, shape: int, days: float, cache: str) -> dict:
     fit, z = load(path, shape, days, cache)
     loaded = time.perf_counter()
     args = (z, fit._optimiser.init(z), jnp.asarray(jnp.inf), jnp.zeros_like(z), fit.arrays)
-    lowered = fit._step.lower(*args)
-    traced = time.perf_counter()
-    compiled = lowered.compile()
+    step = fit._step.compile(*args)  # trace + lower (or load its jax.export), then XLA compile (or cache load)
     built = time.perf_counter()
-    jax.block_until_ready(compiled(*args))  # the start's value and gradient (see _optimise._start)
+    jax.block_until_ready(step(*args))  # the start's value and gradient (see _optimise._start)
     ran = time.perf_counter()
+    exported = Path(cache) / "tumorfield-fit" / f"{step.key}.jaxexport" if step.key else None
     return {
         "import_s": imported - started,
         "load_s": loaded - imported,
-        "trace_lower_s": traced - loaded,
-        "compile_or_load_s": built - traced,
+        "trace_lower_s": step.timings["trace_lower_s"],
+        "compile_or_load_s": step.timings["compile_s"],
         "first_iteration_s": ran - built,
         "starts_computing_s": built - started,
+        "program": step.source,
+        "export_bytes": exported.stat().st_size if exported is not None and exported.exists() else None,
         "cache_hits": _compile_log.cache_hits(),
         "cache_misses": _compile_log.cache_misses(),
     }
 
 
-def cold_and_warm(directory: Path, shape: int, days: float) -> dict:
+def cold_and_warm(directory: Path, shape: int, days: float, warm_repeats: int = 3) -> dict:
+    """One cold process, then ``warm_repeats`` warm ones (the first is ``warm``; all their
+    "starts computing" times and the median are ``warm_starts_computing_s`` and
+    ``warm_median_s``: on a shared machine one process can be unlucky)."""
     path = write_problem(directory, days)
     cache = str(directory / "cache")
-    out = {}
-    for label in ("cold", "warm"):
+    out, warm = {}, []
+    for label in ("cold", *(["warm"] * max(1, warm_repeats))):
         command = [
             sys.executable,
             __file__,
@@ -169,8 +197,12 @@ def cold_and_warm(directory: Path, shape: int, days: float) -> dict:
         result = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
         if result.returncode != 0:
             sys.exit(result.stderr)
-        out[label] = json.loads(result.stdout.strip().splitlines()[-1])
-        print(f"  {label}: {out[label]}", flush=True)
+        found = json.loads(result.stdout.strip().splitlines()[-1])
+        print(f"  {label}: {found}", flush=True)
+        out.setdefault(label, found)
+        if label == "warm":
+            warm.append(found["starts_computing_s"])
+    out["warm_starts_computing_s"], out["warm_median_s"] = warm, statistics.median(warm)
     return out
 
 
@@ -199,6 +231,7 @@ def main(argv=None) -> int:
     parser.add_argument("--days", type=float, default=21.0)
     parser.add_argument("--sweep", type=float, nargs="*", default=[3.0, 6.0, 12.0, 21.0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warm-repeats", type=int, default=3, help="warm processes of the compile part")
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="what to measure")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--cache", default="off", help=argparse.SUPPRESS)
@@ -224,7 +257,7 @@ def main(argv=None) -> int:
                 result[part] = gradient_over_forward(Path(tmp) / "g", args.shape, args.days, args.repeats)
                 print(f"  {result[part]}", flush=True)
             elif part == "compile":
-                result[part] = cold_and_warm(Path(tmp) / "c", args.shape, args.days)
+                result[part] = cold_and_warm(Path(tmp) / "c", args.shape, args.days, args.warm_repeats)
             else:
                 result[part] = memory_sweep(Path(tmp) / "m", args.shape, args.sweep)
     if args.out:

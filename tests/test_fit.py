@@ -359,3 +359,105 @@ def test_gauss_newton_is_the_exact_covariance_of_linear_least_squares_and_warns(
     assert warnings(("a", "b"), theta, null) == [
         "b is not identifiable from these data (the Gauss–Newton Hessian is singular along it)"
     ]
+
+
+# --- the compiled iteration: one copy of the gradient, kept across processes by jax.export --------
+
+
+def test_the_hoisted_line_search_is_optaxs_own():
+    """``_linesearch.scale_by_zoom_linesearch`` (one evaluation of ``L, ∇L`` in the program) takes
+    exactly optax's steps: the same iterates, values and trial counts as ``optax.lbfgs`` with
+    ``optax.scale_by_zoom_linesearch``, on a Rosenbrock valley with an infinite wall (failed trials)."""
+    from tumorfield.fit._linesearch import scale_by_zoom_linesearch
+
+    def f(z):
+        valley = jnp.sum(100.0 * (z[1:] - z[:-1] ** 2) ** 2 + (1.0 - z[:-1]) ** 2)
+        return jnp.where(z[0] > 1.3, jnp.inf, valley)
+
+    def iterates(linesearch):
+        optimiser = optax.lbfgs(linesearch=linesearch)
+
+        @jax.jit
+        def step(z, state):
+            value, grad = optax.value_and_grad_from_state(f)(z, state=state)
+            with jax.numpy_dtype_promotion("standard"):  # optax mixes int32 and int64 indices
+                updates, state = optimiser.update(grad, state, z, value=value, grad=grad, value_fn=f)
+            return optax.apply_updates(z, updates), state
+
+        z = jnp.array([-1.2, 1.0, 0.5, -0.3], jnp.result_type(float))
+        state, out = optimiser.init(z), []
+        for _ in range(30):
+            z, state = step(z, state)
+            out.append((np.asarray(z), int(optax.tree.get(state, "num_linesearch_steps"))))
+        return out
+
+    ours = iterates(scale_by_zoom_linesearch(20, initial_guess_strategy="one"))
+    theirs = iterates(optax.scale_by_zoom_linesearch(20, initial_guess_strategy="one"))
+    assert sum(trials for _, trials in theirs) > len(theirs)  # the zoom phase ran
+    for (z_ours, n_ours), (z_theirs, n_theirs) in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(z_ours, z_theirs)
+        assert n_ours == n_theirs
+
+
+def _copy_problem(problem, directory, cache):
+    """The fixture's arm, data and fit file in ``directory``, with the persistent cache ``cache``."""
+    source, _, _ = problem
+    (directory / "arm.toml").write_text(ARM.format(cache=cache))
+    (directory / "obs.csv").write_text((source / "obs.csv").read_text())
+    (directory / "fit.toml").write_text(FIT.format(r_upper=5.0, s_upper=10.0))
+    return directory / "fit.toml"
+
+
+def test_the_iteration_is_exported_reused_and_never_stale(problem, tmp_path):
+    """A fit writes its iteration as a jax.export file in the persistent cache; a new ``Fit`` of the
+    same problem loads it instead of tracing and iterates identically; a file whose header names
+    another key (stale: other code, options or shapes) is not used but traced anew and replaced."""
+    path = _copy_problem(problem, tmp_path, tmp_path / "cache")
+    overrides = ["fit.max_iterations=3"]
+    first = Fit.load(path, overrides)
+    a = first.run()
+    assert first._step.source == "traced, exported"
+    files = list((tmp_path / "cache" / "tumorfield-fit").glob("*.jaxexport"))
+    assert [f.stem for f in files] == [first._step.key]
+    second = Fit.load(path, overrides)
+    b = second.run()
+    assert second._step.source == "export loaded" and second._step.key == first._step.key
+    np.testing.assert_array_equal(a.history["loss"], b.history["loss"])
+    np.testing.assert_array_equal(a.estimate, b.estimate)
+    # stale: the same file name, written for another key
+    data = files[0].read_bytes().split(b"\n", 2)
+    files[0].write_bytes(b"\n".join([data[0], b"0" * 64, data[2]]))
+    third = Fit.load(path, overrides)
+    np.testing.assert_array_equal(third.run().history["loss"], a.history["loss"])
+    assert third._step.source == "traced, exported" and files[0].read_bytes().split(b"\n", 2)[1] != b"0" * 64
+    # damaged: not used either
+    files[0].write_bytes(files[0].read_bytes()[:200])
+    fourth = Fit.load(path, overrides)
+    fourth.run()
+    assert fourth._step.source == "traced, exported"
+
+
+def test_the_export_key_changes_with_everything_that_changes_the_program(problem, tmp_path, monkeypatch):
+    """Static options, the arms' configs, argument shapes and dtypes, and the code version each
+    give another key (computed without tracing)."""
+    from tumorfield.fit import _export
+
+    path = _copy_problem(problem, tmp_path, tmp_path / "cache")
+    fit = Fit.load(path)
+    z = jnp.zeros(2, jnp.result_type(float))
+    args = (z, fit._optimiser.init(z), jnp.asarray(jnp.inf, z.dtype), jnp.zeros_like(z), fit.arrays)
+    key = _export.export_key(fit._static(), args)
+    assert key == _export.export_key(Fit.load(path)._static(), args)  # deterministic
+    others = [
+        Fit.load(path, ["fit.max_linesearch_steps=10"]),
+        Fit.load(path, ['fit.likelihood="normal"']),
+        Fit.load(path, ["time.dt=0.025"]),
+        Fit.load(path, ["parameters.D=3e-3"]),
+        Fit.load(path, ["grid.shape=[8,8]"]),
+    ]
+    keys = {_export.export_key(other._static(), args) for other in others}
+    assert key not in keys and len(keys) == len(others)
+    assert _export.export_key(fit._static(), (*args[:4], {**fit.arrays, "held": jnp.zeros(3, bool)})) != key
+    assert _export.export_key(fit._static(), (z.astype(jnp.float32), *args[1:])) != key
+    monkeypatch.setattr(_export, "code_version", lambda: "an edited source file")
+    assert _export.export_key(fit._static(), args) != key

@@ -20,9 +20,10 @@ MPRK22 (Burchard, Deleersnijder & Meister, Appl. Numer. Math. 47, 2003; Kopecz &
 Both matrices are tridiagonal M-matrices whose columns sum to one, so every stage is non-negative
 for non-negative data (unconditionally: any ``τ``), the total is conserved, and the solve (cyclic
 reduction) builds right-hand sides and solutions from non-negative terms only (non-negative results
-in floating point too: empty tissue gets tiny non-negative values, never negative round-off). MPRK22 is second order in time; by
-Bolley & Crouzeix (RAIRO Anal. Numér. 12, 1978) no *linear* unconditionally positive scheme is
-better than first order, which is why the stage-2 matrix depends on the solution (through ``s``).
+in floating point too: empty tissue gets tiny non-negative values, never negative round-off).
+MPRK22 is second order in time; by Bolley & Crouzeix (RAIRO Anal. Numér. 12, 1978) no *linear*
+unconditionally positive scheme is better than first order, which is why the stage-2 matrix
+depends on the solution (through ``s``).
 
 A state-dependent ``D`` (:class:`._system.StateDependent`, face value: mean of the two cells) makes
 the system nonlinear, ``p_ij(u) = a_ij(u) u_j``; MPRK22 then evaluates ``D`` at the start of each

@@ -33,17 +33,22 @@ class SqrtCheckpointedScan(Scan):
     """``lax.scan(step, carry, None, length)`` whose reverse pass stores O(√length) carries.
 
     Two levels (Griewank & Walther, *Evaluating Derivatives*, 2008, ch. 12): ``length =
-    blocks × size + rest``; the forward pass keeps only the carry entering each block, and
-    the backward pass re-runs one block at a time, keeping the carry entering each of its
-    steps and re-running each step for its VJP (``jax.checkpoint`` on both levels). Memory
-    is ``blocks + size ≈ 2√length`` carries plus one step's residuals; the forward pass
-    runs three times in all. Plain JAX AD, so the reverse pass traces the step only
-    ``O(1)`` times (``equinox.internal.scan(kind="checkpointed")`` spent ~80 % of the
-    tracing of a voloshin2015 gradient in its perturbation analysis).
+    blocks × size + rest`` (``size`` from :func:`block_size`: a divisor of ``length`` where
+    one lies in ``[√length, 2√length]``, so that ``rest = 0``); the forward pass keeps only
+    the carry entering each block, and the backward pass re-runs one block at a time, keeping
+    the carry entering each of its steps and re-running each step for its VJP
+    (``jax.checkpoint`` on both levels). Memory is ``blocks + size`` (``2√length`` to
+    ``3√length``) carries plus one step's residuals (a rollout of ``F`` frames keeps every
+    frame's block carries: ``F·blocks + size``, ``blocks ≤ √length``); the forward pass runs
+    three times in all. Plain JAX AD, so the reverse pass traces the step only ``O(1)`` times
+    (``equinox.internal.scan(kind="checkpointed")`` spent ~80 % of the tracing of a
+    voloshin2015 gradient in its perturbation analysis). A remainder (``rest > 0``) is a
+    second, shorter scan: a second copy of the step's forward and reverse code in the program,
+    which :func:`block_size` avoids wherever it can.
     """
 
     def __call__(self, step, carry, length):
-        size = max(1, math.isqrt(length))
+        size = block_size(length)
         blocks, rest = divmod(length, size)
         checkpointed_step = jax.checkpoint(step, prevent_cse=False)
 
@@ -57,6 +62,19 @@ class SqrtCheckpointedScan(Scan):
             carry, tail = jax.checkpoint(lambda c: lax.scan(checkpointed_step, c, None, length=rest))(carry)
             observed = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), observed, tail)
         return carry, observed
+
+
+def block_size(length: int) -> int:
+    """Steps per block of :class:`SqrtCheckpointedScan`: the smallest divisor of ``length`` in
+    ``[√length, 2√length]`` (no remainder block, whose scan would copy the step's code into the
+    program once more; at most ``√length`` blocks, whose entering carries a rollout of several
+    frames keeps for every frame), else ``⌊√length⌋`` (with a remainder)."""
+    root = max(1, math.isqrt(length))
+    start = root if root * root == length else root + 1
+    for size in range(start, 2 * root + 1):
+        if length % size == 0:
+            return size
+    return root
 
 
 def _all_finite(tree) -> jax.Array:

@@ -23,6 +23,7 @@ from .. import _compile_log
 from .._schema import ConfigError, section_keys
 from ..run._job import _setup_jax
 from ._data import ArmGrid, Observations, read_observations
+from ._export import CachedStep
 from ._optimise import Minimum, make_step, minimise
 from ._output import reserved, summary, write_fit
 from ._problem import evaluate, make_groups, order, with_values_observed
@@ -107,9 +108,30 @@ class Fit:
         n = len(spec.names)  # "held"/"held_z": parameters a profile holds fixed (none in a fit): one program for both
         self.arrays = {"bounds": self.bounds.log, "groups": groups, "held": jnp.zeros(n, bool), "held_z": jnp.zeros(n)}
         self._order = order(self.groups)
-        self._optimiser, self._step = make_step(self._loss, spec.fit.max_linesearch_steps)
+        self._optimiser, step = make_step(self._loss, spec.fit.max_linesearch_steps)
+        self._step = CachedStep(step, self._static())
         self._jacobian = jax.jit(lambda theta, arrays: jax.jacfwd(self._residuals, has_aux=True)(theta, arrays))
         self._loss_jit = jax.jit(self._loss)
+
+    def _static(self) -> dict:
+        """What the iteration program depends on besides the code and its traced arguments (the
+        key of its export, :mod:`._export`): options, each group's static parts, the arms' configs."""
+        groups = [
+            {
+                "arms": list(g.arms),
+                "dt": g.dt,
+                "dtype": g.dtype,
+                "frames": g.frames,
+                "steps_per_frame": g.steps_per_frame,
+                "observables": list(g.observables),
+                "rows": [np.asarray(r).tolist() for r in g.rows],
+                "configs": [self.spec.arms[a].text for a in g.arms],
+            }
+            for g in self.groups
+        ]
+        fit = self.spec.fit
+        options = {"likelihood": fit.likelihood, "max_linesearch_steps": fit.max_linesearch_steps}
+        return {"names": list(self.names), **options, "groups": groups}
 
     @classmethod
     def load(cls, path: str | Path, overrides: Sequence[str] = ()) -> Fit:
@@ -170,7 +192,7 @@ class Fit:
         r, good, jacobian = np.asarray(r), np.asarray(good), np.asarray(jacobian)
         timings |= clock.lap("uncertainty")
         log(f"compilation {_compile_log.seconds():.2f} s in all; persistent cache: {_compile_log.cache_hits()} "
-            f"hits, {_compile_log.cache_misses()} misses")  # fmt: skip
+            f"hits, {_compile_log.cache_misses()} misses; iteration program: {self._step.source}")  # fmt: skip
         problem = self._why_not_finite(r, good)
         if problem is not None:
             where = "there" if minimum.status == "failed" else "at the estimate"

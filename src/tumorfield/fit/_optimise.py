@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ._linesearch import scale_by_zoom_linesearch
+
 
 @jax.custom_vjp
 def finite_cotangent(z):
@@ -52,7 +54,7 @@ def make_step(loss: Callable, max_linesearch_steps: int):
     The value and gradient at ``z`` come in (from the previous line search, which evaluated them
     at the point it accepted), so the program holds one copy of ``∇L``: the line search's.
     """
-    linesearch = optax.scale_by_zoom_linesearch(max_linesearch_steps, initial_guess_strategy="one")
+    linesearch = scale_by_zoom_linesearch(max_linesearch_steps, initial_guess_strategy="one")
     optimiser = optax.lbfgs(linesearch=linesearch)
 
     @jax.jit
