@@ -138,6 +138,28 @@ def test_standard_errors_match_the_scatter_over_noise_draws(problem):
     assert np.all((scatter / se > 1 / 1.6) & (scatter / se < 1.6)), scatter / se
 
 
+def test_an_arm_with_implicit_cell_diffusion_is_fitted_with_it(problem, tmp_path):
+    """The arm's ``numerics.cell_diffusion`` reaches the fit's rollouts: the loss and its gradient at
+    the truth are finite with the implicit (MPRK22, cyclic reduction) diffusion, and differ from the
+    explicit run's by the schemes' splitting error only."""
+    directory, _, explicit = problem
+    implicit_arm = (directory / "arm.toml").read_text() + '[numerics]\ncell_diffusion = "implicit"\n'
+    (tmp_path / "arm.toml").write_text(implicit_arm)
+    (tmp_path / "obs.csv").write_text((directory / "obs.csv").read_text())
+    (tmp_path / "fit.toml").write_text((directory / "fit.toml").read_text())
+    implicit = Fit.load(tmp_path / "fit.toml")
+    assert [g.cell_diffusion for g in implicit.groups] == ["implicit"]
+    assert [g.cell_diffusion for g in explicit.groups] == ["explicit"]
+    truth = [TRUTH[name] for name in implicit.names]
+    losses = [fit.loss(truth) for fit in (explicit, implicit)]
+    assert np.all(np.isfinite(losses)) and losses[0] != losses[1]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=0.05)
+    z = jnp.asarray(implicit.bounds.to_unconstrained(np.asarray(truth)))
+    gradients = [np.asarray(jax.grad(fit._loss)(z, fit.arrays)) for fit in (explicit, implicit)]
+    assert np.all(np.isfinite(gradients[1]))
+    np.testing.assert_allclose(gradients[1], gradients[0], rtol=0.1, atol=0.05 * np.abs(gradients[0]).max())
+
+
 def test_a_failed_run_is_an_infinite_loss_not_an_exception(problem):
     directory, _, _ = problem
     (directory / "wide.toml").write_text(FIT.format(r_upper=5.0, s_upper=1000.0))
