@@ -255,10 +255,10 @@ class QuasiSteadySolve(eqx.Module):
         """The fields from their stacked sources ``(F, *grid)``, stacked the same way."""
         if not self.spectral:
             return self.inverse * sources
-        walled = self.wall is not None
-        g, kg = self.wall if walled else (0.0, 0.0)
-        coefficients = spectral.to_spectral(sources - kg, walled, batch=1)
-        return g + spectral.from_spectral(self.inverse * coefficients, walled, batch=1)
+        if self.wall is None:
+            return spectral.from_spectral(self.inverse * spectral.to_spectral(sources, batch=1), batch=1)
+        g, kg = self.wall
+        return g + spectral.from_spectral(self.inverse * spectral.to_spectral(sources - kg, True, 1), True, 1)
 
 
 def _quasi_steady_groups(names, solves, ndim, batch: bool) -> tuple[QuasiSteadySolve, ...]:
@@ -319,7 +319,8 @@ def plan(
     (``φ``-functions of ``dt L``, inverse symbols, wall values, ``τD/Δx²``) computed once for ``dt``.
     The scheme of a field whose diffusion is split off is its :class:`LocalSSPRK2` without diffusion.
     ``batch_transforms``: quasi-steady fields of one kind share one batched transform pair (off by
-    default: on XLA:CPU, stacking them measured 15–19 % slower per step at 512², benchmarks/README.md)."""
+    default: on XLA:CPU a 512² step measured slower with it, explicit 115 against 97 ms, implicit 187
+    against 176 ms; ``benchmarks/ab_transforms.py``)."""
     split = split_fields(system, cell_diffusion)
     symbols = {}  # the Laplacian's eigenvalues, by "has fixed wall values"
 

@@ -85,8 +85,7 @@ def _reorder(x, inverse=False, batch=0):
     orders = [_makhoul_order(n) for n in x.shape[batch:]]
     if inverse:
         orders = [np.argsort(order) for order in orders]
-    index = np.ix_(*[np.arange(n) for n in x.shape[:batch]], *orders)
-    return x[index]
+    return x[(slice(None),) * batch + np.ix_(*orders)]
 
 
 def _partner(p, axis, *, wrap):

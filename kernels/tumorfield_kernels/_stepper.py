@@ -55,7 +55,6 @@ class Stepper(eqx.Module):
     cell_diffusion: str = eqx.field(static=True, default="explicit")
     max_substeps: int = eqx.field(static=True, default=1)
     substep_loop: str = eqx.field(static=True, default="lax")
-    batch_transforms: bool = eqx.field(static=True, default=False)
     batch_axis: str | None = eqx.field(static=True, default=None)
 
     @classmethod
@@ -82,7 +81,7 @@ class Stepper(eqx.Module):
         )
         return cls(
             field_schemes, solves, diffusion, params, dt, system, grid, system.fields, system.reaction,
-            system.reaction_takes_grid, cell_diffusion, int(max_substeps), substep_loop, batch_transforms, batch_axis,
+            system.reaction_takes_grid, cell_diffusion, int(max_substeps), substep_loop, batch_axis,
         )  # fmt: skip
 
     def _reaction(self, state: State, t) -> Mapping[str, Any]:
