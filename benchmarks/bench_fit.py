@@ -17,7 +17,16 @@ its ``dt``):
    ``jax.export`` file from the cache and lower its call instead, ``program``), XLA compile or
    cache load, the size of the export file, and the time until the first iteration has run
    ("starts computing": everything before that run);
-3. reverse-mode memory against the number of steps: XLA temp bytes of ``jit(grad(L))`` for runs
+3. where the gradient's time goes (``decomposition``): per step of the arm's ``Stepper`` over
+   ``--block`` steps (a checkpoint block's length), the forward step, and the gradient (of the
+   final state's sum, with respect to the four parameters) of a scan that stores every step's
+   residuals (one forward sweep + the backward pass: memory ∝ steps), of one whose steps are
+   checkpointed (two sweeps + backward) and of the fit's two-level scan (three sweeps +
+   backward). ``backward ÷ forward`` (the step-checkpointed scan's gradient less its two forward
+   sweeps, over the forward) bounds what any checkpointing can reach with O(√steps) memory: at
+   least one sweep to place the checkpoints and one to recompute from them, so
+   ``gradient ÷ forward ≥ 2 + backward ÷ forward`` (``best_with_sqrt_memory``);
+4. reverse-mode memory against the number of steps: XLA temp bytes of ``jit(grad(L))`` for runs
    of ``--sweep`` days with tumour volume at the end only, and for the longest with the study's
    schedule (8 observations, 6 check frames), against the bytes of one state.
 
@@ -42,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ARM = ROOT / "experiments" / "voloshin2015" / "ptx.toml"
 PARTS = {
     "gradient": "gradient ÷ forward",
+    "decomposition": "where a gradient step's time goes: forward sweeps and the backward pass",
     "compile": "compile of one L-BFGS iteration, fresh processes",
     "memory": "reverse-mode memory against steps",
 }
@@ -206,6 +216,63 @@ def cold_and_warm(directory: Path, shape: int, days: float, warm_repeats: int = 
     return out
 
 
+def decomposition(shape: int, block: int, repeats: int) -> dict:
+    """Per-step forward and gradient times of the PTX arm's step over ``block`` steps (see the module
+    docstring, item 3), from a state 4 days in (paclitaxel given, fields no longer smooth)."""
+    import jax
+    import jax.numpy as jnp
+    import tumorfield_kernels as tk
+    from jax import lax
+    from tumorfield_kernels._rollout import Scan, SqrtCheckpointedScan
+    from tumorfield_kernels._stepper import Stepper
+
+    from tumorfield import config as cfg
+    from tumorfield.fit._transform import with_values
+
+    config = cfg.load(ARM, [f"grid.shape=[{shape},{shape}]", 'run.compilation_cache="off"'])
+    model, grid, system = config.model, config.grid, config.model.system
+    params = tk.cast_floats(model.params(grid), config.output.precision)
+    state = tk.initial_frame(system, grid, model.initial_state(grid), params, dtype=config.output.precision)
+    dt, t = jnp.asarray(config.time.dt, jnp.float32), jnp.asarray(4.0, jnp.float32)
+    theta = jnp.asarray([start_and_bounds()[n][0] for n in NAMES])
+
+    def steps(scan, theta, state, length):
+        stepper = Stepper.build(system, grid, with_values(params, NAMES, theta), dt)
+
+        def one(s, _):
+            return stepper.step(s, stepper.prepare(s), t)[0], None
+
+        return scan(one, state, length)[0]
+
+    state = jax.jit(lambda s: steps(Scan(), theta, s, int(4.0 / config.time.dt)))(state)
+
+    class CheckpointedSteps(Scan):
+        def __call__(self, step, carry, length):
+            return lax.scan(jax.checkpoint(step, prevent_cse=False), carry, None, length=length)
+
+    def total(scan):
+        def loss(theta):
+            end = steps(scan, theta, state, block)
+            return sum(jnp.sum(v.astype(jnp.float64)) for v in jax.tree_util.tree_leaves(end))
+
+        return loss
+
+    forward = jax.jit(total(Scan())).lower(theta).compile()
+    out = {"block_steps": block, "forward_step_s": best(forward, theta, repeats=repeats) / block}
+    for label, scan in (("stored", Scan()), ("checkpointed_steps", CheckpointedSteps()),
+                        ("two_level", SqrtCheckpointedScan())):  # fmt: skip
+        compiled = jax.jit(jax.value_and_grad(total(scan))).lower(theta).compile()
+        out[f"{label}_gradient_step_s"] = best(compiled, theta, repeats=repeats) / block
+        out[f"{label}_temp_bytes"] = compiled.memory_analysis().temp_size_in_bytes
+    f = out["forward_step_s"]
+    # the pure backward pass of a step: the checkpointed scan's gradient less its two forward sweeps
+    # (the stored scan is no cheaper on CPU: writing and reading every step's residuals costs more)
+    out["backward_over_forward"] = (out["checkpointed_steps_gradient_step_s"] - 2 * f) / f
+    out["ratios"] = {k: out[f"{k}_gradient_step_s"] / f for k in ("stored", "checkpointed_steps", "two_level")}
+    out["best_with_sqrt_memory"] = 2.0 + out["backward_over_forward"]
+    return out
+
+
 def memory_sweep(directory: Path, shape: int, sweep: list[float]) -> list[dict]:
     import jax
 
@@ -231,6 +298,7 @@ def main(argv=None) -> int:
     parser.add_argument("--days", type=float, default=21.0)
     parser.add_argument("--sweep", type=float, nargs="*", default=[3.0, 6.0, 12.0, 21.0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--block", type=int, default=32, help="steps of the decomposition part (a block's length)")
     parser.add_argument("--warm-repeats", type=int, default=3, help="warm processes of the compile part")
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="what to measure")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
@@ -255,6 +323,9 @@ def main(argv=None) -> int:
             print(PARTS[part], flush=True)
             if part == "gradient":
                 result[part] = gradient_over_forward(Path(tmp) / "g", args.shape, args.days, args.repeats)
+                print(f"  {result[part]}", flush=True)
+            elif part == "decomposition":
+                result[part] = decomposition(args.shape, args.block, args.repeats)
                 print(f"  {result[part]}", flush=True)
             elif part == "compile":
                 result[part] = cold_and_warm(Path(tmp) / "c", args.shape, args.days, args.warm_repeats)

@@ -164,6 +164,37 @@ def test_an_arm_with_implicit_cell_diffusion_is_fitted_with_it(problem, tmp_path
     np.testing.assert_allclose(gradient @ direction, (plus - minus) / (2 * h), rtol=5e-3)  # float32 fields
 
 
+def test_the_transport_coefficients_are_fitted_like_any_parameter(problem, tmp_path):
+    """``D``, ``chi``, ``D_c`` and ``k_c`` of ``fisher_kpp`` come from its parameter pytree (not
+    numbers baked into the System): a fit of all four has a finite loss, a gradient with every
+    component non-zero, and it matches a central difference of the same loss; a changed ``D``
+    changes the loss as a run at that ``D`` does."""
+    directory, _, _ = problem
+    (tmp_path / "arm.toml").write_text((directory / "arm.toml").read_text())
+    (tmp_path / "obs.csv").write_text((directory / "obs.csv").read_text())
+    text = FIT.format(r_upper=5.0, s_upper=10.0).split("[fit.parameters]")[0] + (
+        "[fit.parameters]\nD = { init = 2e-3, lower = 1e-4, upper = 1e-2 }\n"
+        "chi = { init = 0.05, lower = 1e-3, upper = 0.5 }\n"
+        "D_c = { init = 0.1, lower = 1e-2, upper = 1.0 }\nk_c = { init = 1.0, lower = 0.1, upper = 10.0 }\n"
+    )
+    (tmp_path / "fit.toml").write_text(text)
+    fit = Fit.load(tmp_path / "fit.toml")
+    assert fit.names == ("D", "chi", "D_c", "k_c")
+    start = np.array([2e-3, 0.05, 0.1, 1.0])
+    z = jnp.asarray(fit.bounds.to_unconstrained(start))
+    gradient = np.asarray(jax.grad(fit._loss)(z, fit.arrays))
+    assert np.all(np.isfinite(gradient)) and np.all(gradient != 0), gradient
+    direction, h = gradient / np.linalg.norm(gradient), 1e-3
+    plus, minus = (float(fit._loss_jit(z + s * h * direction, fit.arrays)) for s in (1.0, -1.0))
+    np.testing.assert_allclose(np.linalg.norm(gradient), (plus - minus) / (2 * h), rtol=5e-3)  # float32 fields
+    # the fit's D is the run's D: its loss at D = 4e-3 is that of the data against a run with D = 4e-3
+    (tmp_path / "arm4.toml").write_text((directory / "arm.toml").read_text().replace("D = 2e-3", "D = 4e-3"))
+    rows = _clean_observations(tmp_path / "arm4.toml")
+    observed = np.loadtxt(tmp_path / "obs.csv", delimiter=",", skiprows=1, usecols=3)
+    expected = 0.5 * np.sum(np.square(np.log(rows / observed) / NOISE))
+    assert fit.loss([4e-3, 0.05, 0.1, 1.0]) == pytest.approx(expected, rel=1e-3)
+
+
 def test_a_failed_run_is_an_infinite_loss_not_an_exception(problem):
     directory, _, _ = problem
     (directory / "wide.toml").write_text(FIT.format(r_upper=5.0, s_upper=1000.0))
@@ -252,12 +283,20 @@ def test_profile_likelihood_agrees_with_gauss_newton_on_a_nearly_linear_problem(
 # --- bad input: exit 2 with one line naming the file, the key and the rule, before any compute --------
 
 
-def _bad(directory, data=None, fit=None):
-    """Write a fit file (``fit``: replacements in the default one) and data (``data``: CSV text)."""
+def _bad(directory, data=None, fit=None, arm=None):
+    """Write a fit file (``fit``: replacements in the default one), data (``data``: CSV text) and,
+    with ``arm`` (replacements in the arm's run config), an arm of its own."""
     text = FIT.format(r_upper=5.0, s_upper=10.0)
     for old, new in (fit or {}).items():
         assert old in text
         text = text.replace(old, new)
+    if arm:
+        arm_text = (directory / "arm.toml").read_text()
+        for old, new in arm.items():
+            assert old in arm_text
+            arm_text = arm_text.replace(old, new)
+        (directory / "bad_arm.toml").write_text(arm_text)
+        text = text.replace('"arm.toml"', '"bad_arm.toml"')
     (directory / "bad.toml").write_text(text.replace('"obs.csv"', '"bad.csv"'))
     good = (directory / "obs.csv").read_text()
     (directory / "bad.csv").write_text(good if data is None else data(good))
@@ -280,7 +319,7 @@ BAD = {
     "empty data": ({"data": lambda g: g.splitlines()[0] + "\n"}, "holds no observations"),
     "missing column": ({"data": lambda g: g.replace("sigma", "sd")}, "must name the columns"),
     "parameter not in the model": ({"fit": {"s_c =": "k_x ="}}, "fit.parameters.k_x"),
-    "parameter not a leaf": ({"fit": {"s_c =": "D ="}}, "not a floating leaf"),
+    "parameter not a leaf": ({"arm": {"chi = 0.05": "chi = 0.0"}, "fit": {"s_c =": "k_c ="}}, "not a floating leaf"),
     "init outside the range": ({"fit": {"init = 0.6, lower = 0.1": "init = -0.5, lower = 0.1"}}, "must be ≥ 0"),
     "init outside the bounds": ({"fit": {"init = 0.6": "init = 7.0"}}, "strictly inside (0.1, 5.0)"),
     "lower at 0": ({"fit": {"init = 0.6, lower = 0.1": "init = 0.6, lower = 0.0"}}, "needs 0 < lower < upper"),
@@ -341,6 +380,7 @@ def _fit_gradient_temp_bytes(directory, steps: int) -> int:
         FIT.format(r_upper=5.0, s_upper=10.0)
         .replace("arm.toml", f"arm{steps}.toml")
         .replace("obs.csv", f"obs{steps}.csv")
+        .replace("s_c = { init = 2.0, lower = 0.1, upper = 10.0 }", "D = { init = 2e-3, lower = 1e-4, upper = 1e-2 }")
     )
     fit = Fit.load(directory / f"fit{steps}.toml")
     z = jnp.asarray(fit.bounds.to_unconstrained(fit.bounds.init))

@@ -255,3 +255,22 @@ def test_two_devices_and_two_processes_give_the_same_members(tmp_path, blow_up_m
             _close(scalars, reference[i][1])
     with open(tmp_path / "processes" / "manifest.csv", newline="") as f:
         assert [r["status"] for r in csv.DictReader(f)] == ["complete"] * 5
+
+
+def test_fisher_kpp_members_differing_in_any_parameter_share_a_batch(tmp_path):
+    """``fisher_kpp``'s transport coefficients are parameter leaves, so members differing in ``D``,
+    ``chi``, ``D_c``, ``k_c`` or the seed share one batch (one compile); ``chi = 0`` against
+    ``chi > 0`` changes the fields, and so the batch."""
+    from tumorfield import config as cfg
+    from tumorfield.sweep._sweep import _group_key
+
+    base = '[model]\nname = "fisher_kpp"\n[grid]\nshape = [8, 8]\nlength = [1.0, 1.0]\n[time]\nt_end = 1.0\n'
+    base += "dt = 0.01\nsave_every = 0.5\n[parameters]\nchi = 0.05\n"
+    path = tmp_path / "fisher.toml"
+    path.write_text(base)
+    keys = [
+        _group_key(cfg.load(path, sets))
+        for sets in ([], ["parameters.D=4e-3", "parameters.k_c=2.0"], ["parameters.chi=0.2", "initial.radius=0.1"])
+    ]
+    assert keys[0] == keys[1] == keys[2]
+    assert _group_key(cfg.load(path, ["parameters.chi=0.0"])) != keys[0]

@@ -8,9 +8,13 @@ Transforms are Makhoul's algorithm on one n-dimensional real FFT.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.core import ShapedArray
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
 
 
 def laplacian_symbol(shape, spacing, dtype=np.float64, dirichlet=False):
@@ -165,21 +169,56 @@ def _batched_weights(shape, batch, dtype, inverse=False):
     return jnp.asarray(_ortho_weights(shape[batch:], inverse).reshape((1,) * batch + shape[batch:]), dtype)
 
 
+def _signed(u, batch):
+    return u * _alternating_sign(u.shape[batch:], u.dtype).reshape((1,) * batch + u.shape[batch:])
+
+
+def _forward_impl(u, *, dirichlet, batch):
+    return _dctn(_signed(u, batch) if dirichlet else u, batch)
+
+
+def _inverse_impl(u_hat, *, dirichlet, batch):
+    u = _idctn(u_hat, batch)
+    return _signed(u, batch) if dirichlet else u
+
+
+_forward_p = Primitive("tumorfield_dct")
+_inverse_p = Primitive("tumorfield_idct")
+
+
+def _define(primitive, impl, transpose):
+    """A linear transform as a primitive: its tangent is itself, its transpose ``transpose`` (the
+    orthonormal DCT's adjoint is its inverse), and under ``vmap`` the mapped axis is one more batch
+    axis. JAX's transpose of Makhoul's algorithm (a gather's scatter-add, complex copies) cost 2.6×
+    the inverse transform in a voloshin2015 step's backward pass at 64² (5.4× at 512², CPU)."""
+    primitive.def_impl(jax.jit(impl, static_argnames=("dirichlet", "batch")))  # eager calls: one compile
+    primitive.def_abstract_eval(lambda x, **_: ShapedArray(x.shape, x.dtype))
+    mlir.register_lowering(primitive, mlir.lower_fun(impl, multiple_results=False))
+    ad.deflinear2(primitive, lambda ct, x, **params: [transpose.bind(ad.instantiate_zeros(ct), **params)])
+
+    def batched(args, dims, *, dirichlet, batch):
+        (x,), (dim,) = args, dims
+        out = primitive.bind(jnp.moveaxis(x, dim, 0), dirichlet=dirichlet, batch=batch + 1)
+        return out, 0
+
+    batching.primitive_batchers[primitive] = batched
+
+
+_define(_forward_p, _forward_impl, _inverse_p)
+_define(_inverse_p, _inverse_impl, _forward_p)
+
+
 def to_spectral(u, dirichlet=False, batch=0):
     """Orthonormal DCT-II (zero-flux walls); with ``dirichlet=True`` the DST-II up to index order.
 
     Computed with one n-dimensional real FFT (:func:`_dctn`), equal to
     ``jax.scipy.fft.dctn(u, type=2, norm="ortho")`` to round-off. ``batch``: the number of leading
-    axes that stack independent fields (one batched FFT call for all of them).
+    axes that stack independent fields (one batched FFT call for all of them). A primitive whose
+    transpose (reverse mode) is :func:`from_spectral`: the transform is orthogonal.
     """
-    if dirichlet:
-        u = u * _alternating_sign(u.shape[batch:], u.dtype).reshape((1,) * batch + u.shape[batch:])
-    return _dctn(u, batch)
+    return _forward_p.bind(jnp.asarray(u), dirichlet=bool(dirichlet), batch=int(batch))
 
 
 def from_spectral(u_hat, dirichlet=False, batch=0):
-    """Inverse of :func:`to_spectral` with the same ``dirichlet`` and ``batch``."""
-    u = _idctn(u_hat, batch)
-    if dirichlet:
-        u = u * _alternating_sign(u.shape[batch:], u.dtype).reshape((1,) * batch + u.shape[batch:])
-    return u
+    """Inverse of :func:`to_spectral` with the same ``dirichlet`` and ``batch`` (and its transpose)."""
+    return _inverse_p.bind(jnp.asarray(u_hat), dirichlet=bool(dirichlet), batch=int(batch))

@@ -82,7 +82,8 @@ def check_leaf(params, name: str, model_name: str, keys: Mapping) -> None:
             where,
             name,
             f"is a [parameters] key of {model_name!r} but not a floating leaf of its "
-            "parameter pytree (model.params(grid)); it enters the System, and cannot be fitted",
+            "parameter pytree (model.params(grid)) in this arm's configuration (e.g. fisher_kpp's "
+            "chemoattractant keys when chi = 0): the run does not use it, and it cannot be fitted",
         )
 
 

@@ -56,11 +56,45 @@ class FisherInitial:
     centre: list[float] = key([], "mm", "Seed centre, one coordinate per axis ((z,) y, x); [] = box centre.", _centre)
 
 
+def _logistic(state, params, t):
+    return {"u": params["r"] * state["u"] * (1 - state["u"])}
+
+
+def _logistic_and_secretion(state, params, t):
+    return {"u": params["r"] * state["u"] * (1 - state["u"]), "c": params["s_c"] * state["u"]}
+
+
+def _param(name):
+    def coefficient(params):
+        return params[name]
+
+    coefficient.__name__ = coefficient.__qualname__ = f"param_{name}"
+    return coefficient
+
+
+def _chi(state, params):
+    return params["chi"]
+
+
+GROWTH = System(fields=("u",), diffusion={"u": _param("D")}, reaction=_logistic)
+"""``chi = 0``: the tumour field alone; ``D`` and ``r`` from the parameter pytree."""
+
+CHEMOTAXIS = System(
+    fields=("u", "c"),
+    diffusion={"u": _param("D"), "c": _param("D_c")},
+    decay={"c": _param("k_c")},
+    taxis=(Taxis(field="u", attractant="c", chi=_chi),),
+    reaction=_logistic_and_secretion,
+)
+"""``chi > 0``: tumour and chemoattractant; every coefficient from the parameter pytree."""
+
+
 @register
 class FisherKPP(Model):
     """Logistic growth plus diffusion (and optional chemotaxis) of tumour cells."""
 
     name = "fisher_kpp"
+    batchable_sections: ClassVar[tuple[str, ...]] = ("parameters", "initial")
     section_types: ClassVar[dict[str, type]] = {"parameters": FisherParameters, "initial": FisherInitial}
     field_long_names: ClassVar[dict[str, str]] = {
         "u": "tumour cell density (fraction of carrying capacity)",
@@ -74,32 +108,18 @@ class FisherKPP(Model):
         self.parameters: FisherParameters = self.config["parameters"]
         self.initial: FisherInitial = self.config["initial"]
         self._chemotaxis = self.parameters.chi > 0
-        self._system = self._build_system(self.parameters)
-
-    def _build_system(self, p: FisherParameters) -> System:
-        if not self._chemotaxis:
-            return System(
-                fields=("u",),
-                diffusion={"u": p.D},
-                reaction=lambda state, params, t: {"u": params["r"] * state["u"] * (1 - state["u"])},
-            )
-        return System(
-            fields=("u", "c"),
-            diffusion={"u": p.D, "c": p.D_c},
-            decay={"c": p.k_c},
-            taxis=(Taxis(field="u", attractant="c", chi=p.chi),),
-            reaction=lambda state, params, t: {
-                "u": params["r"] * state["u"] * (1 - state["u"]),
-                "c": params["s_c"] * state["u"],
-            },
-        )
+        self._system = CHEMOTAXIS if self._chemotaxis else GROWTH
 
     @property
     def system(self) -> System:
         return self._system
 
     def params(self, grid: Grid):
-        return {"r": jnp.asarray(self.parameters.r), "s_c": jnp.asarray(self.parameters.s_c)}
+        """Every ``[parameters]`` key as an array leaf: each is traced (one compile serves any values,
+        a sweep batches them, a fit can fit them); only ``chi > 0`` against ``chi = 0`` is structural."""
+        p = self.parameters
+        names = ("D", "r", "chi", "D_c", "k_c", "s_c") if self._chemotaxis else ("D", "r")
+        return {name: jnp.asarray(getattr(p, name)) for name in names}
 
     def initial_state(self, grid: Grid) -> dict[str, np.ndarray]:
         init = self.initial
