@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tumorfield_kernels as tk
+from _timing import interleaved
 
 
 def readme_system():
@@ -64,12 +65,7 @@ def main():
         t0 = time.perf_counter()
         call(*key)
         compile_s[key] = time.perf_counter() - t0
-    times = {key: [] for key in variants}
-    for _ in range(args.repeats):
-        for key in variants:
-            t0 = time.perf_counter()
-            call(*key)
-            times[key].append((time.perf_counter() - t0) / args.steps)
+    times = interleaved({key: lambda key=key: call(*key) for key in variants}, args.repeats, per=args.steps)
 
     # vmapped members (as sweeps): max_substeps 64, with and without batch_axis
     rates = jnp.linspace(0.5, 1.5, args.members)
@@ -87,12 +83,7 @@ def main():
     vmapped = {"batch_axis=None": members(None), "batch_axis='members'": members("members")}
     for call in vmapped.values():
         jax.block_until_ready(call(rates))
-    vmap_times = {key: [] for key in vmapped}
-    for _ in range(args.repeats):
-        for key, call in vmapped.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(call(rates))
-            vmap_times[key].append((time.perf_counter() - t0) / args.steps)
+    vmap_times = interleaved({k: lambda c=c: c(rates) for k, c in vmapped.items()}, args.repeats, per=args.steps)
 
     # reverse-mode temp memory with sub-cycling (16², explicit diffusion, dt = 2× the limit)
     g16 = tk.Grid((16, 16), 4.0)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +23,7 @@ jax.config.update("jax_enable_x64", True)  # as `tumorfield run`: scalar ODEs in
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import tumorfield_kernels as tk  # noqa: E402
+from _timing import interleaved  # noqa: E402
 from tumorfield_kernels._stepper import Stepper  # noqa: E402
 
 from tumorfield import config as cfg  # noqa: E402
@@ -73,12 +73,7 @@ def main():
             for k in outs[False]
             if outs[False][k].ndim
         )
-        times = {batch: [] for batch in calls}
-        for _ in range(args.repeats):
-            for batch, call in calls.items():
-                start = time.perf_counter()
-                jax.block_until_ready(call(state))
-                times[batch].append((time.perf_counter() - start) / args.steps)
+        times = interleaved({b: lambda c=c: c(state) for b, c in calls.items()}, args.repeats, per=args.steps)
         entry = {
             f"batched={b}": {"median": float(np.median(v)), "min": float(min(v)), "all": v} for b, v in times.items()
         }

@@ -189,8 +189,9 @@ _inverse_p = Primitive("tumorfield_idct")
 def _define(primitive, impl, transpose):
     """A linear transform as a primitive: its tangent is itself, its transpose ``transpose`` (the
     orthonormal DCT's adjoint is its inverse), and under ``vmap`` the mapped axis is one more batch
-    axis. JAX's transpose of Makhoul's algorithm (a gather's scatter-add, complex copies) cost 2.6×
-    the inverse transform in a voloshin2015 step's backward pass at 64² (5.4× at 512², CPU)."""
+    axis. JAX's own transpose of Makhoul's algorithm (a scatter-add for the gather, 7.7× the gather's
+    time at 512² on CPU; complex copies) made a voloshin2015 step's backward pass ~10 % slower at 64²
+    (``benchmarks/ab_transform_adjoint.py``)."""
     primitive.def_impl(jax.jit(impl, static_argnames=("dirichlet", "batch")))  # eager calls: one compile
     primitive.def_abstract_eval(lambda x, **_: ShapedArray(x.shape, x.dtype))
     mlir.register_lowering(primitive, mlir.lower_fun(impl, multiple_results=False))
