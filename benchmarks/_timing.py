@@ -1,8 +1,11 @@
-"""Shared timing helper of the benchmark scripts."""
+"""Shared helpers of the benchmark scripts: timing, and writing a JSON result."""
 
 from __future__ import annotations
 
+import json
 import time
+from datetime import UTC, datetime
+from pathlib import Path
 
 import jax
 
@@ -30,3 +33,14 @@ def interleaved(calls: dict, repeats: int, per: int = 1) -> dict:
             jax.block_until_ready(call())
             times[key].append((time.perf_counter() - t0) / per)
     return times
+
+
+def write_result(directory, name: str, n: int, result: dict) -> Path:
+    """``result`` as ``<directory>/<name>_<platform>_<n>_<UTC time>.json``; prints and returns the path."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = out / f"{name}_{jax.default_backend()}_{n}_{stamp}.json"
+    path.write_text(json.dumps(result, indent=1))
+    print(f"wrote {path}")
+    return path

@@ -17,14 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import tumorfield_kernels as tk
-from _timing import interleaved
+from _timing import interleaved, write_result
 
 
 def readme_system():
@@ -116,10 +114,7 @@ def main():
         "grad_memory": {f"max_substeps={k}": v for k, v in memory.items()},
     }  # fmt: skip
     print(json.dumps(result, indent=1))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (out / f"ab_numerics_{jax.default_backend()}_{args.n}_{stamp}.json").write_text(json.dumps(result, indent=1))
+    write_result(args.out, "ab_numerics", args.n, result)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import jax
@@ -31,7 +30,7 @@ jax.config.update("jax_enable_x64", True)  # as `tumorfield fit`: scalar ODEs in
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import tumorfield_kernels as tk  # noqa: E402
-from _timing import interleaved  # noqa: E402
+from _timing import interleaved, write_result  # noqa: E402
 from tumorfield_kernels import _spectral  # noqa: E402
 from tumorfield_kernels._rollout import Scan, SqrtCheckpointedScan  # noqa: E402
 from tumorfield_kernels._stepper import Stepper  # noqa: E402
@@ -115,12 +114,7 @@ def main():
               "jax": jax.__version__, "n": args.n, "block_steps": args.block, "repeats": args.repeats,
               "per_step_s": summary, "all_s": per_step}  # fmt: skip
     print(json.dumps(summary, indent=1))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = out / f"ab_transform_adjoint_{jax.default_backend()}_{args.n}_{stamp}.json"
-    path.write_text(json.dumps(result, indent=1))
-    print(f"wrote {path}")
+    write_result(args.out, "ab_transform_adjoint", args.n, result)
 
 
 if __name__ == "__main__":

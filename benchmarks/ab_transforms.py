@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import jax
@@ -23,7 +22,7 @@ jax.config.update("jax_enable_x64", True)  # as `tumorfield run`: scalar ODEs in
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import tumorfield_kernels as tk  # noqa: E402
-from _timing import interleaved  # noqa: E402
+from _timing import interleaved, write_result  # noqa: E402
 from tumorfield_kernels._stepper import Stepper  # noqa: E402
 
 from tumorfield import config as cfg  # noqa: E402
@@ -88,12 +87,7 @@ def main():
         "reaction_once": _flops(lambda s: stepper._reaction(s, t0), state),
     }
     print(json.dumps(result["flops"]))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = out / f"ab_transforms_{jax.default_backend()}_{args.n}_{stamp}.json"
-    path.write_text(json.dumps(result, indent=1))
-    print(f"wrote {path}")
+    write_result(args.out, "ab_transforms", args.n, result)
 
 
 if __name__ == "__main__":
