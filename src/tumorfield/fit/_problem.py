@@ -184,16 +184,16 @@ def group_arrays(group: Group, data: Observations, starts) -> dict:
     width = max(len(r) for r in group.rows)
     index = [np.searchsorted(group.observables, data.observable[r]).astype(np.int32) for r in group.rows]
 
-    def stack(*xs):
-        return jnp.stack([jnp.asarray(x) for x in xs])
+    def stack(*xs):  # on the host: an eager jnp op is one more program for a warm start to look up
+        return np.stack([np.asarray(x) for x in xs])
 
     return {
         "params": jax.tree_util.tree_map(stack, *[s[0] for s in starts]),
         "initial": jax.tree_util.tree_map(stack, *[s[1] for s in starts]),
-        "index": jnp.asarray(_padded(index, width, 0)),
-        "step": jnp.asarray(_padded([data.step[r].astype(np.int32) for r in group.rows], width, 0)),
-        "value": jnp.asarray(_padded([data.value[r] for r in group.rows], width, 1.0)),
-        "sigma": jnp.asarray(_padded([data.sigma[r] for r in group.rows], width, 1.0)),
+        "index": _padded(index, width, 0),
+        "step": _padded([data.step[r].astype(np.int32) for r in group.rows], width, 0),
+        "value": _padded([data.value[r] for r in group.rows], width, 1.0),
+        "sigma": _padded([data.sigma[r] for r in group.rows], width, 1.0),
     }
 
 
@@ -202,7 +202,7 @@ def with_values_observed(groups, arrays, values: np.ndarray) -> list[dict]:
     out = []
     for group, arr in zip(groups, arrays, strict=True):
         width = arr["value"].shape[1]
-        out.append({**arr, "value": jnp.asarray(_padded([values[r] for r in group.rows], width, 1.0))})
+        out.append({**arr, "value": _padded([values[r] for r in group.rows], width, 1.0)})
     return out
 
 
