@@ -22,24 +22,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-from pathlib import Path
 
 import jax
 
 jax.config.update("jax_enable_x64", True)  # as `tumorfield fit`: scalar ODEs in float64, fields float32
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import tumorfield_kernels as tk  # noqa: E402
 from _timing import interleaved, write_result  # noqa: E402
+from bench_fit import ptx_steps, state_sum  # noqa: E402
 from tumorfield_kernels import _spectral  # noqa: E402
-from tumorfield_kernels._rollout import Scan, SqrtCheckpointedScan  # noqa: E402
-from tumorfield_kernels._stepper import Stepper  # noqa: E402
-
-from tumorfield import config as cfg  # noqa: E402
-from tumorfield.fit._transform import with_values  # noqa: E402
-
-ARM = Path(__file__).resolve().parents[1] / "experiments" / "voloshin2015" / "ptx.toml"
-NAMES = ("r_n", "delta_p", "a_iv", "k_i")
+from tumorfield_kernels._rollout import SqrtCheckpointedScan  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -66,30 +58,14 @@ def main():
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
-    config = cfg.load(ARM, [f"grid.shape=[{args.n},{args.n}]", 'run.compilation_cache="off"'])
-    model, grid, system = config.model, config.grid, config.model.system
-    params = tk.cast_floats(model.params(grid), "float32")
-    state = tk.initial_frame(system, grid, model.initial_state(grid), params, dtype="float32")
-    dt, t = jnp.float32(0.02), jnp.float32(4.0)
-    theta = jnp.asarray([getattr(params, n) for n in NAMES], jnp.float64)
-
-    def steps(scan, theta, state, length):
-        stepper = Stepper.build(system, grid, with_values(params, NAMES, theta), dt)
-
-        def one(s, _):
-            return stepper.step(s, stepper.prepare(s), t)[0], None
-
-        return scan(one, state, length)[0]
-
-    state = jax.jit(lambda s: steps(Scan(), theta, s, 200))(state)
-    stepper = Stepper.build(system, grid, params, dt)
+    build, steps, theta, state = ptx_steps(args.n)
+    stepper, t = build(theta), jnp.float32(4.0)
 
     def step(s):
         return stepper.step(s, stepper.prepare(s), t)[0]
 
     def loss(theta):
-        end = steps(SqrtCheckpointedScan(), theta, state, args.block)
-        return sum(jnp.sum(v.astype(jnp.float64)) for v in jax.tree_util.tree_leaves(end))
+        return state_sum(steps(SqrtCheckpointedScan(), theta, state, args.block))
 
     forward = jax.jit(step).lower(state).compile()
     calls = {"forward_step": lambda: forward(state)}

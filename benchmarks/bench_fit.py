@@ -216,14 +216,15 @@ def cold_and_warm(directory: Path, shape: int, days: float, warm_repeats: int = 
     return out
 
 
-def decomposition(shape: int, block: int, repeats: int) -> dict:
-    """Per-step forward and gradient times of the PTX arm's step over ``block`` steps (see the module
-    docstring, item 3), from a state 4 days in (paclitaxel given, fields no longer smooth)."""
+def ptx_steps(shape: int):
+    """``(build, steps, theta, state)`` of the PTX arm at ``shape``² (float32 fields, its ``dt``):
+    ``build(theta)`` is its ``Stepper`` with ``NAMES`` at ``theta`` (the model's defaults),
+    ``steps(scan, theta, state, length)`` the state after ``length`` steps run by ``scan`` (a
+    ``_rollout.Scan``), and ``state`` the one 4 days in (paclitaxel given, fields no longer smooth)."""
     import jax
     import jax.numpy as jnp
     import tumorfield_kernels as tk
-    from jax import lax
-    from tumorfield_kernels._rollout import Scan, SqrtCheckpointedScan
+    from tumorfield_kernels._rollout import Scan
     from tumorfield_kernels._stepper import Stepper
 
     from tumorfield import config as cfg
@@ -236,8 +237,11 @@ def decomposition(shape: int, block: int, repeats: int) -> dict:
     dt, t = jnp.asarray(config.time.dt, jnp.float32), jnp.asarray(4.0, jnp.float32)
     theta = jnp.asarray([start_and_bounds()[n][0] for n in NAMES])
 
+    def build(theta):
+        return Stepper.build(system, grid, with_values(params, NAMES, theta), dt)
+
     def steps(scan, theta, state, length):
-        stepper = Stepper.build(system, grid, with_values(params, NAMES, theta), dt)
+        stepper = build(theta)
 
         def one(s, _):
             return stepper.step(s, stepper.prepare(s), t)[0], None
@@ -245,6 +249,25 @@ def decomposition(shape: int, block: int, repeats: int) -> dict:
         return scan(one, state, length)[0]
 
     state = jax.jit(lambda s: steps(Scan(), theta, s, int(4.0 / config.time.dt)))(state)
+    return build, steps, theta, state
+
+
+def state_sum(state):
+    """The sum of every leaf of ``state`` in float64: a scalar loss that depends on every field."""
+    import jax
+    import jax.numpy as jnp
+
+    return sum(jnp.sum(v.astype(jnp.float64)) for v in jax.tree_util.tree_leaves(state))
+
+
+def decomposition(shape: int, block: int, repeats: int) -> dict:
+    """Per-step forward and gradient times of the PTX arm's step over ``block`` steps (see the module
+    docstring, item 3), from the state of :func:`ptx_steps`."""
+    import jax
+    from jax import lax
+    from tumorfield_kernels._rollout import Scan, SqrtCheckpointedScan
+
+    _, steps, theta, state = ptx_steps(shape)
 
     class CheckpointedSteps(Scan):
         def __call__(self, step, carry, length):
@@ -252,8 +275,7 @@ def decomposition(shape: int, block: int, repeats: int) -> dict:
 
     def total(scan):
         def loss(theta):
-            end = steps(scan, theta, state, block)
-            return sum(jnp.sum(v.astype(jnp.float64)) for v in jax.tree_util.tree_leaves(end))
+            return state_sum(steps(scan, theta, state, block))
 
         return loss
 

@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -147,8 +148,6 @@ class CachedStep:
 
     def compile(self, *args):
         """Trace (or load the export), lower and compile for ``args``; returns ``self``."""
-        import time
-
         start = time.perf_counter()
         leaves, treedef = jax.tree_util.tree_flatten(args)
         z, state = args[0], args[1]

@@ -61,7 +61,7 @@ def _logistic(state, params, t):
 
 
 def _logistic_and_secretion(state, params, t):
-    return {"u": params["r"] * state["u"] * (1 - state["u"]), "c": params["s_c"] * state["u"]}
+    return {**_logistic(state, params, t), "c": params["s_c"] * state["u"]}
 
 
 def _param(name):
