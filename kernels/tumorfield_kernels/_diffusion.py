@@ -164,7 +164,7 @@ def mprk22_axis(u, face_weight, axis, stage_weight=None):
     return _from_front(_tridiagonal_solve(back, ahead, v), axis)
 
 
-class ImplicitDiffusion(eqx.Module):
+class SplitDiffusion(eqx.Module):
     """The diffusion ``∇·(D∇u)`` of the split-off cell fields (``D`` in mm²/day: a number, or
     :class:`StateDependent`, per field), advanced by MPRK22 axis by axis (module docstring).
 

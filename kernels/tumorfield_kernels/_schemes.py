@@ -34,7 +34,7 @@ import jax.numpy as jnp
 
 from . import _spectral as spectral
 from . import _stencils as stencils
-from ._diffusion import ImplicitDiffusion
+from ._diffusion import SplitDiffusion
 from ._grid import Grid
 from ._phi import phi_functions
 from ._system import StateDependent, System, Taxis, is_zero
@@ -313,7 +313,7 @@ def split_fields(system: System, cell_diffusion: str) -> tuple[str, ...]:
 
 def plan(
     system: System, grid: Grid, params, dt, dtype, cell_diffusion: str = "explicit", batch_transforms: bool = False
-) -> tuple[dict[str, FieldScheme], tuple[QuasiSteadySolve, ...], ImplicitDiffusion | None]:
+) -> tuple[dict[str, FieldScheme], tuple[QuasiSteadySolve, ...], SplitDiffusion | None]:
     """Each time-dependent field's scheme, each quasi-steady field's solve and, with
     ``cell_diffusion="implicit"``, the split-off diffusion of the cell fields (None without), with operators
     (``φ``-functions of ``dt L``, inverse symbols, wall values, ``τD/Δx²``) computed once for ``dt``.
@@ -368,5 +368,5 @@ def plan(
                 schemes[name] = SpectralETDRK2(name, phi, taxis, walls.get(name))
             else:
                 schemes[name] = PointwiseETDRK2(name, phi, taxis)
-    diffusion = ImplicitDiffusion.build(split_coefficients, grid.spacing, dt, dtype) if split_coefficients else None
+    diffusion = SplitDiffusion.build(split_coefficients, grid.spacing, dt, dtype) if split_coefficients else None
     return schemes, solves, diffusion

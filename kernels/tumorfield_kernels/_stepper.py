@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from . import _schemes as schemes
-from ._diffusion import ImplicitDiffusion
+from ._diffusion import SplitDiffusion
 from ._grid import Grid
 from ._solution import POSITIVITY_TOLERANCE
 from ._system import System
@@ -44,7 +44,7 @@ class Stepper(eqx.Module):
 
     schemes: dict[str, schemes.FieldScheme]
     solves: tuple[schemes.QuasiSteadySolve, ...]
-    diffusion: ImplicitDiffusion | None
+    diffusion: SplitDiffusion | None
     params: Any
     dt: Any
     system: System
