@@ -30,7 +30,6 @@ class BlowUp(Model):
 
     name = "test_blow_up"
     section_types = {"parameters": BlowUpParameters}
-    batchable_sections = ("parameters",)
     field_units = {"u": "1"}
     field_long_names = {"u": "u"}
     scalar_units = {"total": "mm²"}
@@ -46,7 +45,8 @@ class BlowUp(Model):
         y, x = grid.mesh()
         return {"u": 0.25 + 0.25 * np.cos(np.pi * x) * np.cos(np.pi * y)}
 
-    def observe(self, state, params, t, grid):
+    @staticmethod
+    def observe(state, params, t, grid):
         return {"total": jnp.sum(state["u"]) * grid.cell_volume}
 
 

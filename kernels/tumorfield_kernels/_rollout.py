@@ -1,7 +1,7 @@
 """The rollout: saved frames of repeated steps as nested ``lax.scan``, failures as results.
 
-``rollout`` scans over frames and, within each, over steps with a :class:`Scan`
-(plain, or with √n checkpointing of the reverse pass). After each frame it
+``rollout`` scans over frames and, within each, over steps with the numerics' adjoint
+(:class:`Scan`, or :class:`SqrtCheckpointed` reverse mode). After each frame it
 checks the frame: a non-finite value, or a state from which the next step would
 break positivity (``dt · bound > 1``), ends the run as a :class:`RESULTS` value;
 later frames are skipped (``lax.cond``) and returned as NaN. There are no host
@@ -10,71 +10,12 @@ callbacks, so compiled rollouts go into JAX's persistent cache.
 
 from __future__ import annotations
 
-import functools
-import math
-
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._solution import POSITIVITY_TOLERANCE, RESULTS
+from ._solution import POSITIVITY_TOLERANCE, RESULTS, Stats, Trajectory
 from ._stepper import Stepper
-
-
-class Scan(eqx.Module):
-    """``lax.scan`` over the steps of a frame; reverse mode stores every step's residuals."""
-
-    def __call__(self, step, carry, length):
-        return lax.scan(step, carry, None, length=length)
-
-
-class SqrtCheckpointedScan(Scan):
-    """``lax.scan(step, carry, None, length)`` whose reverse pass stores O(√length) carries.
-
-    Two levels (Griewank & Walther, *Evaluating Derivatives*, 2008, ch. 12): ``length =
-    blocks × size + rest`` (``size`` from :func:`block_size`: a divisor of ``length`` where
-    one lies in ``[√length, 2√length]``, so that ``rest = 0``); the forward pass keeps only
-    the carry entering each block, and the backward pass re-runs one block at a time, keeping
-    the carry entering each of its steps and re-running each step for its VJP
-    (``jax.checkpoint`` on both levels). Memory is ``blocks + size`` (``2√length`` to
-    ``3√length``) carries plus one step's residuals (a rollout of ``F`` frames keeps every
-    frame's block carries: ``F·blocks + size``, ``blocks ≤ √length``); the forward pass runs
-    three times in all. Plain JAX AD, so the reverse pass traces the step only ``O(1)`` times
-    (``equinox.internal.scan(kind="checkpointed")`` spent ~80 % of the tracing of a
-    voloshin2015 gradient in its perturbation analysis). A remainder (``rest > 0``) is a
-    second, shorter scan: a second copy of the step's forward and reverse code in the program,
-    which :func:`block_size` avoids wherever it can.
-    """
-
-    def __call__(self, step, carry, length):
-        size = block_size(length)
-        blocks, rest = divmod(length, size)
-        checkpointed_step = jax.checkpoint(step, prevent_cse=False)
-
-        @functools.partial(jax.checkpoint, prevent_cse=False)
-        def block(carry, _):
-            return lax.scan(checkpointed_step, carry, None, length=size)
-
-        carry, observed = lax.scan(block, carry, None, length=blocks)
-        observed = jax.tree_util.tree_map(lambda x: x.reshape((blocks * size,) + x.shape[2:]), observed)
-        if rest:
-            carry, tail = jax.checkpoint(lambda c: lax.scan(checkpointed_step, c, None, length=rest))(carry)
-            observed = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), observed, tail)
-        return carry, observed
-
-
-def block_size(length: int) -> int:
-    """Steps per block of :class:`SqrtCheckpointedScan`: the smallest divisor of ``length`` in
-    ``[√length, 2√length]`` (no remainder block, whose scan would copy the step's code into the
-    program once more; at most ``√length`` blocks, whose entering carries a rollout of several
-    frames keeps for every frame), else ``⌊√length⌋`` (with a remainder)."""
-    root = max(1, math.isqrt(length))
-    start = root if root * root == length else root + 1
-    for size in range(start, 2 * root + 1):
-        if length % size == 0:
-            return size
-    return root
 
 
 def _all_finite(tree) -> jax.Array:
@@ -96,83 +37,112 @@ def _nan_like(tree):
     return jax.tree_util.tree_map(fill, tree)
 
 
-def rollout(stepper: Stepper, scan: Scan, state, step, t_start, n_saves, steps_per_save, observe, check_positivity):
+def rollout(stepper: Stepper, state, step, t_start, n_saves: int, steps_per_save: int, observe) -> Trajectory:
     """``n_saves`` frames of ``steps_per_save`` steps each from ``state`` at step number ``step``.
 
-    Step ``n`` runs at ``t_start + n·dt``. Returns ``(state, step, frames, times, observed,
-    bounds, (substeps, step_substeps), result, n_valid)``: the last valid state and its step
-    number, the frames and their times, the per-step observables (``None`` without ``observe``),
-    each frame's rate bounds (``{}`` without ``check_positivity``), each frame's largest number of
-    explicit sub-steps needed by one of its steps (``int32``, ``(n_saves,)``) and every step's
-    (``(n_saves · steps_per_save,)``, 0 for steps not run), and how the run ended
-    (:class:`RESULTS`).
+    Step ``n`` runs at ``t_start + n·dt``. Returns the :class:`Trajectory` of the frames after the
+    start (not the start itself), with the last valid state and its step number
+    (``final_state``, ``final_step``), the per-step observables (None without ``observe``) and the
+    diagnostics in ``stats``: each frame's rate bounds (``{}`` when the numerics check nothing),
+    each frame's largest number of explicit sub-steps needed by one of its steps and every step's
+    (0 for steps not run).
 
-    Without sub-cycling (``stepper.max_substeps == 1``) a frame from which the next step would
-    break positivity ends the run (``positivity_limit_exceeded``; that frame is valid). With it,
-    the steps sub-cycle instead, and a frame one of whose steps needed more than
-    ``max_substeps`` ends it (``substep_limit_exceeded``; that frame is not valid).
+    Without sub-cycling a frame from which the next step would break positivity ends the run
+    (``positivity_limit_exceeded``; that frame is valid). With it, the steps sub-cycle instead,
+    and a frame one of whose steps needed more than ``max_substeps`` ends it
+    (``substep_limit_exceeded``; that frame is not valid).
     """
-    dt = stepper.dt
-    cap = stepper.max_substeps
-
-    def time_of(n):
-        return t_start + n.astype(dt.dtype) * dt
-
-    def bounds_at(frame, t, solved=True):
-        return stepper.rate_bounds(frame, t, solved=solved) if check_positivity else {}
-
-    def one_step(carry, _):
-        state, carried, n = carry
-        state, carried, needed = stepper.step(state, carried, time_of(n))
-        observed = None if observe is None else observe(state, stepper.params, time_of(n + 1))
-        return (state, carried, n + 1), (observed, needed)
-
-    def compute_frame(state, n):
-        (state, _, n), (observed, needed) = scan(one_step, (state, stepper.prepare(state), n), steps_per_save)
-        t = time_of(n)
-        frame = stepper.solve_quasi_steady(state, t)
-        return frame, n, t, observed, bounds_at(frame, t), needed
-
-    def skipped_frame(state, n):
-        """After a failure: no steps; NaN frame, time, observables and bounds; 0 sub-steps."""
-        t = time_of(n)
-        per_step = None if observe is None else jax.eval_shape(lambda s: observe(s, stepper.params, t), state)
-        per_step = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((steps_per_save, *x.shape), x.dtype), per_step)
-        bounds = jax.eval_shape(lambda s: bounds_at(s, t), state)
-        return (*_nan_like((state,)), n, *_nan_like((t, per_step, bounds)), jnp.zeros((steps_per_save,), jnp.int32))
+    dt, substeps = stepper.dt, stepper.numerics.substeps
+    frame_step = _FrameFunction(stepper, t_start, steps_per_save, observe)
+    check = _FrameCheck(dt, substeps.cap, substeps.checks_positivity)
+    start = check.at_start(_all_finite(state), _bounds(stepper, state, t_start + step.astype(dt.dtype) * dt, False))
 
     def one_frame(carry, _):
         state, n, result, n_valid = carry
         running = result == RESULTS.successful
-        frame, n_new, t, observed, bounds, step_substeps = lax.cond(running, compute_frame, skipped_frame, state, n)
-        substeps = jnp.max(step_substeps)
+        frame, n_new, t, observed, bounds, step_substeps = lax.cond(
+            running, frame_step.compute, frame_step.skip, state, n
+        )
+        substeps_needed = jnp.max(step_substeps)
         finite = _all_finite(frame)
-        if cap == 1:
-            within, enough = _within_limit(bounds, dt), jnp.asarray(True)
-        else:
-            within = jnp.asarray(True)
-            enough = substeps <= cap if check_positivity else jnp.asarray(True)
+        within, enough = check.after_frame(bounds, substeps_needed)
         advanced = running & finite & enough
-        ended = _ending(finite, within, enough)
-        result = RESULTS.where(running, ended, result)
+        result = RESULTS.where(running, _ending(finite, within, enough), result)
         state = jax.tree_util.tree_map(lambda new, old: jnp.where(advanced, new, old), frame, state)
         n = jnp.where(advanced, n_new, n)
-        outputs = (frame, t, observed, bounds, substeps, step_substeps)
-        return (state, n, result, n_valid + advanced.astype(n_valid.dtype)), outputs
+        return (state, n, result, n_valid + advanced.astype(n_valid.dtype)), (
+            frame, t, observed, bounds, substeps_needed, step_substeps
+        )  # fmt: skip
 
-    start_bounds = bounds_at(state, time_of(step), solved=False)
-    if cap == 1:
-        start = _ending(_all_finite(state), _within_limit(start_bounds, dt), jnp.asarray(True))
-    else:
-        start = _ending(_all_finite(state), jnp.asarray(True), _within_limit(start_bounds, dt / cap))
     carry = (state, step, start, jnp.zeros((), jnp.int32))
-    (state, step, result, n_valid), (frames, times, observed, bounds, substeps, step_substeps) = lax.scan(
+    (state, step, result, n_valid), (frames, times, observed, bounds, per_frame, per_step) = lax.scan(
         one_frame, carry, None, length=n_saves
     )
-    step_substeps = step_substeps.reshape(n_saves * steps_per_save)
+    per_step = per_step.reshape(n_saves * steps_per_save)
+    t_observed = None
     if observed is not None:
         observed = jax.tree_util.tree_map(lambda x: x.reshape((n_saves * steps_per_save,) + x.shape[2:]), observed)
-    return state, step, frames, times, observed, bounds, (substeps, step_substeps), result, n_valid
+        # observable j is recorded after step number first + j (of the valid run, NaN after a failure)
+        first = step - (n_valid * steps_per_save - 1)
+        index = first + jnp.arange(n_saves * steps_per_save, dtype=step.dtype)
+        t_observed = jnp.where(index <= step, t_start + index.astype(dt.dtype) * dt, jnp.nan)
+    stats = Stats(bounds, per_frame, per_step)
+    return Trajectory(times, frames, t_observed, observed, result, n_valid, stats, state, step)
+
+
+def _bounds(stepper: Stepper, state, t, solved=True) -> dict:
+    """The rate bounds at ``state`` where the numerics check the positivity limit, else ``{}``."""
+    return stepper.rate_bounds(state, t, solved=solved) if stepper.numerics.substeps.checks_positivity else {}
+
+
+class _FrameFunction:
+    """One frame of steps (``compute``) and its stand-in after a failure (``skip``: no steps; NaN
+    frame, time, observables and bounds; 0 sub-steps), for ``lax.cond``."""
+
+    def __init__(self, stepper: Stepper, t_start, steps_per_save: int, observe):
+        self.stepper, self.t_start, self.steps_per_save, self.observe = stepper, t_start, steps_per_save, observe
+
+    def time_of(self, n):
+        return self.t_start + n.astype(self.stepper.dt.dtype) * self.stepper.dt
+
+    def one_step(self, carry, _):
+        state, carried, n = carry
+        state, carried, needed = self.stepper.step(state, carried, self.time_of(n))
+        observed = None if self.observe is None else self.observe(state, self.stepper.params, self.time_of(n + 1))
+        return (state, carried, n + 1), (observed, needed)
+
+    def compute(self, state, n):
+        scan = self.stepper.numerics.adjoint
+        (state, _, n), (observed, needed) = scan(self.one_step, (state, self.stepper.prepare(state), n),
+                                                 self.steps_per_save)  # fmt: skip
+        t = self.time_of(n)
+        frame = self.stepper.solve_quasi_steady(state, t)
+        return frame, n, t, observed, _bounds(self.stepper, frame, t), needed
+
+    def skip(self, state, n):
+        t, params, sps = self.time_of(n), self.stepper.params, self.steps_per_save
+        per_step = None if self.observe is None else jax.eval_shape(lambda s: self.observe(s, params, t), state)
+        per_step = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((sps, *x.shape), x.dtype), per_step)
+        bounds = jax.eval_shape(lambda s: _bounds(self.stepper, s, t), state)
+        return (*_nan_like((state,)), n, *_nan_like((t, per_step, bounds)), jnp.zeros((sps,), jnp.int32))
+
+
+class _FrameCheck:
+    """The positivity test of the numerics: without sub-cycling ``dt · bound ≤ 1`` at every frame;
+    with it, the steps' sub-step counts within the cap (and ``dt/cap · bound ≤ 1`` at the start)."""
+
+    def __init__(self, dt, cap: int, checks: bool):
+        self.dt, self.cap, self.checks = dt, cap, checks
+
+    def at_start(self, finite, bounds):
+        if self.cap == 1:
+            return _ending(finite, _within_limit(bounds, self.dt), jnp.asarray(True))
+        return _ending(finite, jnp.asarray(True), _within_limit(bounds, self.dt / self.cap))
+
+    def after_frame(self, bounds, substeps_needed):
+        if self.cap == 1:
+            return _within_limit(bounds, self.dt), jnp.asarray(True)
+        return jnp.asarray(True), (substeps_needed <= self.cap if self.checks else jnp.asarray(True))
 
 
 def _ending(finite, within, enough) -> RESULTS:

@@ -27,7 +27,7 @@ advanced in time. :func:`plan` chooses each field's class from the
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar
+from typing import Any
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -36,6 +36,7 @@ from . import _spectral as spectral
 from . import _stencils as stencils
 from ._diffusion import SplitDiffusion
 from ._grid import Grid
+from ._numerics import CellDiffusion
 from ._phi import phi_functions
 from ._system import StateDependent, System, Taxis, is_zero
 
@@ -78,7 +79,6 @@ class FieldScheme(eqx.Module):
     """
 
     name: str = eqx.field(static=True)
-    order: ClassVar[int] = 2
 
     def prepare(self, u):
         """What the scheme carries for ``u`` at the start of a frame (None: nothing)."""
@@ -261,67 +261,31 @@ class QuasiSteadySolve(eqx.Module):
         return g + spectral.from_spectral(self.inverse * spectral.to_spectral(sources - kg, True, 1), True, 1)
 
 
-def _quasi_steady_groups(names, solves, ndim, batch: bool) -> tuple[QuasiSteadySolve, ...]:
-    """``solves``: name → ``(inverse, spectral, wall)``; grouped by kind (``batch``) or one group
-    per field, each group stacked."""
-    groups = {}
-    for name in names:
-        inverse, is_spectral, wall = solves[name]
-        key = (is_spectral, wall is not None) if batch else name
-        groups.setdefault(key, []).append(name)
+def _quasi_steady_solves(names, solves, ndim) -> tuple[QuasiSteadySolve, ...]:
+    """``solves``: name → ``(inverse, spectral, wall)``; one solve per field, its operators stacked on a
+    leading axis of one (a batched transform over fields of one kind measured slower on XLA:CPU;
+    ``benchmarks/README.md``)."""
 
-    def stack(values):
-        values = [jnp.asarray(v) for v in values]
-        values = [v.reshape((1,) * ndim) if v.ndim == 0 else v for v in values]
-        return jnp.stack(values)
+    def stack(value):
+        value = jnp.asarray(value)
+        return (value.reshape((1,) * ndim) if value.ndim == 0 else value)[None]
 
     out = []
-    for members in groups.values():
-        is_spectral = solves[members[0]][1]
-        wall = None
-        if solves[members[0]][2] is not None:
-            wall = tuple(stack([solves[m][2][i] for m in members]) for i in (0, 1))
-        out.append(QuasiSteadySolve(tuple(members), stack([solves[m][0] for m in members]), is_spectral, wall))
+    for name in names:
+        inverse, is_spectral, wall = solves[name]
+        wall = None if wall is None else tuple(stack(w) for w in wall)
+        out.append(QuasiSteadySolve((name,), stack(inverse), is_spectral, wall))
     return tuple(out)
 
 
-CELL_DIFFUSION = ("explicit", "implicit")
-"""How the diffusion of local (cell) fields is advanced: in their explicit SSP-RK2 step, or split
-off (Strang) and advanced implicitly by MPRK22 (:mod:`._diffusion`)."""
-
-
-def split_fields(system: System, cell_diffusion: str) -> tuple[str, ...]:
-    """The fields whose diffusion is split off and advanced implicitly: with ``"implicit"``, every
-    local (non-scalar) field with a diffusion coefficient."""
-    if cell_diffusion not in CELL_DIFFUSION:
-        raise ValueError(f"cell_diffusion={cell_diffusion!r}: allowed are 'explicit', 'implicit'")
-    if cell_diffusion == "explicit":
-        return ()
-    names = tuple(
-        name for name in system.dynamic_fields
-        if name not in system.scalars and system.method(name) == "local"
-        and not is_zero(system.diffusion.get(name, 0.0))
-    )  # fmt: skip
-    for name in names:
-        if name in system.dirichlet:
-            raise ValueError(
-                f"cell_diffusion='implicit': field {name!r} has a fixed wall value (System.dirichlet), which the "
-                "implicit diffusion does not support (zero-flux walls only); use cell_diffusion='explicit'"
-            )
-    return names
-
-
 def plan(
-    system: System, grid: Grid, params, dt, dtype, cell_diffusion: str = "explicit", batch_transforms: bool = False
+    system: System, grid: Grid, params, dt, dtype, cell_diffusion: CellDiffusion
 ) -> tuple[dict[str, FieldScheme], tuple[QuasiSteadySolve, ...], SplitDiffusion | None]:
     """Each time-dependent field's scheme, each quasi-steady field's solve and, with
-    ``cell_diffusion="implicit"``, the split-off diffusion of the cell fields (None without), with operators
+    :class:`ImplicitDiffusion`, the split-off diffusion of the cell fields (None without), with operators
     (``φ``-functions of ``dt L``, inverse symbols, wall values, ``τD/Δx²``) computed once for ``dt``.
-    The scheme of a field whose diffusion is split off is its :class:`LocalSSPRK2` without diffusion.
-    ``batch_transforms``: quasi-steady fields of one kind share one batched transform pair (off by
-    default: on XLA:CPU a 512² step measured slower with it, explicit 115 against 97 ms, implicit 187
-    against 176 ms; ``benchmarks/ab_transforms.py``)."""
-    split = split_fields(system, cell_diffusion)
+    The scheme of a field whose diffusion is split off is its :class:`LocalSSPRK2` without diffusion."""
+    split = cell_diffusion.split_fields(system)
     symbols = {}  # the Laplacian's eigenvalues, by "has fixed wall values"
 
     def value(coefficients, name):
@@ -346,7 +310,7 @@ def plan(
     for name in system.quasi_steady:
         lin, is_spectral = generator(name, walls.get(name))
         solves[name] = (1.0 / (-lin), is_spectral, walls.get(name) if is_spectral else None)
-    solves = _quasi_steady_groups(system.quasi_steady, solves, grid.ndim, batch_transforms)
+    solves = _quasi_steady_solves(system.quasi_steady, solves, grid.ndim)
     schemes, split_coefficients = {}, {}
     for name in system.dynamic_fields:
         taxis = system.taxis_on(name)

@@ -32,6 +32,23 @@ class SolverError(RuntimeError):
     """A rollout called with ``throw=True`` did not end successfully; the message says where and why."""
 
 
+class Stats(eqx.Module):
+    """Diagnostics of a rollout, apart from the solution (diffrax's ``Solution.stats``).
+
+    ``rate_bound[name]`` (1/day, ``(T,)``) is the explicit outflow-rate bound of each explicitly
+    limited field at each frame: the step was within the positivity limit while ``dt · bound ≤ 1``
+    (``{}`` without the check). ``substeps`` (``int32``, ``(T,)``) is, per frame, the largest number
+    of explicit sub-steps one of its steps needed (``⌈dt · bound⌉``; 1: no sub-cycling; 0 for frame 0
+    and for frames not computed); above ``max_substeps`` in the frame that ended a run with
+    ``substep_limit_exceeded``. ``step_substeps`` (``(S,)``, one per step after the start, aligned
+    with ``Trajectory.t_observed``) is every step's count.
+    """
+
+    rate_bound: dict[str, Array]
+    substeps: Int[Array, " T"]  # noqa: F722
+    step_substeps: Int[Array, " S"]  # noqa: F722
+
+
 class Trajectory(eqx.Module):
     """Saved frames of a simulation and how it ended.
 
@@ -42,13 +59,8 @@ class Trajectory(eqx.Module):
     whose state would break positivity on its next step is still valid; after a non-finite one the
     first bad frame is not. Frames past ``n_valid`` (and their times and observables) are NaN,
     except the non-finite frame itself, kept so that it can be inspected.
-    ``rate_bound[name]`` (1/day, ``(T,)``) is the explicit outflow-rate bound of each explicitly
-    limited field at each frame: the step was within the positivity limit while ``dt · bound ≤ 1``.
-    ``substeps`` (``int32``, ``(T,)``) is, per frame, the largest number of explicit sub-steps one of
-    its steps needed (``⌈dt · bound⌉``, the steps' maximum; 1: no sub-cycling; 0 for frame 0 and for
-    frames not computed); above ``max_substeps`` in the frame that ended a run with
-    ``substep_limit_exceeded``. ``step_substeps`` (``(S,)``, one per step after the start, aligned
-    with ``t_observed``) is every step's count. None where a caller built the trajectory without them.
+    ``stats`` holds the diagnostics (:class:`Stats`). ``final_state`` is the last valid state and
+    ``final_step`` its step number: the start of the next :func:`advance` of a run in pieces.
     """
 
     t: Float[Array, " T"]  # noqa: F722
@@ -57,9 +69,9 @@ class Trajectory(eqx.Module):
     observed: dict[str, Array] | None
     result: RESULTS
     n_valid: Int[Array, ""]  # noqa: F722
-    rate_bound: dict[str, Array]
-    substeps: Int[Array, " T"] | None = None  # noqa: F722
-    step_substeps: Int[Array, " S"] | None = None  # noqa: F722
+    stats: Stats | None = None
+    final_state: dict[str, Array] | None = None
+    final_step: Int[Array, ""] | None = None  # noqa: F722
 
     def __getitem__(self, name: str) -> Array:
         return self.fields[name]
@@ -105,7 +117,7 @@ def positivity_message(traj: Trajectory, dt: float, frame: int, where: str = "")
         return f"at the start of this call, dt = {dt} day exceeds the positivity limit of the explicit part; {advice}"
     over = {
         name: 1.0 / float(bound[frame])
-        for name, bound in traj.rate_bound.items()
+        for name, bound in traj.stats.rate_bound.items()
         if dt * float(bound[frame]) > 1.0 + POSITIVITY_TOLERANCE
     }
     detail = ", ".join(f"{name!r} {limit:.4g} day" for name, limit in over.items())
@@ -123,12 +135,12 @@ def substep_message(
     max_substeps = M …`` for the frame that ended a run with ``substep_limit_exceeded``
     (``frame = −1``: the state the call started from)."""
     advice = f"use a smaller dt or raise {limit_name}"
-    if frame < 0 or traj.substeps is None:
+    if frame < 0 or traj.stats is None:
         return (
             f"at the start of this call, a step of dt = {dt} day needs more explicit sub-steps than "
             f"{limit_name} = {max_substeps} (taxis gradients too steep for dt / {max_substeps}); {advice}"
         )
-    needed = int(traj.substeps[frame])
+    needed = int(traj.stats.substeps[frame])
     return (
         f"{where}by t = {float(traj.t[frame]):.6g} day, a step of dt = {dt} day needed {needed} explicit "
         f"sub-steps (dt / {needed} = {dt / needed:.4g} day to stay within the positivity limit; taxis gradients "
@@ -147,7 +159,7 @@ def failure_message(traj: Trajectory, grid: Grid, dt: float, where=lambda frame:
     if traj.result == RESULTS.nonfinite_state:
         return nonfinite_message(traj, grid, n_valid)
     if traj.result == RESULTS.substep_limit_exceeded:
-        computed = traj.substeps is not None and n_valid < len(traj) and int(traj.substeps[n_valid]) > 0
+        computed = traj.stats is not None and n_valid < len(traj) and int(traj.stats.substeps[n_valid]) > 0
         frame = n_valid if computed else -1  # not computed: refused at the start of the call
         return substep_message(traj, dt, frame, max_substeps, where(frame) if frame >= 0 else "", limit_name)
     return positivity_message(traj, dt, n_valid - 1, where(n_valid - 1))

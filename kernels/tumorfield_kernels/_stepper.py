@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import equinox as eqx
-import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -14,8 +13,9 @@ from jax import lax
 from . import _schemes as schemes
 from ._diffusion import SplitDiffusion
 from ._grid import Grid
+from ._numerics import Numerics
 from ._solution import POSITIVITY_TOLERANCE
-from ._system import System
+from ._system import System, WithGrid
 
 State = dict[str, Any]
 
@@ -23,23 +23,26 @@ State = dict[str, Any]
 class Stepper(eqx.Module):
     """Advances every field of a :class:`System` by one step ``dt`` (days).
 
-    Built once per rollout (:meth:`build`): each field's scheme
-    (:mod:`._schemes`) with its operators for ``dt`` and ``params``. A step
+    Built once per rollout (:meth:`build`, or :func:`make_stepper` for a caller's own loop): each
+    field's scheme (:mod:`._schemes`) with its operators for ``dt`` and ``params``. A step
     solves the quasi-steady fields, evaluates the reaction once per stage, and
     runs each scheme's two stages (ETDRK2 or SSP-RK2, second order).
 
-    With ``cell_diffusion="implicit"`` the diffusion of the cell fields is split off
+    With :class:`ImplicitDiffusion` the diffusion of the cell fields is split off
     (:mod:`._diffusion`): a step is ``X Y [Z] E Y X [Z first]``, half steps of implicit MPRK22
     diffusion around the explicit step ``E`` of everything else (Strang splitting, second order).
 
-    With ``max_substeps > 1`` the explicit step is sub-cycled where its positivity limit has
+    With :class:`Subcycle` the explicit step is sub-cycled where its positivity limit has
     fallen below ``dt``: from the state entering ``E``, ``n = ⌈dt · bound⌉`` equal steps of
     ``dt/n`` (``bound``: the largest outflow-rate bound, 1/day, of the explicitly limited fields;
     section 4 of ``docs/numerics.md``), with the ``dt``-dependent operators rebuilt for ``dt/n``.
     ``n`` is capped at ``max_substeps``; a step that needed more is reported by :meth:`step`
-    (the rollout ends the run with ``RESULTS.substep_limit_exceeded``). ``max_substeps = 1`` is the
-    plain step (no bound is evaluated). The times of the step, the doses and the save grid do not
-    change.
+    (the rollout ends the run with ``RESULTS.substep_limit_exceeded``). The times of the step,
+    the doses and the save grid do not change.
+
+    Calling a stepper, ``stepper(state, t)``, takes one whole step from a state (the quasi-steady
+    fields are solved at the new time); :meth:`step` is the rollout's form, which carries the
+    spectral schemes' coefficients between steps.
     """
 
     schemes: dict[str, schemes.FieldScheme]
@@ -48,49 +51,32 @@ class Stepper(eqx.Module):
     params: Any
     dt: Any
     system: System
+    numerics: Numerics
     grid: Grid = eqx.field(static=True)
-    fields: tuple[str, ...] = eqx.field(static=True)
-    reaction: Callable | None = eqx.field(static=True)
-    reaction_takes_grid: bool = eqx.field(static=True)
-    cell_diffusion: str = eqx.field(static=True, default="explicit")
-    max_substeps: int = eqx.field(static=True, default=1)
-    substep_loop: str = eqx.field(static=True, default="lax")
-    batch_axis: str | None = eqx.field(static=True, default=None)
 
     @classmethod
-    def build(
-        cls,
-        system: System,
-        grid: Grid,
-        params,
-        dt,
-        cell_diffusion: str = "explicit",
-        max_substeps: int = 1,
-        substep_loop: str = "lax",
-        batch_transforms: bool = False,
-        batch_axis: str | None = None,
-    ) -> Stepper:
-        """``substep_loop``: ``"lax"`` (a ``lax.while_loop``, forward only) or ``"checkpointed"``
-        (``equinox.internal.while_loop``, reverse-mode differentiable) for the sub-cycles.
-        ``batch_transforms``: the quasi-steady fields share batched transforms (:func:`._schemes.plan`).
-        ``batch_axis``: the ``vmap`` axis name under which the members decide together whether a
-        step is sub-cycled (:meth:`step`)."""
+    def build(cls, system: System, grid: Grid, params, dt, numerics: Numerics) -> Stepper:
         dt = jnp.asarray(dt)
-        field_schemes, solves, diffusion = schemes.plan(
-            system, grid, params, dt, dt.dtype, cell_diffusion, batch_transforms
-        )
-        return cls(
-            field_schemes, solves, diffusion, params, dt, system, grid, system.fields, system.reaction,
-            system.reaction_takes_grid, cell_diffusion, int(max_substeps), substep_loop, batch_axis,
-        )  # fmt: skip
+        field_schemes, solves, diffusion = schemes.plan(system, grid, params, dt, dt.dtype, numerics.cell_diffusion)
+        return cls(field_schemes, solves, diffusion, params, dt, system, numerics, grid)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return self.system.fields
+
+    def __call__(self, state: State, t) -> State:
+        """One step from ``state`` at ``t`` (days): the state at ``t + dt``, quasi-steady fields solved."""
+        state, _, _ = self.step(state, self.prepare(state), jnp.asarray(t, self.dt.dtype))
+        return self.solve_quasi_steady(state, t + self.dt)
 
     def _reaction(self, state: State, t) -> Mapping[str, Any]:
-        if self.reaction is None:
+        reaction = self.system.reaction
+        if reaction is None:
             return {}
-        if self.reaction_takes_grid:
-            rates = self.reaction(state, self.params, t, self.grid)
+        if isinstance(reaction, WithGrid):
+            rates = reaction.fn(state, self.params, t, self.grid)
         else:
-            rates = self.reaction(state, self.params, t)
+            rates = reaction(state, self.params, t)
         unknown = set(rates) - set(self.fields)
         if unknown:
             raise ValueError(f"reaction returned rates for unknown fields {sorted(unknown)}; fields are {self.fields}")
@@ -163,21 +149,18 @@ class Stepper(eqx.Module):
     def _subcycled(self, state: State, carried: State, t, n) -> tuple[State, State]:
         """``n`` explicit steps of ``dt/n`` (operators rebuilt for ``dt/n``)."""
         h = self.dt / n.astype(self.dt.dtype)
-        sub_schemes = schemes.plan(self.system, self.grid, self.params, h, self.dt.dtype, self.cell_diffusion)[0]
+        sub_schemes = schemes.plan(self.system, self.grid, self.params, h, self.dt.dtype, self.numerics.cell_diffusion)[
+            0
+        ]
 
         def body(carry):
             i, state, carried = carry
             state, carried = self._stages(sub_schemes, state, carried, t + i.astype(h.dtype) * h, h)
             return i + 1, state, carried
 
-        def cond(carry):
-            return carry[0] < n
-
         init = (jnp.zeros((), jnp.int32), state, carried)
-        if self.substep_loop == "lax":
-            _, state, carried = lax.while_loop(cond, body, init)
-        else:
-            _, state, carried = eqxi.while_loop(cond, body, init, max_steps=self.max_substeps, kind="checkpointed")
+        substeps = self.numerics.substeps
+        _, state, carried = substeps.while_loop(lambda c: c[0] < n, body, init, substeps.max_substeps)
         return state, carried
 
     def step(self, state: State, carried: State, t) -> tuple[State, State, jax.Array]:
@@ -189,12 +172,13 @@ class Stepper(eqx.Module):
         # cond branch it cannot: 7 of 83 ms per step at 512²); a sub-cycled step discards it
         new, new_carried = self._stages(self.schemes, state, carried, t, self.dt, first)
         needed = jnp.ones((), jnp.int32)
-        if self.max_substeps > 1:
+        substeps = self.numerics.substeps
+        if substeps.cap > 1:
             needed = self.needed_substeps(first[1], t)
-            n = jnp.minimum(needed, self.max_substeps)
+            n = jnp.minimum(needed, substeps.cap)
             # under vmap a per-member predicate makes the cond a select (both branches for every
             # member); deciding for the whole batch keeps it a branch
-            together = n if self.batch_axis is None else lax.pmax(n, self.batch_axis)
+            together = n if substeps.axis_name is None else lax.pmax(n, substeps.axis_name)
             plain = (new, new_carried)
             new, new_carried = lax.cond(together == 1, lambda: plain, lambda: self._subcycled(first[1], carried, t, n))
         return self._diffuse(new, reverse=True), new_carried, needed
@@ -221,3 +205,11 @@ class Stepper(eqx.Module):
         state = self.solve_quasi_steady(state, t)
         rates = self.diffusion.explicit_limit_rates(state, self.params)
         return {name: jnp.asarray(rate, self.dt.dtype) for name, rate in rates.items()}
+
+
+def make_stepper(system: System, grid: Grid, params, dt, numerics: Numerics | None = None) -> Stepper:
+    """The step of ``system`` on ``grid`` for ``params`` and ``dt`` (days), built once: a callable
+    ``stepper(state, t) → state`` (jittable, differentiable). ``params`` and the state as the rollout
+    takes them (:func:`cast_floats`); ``numerics`` as in :func:`simulate`."""
+    numerics = Numerics() if numerics is None else numerics
+    return Stepper.build(system, grid, params, jnp.asarray(dt, numerics.float_dtype), numerics)

@@ -31,6 +31,17 @@ Coefficient = float | Callable[[Any], Any] | StateDependent
 changed value reuses the compiled rollout (:func:`coefficient_leaf`)."""
 
 
+class WithGrid(eqx.Module):
+    """A reaction that needs the :class:`Grid`: called ``fn(state, params, t, grid)`` (for integrals
+    over the domain: ``grid.cell_volume``). A plain reaction is called ``fn(state, params, t)``."""
+
+    fn: Callable = eqx.field(static=True)
+
+    def __check_init__(self):
+        if not callable(self.fn):
+            raise TypeError(f"WithGrid({self.fn!r}): a function reaction(state, params, t, grid)")
+
+
 class Taxis(eqx.Module):
     """Directed motion of ``field`` up the gradient of ``attractant``.
 
@@ -72,19 +83,6 @@ def _concrete_number(value):
     return None
 
 
-def _positional_arity(fn) -> int:
-    import inspect
-
-    try:
-        parameters = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return 3
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
-        return 4
-    return sum(p.kind in kinds for p in parameters)
-
-
 def _mapping(mapping, what, leaf=False) -> dict:
     if mapping is None:
         return {}
@@ -115,8 +113,8 @@ class System(eqx.Module):
     constants or functions of ``params``; ``D_f`` of a local field may also
     depend on the state (:class:`StateDependent`). ``R`` is
     ``reaction(state, params, t)`` returning rates (field units per day) for
-    any subset of fields; a reaction with a fourth positional parameter is
-    called ``reaction(state, params, t, grid)`` with the :class:`Grid` (for
+    any subset of fields; a reaction wrapped as :class:`WithGrid` is called
+    ``reaction(state, params, t, grid)`` with the :class:`Grid` (for
     integrals: ``grid.cell_volume``).
 
     Coefficients that are numbers are array leaves of the system (an exact 0
@@ -195,8 +193,11 @@ class System(eqx.Module):
         self._check_coefficients_and_taxis(set(self.fields))
         self._check_quasi_steady_and_methods(set(self.fields))
         self._check_scalars_and_walls(set(self.fields))
-        if self.reaction is not None and not callable(self.reaction):
-            raise TypeError("System.reaction must be a function reaction(state, params, t[, grid]) -> dict of rates")
+        if self.reaction is not None and not (callable(self.reaction) or isinstance(self.reaction, WithGrid)):
+            raise TypeError(
+                "System.reaction must be a function reaction(state, params, t) -> dict of rates, "
+                "or WithGrid(reaction(state, params, t, grid))"
+            )
 
     def _check_coefficients_and_taxis(self, names):
         for what, items in (("diffusion", self.diffusion), ("decay", self.decay)):
@@ -266,11 +267,6 @@ class System(eqx.Module):
             raise ValueError(f"{where}: the 'exponential' method needs a constant D (DCT); use 'local'")
         if name in self.dirichlet:
             raise ValueError(f"{where}: fixed wall values need a constant D; drop System.dirichlet[{name!r}]")
-
-    @property
-    def reaction_takes_grid(self) -> bool:
-        """Whether ``reaction`` takes a fourth positional parameter, the :class:`Grid`."""
-        return self.reaction is not None and _positional_arity(self.reaction) >= 4
 
     @property
     def dynamic_fields(self) -> tuple[str, ...]:

@@ -5,43 +5,79 @@ its public API and adds the application (models, config, I/O, CLI).
 """
 
 from tumorfield_kernels import RESULTS as RESULTS
+from tumorfield_kernels import CellDiffusion as CellDiffusion
+from tumorfield_kernels import ExplicitDiffusion as ExplicitDiffusion
 from tumorfield_kernels import Grid as Grid
+from tumorfield_kernels import ImplicitDiffusion as ImplicitDiffusion
+from tumorfield_kernels import NoSubcycling as NoSubcycling
+from tumorfield_kernels import Numerics as Numerics
+from tumorfield_kernels import SaveAt as SaveAt
+from tumorfield_kernels import Scan as Scan
 from tumorfield_kernels import SolverError as SolverError
+from tumorfield_kernels import SqrtCheckpointed as SqrtCheckpointed
 from tumorfield_kernels import StateDependent as StateDependent
+from tumorfield_kernels import Stats as Stats
+from tumorfield_kernels import Stepper as Stepper
+from tumorfield_kernels import Subcycle as Subcycle
+from tumorfield_kernels import Substeps as Substeps
 from tumorfield_kernels import System as System
 from tumorfield_kernels import Taxis as Taxis
 from tumorfield_kernels import Trajectory as Trajectory
+from tumorfield_kernels import Unchecked as Unchecked
+from tumorfield_kernels import WithGrid as WithGrid
 from tumorfield_kernels import advance as advance
 from tumorfield_kernels import cast_floats as cast_floats
 from tumorfield_kernels import failure_message as failure_message
 from tumorfield_kernels import initial_frame as initial_frame
+from tumorfield_kernels import make_stepper as make_stepper
 from tumorfield_kernels import max_stable_dt as max_stable_dt
 from tumorfield_kernels import max_stable_dt_over_run as max_stable_dt_over_run
+from tumorfield_kernels import positivity_violations as positivity_violations
 from tumorfield_kernels import simulate as simulate
 from tumorfield_kernels import step_limits as step_limits
 
 from .fit import Fit as Fit
 from .fit import FitResult as FitResult
 from .io import open_trajectory as open_trajectory
+from .problem import Problem as Problem
 
 __version__ = "0.1.0"
 
 __all__ = [
     "RESULTS",
+    "CellDiffusion",
+    "ExplicitDiffusion",
     "Grid",
+    "ImplicitDiffusion",
+    "NoSubcycling",
+    "Numerics",
+    "SaveAt",
+    "Scan",
     "SolverError",
+    "SqrtCheckpointed",
     "StateDependent",
+    "Stats",
+    "Stepper",
+    "Subcycle",
+    "Substeps",
     "System",
     "Taxis",
     "Trajectory",
+    "Unchecked",
+    "WithGrid",
     "advance",
     "cast_floats",
     "failure_message",
     "initial_frame",
+    "make_stepper",
     "max_stable_dt",
     "max_stable_dt_over_run",
-    "step_limits",
-    "open_trajectory",
+    "positivity_violations",
     "simulate",
+    "step_limits",
+    "Fit",
+    "FitResult",
+    "Problem",
+    "open_trajectory",
     "__version__",
 ]

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tumorfield_kernels import Grid
+from tumorfield_kernels import ExplicitDiffusion, Grid, ImplicitDiffusion, Numerics, substeps_from_cap
 
 from .. import models
 from .._schema import LIMITS, ConfigError, check_section, check_sections, section_keys
 from ._memory import check_memory
-from ._sections import GENERIC_SECTIONS, ModelSection, OutputSection, RunSection, TimeSection
+from ._sections import GENERIC_SECTIONS, ModelSection, NumericsSection, OutputSection, RunSection, TimeSection
 from ._toml import to_toml
 
 
@@ -35,7 +35,7 @@ def _default_cache() -> str:
 class RunConfig:
     """A validated configuration.
 
-    ``time``, ``output`` and ``run`` are the typed generic sections, ``grid`` the
+    ``time``, ``output``, ``run`` and ``numerics_section`` are the typed generic sections, ``grid`` the
     :class:`Grid` of ``[grid]``, ``model`` the model built from its own sections;
     ``sections`` holds every section (generic and model) as plain, default-filled
     dicts, and ``text`` the resolved TOML, enough to rerun.
@@ -47,9 +47,17 @@ class RunConfig:
     time: TimeSection
     output: OutputSection
     run: RunSection
+    numerics_section: NumericsSection
     model: models.Model
     n_steps: int
     steps_per_save: int
+
+    @property
+    def numerics(self) -> Numerics:
+        """How this run is solved: ``[numerics]`` and ``output.precision`` as the core's :class:`Numerics`."""
+        section = self.numerics_section
+        diffusion = ImplicitDiffusion() if section.cell_diffusion == "implicit" else ExplicitDiffusion()
+        return Numerics(diffusion, substeps_from_cap(section.max_substeps), dtype=self.output.precision)
 
     @property
     def n_frames(self) -> int:
@@ -205,4 +213,4 @@ def _validate(document: dict[str, Any]) -> RunConfig:
     model.validate(grid, time.t_end, time.dt)
     _check_stored_fields(output.fields, model.system)
     check_memory(grid, len(model.system.fields), output.precision, run.chunk_frames)
-    return RunConfig("", sections, grid, time, output, run, model, n_steps, steps_per_save)
+    return RunConfig("", sections, grid, time, output, run, typed["numerics"], model, n_steps, steps_per_save)

@@ -110,7 +110,12 @@ class Fit:
         self._order = order(self.groups)
         self._optimiser, step = make_step(self._loss, spec.fit.max_linesearch_steps)
         self._step = CachedStep(step, self._static())
-        self._jacobian = jax.jit(lambda theta, arrays: jax.jacfwd(self._residuals, has_aux=True)(theta, arrays))
+        self._forward_groups = [g.forward_mode() for g in self.groups]  # the same values, a jvp-able sub-step loop
+        self._jacobian = jax.jit(
+            lambda theta, arrays: jax.jacfwd(lambda t, a: self._residuals(t, a, self._forward_groups), has_aux=True)(
+                theta, arrays
+            )
+        )
         self._loss_jit = jax.jit(self._loss)
 
     def _static(self) -> dict:
@@ -142,8 +147,9 @@ class Fit:
     def names(self) -> tuple[str, ...]:
         return self.spec.names
 
-    def _residuals(self, theta, arrays):
-        r, good, series = evaluate(self.groups, arrays["groups"], self.names, theta, self.lognormal)
+    def _residuals(self, theta, arrays, groups=None):
+        groups = self.groups if groups is None else groups
+        r, good, series = evaluate(groups, arrays["groups"], self.names, theta, self.lognormal)
         return r, (r, good, series)
 
     def _loss(self, z, arrays):

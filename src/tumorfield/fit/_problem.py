@@ -1,8 +1,11 @@
 """The fit's forward model: arms grouped into shared rollouts, predictions at the data, residuals.
 
-Arms whose runs differ only in sections that enter traced leaves (``Model.batchable_sections``:
-parameters, doses, genotype, vessels) and whose parameter and state pytrees have one shape form
-a :class:`Group`: one ``jax.vmap``-ed rollout (one compile) serves them all. Each arm is simulated
+Arms whose :class:`~tumorfield.problem.Problem` s have one rollout key (``Problem.rollout_key``:
+the same static part and array shapes; they may differ in any array — parameters, doses, genotype,
+vessels, initial state) form a :class:`Group`: one ``jax.vmap``-ed rollout (one compile) serves them
+all, and an arm's sub-cycling (``numerics.max_substeps``) is honoured: reverse mode through the
+checkpointed sub-step loop, the Gauss–Newton Jacobian (forward mode) through ``Numerics.forward_mode``.
+Each arm is simulated
 only as far as its group's last observation, with the fields saved at the end only and
 ``F`` check frames (``F`` = the number of distinct data times): the per-step scalars of
 ``observe`` (only the observed ones) give the predictions. Reverse-mode memory is that of the
@@ -20,41 +23,47 @@ never an exception: ``simulate(..., throw=False)`` throughout.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tumorfield_kernels import RESULTS, Grid, System, cast_floats, simulate
-from tumorfield_kernels._rollout import block_size
+from tumorfield_kernels import RESULTS, SaveAt, SqrtCheckpointed, Subcycle, simulate
 
-from ..run._loop import numerics_options
+from ..problem import Observer, Problem
 from ._data import Observations
 from ._transform import with_values
+
+ARM_AXIS = "arm"  # the vmap axis of a group's arms: they decide together whether a step is sub-cycled
 
 
 @dataclass(frozen=True)
 class Group:
-    """Arms sharing one compiled rollout: the static parts (system, grid, steps, observables).
+    """Arms sharing one compiled rollout: ``problem`` (the first arm's, without its initial state: the
+    static parts and the template the arms' arrays are combined with), the observed keys, the steps.
 
-    ``rows[a]`` are the observation rows of arm ``a``; the traced parts (stacked parameters,
+    ``rows[a]`` are the observation rows of arm ``a``; the traced parts (stacked problem arrays,
     initial states, data) are built by :func:`group_arrays`.
     """
 
     arms: tuple[str, ...]
-    system: System
-    grid: Grid
-    observe: Callable
+    problem: Problem
     observables: tuple[str, ...]
-    dt: float
-    dtype: str
     frames: int
     steps_per_frame: int
     rows: tuple[np.ndarray, ...]
-    cell_diffusion: str = "explicit"  # the arm's numerics.cell_diffusion, as `tumorfield run` advances it
+
+    @property
+    def dt(self) -> float:
+        return self.problem.dt
+
+    @property
+    def dtype(self) -> str:
+        return self.problem.numerics.dtype
 
     @property
     def n_steps(self) -> int:
@@ -66,52 +75,32 @@ class Group:
         width = max(len(r) for r in self.rows)
         return np.array([[j < len(r) for j in range(width)] for r in self.rows])
 
-    def series(self, names, theta, params, initial):
-        """Every observable after every step 0…n of one arm at ``theta`` (``(obs, n + 1)``, float64 with x64),
-        and whether the run succeeded."""
-        params = with_values(params, names, theta)
+    def forward_mode(self) -> Group:
+        """The same group, forward-mode differentiable (its sub-step loop a ``lax.while_loop``)."""
+        numerics = self.problem.numerics.forward_mode()
+        return dataclasses.replace(self, problem=eqx.tree_at(lambda p: p.numerics, self.problem, numerics))
+
+    def series(self, names, theta, arrays, initial):
+        """Every observable after every step 0…n of one arm (its problem ``arrays``) at ``theta``
+        (``(obs, n + 1)``, float64 with x64), and whether the run succeeded."""
+        problem = eqx.combine(arrays, eqx.partition(self.problem, eqx.is_array)[1])
+        params = with_values(problem.params, names, theta)
         traj = simulate(
-            self.system,
-            self.grid,
-            initial,
-            t_end=self.n_steps * self.dt,
-            dt=self.dt,
-            save_every=self.steps_per_frame * self.dt,
-            params=params,
-            observe=self.observe,
+            problem.system, problem.grid, initial, t_end=self.n_steps * self.dt, dt=self.dt, params=params,
+            numerics=problem.numerics, saveat=SaveAt(every=self.steps_per_frame * self.dt, observe=problem.observe),
             throw=False,
-            dtype=self.dtype,
-            cell_diffusion=self.cell_diffusion,
-        )  # no sub-cycling: its loop is reverse-mode only, and the Gauss–Newton Jacobian is forward-mode
-        first = self.observe({k: v[0] for k, v in traj.fields.items()}, params, traj.t[0])
+        )  # fmt: skip
+        first = problem.observe({k: v[0] for k, v in traj.fields.items()}, params, traj.t[0])
         rows = [jnp.concatenate([jnp.asarray(first[k])[None], traj.observed[k]]) for k in self.observables]
         return jnp.stack([r.astype(jnp.result_type(float)) for r in rows]), traj.result == RESULTS.successful
 
 
-def _signature(config) -> str:
-    """What arms of one group share: the model, grid, dt, precision and every non-batchable section."""
-    batchable = getattr(config.model, "batchable_sections", ())
-    fixed = {
-        name: values
-        for name, values in config.sections.items()
-        if name not in batchable and name not in ("time", "output", "run")
-    }
-    return json.dumps([fixed, config.time.dt, config.output.precision], sort_keys=True, default=repr)
-
-
-def _structure(params, state):
-    leaves, treedef = jax.tree_util.tree_flatten((params, state))
-    return treedef, tuple((np.shape(x), np.asarray(x).dtype) for x in leaves)
-
-
-def _observer(model, grid: Grid, names: tuple[str, ...]) -> Callable:
-    """``observe`` returning only ``names`` (XLA then computes nothing else per step)."""
-
-    def observe(state, params, t):
-        values = model.observe(state, params, t, grid)
-        return {k: values[k] for k in names}
-
-    return observe
+def _arm_problem(config, observables=None, axis_name: str | None = ARM_AXIS) -> Problem:
+    """An arm's problem as a group runs it: sub-cycling decided together with the group's arms."""
+    numerics = config.numerics
+    if isinstance(numerics.substeps, Subcycle):
+        numerics = eqx.tree_at(lambda n: n.substeps, numerics, Subcycle(numerics.substeps.cap, axis_name))
+    return Problem.from_config(config, observables=observables, numerics=numerics)
 
 
 MAX_FRAMES = 16
@@ -132,46 +121,37 @@ def _frames(steps: np.ndarray) -> tuple[int, int]:
     last = max(1, int(steps.max()))
     frames = max(1, min(last, MAX_FRAMES, len(np.unique(steps[steps > 0]))))
     need = math.ceil(last / frames)
-    even = [n for n in range(need, need + MAX_EXTRA_STEPS + 1) if n % block_size(n) == 0]
+    even = [n for n in range(need, need + MAX_EXTRA_STEPS + 1) if n % SqrtCheckpointed.block_size(n) == 0]
     return frames, even[0] if even else need
 
 
-def _start(config, names, theta0):
-    """One arm's parameters (run precision, fitted leaves at ``theta0``) and initial state."""
-    params = cast_floats(config.model.params(config.grid), config.output.precision)
-    return with_values(params, names, theta0), config.model.initial_state(config.grid)
-
-
 def make_groups(arms: Mapping, data: Observations, names, theta0) -> tuple[list[Group], list[dict]]:
-    """Groups of ``arms`` (name → RunConfig) and their traced arrays (see :func:`group_arrays`)."""
-    keyed: dict[tuple, list[str]] = {}
-    starts = {name: _start(config, names, theta0) for name, config in arms.items()}
-    for name, config in arms.items():
+    """Groups of ``arms`` (name → RunConfig) and their traced arrays (see :func:`group_arrays`); the
+    fitted leaves start at ``theta0``."""
+    problems = {name: _arm_problem(config) for name, config in arms.items()}
+    keyed: dict = {}
+    for name in arms:
         if len(data.rows(name)):
-            key = (_signature(config), _structure(*starts[name]))
-            keyed.setdefault(key, []).append(name)
+            keyed.setdefault((problems[name].rollout_key(), arms[name].output.precision), []).append(name)
     groups, arrays = [], []
     for members in keyed.values():
-        config = arms[members[0]]
         rows = tuple(data.rows(m) for m in members)
         picked = np.concatenate(rows)
         observables = tuple(sorted(set(data.observable[picked])))
         frames, per_frame = _frames(data.step[picked])
-        group = Group(
-            tuple(members),
-            config.model.system,
-            config.grid,
-            _observer(config.model, config.grid, observables),
-            observables,
-            config.time.dt,
-            config.output.precision,
-            frames,
-            per_frame,
-            rows,
-            numerics_options(config)[0],
-        )
+        template = problems[members[0]].without_initial()
+        if len(members) == 1:  # not vmapped (_each_arm): no axis to decide the sub-cycling over
+            template = _arm_problem(arms[members[0]], None, axis_name=None).without_initial()
+        observer = Observer(template.observe.fn, template.grid, observables)
+        group = Group(tuple(members), eqx.tree_at(lambda p: p.observe, template, observer), observables, frames,
+                      per_frame, rows)  # fmt: skip
+        starts = []
+        for m in members:
+            problem = problems[m]
+            problem = eqx.tree_at(lambda p: p.params, problem, with_values(problem.params, names, theta0))
+            starts.append((problem.arrays(), problem.y0))
         groups.append(group)
-        arrays.append(group_arrays(group, data, [starts[m] for m in members]))
+        arrays.append(group_arrays(group, data, starts))
     return groups, arrays
 
 
@@ -180,7 +160,7 @@ def _padded(values: list[np.ndarray], width: int, fill) -> np.ndarray:
 
 
 def group_arrays(group: Group, data: Observations, starts) -> dict:
-    """The traced inputs of a group: stacked parameters and initial states, padded data ``(arms, rows)``."""
+    """The traced inputs of a group: stacked problem arrays and initial states, padded data ``(arms, rows)``."""
     width = max(len(r) for r in group.rows)
     index = [np.searchsorted(group.observables, data.observable[r]).astype(np.int32) for r in group.rows]
 
@@ -188,7 +168,7 @@ def group_arrays(group: Group, data: Observations, starts) -> dict:
         return np.stack([np.asarray(x) for x in xs])
 
     return {
-        "params": jax.tree_util.tree_map(stack, *[s[0] for s in starts]),
+        "problem": jax.tree_util.tree_map(stack, *[s[0] for s in starts]),
         "initial": jax.tree_util.tree_map(stack, *[s[1] for s in starts]),
         "index": _padded(index, width, 0),
         "step": _padded([data.step[r].astype(np.int32) for r in group.rows], width, 0),
@@ -213,13 +193,13 @@ def residual(prediction, value, sigma, lognormal: bool):
     return (prediction - value) / sigma
 
 
-def _each_arm(fn, params, initial):
-    """``jax.vmap(fn)(params, initial)`` over a group's arms; a group of one arm is not vmapped
+def _each_arm(fn, arrays, initial):
+    """``jax.vmap(fn)(arrays, initial)`` over a group's arms; a group of one arm is not vmapped
     (the same values, but tracing and lowering the fit's iteration under ``vmap`` took ~35 % longer:
     11–14 s against 8–10 s for the PTX arm at 32² on a 2-core CPU)."""
     if jax.tree_util.tree_leaves(initial)[0].shape[0] > 1:
-        return jax.vmap(fn)(params, initial)
-    out = fn(*jax.tree_util.tree_map(lambda x: x[0], (params, initial)))
+        return jax.vmap(fn, axis_name=ARM_AXIS)(arrays, initial)
+    out = fn(*jax.tree_util.tree_map(lambda x: x[0], (arrays, initial)))
     return jax.tree_util.tree_map(lambda x: x[None], out)
 
 
@@ -229,7 +209,7 @@ def evaluate(groups, arrays, names, theta, lognormal: bool):
     each group's ``(arms, obs, n + 1)`` series."""
     out, good, series = [], [], []
     for group, arr in zip(groups, arrays, strict=True):
-        values, ok = _each_arm(lambda p, s, g=group: g.series(names, theta, p, s), arr["params"], arr["initial"])
+        values, ok = _each_arm(lambda a, s, g=group: g.series(names, theta, a, s), arr["problem"], arr["initial"])
         arm = jnp.arange(len(group.arms))[:, None]
         prediction = values[arm, arr["index"], arr["step"]]
         r = residual(prediction, arr["value"], arr["sigma"], lognormal)

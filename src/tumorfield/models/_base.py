@@ -23,9 +23,6 @@ class Model(abc.ABC):
 
     name: ClassVar[str]
     section_types: ClassVar[dict[str, type]]
-    batchable_sections: ClassVar[tuple[str, ...]] = ()
-    """Sections whose values enter only traced leaves of ``params(grid)`` and ``initial_state(grid)``
-    (not the System, not ``observe``): sweep members differing only there share one vmapped rollout."""
 
     def __init__(self, sections: Mapping[str, Any]):
         for name, cls in self.section_types.items():
@@ -58,9 +55,14 @@ class Model(abc.ABC):
     def initial_state(self, grid: Grid) -> dict[str, np.ndarray]:
         """Initial value of every time-dependent field (and scalar variable)."""
 
+    @staticmethod
     @abc.abstractmethod
-    def observe(self, state, params, t, grid: Grid) -> dict[str, Any]:
-        """Scalar diagnostics of a state (jittable): recorded every step under /scalars/."""
+    def observe(state, params, t, grid: Grid) -> dict[str, Any]:
+        """Scalar diagnostics of a state (jittable): recorded every step under /scalars/.
+
+        A ``staticmethod``, a function of its arguments alone: whatever else it needs (e.g. an initial
+        radius) belongs in ``params(grid)``. Runs of one model then share one observer, and so one
+        compiled rollout (``tumorfield.problem.Problem.rollout_key``)."""
 
     def constant_fields(self, grid: Grid) -> dict[str, tuple[np.ndarray, str, str]]:
         """Prescribed, time-independent maps written once with the output:

@@ -94,7 +94,6 @@ class FisherKPP(Model):
     """Logistic growth plus diffusion (and optional chemotaxis) of tumour cells."""
 
     name = "fisher_kpp"
-    batchable_sections: ClassVar[tuple[str, ...]] = ("parameters", "initial")
     section_types: ClassVar[dict[str, type]] = {"parameters": FisherParameters, "initial": FisherInitial}
     field_long_names: ClassVar[dict[str, str]] = {
         "u": "tumour cell density (fraction of carrying capacity)",
@@ -131,7 +130,8 @@ class FisherKPP(Model):
             state["c"] = np.zeros(grid.shape)
         return state
 
-    def observe(self, state, params, t, grid: Grid):
+    @staticmethod
+    def observe(state, params, t, grid: Grid):
         u = state["u"]
         return {"tumour_burden": jnp.sum(u) * grid.cell_volume, "max_u": jnp.max(u)}
 

@@ -9,17 +9,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tumorfield_kernels import POSITIVITY_TOLERANCE, cast_floats, initial_frame, max_stable_dt
+from tumorfield_kernels import positivity_violations
 
 from .. import _compile_log
 from ..config._loader import stored_fields
 from ..io import open_trajectory, write_xdmf
 from ..io._guard import GuardedFile
 from ..io._writer import FORMAT, StorageError, TrajectoryFile
-from ._loop import NumericalFailure, numerics_options, run_loop
+from ..problem import Problem
+from ._loop import LIMIT_NAME, chunk_loop
 from ._output import OutputError, OutputTarget
 from ._signals import StopFlag, pending
 
@@ -92,17 +94,6 @@ def output_bytes(config) -> int:
     return config.n_frames * frame + scalars + 2 * state + cells * 8 + 2**20  # (one constant field)
 
 
-def _params_and_observe(config) -> tuple:
-    """The parameter pytree in the run's precision, and the per-step observable: one function
-    object per run (``advance`` compiles per function object)."""
-    grid, model = config.grid, config.model
-
-    def observe(state, params, t):
-        return model.observe(state, params, t, grid)
-
-    return cast_floats(model.params(grid), config.output.precision), observe
-
-
 def _setup_jax(config) -> None:
     _compile_log.install()
     _compile_log.enable_persistent_cache(config.compilation_cache)
@@ -118,29 +109,26 @@ class Run:
     """
 
     def __init__(self, config, file: TrajectoryFile, target: OutputTarget, state, step: int, log: Callable,
-                 params_and_observe: tuple | None = None):  # fmt: skip
+                 problem: Problem | None = None):  # fmt: skip
         self.config, self.file, self.target, self.state, self.step, self.log = config, file, target, state, step, log
-        self.params, self.observe = params_and_observe or _params_and_observe(config)
+        self.problem = problem or Problem.from_config(config)
         target.on_move = file.moved
         file.moved(target.current)
 
     @classmethod
-    def start(cls, config, output, *, overwrite: bool, argv, log: Callable, observe: Callable | None = None) -> Run:
+    def start(cls, config, output, *, overwrite: bool, argv, log: Callable, problem: Problem | None = None) -> Run:
         """Lock and check the output path and its disk space, check ``time.dt`` at t = 0, create the
         file and commit frame 0. A signal caught before the file exists raises :class:`Interrupted`.
-
-        ``observe``: an observable function shared with other runs of the same model and grid
-        (a sweep's batch), so its diagnostics compile once rather than once per run."""
+        ``problem``: the config's, when the caller has built it already (a sweep, to group members)."""
         target = OutputTarget.new(output, overwrite=overwrite)
-        params, own_observe = _params_and_observe(config)
-        observe = observe or own_observe
+        problem = problem or Problem.from_config(config)
         file = None
         try:
             for note in [*target.notes, target.check_space(output_bytes(config), config.output.compression == "none")]:
                 if note:
                     log(note)
             _setup_jax(config)
-            frame, scalars0 = _frame_zero(config, params, observe)
+            frame, scalars0 = _frame_zero(config, problem)
             _raise_if_signalled()
             state0 = {name: np.asarray(v) for name, v in frame.items()}
             file = TrajectoryFile.create(
@@ -157,7 +145,7 @@ class Run:
             _give_up(file, target)
             raise
         log(f"writing {target.current} ({config.n_frames} frames, grid {config.grid.shape}, {config.output.precision})")
-        return cls(config, file, target, frame, 0, log, (params, observe))
+        return cls(config, file, target, frame, 0, log, problem)
 
     @classmethod
     def resume(cls, path, *, argv, log: Callable) -> Run | None:
@@ -194,10 +182,9 @@ class Run:
         Raises :class:`StorageError` (the file ends ``interrupted``, resumable) if writing fails."""
         with StopFlag() as stop:
             try:
-                status = run_loop(self.config, self.file, self.state, self.step, self.params, self.observe, stop,
-                                  self.log, self.target.promote_if_free)  # fmt: skip
-            except NumericalFailure as error:
-                return self._end("failed", str(error))
+                (failure,) = chunk_loop([self], self.advance, self.state, self.step, stop, self.log)
+                if failure is not None:
+                    return self._end("failed", failure)
             except StorageError as error:
                 raise self._storage_failure(error) from None
             except BaseException as error:
@@ -207,8 +194,13 @@ class Run:
             f"compilation {_compile_log.seconds():.2f} s in all; persistent cache: "
             f"{_compile_log.cache_hits()} hits, {_compile_log.cache_misses()} misses"
         )
-        message = None if status == "complete" else f"interrupted by {stop.signal_name}"
-        return self._end(status, message)
+        if stop:
+            return self._end("interrupted", f"interrupted by {stop.signal_name}")
+        return self._end("complete", None)
+
+    def advance(self, n_saves: int, state, step: int):
+        """One chunk of this run (``chunk_loop``'s ``advance``)."""
+        return self.problem.advance(state, step, n_saves, self.config.steps_per_save)
 
     def end(self, status: str, message: str | None) -> Outcome:
         """End a run that was advanced from outside :meth:`execute` (a sweep's vmapped batch)."""
@@ -264,23 +256,28 @@ def _complete_the_move(target: OutputTarget, log: Callable) -> None:
         target.release()
 
 
-def _frame_zero(config, params, observe: Callable) -> tuple[dict, dict]:
+@eqx.filter_jit
+def _observe_jit(observe, state, params, t):
+    return observe(state, params, t)
+
+
+def _frame_zero(config, problem: Problem) -> tuple[dict, dict]:
     """Frame 0 (quasi-steady fields solved) and the diagnostics at t = 0; refuses a
     ``time.dt`` beyond the positivity limit of the explicit part (times ``numerics.max_substeps``)
     (:class:`ConfigError`). The diagnostics include ``substeps`` (0 at t = 0: no step yet)."""
     from ..config import ConfigError
 
-    system, grid, dt, dtype = config.model.system, config.grid, config.time.dt, config.output.precision
-    cell_diffusion, cap = numerics_options(config)
-    frame = initial_frame(system, grid, config.model.initial_state(grid), params, dtype=dtype)
-    limits = max_stable_dt(system, grid, frame, params, dtype=dtype, cell_diffusion=cell_diffusion)
-    too_large = {name: limit for name, limit in limits.items() if dt > cap * limit * (1 + POSITIVITY_TOLERANCE)}
+    frame = problem.initial_frame()
+    dt, cap = config.time.dt, problem.numerics.substeps.cap
+    too_large = positivity_violations(problem.system, problem.grid, frame, problem.params, dt=dt,
+                                      numerics=problem.numerics)  # fmt: skip
     if too_large:
-        detail = ", ".join(f"{name!r} {limit:.4g} day" for name, limit in too_large.items())
-        sub = "" if cap == 1 else f" times numerics.max_substeps = {cap}"
+        detail = ", ".join(f"{name!r} {limit / cap:.4g} day" for name, limit in too_large.items())
+        sub = "" if cap == 1 else f" times {LIMIT_NAME} = {cap}"
         why = f"dt = {dt} day exceeds the positivity limit of the explicit part ({detail}){sub} at t = 0"
         raise ConfigError("time.dt", dt, why, config.source)
-    scalars0 = {name: np.asarray(v) for name, v in jax.jit(observe)(frame, params, jnp.zeros((), dtype)).items()}
+    zero = jnp.zeros((), problem.numerics.float_dtype)
+    scalars0 = {name: np.asarray(v) for name, v in _observe_jit(problem.observe, frame, problem.params, zero).items()}
     scalars0["substeps"] = np.asarray(0.0)
     return frame, scalars0
 

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from tumorfield_kernels import cast_floats
 
 from .._schema import ConfigError
 from ..config._memory import available_memory
 from ..io import NotATrajectory, open_trajectory
 from ..run import Outcome, Run
-from ._batch import Batch, Member, batch_signature, batch_size, batched_rollout, chunks, structure
+from ._batch import Batch, Member, batch_key, batch_problem, batch_size, batched_rollout, chunks
 from ._manifest import Manifest, member_file
 from ._spec import config_digest, load_sweep
 
@@ -27,13 +26,6 @@ def _stored_status(path: Path) -> str | None:
             return stored.status
     except NotATrajectory as error:
         raise ConfigError("-o", str(path), f"is not a member file of this sweep ({error})") from None
-
-
-def _group_key(config) -> tuple:
-    """Batch signature and the (params, state) structure of a member, from its config alone."""
-    grid, dtype = config.grid, config.output.precision
-    params = cast_floats(config.model.params(grid), dtype)
-    return batch_signature(config), structure(params, config.model.initial_state(grid))
 
 
 class SweepRunner:
@@ -50,7 +42,6 @@ class SweepRunner:
         digests = [config_digest(c) for c in self.configs]
         self.manifest = Manifest.create_or_check(self.directory, self.sweep.paths, self.sweep.members, digests)
         self._rollouts: dict = {}
-        self._observers: dict = {}
 
     def path(self, index: int) -> Path:
         return self.directory / member_file(index)
@@ -74,10 +65,11 @@ class SweepRunner:
             else:
                 fresh.append(i)
         groups: dict = {}
+        problems = {i: batch_problem(self.configs[i]) for i in fresh}
         for i in fresh:
-            groups.setdefault(_group_key(self.configs[i]), []).append(i)
+            groups.setdefault(batch_key(self.configs[i], problems[i]), []).append(i)
         for key, group in groups.items():
-            self._run_group(key, group, results)
+            self._run_group(key, group, problems, results)
         return results
 
     def _resume(self, index: int) -> Outcome:
@@ -87,40 +79,29 @@ class SweepRunner:
         self.manifest.set_status(index, outcome.status)
         return outcome
 
-    def _run_group(self, key, indices: list[int], results: dict) -> None:
+    def _run_group(self, key, indices: list[int], problems: dict, results: dict) -> None:
         config = self.configs[indices[0]]
         devices = len(jax.local_devices())
         size = batch_size(config, self.sweep.section.batch, devices, available_memory())
         size = min(size, len(indices)) if devices == 1 else size
         for batch in chunks(indices, size):
-            members = []
-            for i in batch:
-                member = self._start(i, results, self._observers.get(key))
-                if member is not None:
-                    self._observers.setdefault(key, member.run.observe)
-                    members.append(member)
+            members = [m for m in (self._start(i, problems[i], results) for i in batch) if m is not None]
             if not members:
                 continue
-            observe = self._observers[key]
-            for member in members:
-                member.run.observe = observe
+            template = members[0].run.problem
 
-            batch = Batch(members, None, size, self.log)
-
-            def rollout(n_saves, key=key, observe=observe, config=members[0].run.config, mesh=batch.mesh):
+            def rollout(n_saves, mesh, key=key, template=template):
                 if (key, n_saves) not in self._rollouts:
-                    self._rollouts[key, n_saves] = batched_rollout(config, observe, n_saves, mesh)
+                    self._rollouts[key, n_saves] = batched_rollout(template, n_saves, config.steps_per_save, mesh)
                 return self._rollouts[key, n_saves]
 
-            batch.rollout = rollout
-            batch.execute(lambda i, outcome: self._ended(i, outcome, results))
+            Batch(members, rollout, size, self.log).execute(lambda i, outcome: self._ended(i, outcome, results))
 
-    def _start(self, index: int, results: dict, observe: Callable | None) -> Member | None:
-        """Create member ``index``'s file with frame 0 (``observe``: the batch group's shared
-        observable, compiled once); a dt beyond the limit at t = 0 fails this member alone."""
+    def _start(self, index: int, problem, results: dict) -> Member | None:
+        """Create member ``index``'s file with frame 0; a dt beyond the limit at t = 0 fails this member alone."""
         try:
             run = Run.start(self.configs[index], self.path(index), overwrite=False, argv=self.argv, log=self.log,
-                            observe=observe)  # fmt: skip
+                            problem=problem)  # fmt: skip
         except ConfigError as error:
             self.log(f"member {index} failed before its first step: {error}")
             self.manifest.set_status(index, "failed")

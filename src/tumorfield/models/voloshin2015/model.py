@@ -43,8 +43,6 @@ class Voloshin2015(Model):
 
     name: ClassVar[str] = "voloshin2015"
     section_types: ClassVar[dict[str, type]] = SECTIONS
-    # [initial] stays out: observe measures invasion from the initial radius (a Python float)
-    batchable_sections: ClassVar[tuple[str, ...]] = ("parameters", "dosing", "host", "vessels")
 
     field_units: ClassVar[dict[str, str]] = {
         "tumor": "1",
@@ -183,8 +181,10 @@ class Voloshin2015(Model):
         return vessel_map(grid.mesh(), box_centre(grid.length), **dataclasses.asdict(self.vessels))
 
     def params(self, grid: Grid) -> Parameters:
-        """The parameter pytree on ``grid``: the scalars, the dose schedules and the vessel map."""
-        return dataclasses.replace(self._params, vessels=self.vessel_map(grid))
+        """The parameter pytree on ``grid``: the scalars, the dose schedules, the vessel map and the
+        initial tumour radius (which the invasion diagnostics measure from)."""
+        radius = np.asarray(self.initial.tumor_radius, np.float64)
+        return dataclasses.replace(self._params, vessels=self.vessel_map(grid), initial_radius=radius)
 
     def constant_fields(self, grid: Grid) -> dict[str, tuple[np.ndarray, str, str]]:
         return {"vessels": (self.vessel_map(grid), VESSELS_UNITS, VESSELS_LONG_NAME)}
@@ -210,8 +210,9 @@ class Voloshin2015(Model):
             "seeded": np.zeros(()),
         }
 
-    def observe(self, state, params: Parameters, t, grid: Grid) -> dict[str, Any]:
-        return observe(state, params, t, grid, self.initial.tumor_radius)
+    @staticmethod
+    def observe(state, params: Parameters, t, grid: Grid) -> dict[str, Any]:
+        return observe(state, params, t, grid, params.initial_radius)
 
     def validate(self, grid: Grid, t_end: float, dt: float) -> None:
         """Doses on step boundaries and the tumour inside the box. (The CTC clearance ``k_circ`` sets no

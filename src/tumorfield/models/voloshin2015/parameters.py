@@ -262,6 +262,8 @@ class Parameters(eqx.Module):
     anakinra_doses: Doses = eqx.field(default_factory=Doses)
     # --- prescribed vessel map v(x), one value per grid cell (1, relative vessel density)
     vessels: Float[Array, "*grid"] | None = None  # noqa: F722
+    # --- the initial tumour radius (mm, from [initial]): the invasion diagnostics measure from it
+    initial_radius: Scalar | None = None
 
     def __check_init__(self):
         for f in parameter_fields():

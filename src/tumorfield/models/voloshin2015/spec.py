@@ -4,7 +4,7 @@ compiled rollouts are shared between arms."""
 
 from __future__ import annotations
 
-from tumorfield_kernels import StateDependent, System, Taxis
+from tumorfield_kernels import StateDependent, System, Taxis, WithGrid
 
 from .kinetics import macrophage_chi, reaction, tumor_chi, tumor_motility
 
@@ -76,7 +76,7 @@ SYSTEM = System(
         Taxis(field="m1", attractant="chemo", chi=macrophage_chi),
         Taxis(field="m2", attractant="chemo", chi=macrophage_chi),
     ),
-    reaction=reaction,
+    reaction=WithGrid(reaction),
     quasi_steady=("mde", "chemo", "vegf"),
     scalars=SCALARS,
 )
