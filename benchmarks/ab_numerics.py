@@ -52,10 +52,7 @@ def main():
     variants = {(cd, ms): None for cd in ("explicit", "implicit") for ms in (1, 64)}
 
     def call(cd, ms):
-        _, _, traj = tk.advance(
-            system, grid, state, dt=dt, n_saves=1, steps_per_save=args.steps, params=params,
-            cell_diffusion=cd, max_substeps=ms, checkpoint=False,
-        )  # fmt: skip
+        _, _, traj = tk.advance(system, grid, state, dt=dt, n_saves=1, steps_per_save=args.steps, params=params, numerics=tk.Numerics(cell_diffusion=(tk.ImplicitDiffusion() if cd == 'implicit' else tk.ExplicitDiffusion()), substeps=tk.substeps_from_cap(ms), adjoint=tk.Scan()))  # fmt: skip
         return jax.block_until_ready(traj.fields)
 
     compile_s = {}
@@ -70,10 +67,7 @@ def main():
 
     def members(batch_axis):
         def one(r):
-            _, _, traj = tk.advance(
-                system, grid, state, dt=dt, n_saves=1, steps_per_save=args.steps, params={"r": r},
-                max_substeps=64, checkpoint=False, throw=False, batch_axis=batch_axis,
-            )  # fmt: skip
+            _, _, traj = tk.advance(system, grid, state, dt=dt, n_saves=1, steps_per_save=args.steps, params={"r": r}, throw=False, numerics=tk.Numerics(substeps=tk.Subcycle(64, axis_name=batch_axis), adjoint=tk.Scan()))  # fmt: skip
             return traj.fields
 
         return jax.jit(jax.vmap(one, axis_name="members"))
@@ -94,7 +88,15 @@ def main():
     for ms, dt16 in ((1, 0.9 * limit), (8, 1.8 * limit)):
 
         def loss(u, ms=ms, dt16=dt16):
-            traj = tk.simulate(strong, g16, {**s16, "u": u}, t_end=200 * dt16, dt=dt16, max_substeps=ms, throw=False)
+            traj = tk.simulate(
+                strong,
+                g16,
+                {**s16, "u": u},
+                t_end=200 * dt16,
+                dt=dt16,
+                throw=False,
+                numerics=tk.Numerics(substeps=tk.substeps_from_cap(ms)),
+            )
             return jnp.sum(traj["u"][-1] ** 2), traj.substeps
 
         compiled = jax.jit(jax.grad(lambda u: loss(u)[0])).lower(jnp.asarray(s16["u"])).compile()

@@ -48,7 +48,7 @@ def main():
     config = cfg.load(ARM, [*overrides, 'run.compilation_cache="off"'])
     model, grid, system = config.model, config.grid, config.model.system
     params = tk.cast_floats(model.params(grid), "float32")
-    state = tk.initial_frame(system, grid, model.initial_state(grid), params, dtype="float32")
+    state = tk.initial_frame(system, grid, model.initial_state(grid), params, numerics=tk.Numerics(dtype="float32"))
     state = {k: jnp.asarray(v) for k, v in state.items()}
     t0 = jnp.float32(0.0)
     result = {"what": __doc__.splitlines()[0], "backend": jax.default_backend(), "device": str(jax.devices()[0]),

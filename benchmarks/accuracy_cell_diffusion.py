@@ -30,15 +30,12 @@ def main():
     config = cfg.loads(text)
     model, grid, dt0 = config.model, config.grid, config.time.dt
     params = cast_floats(model.params(grid), "float32")
-    frame = initial_frame(model.system, grid, model.initial_state(grid), params, dtype="float32")
-    limits = step_limits(model.system, grid, frame, params, dtype="float32")
+    frame = initial_frame(model.system, grid, model.initial_state(grid), params, numerics=Numerics(dtype="float32"))
+    limits = step_limits(model.system, grid, frame, params, numerics=Numerics(dtype="float32"))
 
     def run(dt, cell_diffusion):
         t0 = time.perf_counter()
-        traj = simulate(
-            model.system, grid, frame, t_end=args.t_end, dt=dt, save_every=args.t_end, params=params,
-            dtype="float32", throw=False, cell_diffusion=cell_diffusion, max_substeps=64, checkpoint=False,
-        )  # fmt: skip
+        traj = simulate(model.system, grid, frame, t_end=args.t_end, dt=dt, params=params, throw=False, numerics=Numerics(cell_diffusion=(ImplicitDiffusion() if cell_diffusion == 'implicit' else ExplicitDiffusion()), substeps=Subcycle(64), adjoint=Scan(), dtype="float32"), saveat=SaveAt(every=args.t_end))  # fmt: skip
         tumor = np.asarray(traj["tumor"][-1], np.float64)
         return tumor, traj, time.perf_counter() - t0
 

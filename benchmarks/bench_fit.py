@@ -233,7 +233,9 @@ def ptx_steps(shape: int):
     config = cfg.load(ARM, [f"grid.shape=[{shape},{shape}]", 'run.compilation_cache="off"'])
     model, grid, system = config.model, config.grid, config.model.system
     params = tk.cast_floats(model.params(grid), config.output.precision)
-    state = tk.initial_frame(system, grid, model.initial_state(grid), params, dtype=config.output.precision)
+    state = tk.initial_frame(
+        system, grid, model.initial_state(grid), params, numerics=tk.Numerics(dtype=config.output.precision)
+    )
     dt, t = jnp.asarray(config.time.dt, jnp.float32), jnp.asarray(4.0, jnp.float32)
     theta = jnp.asarray([start_and_bounds()[n][0] for n in NAMES])
 

@@ -194,7 +194,7 @@ def worker(spec: dict) -> dict:
     precision = config.output.precision
     dtype = jnp.dtype(precision)
     params = tk.cast_floats(model.params(grid), precision)
-    initial = tk.initial_frame(system, grid, model.initial_state(grid), params, dtype=precision)
+    initial = tk.initial_frame(system, grid, model.initial_state(grid), params, numerics=tk.Numerics(dtype=precision))
     # the numerics of issue 14, where the core has them: from the config's [numerics], else from the spec
     numerics = {}
     if "cell_diffusion" in inspect.signature(tk.advance).parameters:
@@ -220,11 +220,13 @@ def worker(spec: dict) -> dict:
     print(f"  worker {label(shape)}: probing the positivity limit over the run", flush=True)
     t0 = time.perf_counter()
     if spec.get("dt_from_t0"):
-        limits = tk.max_stable_dt(system, grid, initial, params, dtype=precision, **limit_kw)
+        limits = tk.max_stable_dt(system, grid, initial, params, **limit_kw, numerics=tk.Numerics(dtype=precision))
         limit = 0.5 * min(limits.values())  # a margin for the taxis steepening over the run
         out["dt_rule"] = "0.5 × the positivity limit at t = 0 (no probe over the run)"
     else:
-        limits = tk.max_stable_dt_over_run(system, grid, initial, params, t_end=t_end, dtype=precision, **limit_kw)
+        limits = tk.max_stable_dt_over_run(
+            system, grid, initial, params, t_end=t_end, **limit_kw, numerics=tk.Numerics(dtype=precision)
+        )
         limit = min(limits.values())
         out["dt_rule"] = "positivity limit over the run (max_stable_dt_over_run)"
     out["probe_s"] = time.perf_counter() - t0
@@ -257,10 +259,7 @@ def worker(spec: dict) -> dict:
         frame_limits = {name: [] for name in variants} if collect_limits else None
         t0 = time.perf_counter()
         for n in chunks:
-            new_state, new_step, traj = tk.advance(
-                system, grid, state, dt=dt, n_saves=n, steps_per_save=sps, params=params, step=step,
-                observe=observe, checkpoint=not lean, dtype=precision, throw=False, **numerics,
-            )  # fmt: skip
+            new_state, new_step, traj = tk.advance(system, grid, state, dt=dt, n_saves=n, steps_per_save=sps, params=params, step=step, throw=False, **numerics, numerics=tk.Numerics(adjoint=(tk.SqrtCheckpointed() if not lean else tk.Scan()), dtype=precision), saveat=tk.SaveAt(observe=observe))  # fmt: skip
             jax.block_until_ready((new_state, traj))
             if not bool(traj.result == tk.RESULTS.successful):
                 ok = False
@@ -289,8 +288,8 @@ def worker(spec: dict) -> dict:
         variants = ("run", "explicit", "taxis_reaction", "diffusion")
 
         def frame_limits_at(frame, t):
-            per_field = tk.step_limits(system, grid, frame, params, t=t, dtype=precision)
-            run = tk.max_stable_dt(system, grid, frame, params, t=t, dtype=precision, **limit_kw)
+            per_field = tk.step_limits(system, grid, frame, params, t=t, numerics=tk.Numerics(dtype=precision))
+            run = tk.max_stable_dt(system, grid, frame, params, t=t, **limit_kw, numerics=tk.Numerics(dtype=precision))
             return {
                 "run": min(run.values(), default=math.inf),
                 "explicit": min((v["explicit"] for v in per_field.values()), default=math.inf),
@@ -304,7 +303,7 @@ def worker(spec: dict) -> dict:
         def frame_limits_at(frame, t):
             limits = {}
             for name, vsys in systems.items():
-                lim = tk.max_stable_dt(vsys, grid, frame, params, t=t, dtype=precision)
+                lim = tk.max_stable_dt(vsys, grid, frame, params, t=t, numerics=tk.Numerics(dtype=precision))
                 limits[name] = min(lim.values(), default=math.inf)
             return limits
 

@@ -118,7 +118,9 @@ class TumorfieldRunner:
         and takes the smallest limit over its frames. Every timed run still
         checks positivity in-run.
         """
-        limits = tf.max_stable_dt_over_run(self.system, self.grid, self.initial, self.params, t_end=t_end, dtype=DTYPE)
+        limits = tf.max_stable_dt_over_run(
+            self.system, self.grid, self.initial, self.params, t_end=t_end, numerics=tf.Numerics(dtype=DTYPE)
+        )
         return min(limits.values())
 
     def _function(self, n_steps, checkpoint):
@@ -131,9 +133,8 @@ class TumorfieldRunner:
                 n_saves=1,
                 steps_per_save=n_steps,
                 params=params,
-                checkpoint=checkpoint,
-                throw=False,  # the in-run check stays on; its result is checked after the timing
-                dtype=DTYPE,
+                throw=False,
+                numerics=tf.Numerics(adjoint=(tf.SqrtCheckpointed() if checkpoint else tf.Scan()), dtype=DTYPE),
             )
             return final, traj.result == tf.RESULTS.successful
 

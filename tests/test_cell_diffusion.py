@@ -64,7 +64,15 @@ def test_implicit_diffusion_conserves_mass_and_stays_non_negative_far_beyond_the
     limits = tk.step_limits(system, grid, initial)["u"]
     dt = limits["split"]  # the largest accepted step: taxis-limited
     assert dt > 50 * limits["diffusion"], limits  # diffusion alone would need a far smaller step
-    traj = tk.simulate(system, grid, initial, t_end=200 * dt, dt=dt, save_every=50 * dt, cell_diffusion="implicit")
+    traj = tk.simulate(
+        system,
+        grid,
+        initial,
+        t_end=200 * dt,
+        dt=dt,
+        numerics=tk.Numerics(cell_diffusion=tk.ImplicitDiffusion()),
+        saveat=tk.SaveAt(every=50 * dt),
+    )
     u = np.asarray(traj["u"])
     totals = u.sum(axis=(1, 2))
     drift = float(np.max(np.abs(totals - totals[0])) / totals[0])
@@ -94,7 +102,13 @@ def test_implicit_diffusion_keeps_empty_tissue_empty_in_float32(float32):
     dt = 0.04  # 8× diffusion_limit = 0.005
     assert dt >= 7.9 * diffusion_limit
     traj = tk.simulate(
-        system, grid, {"u": u0}, t_end=10.0, dt=dt, save_every=2.0, cell_diffusion="implicit", dtype="float32"
+        system,
+        grid,
+        {"u": u0},
+        t_end=10.0,
+        dt=dt,
+        numerics=tk.Numerics(cell_diffusion=tk.ImplicitDiffusion(), dtype="float32"),
+        saveat=tk.SaveAt(every=2.0),
     )
     u = np.asarray(traj["u"])
     assert u.dtype == np.float32
@@ -107,7 +121,7 @@ def test_implicit_diffusion_keeps_empty_tissue_empty_in_float32(float32):
     # lies below the pulled front's own tail e^{−√(r/D) (x − front)} (≈ 5e-5 at 1.4 mm)
     assert np.all(np.diff(ahead) <= 0.0)
     assert far.max() < 1e-6
-    explicit = tk.simulate(system, grid, {"u": u0}, t_end=10.0, dt=0.004, dtype="float32")
+    explicit = tk.simulate(system, grid, {"u": u0}, t_end=10.0, dt=0.004, numerics=tk.Numerics(dtype="float32"))
     front_explicit = float(x[np.argmin(np.abs(np.asarray(explicit["u"][-1]) - 0.5))])
     print(f"front of the explicit run at dt = 0.004: {front_explicit:.3f} mm")
     assert abs(front - front_explicit) <= 2 * grid.spacing[0]
@@ -123,10 +137,7 @@ def test_gradient_through_implicit_diffusion_and_subcycles_matches_central_diffe
     params = {**PARAMS, "D": 0.1, "chi": 0.6}
 
     def loss(p):
-        traj = tk.simulate(
-            SYSTEM, grid, initial, t_end=0.1, dt=0.05, save_every=0.1, params=p,
-            cell_diffusion="implicit", max_substeps=4,
-        )  # fmt: skip
+        traj = tk.simulate(SYSTEM, grid, initial, t_end=0.1, dt=0.05, params=p, numerics=tk.Numerics(cell_diffusion=tk.ImplicitDiffusion(), substeps=tk.Subcycle(4)), saveat=tk.SaveAt(every=0.1))  # fmt: skip
         u, c = traj["u"][-1], traj["c"][-1]
         return jnp.sum(u**2) + jnp.sum(c * u), traj
 
@@ -165,7 +176,15 @@ def _keller_segel_3d():
 
 def test_keller_segel_collapse_3d_completes_by_subcycling():
     system, grid, initial = _keller_segel_3d()
-    traj = tk.simulate(system, grid, initial, t_end=3.0, dt=0.004, save_every=0.2, max_substeps=64)
+    traj = tk.simulate(
+        system,
+        grid,
+        initial,
+        t_end=3.0,
+        dt=0.004,
+        numerics=tk.Numerics(substeps=tk.Subcycle(64)),
+        saveat=tk.SaveAt(every=0.2),
+    )
     u = np.asarray(traj["u"])
     totals = u.sum(axis=(1, 2, 3))
     drift = float(np.max(np.abs(totals - totals[0])) / totals[0])
@@ -183,7 +202,16 @@ def test_keller_segel_collapse_3d_completes_by_subcycling():
 def test_subcycle_cap_exceeded_during_the_run():
     # the attractant grows like e^{5t}: taxis outgrows 4 sub-steps of a dt stable at t = 0
     system, grid, initial, dt = steepening_taxis()
-    traj = tk.simulate(system, grid, initial, t_end=400 * dt, dt=dt, save_every=10 * dt, max_substeps=4, throw=False)
+    traj = tk.simulate(
+        system,
+        grid,
+        initial,
+        t_end=400 * dt,
+        dt=dt,
+        throw=False,
+        numerics=tk.Numerics(substeps=tk.Subcycle(4)),
+        saveat=tk.SaveAt(every=10 * dt),
+    )
     n_valid = int(traj.n_valid)
     substeps = np.asarray(traj.substeps)
     message = tk.failure_message(traj, grid, dt, max_substeps=4, limit_name="numerics.max_substeps")
@@ -195,27 +223,41 @@ def test_subcycle_cap_exceeded_during_the_run():
     assert f"dt = {dt} day needed {substeps[n_valid]} explicit sub-steps" in message
     assert "numerics.max_substeps = 4" in message and f"by t = {float(traj.t[n_valid]):.6g} day" in message
     with pytest.raises(tk.SolverError, match="more than max_substeps = 4"):
-        tk.simulate(system, grid, initial, t_end=400 * dt, dt=dt, save_every=10 * dt, max_substeps=4)
+        tk.simulate(
+            system,
+            grid,
+            initial,
+            t_end=400 * dt,
+            dt=dt,
+            numerics=tk.Numerics(substeps=tk.Subcycle(4)),
+            saveat=tk.SaveAt(every=10 * dt),
+        )
     # refused before compiling: a dt beyond max_substeps × the limit at the start; bad values
     traces = eqx.debug.get_num_traces(_api._advance_impl)
     with pytest.raises(ValueError, match="times max_substeps = 4; the largest stable dt is"):
-        tk.simulate(system, grid, initial, t_end=10 * dt, dt=5 * dt, max_substeps=4)
+        tk.simulate(system, grid, initial, t_end=10 * dt, dt=5 * dt, numerics=tk.Numerics(substeps=tk.Subcycle(4)))
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match=f"max_substeps={bad!r}: must be an integer ≥ 1"):
-            tk.simulate(system, grid, initial, t_end=dt, dt=dt, max_substeps=bad)
+            tk.simulate(
+                system, grid, initial, t_end=dt, dt=dt, numerics=tk.Numerics(substeps=tk.substeps_from_cap(bad))
+            )
     with pytest.raises(ValueError, match="cell_diffusion='implicitly': allowed are 'explicit', 'implicit'"):
-        tk.simulate(system, grid, initial, t_end=dt, dt=dt, cell_diffusion="implicitly")
+        tk.simulate(system, grid, initial, t_end=dt, dt=dt, numerics=tk.Numerics(cell_diffusion=tk.ExplicitDiffusion()))
     assert eqx.debug.get_num_traces(_api._advance_impl) == traces
     # without throw the start check gives the result, and the message says so
-    start = tk.simulate(system, grid, initial, t_end=10 * dt, dt=5 * dt, max_substeps=4, throw=False)
+    start = tk.simulate(
+        system, grid, initial, t_end=10 * dt, dt=5 * dt, throw=False, numerics=tk.Numerics(substeps=tk.Subcycle(4))
+    )
     assert start.result == tk.RESULTS.substep_limit_exceeded and int(start.n_valid) == 1
     message = tk.failure_message(start, grid, 5 * dt, max_substeps=4, limit_name="numerics.max_substeps")
     assert "at the start of this call" in message and "numerics.max_substeps = 4" in message
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match="max_substeps"):
-            tk.simulate(system, grid, initial, t_end=dt, dt=dt, max_substeps=bad)
+            tk.simulate(
+                system, grid, initial, t_end=dt, dt=dt, numerics=tk.Numerics(substeps=tk.substeps_from_cap(bad))
+            )
     with pytest.raises(ValueError, match="cell_diffusion='implicitly'"):
-        tk.simulate(system, grid, initial, t_end=dt, dt=dt, cell_diffusion="implicitly")
+        tk.simulate(system, grid, initial, t_end=dt, dt=dt, numerics=tk.Numerics(cell_diffusion=tk.ExplicitDiffusion()))
 
 
 def test_vmapped_members_decide_together_whether_to_subcycle():
@@ -231,10 +273,7 @@ def test_vmapped_members_decide_together_whether_to_subcycle():
     growth = jnp.asarray([0.0, 5.0])  # member 0: the attractant is constant; member 1: it steepens
 
     def run(g, batch_axis=None):
-        return tk.simulate(
-            system, grid, initial, t_end=40 * dt, dt=dt, save_every=10 * dt, params={"g": g},
-            max_substeps=16, throw=False, batch_axis=batch_axis,
-        )  # fmt: skip
+        return tk.simulate(system, grid, initial, t_end=40 * dt, dt=dt, params={"g": g}, throw=False, numerics=tk.Numerics(substeps=tk.Subcycle(16, axis_name=batch_axis)), saveat=tk.SaveAt(every=10 * dt))  # fmt: skip
 
     batched = jax.vmap(lambda g: run(g, "members"), axis_name="members")(growth)
     separate = [run(g) for g in growth]

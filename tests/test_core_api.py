@@ -83,9 +83,9 @@ def test_simulate_input_errors_name_key_value_and_rule():
     with pytest.raises(ValueError, match=r"initial\['c'\] is missing"):
         tk.simulate(system, grid, {"u": good["u"]}, t_end=0.1, dt=0.01, params=params)
     with pytest.raises(ValueError, match=r"save_every=0.025 is not a positive whole number of steps of dt=0.01"):
-        tk.simulate(system, grid, good, t_end=0.1, dt=0.01, save_every=0.025, params=params)
+        tk.simulate(system, grid, good, t_end=0.1, dt=0.01, params=params, saveat=tk.SaveAt(every=0.025))
     with pytest.raises(ValueError, match=r"t_end - t_start=0.1 is not a whole number of save_every=0.03"):
-        tk.simulate(system, grid, good, t_end=0.1, dt=0.01, save_every=0.03, params=params)
+        tk.simulate(system, grid, good, t_end=0.1, dt=0.01, params=params, saveat=tk.SaveAt(every=0.03))
     with pytest.raises(ValueError, match=r"dt=5.0 day exceeds .* the largest stable dt is"):
         tk.simulate(system, grid, good, t_end=10.0, dt=5.0, params=params)
     # none of the above reached the compiled rollout
@@ -107,7 +107,13 @@ def test_trajectory_contract_2d_and_3d():
     for shape in ((12, 10), (6, 8, 10)):
         grid = tk.Grid(shape, tuple(0.1 * n for n in shape))
         traj = tk.simulate(
-            system, grid, {"u": _bump(grid), "c": 0.0}, t_end=0.2, dt=0.01, save_every=0.05, params={"r": 1.0}
+            system,
+            grid,
+            {"u": _bump(grid), "c": 0.0},
+            t_end=0.2,
+            dt=0.01,
+            params={"r": 1.0},
+            saveat=tk.SaveAt(every=0.05),
         )
         assert traj.t.shape == (5,) and len(traj) == 5
         np.testing.assert_allclose(np.asarray(traj.t), [0.0, 0.05, 0.1, 0.15, 0.2], rtol=0, atol=1e-12)
@@ -187,7 +193,7 @@ def test_scalar_variable_integrates_a_grid_integral():
     total = float(u.sum() * grid.cell_volume)
     errors = []
     for dt in (0.1, 0.05, 0.025):
-        traj = tk.simulate(system, grid, {"u": u, "m": 0.0}, t_end=2.0, dt=dt, save_every=1.0)
+        traj = tk.simulate(system, grid, {"u": u, "m": 0.0}, t_end=2.0, dt=dt, saveat=tk.SaveAt(every=1.0))
         assert traj["m"].shape == (3,) and traj["m"].dtype == jnp.float64
         exact = alpha * total / k * (1 - np.exp(-k * 2.0))
         errors.append(abs(float(traj["m"][-1]) - exact) / exact)
@@ -212,9 +218,8 @@ def test_observe_records_every_step():
         {"u": _bump(grid), "c": 0.0},
         t_end=0.2,
         dt=0.01,
-        save_every=0.1,
         params={"r": 1.0},
-        observe=observe,
+        saveat=tk.SaveAt(every=0.1, observe=observe),
     )
     assert traj.observed["mass"].shape == (20,)
     np.testing.assert_allclose(np.asarray(traj.t_observed), 0.01 * np.arange(1, 21), rtol=0, atol=1e-12)
@@ -234,12 +239,12 @@ def test_advance_in_chunks_is_bit_identical():
     initial = {"u": _bump(grid), "c": 0.0}
     params = {"r": 1.0}
     whole_state, whole_step, whole = tk.advance(
-        system, grid, initial, dt=0.01, n_saves=6, steps_per_save=5, params=params, t_start=0.3
+        system, grid, initial, dt=0.01, n_saves=6, steps_per_save=5, params=params, t0=0.3
     )
     state, step, frames = initial, 0, []
     for _ in range(3):
         state, step, traj = tk.advance(
-            system, grid, state, dt=0.01, n_saves=2, steps_per_save=5, params=params, t_start=0.3, step=step
+            system, grid, state, dt=0.01, n_saves=2, steps_per_save=5, params=params, step=step, t0=0.3
         )
         frames.append(traj)
     assert int(step) == int(whole_step) == 30
@@ -258,12 +263,19 @@ def test_runtime_error_when_taxis_steepens_beyond_the_limit():
     # outgrow a dt that was stable at t = 0
     system, grid, initial, dt = steepening_taxis()
     with pytest.raises(Exception, match="exceeds the positivity limit"):
-        traj = tk.simulate(system, grid, initial, t_end=100 * dt, dt=dt, save_every=10 * dt)
+        traj = tk.simulate(system, grid, initial, t_end=100 * dt, dt=dt, saveat=tk.SaveAt(every=10 * dt))
         jax.block_until_ready(traj.fields)
     # with the check switched off the same run loses positivity (negative values,
     # then overflow): the check caught a real failure
     traj = tk.simulate(
-        system, grid, initial, t_end=100 * dt, dt=dt, save_every=10 * dt, check_stability=False, throw=False
+        system,
+        grid,
+        initial,
+        t_end=100 * dt,
+        dt=dt,
+        throw=False,
+        numerics=tk.Numerics(substeps=tk.Unchecked()),
+        saveat=tk.SaveAt(every=10 * dt),
     )
     valid = np.asarray(traj["u"])[: int(traj.n_valid)]
     assert not np.all(valid >= 0.0)
@@ -286,8 +298,7 @@ def _grad_temp_bytes(steps, checkpoint=True):
             t_end=steps * 0.001,
             dt=0.001,
             params={"r": r},
-            checkpoint=checkpoint,
-            check_stability=False,
+            numerics=tk.Numerics(substeps=tk.Unchecked(), adjoint=(tk.SqrtCheckpointed() if checkpoint else tk.Scan())),
         )
         return jnp.sum(traj["u"][-1])
 
@@ -399,7 +410,9 @@ def test_dirichlet_walls_agree_with_sparse_solve_in_all_three_methods():
     initial = {"s": source, "e": 0.0, "l": 0.0}
     dt = min(tk.max_stable_dt(system, grid, initial, {"g": g}).values())
     steps = int(np.ceil(6.0 / dt))  # k t = 24: the transient is e^{−24} ≈ 4e-11
-    traj = tk.simulate(system, grid, initial, t_end=steps * dt, dt=dt, save_every=steps * dt, params={"g": g})
+    traj = tk.simulate(
+        system, grid, initial, t_end=steps * dt, dt=dt, params={"g": g}, saveat=tk.SaveAt(every=steps * dt)
+    )
     for name, tol in (("q", 1e-12), ("e", 1e-9), ("l", 1e-9)):
         rel = float(np.max(np.abs(np.asarray(traj[name][-1]) - expected)) / np.max(np.abs(expected)))
         assert rel < tol, (name, rel)

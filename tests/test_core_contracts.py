@@ -34,7 +34,9 @@ def _blow_up_problem():
 
 def test_positivity_failure_is_a_result_without_throw():
     system, grid, initial, params = _steepening_taxis_problem()
-    traj = tk.simulate(system, grid, initial, t_end=0.5, dt=0.1, save_every=0.1, params=params, throw=False)
+    traj = tk.simulate(
+        system, grid, initial, t_end=0.5, dt=0.1, params=params, throw=False, saveat=tk.SaveAt(every=0.1)
+    )
     assert traj.result == tk.RESULTS.positivity_limit_exceeded
     # frames 0 (t = 0) … 2 (t = 0.2, the first state beyond the limit) are solutions; 3–5 were not computed
     assert int(traj.n_valid) == 3
@@ -51,7 +53,9 @@ def test_positivity_failure_is_a_result_without_throw():
 
 def test_nonfinite_state_is_a_result_and_names_the_cell():
     system, grid, initial = _blow_up_problem()
-    traj = tk.simulate(system, grid, initial, t_end=2.0, dt=0.1, save_every=0.1, params={"r": 1000.0}, throw=False)
+    traj = tk.simulate(
+        system, grid, initial, t_end=2.0, dt=0.1, params={"r": 1000.0}, throw=False, saveat=tk.SaveAt(every=0.1)
+    )
     assert traj.result == tk.RESULTS.nonfinite_state
     n = int(traj.n_valid)
     assert 1 <= n < len(traj)
@@ -61,22 +65,26 @@ def test_nonfinite_state_is_a_result_and_names_the_cell():
     message = tk.failure_message(traj, grid, 0.1)
     assert message.startswith(f"field 'u' is not finite at t = {0.1 * n:.6g} day at cell (")
     with pytest.raises(tk.SolverError, match="field 'u' is not finite"):
-        tk.simulate(system, grid, initial, t_end=2.0, dt=0.1, save_every=0.1, params={"r": 1000.0})
+        tk.simulate(system, grid, initial, t_end=2.0, dt=0.1, params={"r": 1000.0}, saveat=tk.SaveAt(every=0.1))
 
 
 def test_throw_false_never_raises_even_for_a_dt_beyond_the_limit_at_the_start():
     system, grid, initial, params = _steepening_taxis_problem()
-    traj = tk.simulate(system, grid, initial, t_end=2.0, dt=1.0, save_every=1.0, params=params, throw=False)
+    traj = tk.simulate(
+        system, grid, initial, t_end=2.0, dt=1.0, params=params, throw=False, saveat=tk.SaveAt(every=1.0)
+    )
     assert traj.result == tk.RESULTS.positivity_limit_exceeded and int(traj.n_valid) == 1
     with pytest.raises(ValueError, match="largest stable dt"):
-        tk.simulate(system, grid, initial, t_end=2.0, dt=1.0, save_every=1.0, params=params)
+        tk.simulate(system, grid, initial, t_end=2.0, dt=1.0, params=params, saveat=tk.SaveAt(every=1.0))
 
 
 def test_successful_run_reports_success_and_every_frame_valid():
     system, grid, initial, params = _steepening_taxis_problem()
-    traj = tk.simulate(system, grid, initial, t_end=0.5, dt=0.01, save_every=0.1, params=params, throw=False)
+    traj = tk.simulate(
+        system, grid, initial, t_end=0.5, dt=0.01, params=params, throw=False, saveat=tk.SaveAt(every=0.1)
+    )
     assert traj.successful and int(traj.n_valid) == len(traj) == 6
-    again = tk.simulate(system, grid, initial, t_end=0.5, dt=0.01, save_every=0.1, params=params)
+    again = tk.simulate(system, grid, initial, t_end=0.5, dt=0.01, params=params, saveat=tk.SaveAt(every=0.1))
     np.testing.assert_array_equal(np.asarray(again["u"]), np.asarray(traj["u"]))
 
 
@@ -84,7 +92,9 @@ def test_vmapped_members_fail_independently():
     system, grid, initial = _blow_up_problem()
 
     def run(r):
-        traj = tk.simulate(system, grid, initial, t_end=1.0, dt=0.1, save_every=0.1, params={"r": r}, throw=False)
+        traj = tk.simulate(
+            system, grid, initial, t_end=1.0, dt=0.1, params={"r": r}, throw=False, saveat=tk.SaveAt(every=0.1)
+        )
         return traj.result == tk.RESULTS.successful, traj.n_valid
 
     ok, n_valid = jax.vmap(run)(jnp.asarray([0.1, 1000.0, 0.2]))
@@ -98,7 +108,9 @@ def test_gradient_of_a_failed_trial_is_a_value():
     system, grid, initial = _blow_up_problem()
 
     def loss(r):
-        traj = tk.simulate(system, grid, initial, t_end=1.0, dt=0.1, save_every=0.5, params={"r": r}, throw=False)
+        traj = tk.simulate(
+            system, grid, initial, t_end=1.0, dt=0.1, params={"r": r}, throw=False, saveat=tk.SaveAt(every=0.5)
+        )
         ok = traj.result == tk.RESULTS.successful
         return jnp.where(ok, jnp.sum(jnp.where(ok, traj["u"][-1], 0.0)), jnp.inf)
 

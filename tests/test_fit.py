@@ -71,9 +71,9 @@ def _clean_observations(arm_path) -> np.ndarray:
         model.initial_state(grid),
         t_end=5.0,
         dt=0.05,
-        save_every=1.0,
         params=params,
-        dtype="float32",
+        numerics=tf.Numerics(dtype="float32"),
+        saveat=tf.SaveAt(every=1.0),
     )
     rows = []
     for day in DAYS:

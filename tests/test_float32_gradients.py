@@ -66,7 +66,9 @@ def _tails_problem():
     assert u0.min() < 1e-60 and np.mean(u0 < 1e-30) > 0.3
 
     def loss(params, dtype):
-        traj = tk.simulate(system, grid, {"u": u0, "c": 0 * u0}, t_end=1.0, dt=0.01, params=params, dtype=dtype)
+        traj = tk.simulate(
+            system, grid, {"u": u0, "c": 0 * u0}, t_end=1.0, dt=0.01, params=params, numerics=tk.Numerics(dtype=dtype)
+        )
         return jnp.sum(traj["u"][-1].astype(jnp.float64) ** 2)
 
     return loss, {"r": 1.0, "D": 1e-3, "chi": 0.05}
@@ -119,7 +121,15 @@ def test_float32_variant_of_the_voloshin_gradient_test():
             tf.cast_floats(model.params(grid), dtype),
             tuple(t.astype(dtype) for t in theta),
         )
-        traj = tf.simulate(model.system, grid, initial, t_end=1.0, dt=0.02, params=p, dtype=dtype, checkpoint=False)
+        traj = tf.simulate(
+            model.system,
+            grid,
+            initial,
+            t_end=1.0,
+            dt=0.02,
+            params=p,
+            numerics=tf.Numerics(adjoint=tf.Scan(), dtype=dtype),
+        )
         return jnp.log(traj["burden"][-1]) + jnp.sum(traj["tumor"][-1]).astype(jnp.float64) * grid.cell_volume
 
     theta = [jnp.asarray(float(getattr(model.params(grid), n))) for n in names]

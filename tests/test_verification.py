@@ -98,7 +98,16 @@ def _mms_error(n, ndim, t_end, dt, reference=None, **options):
     cell_diffusion = options.pop("cell_diffusion", "explicit")
     system, exact, params = _mms_problem(grid, **options)
     traj = tk.simulate(
-        system, grid, exact(0.0), t_end=t_end, dt=dt, params=params, checkpoint=False, cell_diffusion=cell_diffusion
+        system,
+        grid,
+        exact(0.0),
+        t_end=t_end,
+        dt=dt,
+        params=params,
+        numerics=tk.Numerics(
+            cell_diffusion=(tk.ImplicitDiffusion() if cell_diffusion == "implicit" else tk.ExplicitDiffusion()),
+            adjoint=tk.Scan(),
+        ),
     )
     final = {name: traj[name][-1] for name in ("u", "c")}
     target = exact(t_end) if reference is None else reference
@@ -195,7 +204,7 @@ def test_diffusion_and_taxis_conserve_totals():
     )
     initial = {"u": u0, "c": c0, "w": c0}
     dt = 0.5 * min(tk.max_stable_dt(system, grid, initial).values())
-    traj = tk.simulate(system, grid, initial, t_end=1000 * dt, dt=dt, save_every=500 * dt)
+    traj = tk.simulate(system, grid, initial, t_end=1000 * dt, dt=dt, saveat=tk.SaveAt(every=500 * dt))
     for name in ("u", "c", "w"):
         totals = np.asarray(jnp.sum(traj[name], axis=(1, 2)))
         drift = np.max(np.abs(totals - totals[0])) / abs(totals[0])
@@ -227,7 +236,7 @@ def test_positivity_at_largest_stable_dt():
     dt = tk.max_stable_dt(system, grid, initial)["u"]
     # taxis dominates the limit: diffusion alone would allow a far larger step
     assert dt < 0.1 * grid.spacing[0] ** 2 / (4 * 1e-4)
-    traj = tk.simulate(system, grid, initial, t_end=200 * dt, dt=dt, save_every=20 * dt)
+    traj = tk.simulate(system, grid, initial, t_end=200 * dt, dt=dt, saveat=tk.SaveAt(every=20 * dt))
     u = np.asarray(traj["u"])
     print(f"dt={dt:.4g}, min u over 200 steps = {u.min():.3e}, max = {u.max():.3f}")
     assert u.min() >= 0.0
@@ -261,7 +270,7 @@ def test_stiff_decay_reaches_steady_state():
     y, x = grid.mesh()
     initial = {"a": 1.0 + np.cos(np.pi * x), "b": 1.0 + np.cos(np.pi * x) * np.cos(np.pi * y)}
     assert tk.max_stable_dt(system, grid, initial) == {}  # nothing limits dt
-    traj = tk.simulate(system, grid, initial, t_end=1.0, dt=0.01, save_every=0.5)
+    traj = tk.simulate(system, grid, initial, t_end=1.0, dt=0.01, saveat=tk.SaveAt(every=0.5))
     steady = production / k
     for name in ("a", "b"):
         rel = float(jnp.max(jnp.abs(traj[name][-1] - steady))) / steady
@@ -278,7 +287,7 @@ def test_scalar_ode_clearance_faster_than_the_step_is_exact_and_second_order():
 
     def run(source, dt):
         system = tk.System(fields=("u", "s"), scalars=("s",), decay={"s": k}, reaction=source)
-        return tk.simulate(system, grid, {"u": 0.0, "s": s0}, t_end=1.0, dt=dt, save_every=0.5)
+        return tk.simulate(system, grid, {"u": 0.0, "s": s0}, t_end=1.0, dt=dt, saveat=tk.SaveAt(every=0.5))
 
     traj = run(lambda state, params, t: {"s": 3.0}, dt=0.1)  # k·dt = 4
     exact = 3.0 / k + (s0 - 3.0 / k) * np.exp(-k * np.asarray(traj.t))
@@ -376,7 +385,14 @@ def _gradient_problem():
 
     def loss(params, u0):
         traj = tk.simulate(
-            system, grid, {"u": u0, "c": c0}, t_end=0.4, dt=0.01, save_every=0.2, params=params, check_stability=False
+            system,
+            grid,
+            {"u": u0, "c": c0},
+            t_end=0.4,
+            dt=0.01,
+            params=params,
+            numerics=tk.Numerics(substeps=tk.Unchecked()),
+            saveat=tk.SaveAt(every=0.2),
         )
         return jnp.sum(weights * traj["u"][-1]) + jnp.sum(traj["c"][1] ** 2)
 
@@ -423,7 +439,7 @@ def test_vmap_matches_separate_runs_bitwise_without_recompiling():
     initial = {"u": 0.5 * np.exp(-((x - 0.5) ** 2 + (y - 0.5) ** 2) / 0.02), "c": 0.0}
 
     def run(params):
-        return tk.simulate(system, grid, initial, t_end=0.5, dt=0.01, save_every=0.25, params=params)["u"]
+        return tk.simulate(system, grid, initial, t_end=0.5, dt=0.01, params=params, saveat=tk.SaveAt(every=0.25))["u"]
 
     rs = jnp.linspace(0.5, 1.5, 8)
     chis = jnp.linspace(0.01, 0.08, 8)
@@ -454,7 +470,7 @@ def test_fisher_kpp_front_float32_speed_and_empty_tissue(float32):
     )
     initial = {"u": np.where(x < 0.5, 1.0, 0.0).astype(np.float32)}
     dt = 0.004
-    traj = tk.simulate(system, grid, initial, t_end=t_end, dt=dt, save_every=1.0)
+    traj = tk.simulate(system, grid, initial, t_end=t_end, dt=dt, saveat=tk.SaveAt(every=1.0))
     u = np.asarray(traj["u"])
     t = np.asarray(traj.t)
     assert u.dtype == np.float32
@@ -499,7 +515,7 @@ def test_float32_trap_spectral_cell_field_fills_empty_tissue(float32):
             reaction=lambda s, p, t: {"u": r * s["u"] * (1.0 - s["u"])},
         )
         initial = {"u": np.where(x < 0.5, 1.0, 0.0).astype(np.float32)}
-        traj = tk.simulate(system, grid, initial, t_end=10.0, dt=0.004, save_every=10.0)
+        traj = tk.simulate(system, grid, initial, t_end=10.0, dt=0.004, saveat=tk.SaveAt(every=10.0))
         u = np.asarray(traj["u"][-1])
         results[method] = (float(np.abs(u[far]).max()), float(u.min()))
     print(f"float32, t = 10 days, max |u| for x > 9 mm and min u: {results}")
@@ -533,7 +549,9 @@ def test_in_run_positivity_error_names_the_frame():
     system, grid, initial, params = _steepening_taxis_problem()
     assert tk.max_stable_dt(system, grid, initial, params)["u"] > 0.1  # accepted at the start
     with pytest.raises(Exception, match=r"field 'u': at saved frame 3 of 5 of this call \(step 3 after its start\)"):
-        jax.block_until_ready(tk.simulate(system, grid, initial, t_end=0.5, dt=0.1, save_every=0.1, params=params).t)
+        jax.block_until_ready(
+            tk.simulate(system, grid, initial, t_end=0.5, dt=0.1, params=params, saveat=tk.SaveAt(every=0.1)).t
+        )
 
 
 def test_max_stable_dt_over_run_finds_the_limit_at_the_end():
@@ -546,5 +564,5 @@ def test_max_stable_dt_over_run_finds_the_limit_at_the_end():
     np.testing.assert_allclose(start, 1 / 1.024, rtol=1e-12)
     np.testing.assert_allclose(over_run, 1 / (1.024 + 32 * 0.5), rtol=1e-12)
     n = math.ceil(0.5 / over_run)
-    traj = tk.simulate(system, grid, initial, t_end=0.5, dt=0.5 / n, save_every=0.5 / n, params=params)
+    traj = tk.simulate(system, grid, initial, t_end=0.5, dt=0.5 / n, params=params, saveat=tk.SaveAt(every=0.5 / n))
     assert np.all(np.asarray(traj["u"]) >= 0)

@@ -45,9 +45,9 @@ def short_run(m: Voloshin2015):
         m.initial_state(GRID),
         t_end=0.4,
         dt=0.02,
-        save_every=0.02,
         params=m.params(GRID),
-        dtype=jnp.float32,
+        numerics=tf.Numerics(dtype="float32"),
+        saveat=tf.SaveAt(every=0.02),
     )
 
 
@@ -288,7 +288,9 @@ def test_every_parameter_acts_within_one_step_of_the_whole_model():
     weights = {name: jnp.asarray(rng.uniform(0.5, 1.5, np.shape(v))) for name, v in state.items()}
 
     def loss(p):
-        traj = tf.simulate(m.system, GRID, state, t_end=0.01, dt=0.01, params=p, checkpoint=False, throw=False)
+        traj = tf.simulate(
+            m.system, GRID, state, t_end=0.01, dt=0.01, params=p, throw=False, numerics=tf.Numerics(adjoint=tf.Scan())
+        )
         return sum(jnp.sum(weights[name] * traj[name][-1]) for name in state)
 
     grads = jax.jit(jax.grad(loss))(m.params(GRID))

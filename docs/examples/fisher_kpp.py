@@ -52,7 +52,7 @@ def run(n: int = 2000, length: float = 200.0, D: float = 1.0, r: float = 1.0, t_
     x = grid.coordinates(0)
     system = tf.System(fields=("u",), diffusion={"u": D}, reaction=lambda s, p, t: {"u": r * s["u"] * (1 - s["u"])})
     u0 = np.where(x < 5.0, 1.0, 0.0)
-    traj = tf.simulate(system, grid, {"u": u0}, t_end=t_end, dt=dt, save_every=1.0)
+    traj = tf.simulate(system, grid, {"u": u0}, t_end=t_end, dt=dt, saveat=tf.SaveAt(every=1.0))
     t = np.asarray(traj.t)
     u = np.asarray(traj["u"])
     pos = np.array([front_position(frame, x) for frame in u])

@@ -77,7 +77,7 @@ def measure_growth(shape=(8, 64), length=(1.25, 10.0), mode=(0, 3), t_end=4.0, d
         basis = basis * np.cos(np.pi * k * (np.arange(n) + 0.5) / n).reshape(view)
     u0, c0 = p["u0"], p["s"] * p["u0"] / p["k"]
     initial = {"u": u0 + eps * basis, "c": c0 + eps * ratio * basis}
-    traj = tf.simulate(system(p), grid, initial, t_end=t_end, dt=dt, save_every=t_end / 40)
+    traj = tf.simulate(system(p), grid, initial, t_end=t_end, dt=dt, saveat=tf.SaveAt(every=t_end / 40))
     t = np.asarray(traj.t)
     amplitude = np.array([np.sum((np.asarray(u) - u0) * basis) / np.sum(basis**2) for u in traj["u"]])
     slope, _ = np.polyfit(t, np.log(amplitude), 1)
@@ -117,7 +117,7 @@ def aggregate(n=64, side=10.0, t_end=12.0, u_stop=10.0, chunks=1000, eps=0.05, s
         dt = min(0.5 * min(tf.max_stable_dt(sys_, grid, state).values()), (t_end - t) / steps)
         if t >= t_end * (1 - 1e-12) or frames[-1].max() >= u_stop:
             break
-        state, _, chunk = tf.advance(sys_, grid, state, dt=dt, n_saves=1, steps_per_save=steps, t_start=t)
+        state, _, chunk = tf.advance(sys_, grid, state, dt=dt, n_saves=1, steps_per_save=steps, t0=t)
         t += steps * dt
         times.append(t)
         frames.append(np.asarray(state["u"]))
