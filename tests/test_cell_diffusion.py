@@ -189,7 +189,7 @@ def test_keller_segel_collapse_3d_completes_by_subcycling():
     totals = u.sum(axis=(1, 2, 3))
     drift = float(np.max(np.abs(totals - totals[0])) / totals[0])
     substeps = np.asarray(traj.substeps)
-    limit_at_end = 1.0 / float(traj.rate_bound["u"][-1])
+    limit_at_end = 1.0 / float(traj.stats.rate_bound["u"][-1])
     print(f"substeps per frame {substeps}; limit at t = 3: {limit_at_end:.3g} day; drift {drift:.1e}; "
           f"min u {u.min():.3g}, max u {u.max():.3g}")  # fmt: skip
     assert traj.successful and len(traj) == 16
@@ -281,7 +281,9 @@ def test_vmapped_members_decide_together_whether_to_subcycle():
     assert int(np.max(np.asarray(separate[1].substeps))) >= 2 and int(np.max(np.asarray(separate[0].substeps))) == 1
     for i in range(2):
         np.testing.assert_allclose(np.asarray(batched["u"][i]), np.asarray(separate[i]["u"]), rtol=1e-13, atol=0)
-        np.testing.assert_array_equal(np.asarray(batched.step_substeps[i]), np.asarray(separate[i].step_substeps))
+        np.testing.assert_array_equal(
+            np.asarray(batched.stats.step_substeps[i]), np.asarray(separate[i].stats.step_substeps)
+        )
     assert np.all(np.asarray(batched["u"]) >= 0.0)
 
     def conds(batch_axis):

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import tumorfield_kernels as tk
 from _problems import steepening_taxis
-from tumorfield_kernels import _api, _rollout
+from tumorfield_kernels import _api
 
 
 def _logistic_taxis_system():
@@ -70,6 +70,9 @@ def test_grid_validation(shape, length, message):
         tk.Grid(shape=shape, length=length)
 
 
+NO_SUBCYCLING = tk.NoSubcycling()  # the limit ends the run (or refuses the dt) instead of cutting steps
+
+
 def test_simulate_input_errors_name_key_value_and_rule():
     system = _logistic_taxis_system()
     grid = tk.Grid((12, 12), 1.0)
@@ -82,12 +85,12 @@ def test_simulate_input_errors_name_key_value_and_rule():
         tk.simulate(system, grid, {**good, "w": 0.0}, t_end=0.1, dt=0.01, params=params)
     with pytest.raises(ValueError, match=r"initial\['c'\] is missing"):
         tk.simulate(system, grid, {"u": good["u"]}, t_end=0.1, dt=0.01, params=params)
-    with pytest.raises(ValueError, match=r"save_every=0.025 is not a positive whole number of steps of dt=0.01"):
+    with pytest.raises(ValueError, match=r"SaveAt.every=0.025 is not a positive whole number of steps of dt=0.01"):
         tk.simulate(system, grid, good, t_end=0.1, dt=0.01, params=params, saveat=tk.SaveAt(every=0.025))
-    with pytest.raises(ValueError, match=r"t_end - t_start=0.1 is not a whole number of save_every=0.03"):
+    with pytest.raises(ValueError, match=r"t_end - t0=0.1 is not a whole number of SaveAt.every=0.03"):
         tk.simulate(system, grid, good, t_end=0.1, dt=0.01, params=params, saveat=tk.SaveAt(every=0.03))
     with pytest.raises(ValueError, match=r"dt=5.0 day exceeds .* the largest stable dt is"):
-        tk.simulate(system, grid, good, t_end=10.0, dt=5.0, params=params)
+        tk.simulate(system, grid, good, t_end=10.0, dt=5.0, params=params, numerics=tk.Numerics(substeps=NO_SUBCYCLING))
     # none of the above reached the compiled rollout
     assert eqx.debug.get_num_traces(_api._advance_impl) == traces
 
@@ -238,14 +241,12 @@ def test_advance_in_chunks_is_bit_identical():
     grid = tk.Grid((16, 16), 1.0)
     initial = {"u": _bump(grid), "c": 0.0}
     params = {"r": 1.0}
-    whole_state, whole_step, whole = tk.advance(
-        system, grid, initial, dt=0.01, n_saves=6, steps_per_save=5, params=params, t0=0.3
-    )
+    whole = tk.advance(system, grid, initial, dt=0.01, n_saves=6, steps_per_save=5, params=params, t0=0.3)
+    whole_state, whole_step = whole.final_state, whole.final_step
     state, step, frames = initial, 0, []
     for _ in range(3):
-        state, step, traj = tk.advance(
-            system, grid, state, dt=0.01, n_saves=2, steps_per_save=5, params=params, step=step, t0=0.3
-        )
+        traj = tk.advance(system, grid, state, dt=0.01, n_saves=2, steps_per_save=5, params=params, step=step, t0=0.3)
+        state, step = traj.final_state, traj.final_step
         frames.append(traj)
     assert int(step) == int(whole_step) == 30
     for name in ("u", "c"):
@@ -263,7 +264,10 @@ def test_runtime_error_when_taxis_steepens_beyond_the_limit():
     # outgrow a dt that was stable at t = 0
     system, grid, initial, dt = steepening_taxis()
     with pytest.raises(Exception, match="exceeds the positivity limit"):
-        traj = tk.simulate(system, grid, initial, t_end=100 * dt, dt=dt, saveat=tk.SaveAt(every=10 * dt))
+        traj = tk.simulate(
+            system, grid, initial, t_end=100 * dt, dt=dt, saveat=tk.SaveAt(every=10 * dt),
+            numerics=tk.Numerics(substeps=NO_SUBCYCLING),
+        )  # fmt: skip
         jax.block_until_ready(traj.fields)
     # with the check switched off the same run loses positivity (negative values,
     # then overflow): the check caught a real failure
@@ -336,12 +340,12 @@ def test_two_level_checkpointed_scan_equals_a_plain_scan(length):
 
     x0, k = jnp.linspace(0.1, 0.9, 7), jnp.asarray(0.8)
     (x_want, _), ys_want = plain(step, (x0, k), length)
-    (x_got, _), ys_got = _rollout.SqrtCheckpointedScan()(step, (x0, k), length)
+    (x_got, _), ys_got = tk.SqrtCheckpointed()(step, (x0, k), length)
     assert ys_got.shape == (length,)
     np.testing.assert_array_equal(x_got, x_want)
     np.testing.assert_array_equal(ys_got, ys_want)
     want = jax.grad(run, argnums=(1, 2))(plain, x0, k)
-    got = jax.grad(run, argnums=(1, 2))(_rollout.SqrtCheckpointedScan(), x0, k)
+    got = jax.grad(run, argnums=(1, 2))(tk.SqrtCheckpointed(), x0, k)
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=0)
 
@@ -418,32 +422,6 @@ def test_dirichlet_walls_agree_with_sparse_solve_in_all_three_methods():
         assert rel < tol, (name, rel)
     # the quasi-steady solve holds from the first frame
     np.testing.assert_allclose(np.asarray(traj["q"][0]), expected, rtol=1e-12)
-
-
-def test_batched_quasi_steady_transforms_match_one_field_at_a_time():
-    """``batch_transforms=True`` (quasi-steady fields of one kind stacked into one batched DCT pair)
-    gives the per-field solves to round-off, with and without fixed wall values, 2D and 3D."""
-    from tumorfield_kernels._stepper import Stepper
-
-    rng = np.random.default_rng(5)
-    for shape, length in (((12, 10), (0.6, 0.4)), ((6, 8, 4), (0.3, 0.4, 0.2))):
-        grid = tk.Grid(shape, length)
-        system = tk.System(
-            fields=("s", "a", "b", "w1", "w2", "p"),
-            diffusion={"a": 0.1, "b": 0.3, "w1": 0.2, "w2": 0.05},
-            decay={"a": 4.0, "b": 1.0, "w1": 2.0, "w2": 3.0, "p": 5.0},
-            quasi_steady=("a", "b", "w1", "w2", "p"),
-            dirichlet={"w1": 1.5, "w2": 0.5},
-            reaction=lambda state, params, t: {n: (i + 1.0) * state["s"] for i, n in enumerate("a b w1 w2 p".split())},
-        )
-        state = {"s": jnp.asarray(rng.random(shape))} | {n: jnp.zeros(shape) for n in ("a", "b", "w1", "w2", "p")}
-        solved = {}
-        for batch in (False, True):
-            stepper = Stepper.build(system, grid, {}, 0.01, batch_transforms=batch)
-            solved[batch] = stepper.solve_quasi_steady(state, 0.0)
-            assert len(stepper.solves) == (3 if batch else 5)  # plain spectral, walled, pointwise
-        for name in ("a", "b", "w1", "w2", "p"):
-            np.testing.assert_allclose(np.asarray(solved[True][name]), np.asarray(solved[False][name]), rtol=1e-13)
 
 
 def test_dirichlet_local_limit_accounts_for_the_wall_face():

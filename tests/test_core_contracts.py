@@ -35,8 +35,9 @@ def _blow_up_problem():
 def test_positivity_failure_is_a_result_without_throw():
     system, grid, initial, params = _steepening_taxis_problem()
     traj = tk.simulate(
-        system, grid, initial, t_end=0.5, dt=0.1, params=params, throw=False, saveat=tk.SaveAt(every=0.1)
-    )
+        system, grid, initial, t_end=0.5, dt=0.1, params=params, throw=False, saveat=tk.SaveAt(every=0.1),
+        numerics=tk.Numerics(substeps=tk.NoSubcycling()),
+    )  # fmt: skip
     assert traj.result == tk.RESULTS.positivity_limit_exceeded
     # frames 0 (t = 0) … 2 (t = 0.2, the first state beyond the limit) are solutions; 3–5 were not computed
     assert int(traj.n_valid) == 3
@@ -44,7 +45,7 @@ def test_positivity_failure_is_a_result_without_throw():
     assert np.all(np.isnan(np.asarray(traj.t[3:]))) and np.all(np.isnan(np.asarray(traj["u"][3:])))
     assert np.all(np.asarray(traj["u"][:3]) >= 0)
     # the per-frame bound is the analytic one at the valid frames, and its crossing is the failing frame
-    bound = np.asarray(traj.rate_bound["u"][:3])
+    bound = np.asarray(traj.stats.rate_bound["u"][:3])
     np.testing.assert_allclose(bound, 2.048 + 64 * np.array([0.0, 0.1, 0.2]), rtol=1e-10)
     assert list(0.1 * bound > 1) == [False, False, True]
     message = tk.failure_message(traj, grid, 0.1)
@@ -70,12 +71,15 @@ def test_nonfinite_state_is_a_result_and_names_the_cell():
 
 def test_throw_false_never_raises_even_for_a_dt_beyond_the_limit_at_the_start():
     system, grid, initial, params = _steepening_taxis_problem()
+    no_subcycling = tk.Numerics(substeps=tk.NoSubcycling())
     traj = tk.simulate(
-        system, grid, initial, t_end=2.0, dt=1.0, params=params, throw=False, saveat=tk.SaveAt(every=1.0)
-    )
+        system, grid, initial, t_end=2.0, dt=1.0, params=params, throw=False, saveat=tk.SaveAt(every=1.0),
+        numerics=no_subcycling,
+    )  # fmt: skip
     assert traj.result == tk.RESULTS.positivity_limit_exceeded and int(traj.n_valid) == 1
     with pytest.raises(ValueError, match="largest stable dt"):
-        tk.simulate(system, grid, initial, t_end=2.0, dt=1.0, params=params, saveat=tk.SaveAt(every=1.0))
+        tk.simulate(system, grid, initial, t_end=2.0, dt=1.0, params=params, saveat=tk.SaveAt(every=1.0),
+                    numerics=no_subcycling)  # fmt: skip
 
 
 def test_successful_run_reports_success_and_every_frame_valid():
@@ -136,11 +140,10 @@ def test_compiled_rollout_has_no_host_callback():
     """Nothing in the rollout calls back to Python, with the stability check on: it can be cached."""
     system, grid, initial, params = _steepening_taxis_problem()
     state = _api._prepare_state(system, grid, initial, jnp.float64)
-    args = (system, grid, state, _api._prepare_params(params, jnp.float64), jnp.asarray(0.01), jnp.asarray(0.0))
-    for scan in (tk._rollout.Scan(), tk._rollout.SqrtCheckpointedScan()):
-        text = str(
-            eqx.filter_make_jaxpr(_api._advance_impl)(*args, jnp.asarray(0, jnp.int32), 3, 4, scan, None, True)[0]
-        )
+    args = (system, grid, state, tk.cast_floats(params, jnp.float64), jnp.asarray(0.01), jnp.asarray(0.0))
+    for numerics in (tk.Numerics(adjoint=tk.Scan()), tk.Numerics(adjoint=tk.SqrtCheckpointed(), dtype="float64"),
+                     tk.Numerics(substeps=tk.NoSubcycling())):  # fmt: skip
+        text = str(eqx.filter_make_jaxpr(_api._advance_impl)(*args, jnp.asarray(0, jnp.int32), 3, 4, numerics, None)[0])
         assert "callback" not in text, "a host callback in the rollout"
         assert "while" in text or "scan" in text  # sanity: this is the rollout
 
@@ -173,14 +176,15 @@ def _reaction(s, p, t):
     return {"u": s["u"] * (1.0 - s["u"]), "c": s["u"]}
 
 
-def test_reaction_receives_the_grid_when_it_takes_four_arguments():
+def test_reaction_receives_the_grid_when_wrapped_with_grid():
     """``∫ u dV`` through ``grid.cell_volume`` in the reaction feeds an ODE variable: ``ds/dt = ∫u`` for constant u."""
     grid = tk.Grid((8, 10), (2.0, 1.0))
     system = tk.System(
         fields=("u", "s"),
         scalars=("s",),
-        reaction=lambda state, params, t, grid: {"s": jnp.sum(state["u"]) * grid.cell_volume},
+        reaction=tk.WithGrid(lambda state, params, t, grid: {"s": jnp.sum(state["u"]) * grid.cell_volume}),
     )
-    assert system.reaction_takes_grid and not tk.System(fields=("u",), reaction=_reaction).reaction_takes_grid
+    with pytest.raises(TypeError, match="WithGrid"):
+        tk.System(fields=("u",), reaction=42)
     traj = tk.simulate(system, grid, {"u": 0.5, "s": 0.0}, t_end=1.0, dt=0.1)
     np.testing.assert_allclose(float(traj["s"][-1]), 0.5 * 2.0 * 1.0 * 1.0, rtol=1e-12)
