@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from types import SimpleNamespace
 
 import h5py
@@ -80,51 +81,14 @@ def test_unknown_and_broken_models_are_named(tmp_path, monkeypatch):
         models.get("broken")
 
 
-PLUGIN = '''
-"""A third-party model: ∂u/∂t = D ∇²u + r u (1 − u)."""
-import jax.numpy as jnp
-import numpy as np
-from tumorfield import System
-from tumorfield.models import Field, Model, Observable, Observables, key, non_negative, section
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "models.md"
 
 
-@section
-class LogisticParameters:
-    D: float = key(1e-2, "mm²/day", "Diffusivity.", non_negative)
-    r: float = key(1.0, "1/day", "Growth rate.", non_negative)
-
-
-OBSERVABLES = Observables()
-
-
-@OBSERVABLES.declare(mass=Observable("mm^d", "tumour mass ∫ u"))
-def _mass(u, dv):
-    return {"mass": jnp.sum(u) * dv}
-
-
-class Logistic(Model):
-    name = "mylogistic"
-    section_types = {"parameters": LogisticParameters}
-    fields = {"u": Field("1", "tumour cell density")}
-    observables = OBSERVABLES
-    _system = System(fields=("u",), diffusion={"u": lambda p: p["D"]},
-                     reaction=lambda s, p, t: {"u": p["r"] * s["u"] * (1 - s["u"])})
-
-    @property
-    def system(self):
-        return self._system
-
-    def params(self, grid):
-        p = self.config["parameters"]
-        return {"D": jnp.asarray(p.D), "r": jnp.asarray(p.r)}
-
-    def initial_state(self, grid):
-        y, x = grid.mesh()
-        return {"u": 0.5 * np.exp(-((x - 0.5) ** 2 + (y - 0.5) ** 2) / 0.05)}
-
-    def observe(self, state, params, t, grid):
-        return _mass(state["u"], grid.cell_volume)
-'''
+def _documented_example() -> str:
+    """The first Python block of ``docs/models.md``: the example the docs promise works."""
+    text = DOCS.read_text()
+    start = text.index("```python\n") + len("```python\n")
+    return text[start : text.index("```", start)]
 
 
 def _dist_info(root, distribution: str, entry_point: str) -> None:
@@ -136,7 +100,7 @@ def _dist_info(root, distribution: str, entry_point: str) -> None:
 
 
 def test_a_third_party_model_runs_from_a_config_through_its_entry_point(tmp_path):
-    (tmp_path / "mylogistic.py").write_text(PLUGIN)
+    (tmp_path / "mylogistic.py").write_text(_documented_example())
     _dist_info(tmp_path, "mylogistic", "mylogistic = mylogistic:Logistic")
     config = tmp_path / "cfg.toml"
     config.write_text(textwrap.dedent(f"""
@@ -163,7 +127,11 @@ def test_a_third_party_model_runs_from_a_config_through_its_entry_point(tmp_path
     assert proc.returncode == 0, proc.stderr
     with h5py.File(out, "r") as h5:
         assert h5["u"].shape == (3, 16, 16) and int(h5.attrs["n_committed"]) == 3
-        assert (h5["u"].attrs["units"], h5["u"].attrs["long_name"]) == ("1", "tumour cell density")
+        assert (h5["u"].attrs["units"], h5["u"].attrs["long_name"]) == (
+            "1",
+            "tumour cell density (fraction of carrying capacity)",
+        )
         mass = h5["scalars/mass"]
         assert (mass.attrs["units"], mass.attrs["long_name"]) == ("mm2", "tumour mass ∫ u")
+        assert h5["scalars/peak"].attrs["units"] == "1"
         assert mass.shape == (5,) and mass[-1] > mass[0] > 0  # logistic growth
