@@ -12,7 +12,7 @@ import numpy as np
 import tumorfield as tf
 from tumorfield import models
 from tumorfield._schema import key, positive, section
-from tumorfield.models import Model
+from tumorfield.models import Field, Model, Observable, Observables
 
 
 @section
@@ -30,9 +30,8 @@ class BlowUp(Model):
 
     name = "test_blow_up"
     section_types = {"parameters": BlowUpParameters}
-    field_units = {"u": "1"}
-    field_long_names = {"u": "u"}
-    scalar_units = {"total": "mm²"}
+    fields = {"u": Field("1", "u")}
+    observables = Observables(total=Observable("mm²", "total"))
 
     @property
     def system(self):

@@ -43,6 +43,7 @@ RUNS = {
     # it reuses the first one's compilation from the persistent cache.
     "fisher_3d": ("fisher", {"shape": [8, 8, 8], "length": [4.0, 4.0, 4.0]}, []),
     "fisher_3d_lzf": ("fisher", {"shape": [8, 8, 8], "length": [4.0, 4.0, 4.0]}, ['output.compression="lzf"']),
+    "fisher_3d_fast": ("fisher", {"shape": [8, 8, 8], "length": [4.0, 4.0, 4.0]}, ["parameters.r=2.0"]),
     "voloshin_ptx": ("experiments/voloshin2015/ptx.toml", {}, []),
     "voloshin_il1b_ko": ("experiments/voloshin2015/il1b_ko_ptx.toml", {}, []),
 }

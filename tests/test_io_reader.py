@@ -18,13 +18,18 @@ from tumorfield import cli
 from tumorfield.config import OutputSection
 from tumorfield.io import FORMAT, NotATrajectory, StoredTrajectory, open_trajectory
 from tumorfield.io._writer import TrajectoryFile
+from tumorfield.models import Field, Observable
 
 GRID = tf.Grid(shape=(6, 8), length=(0.6, 1.0))
 SYSTEM = SimpleNamespace(fields=("c", "m", "u"), scalars=("m",))  # m: a scalar ODE variable
 MODEL = SimpleNamespace(
-    field_units={"u": "cells/mm^2", "c": "pM", "m": "cells"},
-    field_long_names={"u": "tumour cells", "c": "chemokine", "m": "metastatic cells"},
-    scalar_units={"burden": "mm^2"},
+    name="test",
+    fields={
+        "u": Field("cells/mm^2", "tumour cells"),
+        "c": Field("pM", "chemokine"),
+        "m": Field("cells", "metastatic cells"),
+    },
+    observables={"burden": Observable("mm^2", "burden")},
 )
 OUTPUT = OutputSection(compression="lzf", precision="float32", gzip_level=4)
 CONFIG = '[model]\nname = "test"\n[time]\ndt = 0.5\n'
@@ -81,7 +86,7 @@ def test_reader_returns_what_the_writer_wrote(written):
         for name in ("u", "c"):
             field = run.field(name)
             assert field.shape == (5, 6, 8) and field.dtype == np.float32 and len(field) == 5
-            assert field.units == MODEL.field_units[name] and field.long_name == MODEL.field_long_names[name]
+            assert (field.units, field.long_name) == (MODEL.fields[name].units, MODEL.fields[name].long_name)
             np.testing.assert_array_equal(np.asarray(field), expected[name])
             np.testing.assert_array_equal(run.fields[name][1:4], expected[name][1:4])
         np.testing.assert_array_equal(run.variables["m"][:], expected["m"])

@@ -106,10 +106,31 @@ def test_compare_puts_the_arms_on_shared_axes(tmp_path, capsys):
     code, out, err = tumorfield(capsys, "compare", *arms, "-o", tmp_path, "--labels", "wild type", "IL1β KO")
     assert code == 0, err
     assert {p.name for p in tmp_path.iterdir()} == {"compare_series.png", "compare_tumor.png"}
-    assert shown(tmp_path / "compare_series.png") == list(STUDY_SERIES)
+    assert shown(tmp_path / "compare_series.png") == list(STUDY_SERIES["voloshin2015"])
     assert shown(tmp_path / "compare_tumor.png") == ["wild type", "IL1β KO"]
     with open_trajectory(arms[0]) as a, open_trajectory(arms[1]) as b:  # the arms differ: a real comparison
         assert not np.array_equal(series(a)["il1b_mean"][1], series(b)["il1b_mean"][1])
+
+
+def test_compare_draws_any_models_shared_series_with_their_units(tmp_path, capsys):
+    """fisher_kpp has no study series: compare draws every series the files share, or ``--scalars``."""
+    arms = [run("fisher_3d"), run("fisher_3d_fast")]
+    with open_trajectory(arms[0]) as a, open_trajectory(arms[1]) as b:
+        every, first_field = list(series(a)), a.field_names[0]  # fisher_kpp has no "tumor": the first field
+        assert every == list(series(b)) and {"tumour_burden", "max_u"} <= set(every)
+        assert a.scalars.units["tumour_burden"] == "mm3"  # from the model's Observable, written out for 3D
+        assert not np.array_equal(series(a)["tumour_burden"][1], series(b)["tumour_burden"][1])
+    code, out, err = tumorfield(capsys, "compare", *arms, "-o", tmp_path / "all")
+    assert code == 0, err
+    assert {p.name for p in (tmp_path / "all").iterdir()} == {"compare_series.png", f"compare_{first_field}.png"}
+    assert shown(tmp_path / "all" / "compare_series.png") == every
+    chosen = ["max_u", "tumour_burden"]
+    code, out, err = tumorfield(capsys, "compare", *arms, "-o", tmp_path / "some", "--scalars", *chosen)
+    assert code == 0, err
+    assert shown(tmp_path / "some" / "compare_series.png") == chosen
+    refused(tumorfield(capsys, "compare", *arms, "-o", tmp_path / "none", "--scalars", "tumor_volume"),
+            "--scalars: tumor_volume not recorded by every file", "tumour_burden")  # fmt: skip
+    assert not (tmp_path / "none").exists()
 
 
 def test_refusals_name_the_file_and_what_is_allowed(tmp_path, capsys):

@@ -22,6 +22,9 @@ ratio or a tumour that does not grow under treatment fails), the median and 5–
 each ratio, the percentile of the default set in each distribution, and partial rank
 correlation coefficients (PRCC; Marino et al., J Theor Biol 2008;254:178) of every parameter
 with each ratio. Writes ``DIR/uncertainty.json`` and ``DIR/figures/``.
+
+A driver, not a file reader (``docs/architecture.md``): it imports the application to read the
+parameter ranges and to run the sweeps; its analysis (``--analyse-only``) reads only files.
 """
 
 from __future__ import annotations

@@ -158,7 +158,7 @@ def _cmd_compare(args, argv) -> int:
     for file in args.files:
         _open_stored(Path(file)).close()  # a missing or foreign file is bad input
     try:
-        written = compare_files(args.files, args.output, labels=args.labels, field=args.field)
+        written = compare_files(args.files, args.output, labels=args.labels, field=args.field, scalars=args.scalars)
     except PlotError as error:
         raise InputError(str(error)) from None
     except (OSError, KeyError, ValueError) as error:
@@ -257,11 +257,13 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--snapshots", type=int, default=4, help="frames shown per field (default 4)")
     plot.add_argument("--movie", nargs="*", metavar="FIELD", default=None,
                       help="also write DIR/movie.mp4 (GIF without ffmpeg) of these fields (default: all)")  # fmt: skip
-    compare = sub.add_parser("compare", help="the arms of a study on shared axes (growth, burden, M2, leakiness, IL1β)")
+    compare = sub.add_parser("compare", help="the arms of a study on shared axes (time series, last frames)")
     compare.add_argument("files", nargs="+", metavar="FILE", help="trajectory files, one per arm")
     compare.add_argument("-o", "--output", required=True, help="directory for the figures")
     compare.add_argument("--labels", nargs="+", default=None, help="one legend label per file (default: file stems)")
     compare.add_argument("--field", default=None, help="field whose last frames are compared (default: tumor)")
+    compare.add_argument("--scalars", nargs="+", default=None, metavar="NAME",
+                         help="time series to compare (default: the model's study set, else all shared)")  # fmt: skip
     sub.add_parser("config-docs", help="print the configuration reference (Markdown) to stdout")
     fit = sub.add_parser("fit", help="fit model parameters to observations of one or more arms (see docs/fitting.md)")
     fit.add_argument("config", help="fit file, FIT.toml ([fit] arms, data, likelihood, [fit.parameters])")

@@ -261,7 +261,7 @@ class Fit:
         path = self.bounds.to_natural(np.stack(h.z))
         history = {"loss": np.asarray(h.loss), "gradient": np.asarray(h.gradient), "trials": np.asarray(h.trials)}
         history |= {name: path[:, i] for i, name in enumerate(self.names)}
-        units = dict(next(iter(self.spec.arms.values())).model.scalar_units)
+        units = {name: q.units for name, q in next(iter(self.spec.arms.values())).model.observables.items()}
         return FitResult(
             self.spec,
             self.names,

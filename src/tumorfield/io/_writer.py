@@ -77,7 +77,7 @@ _BY_DIMENSION = re.compile(r"^(\S+) \(2D\) or (\S+) \(3D\)")
 def cf_units(text: str, ndim: int) -> tuple[str, str]:
     """A model's units string as CF ``units`` and a description (``""`` if none).
 
-    The convention of ``Model.field_units``/``scalar_units``: the units first, then optionally
+    The convention of ``Field``/``Observable`` units (``tumorfield.models``): the units first, then optionally
     ``", description"`` or ``" (description)"``; ``mm^d`` is the grid's volume unit (mm² in
     2D, mm³ in 3D), written out here; ``"A (2D) or B (3D)"`` picks by ``ndim``; ``²``/``³``
     and ``·`` become UDUNITS ``2``/``3`` and a space.
@@ -106,6 +106,27 @@ def _describe(ds: h5py.Dataset, units_text: str, long_name: str, ndim: int, **ex
     ds.attrs.update(units=units, long_name=long_name, **extra)
     if description:
         ds.attrs["comment"] = description
+
+
+RUN_SCALARS = {"substeps": ("1", "explicit sub-steps of the cell fields per step (0 at t = 0: no step yet)")}
+"""Units and long names of the per-step series that the run records itself, not the model's ``observe``."""
+
+
+def declared(model, table: str, name: str) -> tuple[str, str]:
+    """``(units, long_name)`` of ``model.<table>[name]`` (``table``: ``"fields"`` or ``"observables"``).
+    Raises ``ValueError`` naming the model and the key if it is not declared, so that no dataset is
+    written with a made-up unit."""
+    quantity = (getattr(model, table, None) or {}).get(name)
+    if quantity is None and table == "observables" and name in RUN_SCALARS:
+        return RUN_SCALARS[name]
+    if quantity is None:
+        kind = "Field" if table == "fields" else "Observable"
+        model_name = getattr(model, "name", type(model).__name__)
+        raise ValueError(
+            f"model {model_name!r} declares no units for {table[:-1]} {name!r}: add "
+            f"{name!r}: {kind}(units, long_name) to {type(model).__name__}.{table} (see docs/models.md)"
+        )
+    return quantity.units, quantity.long_name
 
 
 _STANDARD_NAMES = {"t": "time"}
@@ -149,7 +170,7 @@ def _create_frames(h5, t, axes, *, grid, system, model, output, fields) -> None:
             chunks=(1024,) if scalar else (1, *shape),
             **({} if scalar else compression),
         )
-        _describe(ds, model.field_units.get(name, "1"), model.field_long_names.get(name, name), grid.ndim)
+        _describe(ds, *declared(model, "fields", name), grid.ndim)
         ds.dims[0].attach_scale(t)
         for axis, coord in enumerate(axes if not scalar else []):
             ds.dims[axis + 1].attach_scale(coord)
@@ -176,13 +197,12 @@ def _create_scalars(h5, scalar_names, model, carried: dict[str, str], ndim: int)
     st.attrs.update(units="days", long_name="time of every step", standard_name="time", axis="T")
     st.make_scale("t")
     variable_of = {name: variable for variable, name in carried.items()}
-    long_names = getattr(model, "scalar_long_names", None) or {}
     for name in scalar_names:
+        units, long_name = declared(model, "observables", name)
         ds = group.create_dataset(name, shape=(0,), maxshape=(None,), dtype="f8", chunks=(4096,))
         variable = variable_of.get(name)
-        long_name = long_names.get(name) or (model.field_long_names.get(variable) if variable else None) or name
         extra = {"state_variable": variable} if variable else {}
-        _describe(ds, model.scalar_units.get(name, "1"), long_name, ndim, **extra)
+        _describe(ds, units, long_name, ndim, **extra)
         ds.dims[0].attach_scale(st)
 
 
@@ -200,8 +220,8 @@ def _create_checkpoint(h5, *, grid, system, model, state_dtypes) -> None:
         for name in system.fields:
             shape = () if name in system.scalars else grid.shape
             ds = g.create_dataset(name, data=np.zeros(shape, state_dtypes[name]))  # contiguous, fixed size
-            _describe(ds, model.field_units.get(name, "1"),
-                      f"checkpoint of {model.field_long_names.get(name, name)}", grid.ndim)  # fmt: skip
+            units, long_name = declared(model, "fields", name)
+            _describe(ds, units, f"checkpoint of {long_name}", grid.ndim)
 
 
 def _root_attributes(h5: h5py.File, metadata: Mapping[str, Any]) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 from tumorfield_kernels import Grid, System
 
 from .._schema import check_sections
+from ._quantities import Field, Observable
 
 
 class Model(abc.ABC):
@@ -69,13 +70,13 @@ class Model(abc.ABC):
         ``{name: (array of grid.shape, units, long_name)}``. The default has none."""
         return {}
 
-    field_units: ClassVar[dict[str, str]]
-    field_long_names: ClassVar[dict[str, str]]
-    scalar_units: ClassVar[dict[str, str]]
-    """Units of the keys that ``observe`` returns (and of scalar variables): the units first (``mm^d``:
-    the grid's volume unit, mm² in 2D, mm³ in 3D), optionally followed by ``", description"``."""
-    scalar_long_names: ClassVar[dict[str, str]] = {}
-    """Descriptions of the keys that ``observe`` returns (the files' ``long_name``); default: the key."""
+    fields: ClassVar[Mapping[str, Field]]
+    """``{name: Field(units, long_name)}`` of every field of ``system`` (time-dependent fields and scalar
+    ODE variables); declared next to the System. May list more (fields of other configurations)."""
+    observables: ClassVar[Mapping[str, Observable]]
+    """``{key: Observable(units, long_name)}`` of every key that ``observe`` returns; declared where each is
+    computed (:class:`~tumorfield.models.Observables`). The writer refuses a key missing here."""
+
     scalar_observables: ClassVar[dict[str, str]] = {}
     """Scalar ODE variable → the key of ``observe`` that returns it unchanged every step: the file
     stores that series once, as the observable (the checkpoint still holds the variable)."""

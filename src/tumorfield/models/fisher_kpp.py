@@ -17,8 +17,8 @@ import numpy as np
 from tumorfield_kernels import Grid, System, Taxis
 
 from .._schema import ConfigError, key, non_negative, positive, section
-from . import register
 from ._base import Model
+from ._quantities import Field, Observable, Observables
 
 
 def _cap(value) -> str | None:
@@ -76,6 +76,12 @@ def _chi(state, params):
     return params["chi"]
 
 
+FIELDS = {
+    "u": Field("1", "tumour cell density (fraction of carrying capacity)"),
+    "c": Field("1", "chemoattractant concentration"),
+}
+"""Both systems' fields (``c`` only with ``chi > 0``)."""
+
 GROWTH = System(fields=("u",), diffusion={"u": _param("D")}, reaction=_logistic)
 """``chi = 0``: the tumour field alone; ``D`` and ``r`` from the parameter pytree."""
 
@@ -89,18 +95,24 @@ CHEMOTAXIS = System(
 """``chi > 0``: tumour and chemoattractant; every coefficient from the parameter pytree."""
 
 
-@register
+OBSERVABLES = Observables()
+
+
+@OBSERVABLES.declare(
+    tumour_burden=Observable("mm² (2D) or mm³ (3D), density × volume", "tumour burden ∫ u"),
+    max_u=Observable("1", "maximum tumour cell density"),
+)
+def _observe(u, dv: float):
+    return {"tumour_burden": jnp.sum(u) * dv, "max_u": jnp.max(u)}
+
+
 class FisherKPP(Model):
     """Logistic growth plus diffusion (and optional chemotaxis) of tumour cells."""
 
     name = "fisher_kpp"
     section_types: ClassVar[dict[str, type]] = {"parameters": FisherParameters, "initial": FisherInitial}
-    field_long_names: ClassVar[dict[str, str]] = {
-        "u": "tumour cell density (fraction of carrying capacity)",
-        "c": "chemoattractant concentration",
-    }
-    field_units: ClassVar[dict[str, str]] = {"u": "1", "c": "1"}
-    scalar_units: ClassVar[dict[str, str]] = {"tumour_burden": "mm² (2D) or mm³ (3D), density × volume", "max_u": "1"}
+    fields: ClassVar[dict[str, Field]] = FIELDS
+    observables: ClassVar[Observables] = OBSERVABLES
 
     def __init__(self, sections):
         super().__init__(sections)
@@ -132,8 +144,7 @@ class FisherKPP(Model):
 
     @staticmethod
     def observe(state, params, t, grid: Grid):
-        u = state["u"]
-        return {"tumour_burden": jnp.sum(u) * grid.cell_volume, "max_u": jnp.max(u)}
+        return _observe(state["u"], grid.cell_volume)
 
     def validate(self, grid: Grid, t_end: float, dt: float) -> None:
         centre = self.initial.centre

@@ -10,27 +10,31 @@ import numpy as np
 from ._common import PlotError, colour_range, extent, gaps, open_with_frames, pyplot, series, units_label
 from ._figures import DESCRIPTION, projections
 
-STUDY_SERIES = ("tumor_volume", "metastatic_burden", "m2_fraction", "mean_leakiness", "il1b_mean")
-"""What a study compares when the model records it (voloshin2015): tumour volume growth,
-metastatic burden, the M2 fraction, vessel leakiness and IL1β. Other models: every series
-the arms share."""
+STUDY_SERIES: dict[str, tuple[str, ...]] = {
+    "voloshin2015": ("tumor_volume", "metastatic_burden", "m2_fraction", "mean_leakiness", "il1b_mean"),
+}
+"""The series a study compares by default, per model (the files' ``model`` attribute), where the
+files record them: for voloshin2015 tumour growth, metastatic burden, the M2 fraction, vessel
+leakiness and IL1β. Other models: every series the files share."""
 
 
 STUDY_FIELD = "tumor"
 """The field whose last frames ``compare`` draws side by side, if the model has it (else the first)."""
 
 
-def compare_files(paths, directory: str, labels=None, field: str | None = None) -> list[str]:
+def compare_files(paths, directory: str, labels=None, field: str | None = None, scalars=None) -> list[str]:
     """Write the comparison figures of the trajectories ``paths`` (one per arm) into ``directory``:
 
-    - ``compare_series.png``: one panel per compared series (:data:`STUDY_SERIES` where the
-      model records them, else every series the arms share), one line per arm, shared axes;
+    - ``compare_series.png``: one panel per series in ``scalars`` (default: the model's
+      :data:`STUDY_SERIES` where the files record them, else every series they share), one
+      line per arm, shared axes, units from the files;
     - ``compare_<field>.png``: ``field``'s last frame in every arm on one colour scale (3D: the
       maximum-intensity projection along z), when the arms share the grid; ``field`` defaults
       to :data:`STUDY_FIELD` if the model has it, else the first field.
 
     Raises :class:`PlotError` for fewer than two files, a labels list of another length, a
-    file that cannot be read or has no frames, arms of different models, an unknown ``field``.
+    file that cannot be read or has no frames, arms of different models, an unknown ``field``,
+    a name in ``scalars`` that some file does not record.
     """
     paths = [os.fspath(p) for p in paths]
     if len(paths) < 2:
@@ -53,9 +57,10 @@ def compare_files(paths, directory: str, labels=None, field: str | None = None) 
         if field is not None and field not in names:
             raise PlotError(f"--field: no field {field!r} in {runs[0].path}; its fields are {', '.join(names)}")
         field = field or (STUDY_FIELD if STUDY_FIELD in names else (names[0] if names else None))
+        names = compared_series(runs, scalars)
         os.makedirs(directory, exist_ok=True)
         plt = pyplot()
-        written = [_series_figure(plt, runs, labels, directory)]
+        written = [_series_figure(plt, runs, labels, names, directory)]
         grids = {tuple((a, len(c), float(c[-1])) for a, c in run.coordinates.items()) for run in runs}
         if len(grids) == 1 and field is not None and len(runs[0].axes) >= 2:
             written.append(_final_fields(plt, runs, labels, field, directory))
@@ -65,17 +70,26 @@ def compare_files(paths, directory: str, labels=None, field: str | None = None) 
     return written
 
 
-def compared_series(runs) -> list[str]:
-    """The series compared: :data:`STUDY_SERIES` that every arm records, else every shared series."""
-    shared = set.intersection(*(set(series(run)) for run in runs))
-    chosen = [name for name in STUDY_SERIES if name in shared]
-    return chosen or [name for name in series(runs[0]) if name in shared]
-
-
-def _series_figure(plt, runs, labels, directory: str) -> str:
-    names = compared_series(runs)
-    if not names:
+def compared_series(runs, chosen=None) -> list[str]:
+    """The series compared: ``chosen`` (each must be in every file), else the model's
+    :data:`STUDY_SERIES` that every file records, else every series the files share."""
+    recorded = [set(series(run)) for run in runs]
+    shared = [name for name in series(runs[0]) if all(name in names for names in recorded)]
+    if not shared:
         raise PlotError("compare: the files share no time series")
+    if chosen:
+        missing = [name for name in chosen if name not in shared]
+        if missing:
+            raise PlotError(
+                f"--scalars: {', '.join(missing)} not recorded by every file; the series they share are "
+                + ", ".join(shared)
+            )
+        return list(dict.fromkeys(chosen))
+    default = STUDY_SERIES.get(str(runs[0].metadata.get("model", "")), ())
+    return [name for name in default if name in shared] or shared
+
+
+def _series_figure(plt, runs, labels, names, directory: str) -> str:
     data = [series(run) for run in runs]
     ncols = min(3, len(names))
     nrows = -(-len(names) // ncols)

@@ -89,7 +89,7 @@ def output_bytes(config) -> int:
     system, cells, model = config.model.system, config.grid.n_cells, config.model
     itemsize = 4 if config.output.precision == "float32" else 8
     frame = sum(8 if name in system.scalars else cells * itemsize for name in system.fields) + 8
-    scalars = (config.n_steps + 1) * (len(model.scalar_units) + 1) * 8
+    scalars = (config.n_steps + 1) * (len(model.observables) + 1) * 8
     state = sum(8 if name in system.scalars else cells * 8 for name in system.fields)
     return config.n_frames * frame + scalars + 2 * state + cells * 8 + 2**20  # (one constant field)
 

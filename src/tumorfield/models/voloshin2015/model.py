@@ -9,9 +9,9 @@ import numpy as np
 from tumorfield_kernels import Grid, System
 
 from ..._schema import ConfigError
-from .. import register
 from .._base import Model
-from .observables import observe
+from .._quantities import Field, Observables
+from .observables import OBSERVABLES, observe
 from .parameters import Parameters
 from .pk import DOSE_TOLERANCE, Doses
 from .sections import (
@@ -24,16 +24,15 @@ from .sections import (
     VesselsSection,
     expand_doses,
 )
-from .spec import SYSTEM
+from .spec import FIELDS, SYSTEM
 from .vessels import box_centre, radial_distance, vessel_map
 
 DOSE_SLOTS = 32
 """Dose arrays are padded to a multiple of this, so every arm shares one compiled rollout."""
 
-VESSELS_UNITS, VESSELS_LONG_NAME = "1 (relative vessel density)", "prescribed vessel density"
+VESSELS = Field("1 (relative vessel density)", "prescribed vessel density")
 
 
-@register
 class Voloshin2015(Model):
     """Voloshin et al. 2015: IL1β, paclitaxel, anakinra, M1/M2 macrophages, leaky vessels, metastasis.
 
@@ -44,98 +43,8 @@ class Voloshin2015(Model):
     name: ClassVar[str] = "voloshin2015"
     section_types: ClassVar[dict[str, type]] = SECTIONS
 
-    field_units: ClassVar[dict[str, str]] = {
-        "tumor": "1",
-        "ecm": "1",
-        "mde": "1",
-        "chemo": "1",
-        "m1": "1",
-        "m2": "1",
-        "il1b": "pM",
-        "vegf": "pM",
-        "leakiness": "1",
-        "paclitaxel": "nM",
-        "paclitaxel_bound": "nM",
-        "anakinra": "nM",
-        "circulating": "cells",
-        "burden": "cells",
-        "seeded": "cells",
-    }
-    field_long_names: ClassVar[dict[str, str]] = {
-        "tumor": "tumour cell density (fraction of carrying capacity)",
-        "ecm": "extracellular matrix density (fraction of normal matrix density)",
-        "mde": "matrix-degrading enzyme (normalised)",
-        "chemo": "macrophage chemoattractant CCL2/CSF-1 (normalised)",
-        "m1": "M1 (anti-tumour) macrophage density (fraction of carrying capacity)",
-        "m2": "M2 (pro-tumour, pro-angiogenic) macrophage density (fraction of carrying capacity)",
-        "il1b": "IL1β concentration",
-        "vegf": "VEGF-A concentration",
-        "leakiness": "fraction of leaky vessel wall",
-        "paclitaxel": "free (interstitial) paclitaxel concentration",
-        "paclitaxel_bound": "cell-bound paclitaxel (per tissue volume)",
-        "anakinra": "tissue anakinra concentration",
-        "circulating": "circulating tumour cells",
-        "burden": "metastatic burden",
-        "seeded": "cumulative seeded cells",
-    }
-    scalar_units: ClassVar[dict[str, str]] = {
-        "tumor_volume": "mm^d",
-        "tumor_region_volume": "mm^d",
-        "metastatic_burden": "cells",
-        "circulating_cells": "cells",
-        "seeded_cells": "cells",
-        "shed_rate": "cells/day",
-        "m1_total": "mm^d",
-        "m2_total": "mm^d",
-        "m1_tumor": "mm^d",
-        "m2_tumor": "mm^d",
-        "m2_fraction": "1",
-        "mean_leakiness": "1",
-        "il1b_mean": "pM",
-        "il1b_production": "pM·mm^d/day",
-        "vegf_mean": "pM",
-        "paclitaxel_mean": "nM",
-        "paclitaxel_cell_mean": "nM",
-        "kill_effect": "1",
-        "anakinra_mean": "nM",
-        "plasma_paclitaxel": "nM",
-        "plasma_anakinra": "nM",
-        "phi_tumor": "1",
-        "phi_host": "1",
-        "front_radius": "mm",
-        "invasion_distance": "mm",
-        "invasive_fraction": "1",
-        "motility_index": "1",
-    }
-    scalar_long_names: ClassVar[dict[str, str]] = {
-        "tumor_volume": "tumour volume ∫ n (density × volume)",
-        "tumor_region_volume": "volume of the tumour region (n ≥ 0.1)",
-        "metastatic_burden": "metastatic burden",
-        "circulating_cells": "circulating tumour cells",
-        "seeded_cells": "cumulative seeded cells",
-        "shed_rate": "shedding rate into the circulation",
-        "m1_total": "M1 macrophages in the box (density × volume)",
-        "m2_total": "M2 macrophages in the box (density × volume)",
-        "m1_tumor": "M1 macrophages among tumour cells, ∫ n M1 (density × volume)",
-        "m2_tumor": "M2 macrophages among tumour cells, ∫ n M2 (density × volume)",
-        "m2_fraction": "tumour-weighted M2 fraction ∫ n M2 / ∫ n (M1 + M2)",
-        "mean_leakiness": "leakiness where tumour cells meet vessels, ∫ v n ℓ / ∫ v n",
-        "il1b_mean": "tumour-weighted mean IL1β ∫ n I / ∫ n",
-        "il1b_production": "macrophage IL1β production",
-        "vegf_mean": "tumour-weighted mean VEGF-A",
-        "paclitaxel_mean": "tumour-weighted mean free paclitaxel",
-        "paclitaxel_cell_mean": "tumour-weighted mean cell-bound paclitaxel as medium equivalent B/κ",
-        "kill_effect": "tumour-weighted mean cytotoxic effect E_P",
-        "anakinra_mean": "tumour-weighted mean anakinra",
-        "plasma_paclitaxel": "plasma paclitaxel",
-        "plasma_anakinra": "plasma anakinra",
-        "phi_tumor": "tumour-weighted mean IL1 response Φ_T",
-        "phi_host": "macrophage-weighted mean host IL1 response Φ_H",
-        "front_radius": "equivalent radius of the region with tumour ≥ 0.05",
-        "invasion_distance": "invasion distance: front radius − initial tumour radius",
-        "invasive_fraction": "share of tumour mass beyond the initial radius",
-        "motility_index": "tumour-weighted mean haptotactic gain 1 + a_χ Φ_T",
-    }
+    fields: ClassVar[dict[str, Field]] = FIELDS
+    observables: ClassVar[Observables] = OBSERVABLES
     scalar_observables: ClassVar[dict[str, str]] = {
         "burden": "metastatic_burden",
         "circulating": "circulating_cells",
@@ -187,7 +96,7 @@ class Voloshin2015(Model):
         return dataclasses.replace(self._params, vessels=self.vessel_map(grid), initial_radius=radius)
 
     def constant_fields(self, grid: Grid) -> dict[str, tuple[np.ndarray, str, str]]:
-        return {"vessels": (self.vessel_map(grid), VESSELS_UNITS, VESSELS_LONG_NAME)}
+        return {"vessels": (self.vessel_map(grid), VESSELS.units, VESSELS.long_name)}
 
     def initial_state(self, grid: Grid) -> dict[str, np.ndarray]:
         """A tanh-edged tumour in the box centre on remodelled matrix, resident macrophages, no drugs."""

@@ -7,7 +7,7 @@ fraction), ``∫ n M`` (macrophages among tumour cells) and ``∫ v n ℓ / ∫ 
 tumour cells meet vessels). Two thresholds remain: ``tumor_region_volume`` (``n ≥``
 :data:`TUMOR_THRESHOLD`) and the invasion front (``n ≥`` :data:`FRONT_THRESHOLD`, smoothed);
 ``tests/test_voloshin_targets.py`` shows that moving the front threshold over 0.02–0.2 does not
-flip target 7. Units of every key are in ``Voloshin2015.scalar_units``.
+flip target 7. Each function declares the keys it computes, with units, in :data:`OBSERVABLES`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 import jax.numpy as jnp
 from tumorfield_kernels import Grid
 
+from .._quantities import Observable, Observables
 from .kinetics import (
     cell_paclitaxel,
     drug_effects,
@@ -34,6 +35,9 @@ TUMOR_THRESHOLD = 0.1
 FRONT_THRESHOLD = 0.05
 """Tumour density that marks the invasion front."""
 
+OBSERVABLES = Observables()
+"""Every key of :func:`observe`: units and long name, declared on the function that computes it."""
+
 
 def _weighted_mean(x, weight):
     """``Σ x w / Σ w``: defined for any positive total weight however small (a thinning tumour);
@@ -41,6 +45,12 @@ def _weighted_mean(x, weight):
     return jnp.sum(x * weight) / jnp.sum(weight)
 
 
+@OBSERVABLES.declare(
+    tumor_volume=Observable("mm^d", "tumour volume ∫ n (density × volume)"),
+    front_radius=Observable("mm", "equivalent radius of the region with tumour ≥ 0.05"),
+    invasion_distance=Observable("mm", "invasion distance: front radius − initial tumour radius"),
+    invasive_fraction=Observable("1", "share of tumour mass beyond the initial radius"),
+)
 def _invasion(n, grid: Grid, tumor_radius: float) -> dict[str, Any]:
     """Tumour volume ``∫ n``, the front's equivalent radius (of ``∫ min(n/n_front, 1)``) and the
     share of tumour mass beyond the initial radius."""
@@ -63,6 +73,12 @@ def _invasion(n, grid: Grid, tumor_radius: float) -> dict[str, Any]:
     }
 
 
+@OBSERVABLES.declare(
+    metastatic_burden=Observable("cells", "metastatic burden"),
+    circulating_cells=Observable("cells", "circulating tumour cells"),
+    seeded_cells=Observable("cells", "cumulative seeded cells"),
+    shed_rate=Observable("cells/day", "shedding rate into the circulation"),
+)
 def _metastasis(state, p: Parameters, n, q_iv, dv: float) -> dict[str, Any]:
     """The scalar ODE variables and the shedding rate ``N_cell ∫ q_iv n`` (cells/day)."""
     dtype = state["burden"].dtype
@@ -74,6 +90,13 @@ def _metastasis(state, p: Parameters, n, q_iv, dv: float) -> dict[str, Any]:
     }
 
 
+@OBSERVABLES.declare(
+    m1_total=Observable("mm^d", "M1 macrophages in the box (density × volume)"),
+    m2_total=Observable("mm^d", "M2 macrophages in the box (density × volume)"),
+    m1_tumor=Observable("mm^d", "M1 macrophages among tumour cells, ∫ n M1 (density × volume)"),
+    m2_tumor=Observable("mm^d", "M2 macrophages among tumour cells, ∫ n M2 (density × volume)"),
+    m2_fraction=Observable("1", "tumour-weighted M2 fraction ∫ n M2 / ∫ n (M1 + M2)"),
+)
 def _macrophages(m1, m2, n, dv: float) -> dict[str, Any]:
     """Macrophage amounts ``∫ M`` in the box and among tumour cells ``∫ n M`` (mm^d), and the
     tumour-weighted M2 fraction ``∫ n M2 / ∫ n (M1 + M2)`` (NaN only where both vanish exactly)."""
@@ -87,6 +110,13 @@ def _macrophages(m1, m2, n, dv: float) -> dict[str, Any]:
     }
 
 
+@OBSERVABLES.declare(
+    tumor_region_volume=Observable("mm^d", "volume of the tumour region (n ≥ 0.1)"),
+    il1b_mean=Observable("pM", "tumour-weighted mean IL1β ∫ n I / ∫ n"),
+    vegf_mean=Observable("pM", "tumour-weighted mean VEGF-A"),
+    paclitaxel_mean=Observable("nM", "tumour-weighted mean free paclitaxel"),
+    anakinra_mean=Observable("nM", "tumour-weighted mean anakinra"),
+)
 def _tumor_means(state, n, region, dv: float) -> dict[str, Any]:
     """Tumour-weighted means ``∫ n x / ∫ n`` of the cytokines and drugs, and the volume of the
     thresholded region ``n ≥ TUMOR_THRESHOLD`` (reported, not used by any target)."""
@@ -94,6 +124,17 @@ def _tumor_means(state, n, region, dv: float) -> dict[str, Any]:
     return {"tumor_region_volume": jnp.sum(region) * dv, **means}
 
 
+@OBSERVABLES.declare(
+    mean_leakiness=Observable("1", "leakiness where tumour cells meet vessels, ∫ v n ℓ / ∫ v n"),
+    paclitaxel_cell_mean=Observable("nM", "tumour-weighted mean cell-bound paclitaxel as medium equivalent B/κ"),
+    kill_effect=Observable("1", "tumour-weighted mean cytotoxic effect E_P"),
+    il1b_production=Observable("pM·mm^d/day", "macrophage IL1β production"),
+    plasma_paclitaxel=Observable("nM", "plasma paclitaxel"),
+    plasma_anakinra=Observable("nM", "plasma anakinra"),
+    phi_tumor=Observable("1", "tumour-weighted mean IL1 response Φ_T"),
+    phi_host=Observable("1", "macrophage-weighted mean host IL1 response Φ_H"),
+    motility_index=Observable("1", "tumour-weighted mean haptotactic gain 1 + a_χ Φ_T"),
+)
 def observe(state, p: Parameters, t, grid: Grid, tumor_radius: float) -> dict[str, Any]:
     """Every diagnostic of ``state`` at time ``t`` (day); ``tumor_radius`` (mm) is the initial one."""
     dv = grid.cell_volume

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from tumorfield_kernels import StateDependent, System, Taxis, WithGrid
 
+from .._quantities import Field
 from .kinetics import macrophage_chi, reaction, tumor_chi, tumor_motility
 
 
@@ -26,27 +27,28 @@ def _free_paclitaxel_loss(p):
 
 _free_paclitaxel_loss.__name__ = "params.lambda_p + params.ptx_kappa * params.ptx_k_off"
 
-FIELDS = (
-    "tumor",
-    "ecm",
-    "mde",
-    "chemo",
-    "m1",
-    "m2",
-    "il1b",
-    "vegf",
-    "leakiness",
-    "paclitaxel",
-    "paclitaxel_bound",
-    "anakinra",
-    "circulating",
-    "burden",
-    "seeded",
-)
+FIELDS = {
+    "tumor": Field("1", "tumour cell density (fraction of carrying capacity)"),
+    "ecm": Field("1", "extracellular matrix density (fraction of normal matrix density)"),
+    "mde": Field("1", "matrix-degrading enzyme (normalised)"),
+    "chemo": Field("1", "macrophage chemoattractant CCL2/CSF-1 (normalised)"),
+    "m1": Field("1", "M1 (anti-tumour) macrophage density (fraction of carrying capacity)"),
+    "m2": Field("1", "M2 (pro-tumour, pro-angiogenic) macrophage density (fraction of carrying capacity)"),
+    "il1b": Field("pM", "IL1β concentration"),
+    "vegf": Field("pM", "VEGF-A concentration"),
+    "leakiness": Field("1", "fraction of leaky vessel wall"),
+    "paclitaxel": Field("nM", "free (interstitial) paclitaxel concentration"),
+    "paclitaxel_bound": Field("nM", "cell-bound paclitaxel (per tissue volume)"),
+    "anakinra": Field("nM", "tissue anakinra concentration"),
+    "circulating": Field("cells", "circulating tumour cells"),
+    "burden": Field("cells", "metastatic burden"),
+    "seeded": Field("cells", "cumulative seeded cells"),
+}
+"""Every field of :data:`SYSTEM` (in its order) with units and long name."""
 SCALARS = ("circulating", "burden", "seeded")
 
 SYSTEM = System(
-    fields=FIELDS,
+    fields=tuple(FIELDS),
     diffusion={
         "tumor": StateDependent(tumor_motility),
         "mde": _coef("D_e"),
