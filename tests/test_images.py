@@ -106,6 +106,8 @@ def test_a_label_map_keeps_only_its_labels(tmp_path):
         assert grid.dtype == np.int64 and set(np.unique(grid)) <= {0, 3, 7} and len(np.unique(grid)) == 3
     same = read_image(path, Grid.from_image(path), kind="labels")
     np.testing.assert_array_equal(same, labels)
+    written = nibabel.load(write_nifti(tmp_path / "out.nii", same, Grid.from_image(path)))
+    assert written.get_data_dtype() == np.int32 and np.array_equal(np.asanyarray(written.dataobj), labels)
 
 
 def refusals(tmp_path) -> list:

@@ -116,8 +116,8 @@ def write_nifti(path, array, grid: Grid) -> str:
     array = np.asarray(array)
     if array.shape != grid.shape:
         raise ImageError(f"{path}: an array of shape {array.shape} on a grid of shape {grid.shape}")
-    data = array.astype(np.uint8) if array.dtype == bool else array
-    image = nibabel.Nifti1Image(data.reshape(grid.shape + (1,) * (3 - grid.ndim)), grid.world_affine())
+    data = array.reshape(grid.shape + (1,) * (3 - grid.ndim))
+    image = nibabel.Nifti1Image(data, grid.world_affine(), dtype=_nifti_dtype(data))
     image.set_qform(grid.world_affine(), code="aligned")
     image.header.set_xyzt_units("mm")
     directory, name = os.path.split(os.path.abspath(path))
@@ -130,6 +130,15 @@ def write_nifti(path, array, grid: Grid) -> str:
         os.unlink(temporary)
         raise
     return path
+
+
+def _nifti_dtype(data: np.ndarray) -> type:
+    """The stored type: the array's own, but labels as int32 where they fit (nibabel refuses an
+    implicit int64, which few tools read) and booleans as uint8."""
+    if data.dtype == bool:
+        return np.uint8
+    fits = data.dtype == np.int64 and (data.size == 0 or np.abs(data).max() < 2**31)
+    return np.int32 if fits else data.dtype.type
 
 
 def image_digest(path) -> str:
