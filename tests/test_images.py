@@ -203,3 +203,15 @@ def test_export_refusals_exit_2_with_one_line(tmp_path, capsys):
         (line,) = err.splitlines()
         assert line.startswith("tumorfield: error:") and all(n in line for n in needles), line
     assert not out.exists()
+
+
+def test_a_stored_grid_affine_is_the_exported_one():
+    from types import SimpleNamespace
+
+    from tumorfield.export import GRID_AFFINE, stored_grid
+
+    centres = {"z": (np.arange(4) + 0.5) * 0.5, "y": (np.arange(5) + 0.5) * 1.0, "x": (np.arange(6) + 0.5) * 2.0}
+    box = SimpleNamespace(axes=("z", "y", "x"), coordinates=centres, metadata={})
+    assert stored_grid(box) == Grid((4, 5, 6), (2.0, 5.0, 12.0))
+    placed = SimpleNamespace(axes=box.axes, coordinates=centres, metadata={GRID_AFFINE: OBLIQUE})
+    np.testing.assert_array_equal(stored_grid(placed).world_affine(), OBLIQUE)
