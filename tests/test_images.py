@@ -136,6 +136,7 @@ def refusals(tmp_path) -> list:
         ("cells", "p.nii.gz", "cells", lambda: Grid.from_image(good, max_cells=100)),
         ("too coarse", "p.nii.gz", "at least 2", lambda: Grid.from_image(good, resample=6)),
         ("resample", "p.nii.gz", "positive", lambda: Grid.from_image(good, resample=0)),
+        ("resample", "p.nii.gz", "positive", lambda: Grid.from_image(good, resample="2x")),
         ("suffix", "f.png", ".nii", lambda: write_nifti(tmp_path / "f.png", np.zeros(grid.shape), grid)),
         ("shape", "f.nii", "shape", lambda: write_nifti(tmp_path / "f.nii", np.zeros((2, 2)), grid)),
     ]

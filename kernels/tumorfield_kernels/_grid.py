@@ -110,7 +110,10 @@ class Grid(eqx.Module):
         axis, the new box keeping the image's corner (so it may reach past the far side by less
         than one new voxel). Raises :class:`ImageError` naming the file."""
         shape, affine = image_geometry(load_image(path), path)
-        factor = 1.0 if resample is None else float(resample)
+        try:
+            factor = 1.0 if resample is None else float(resample)
+        except (TypeError, ValueError):
+            factor = math.nan  # refused just below, naming the file
         if not (factor > 0 and math.isfinite(factor)):
             raise ImageError(f"{path}: resample={resample!r}: the voxel size factor must be positive")
         shape = tuple(math.ceil(round(n / factor, 9)) for n in shape)
