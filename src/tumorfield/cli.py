@@ -215,6 +215,31 @@ def _add_sweep_parsers(sub) -> None:
     collect.add_argument("-o", "--output", required=True, help="CSV table to write")
 
 
+def _cmd_export(args, argv) -> int:
+    from .export import ExportError, export_nifti
+    from .io import ImageError
+
+    with _verified(Path(args.file)) as run:
+        try:
+            written = export_nifti(run, args.output, args.field, args.frames)
+        except (ExportError, ImageError) as error:
+            raise InputError(str(error)) from None
+    for p in written:
+        print(p)
+    return EXIT_OK
+
+
+def _add_export_parser(sub) -> None:
+    export = sub.add_parser("export", help="frames of a trajectory as NIfTI images, DIR/<field>_t<DAY>.nii.gz")
+    export.add_argument("file")
+    export.add_argument("-o", "--output", required=True, help="directory for the images (created if missing)")
+    export.add_argument(
+        "--field", nargs="+", action="extend", default=None, metavar="NAME", help="fields to export (default: all)"
+    )
+    export.add_argument("--frames", default="last", help="all, last (default) or frame numbers such as 0,5,-1")
+    export.add_argument("--format", choices=["nifti"], default="nifti", help="image format (default nifti)")
+
+
 def _cmd_config_docs(args, argv) -> int:
     from .config import config_docs
 
@@ -275,6 +300,7 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--profile-points", type=int, default=9, metavar="N",
                      help="profile values scanned over estimate·exp(±3 SE/estimate) (default 9)")  # fmt: skip
     _add_sweep_parsers(sub)
+    _add_export_parser(sub)
     return parser
 
 
@@ -288,6 +314,7 @@ COMMANDS = {
     "fit": _cmd_fit,
     "sweep": _cmd_sweep,
     "collect": _cmd_collect,
+    "export": _cmd_export,
 }
 
 

@@ -3,8 +3,15 @@
 :func:`open_trajectory` is the one reader of the format (layout in
 :mod:`tumorfield.io._reader`); analysis scripts need nothing else of tumorfield.
 The writer (:mod:`tumorfield.io._writer`) is internal to ``tumorfield run``.
+Images (NIfTI) in and out: :func:`read_image`, :func:`write_nifti` (:mod:`tumorfield.io._image`).
 """
 
+from ._image import ImageError as ImageError
+from ._image import InputImage as InputImage
+from ._image import check_probability as check_probability
+from ._image import image_digest as image_digest
+from ._image import read_image as read_image
+from ._image import write_nifti as write_nifti
 from ._reader import NotATrajectory as NotATrajectory
 from ._reader import StoredArrays as StoredArrays
 from ._reader import StoredField as StoredField
@@ -17,10 +24,16 @@ from .xdmf import write_xdmf as write_xdmf
 __all__ = [
     "FORMAT",
     "STATUSES",
+    "ImageError",
+    "InputImage",
     "NotATrajectory",
     "StoredArrays",
     "StoredField",
     "StoredTrajectory",
+    "check_probability",
+    "image_digest",
     "open_trajectory",
+    "read_image",
+    "write_nifti",
     "write_xdmf",
 ]
