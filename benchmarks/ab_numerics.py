@@ -1,13 +1,14 @@
 """Interleaved A/B of the numerics options on the README system (2D, in one process).
 
-Per step, forward only: ``cell_diffusion`` explicit/implicit × ``max_substeps`` 1/64 at a dt that
-needs no sub-cycling (the cost of the per-step bound and the cond), alternating the callables,
-``--repeats`` timings each, compile excluded (one warm-up call each), ``block_until_ready``.
-The same under ``vmap`` over ``--members`` reaction rates (as sweeps run), with and without
-``batch_axis`` (members deciding together whether to sub-cycle; without it the branch becomes a
-select and every member pays for both). And the XLA temp memory of ``jit(grad(loss))`` with
-``max_substeps`` 1 and 8 (sub-cycling active at 2× the explicit limit) on 16², to show the
-checkpointed while loop's cost. Writes JSON.
+Per step, forward only: ``cell_diffusion`` explicit/implicit (``ExplicitDiffusion()`` /
+``ImplicitDiffusion()``) × ``max_substeps`` 1/64 (``NoSubcycling()`` / ``Subcycle(64)``) at a dt
+that needs no sub-cycling (the cost of the per-step bound and the cond), with the plain ``Scan()``
+adjoint, alternating the callables, ``--repeats`` timings each, compile excluded (one warm-up call
+each), ``block_until_ready``. The same under ``vmap`` over ``--members`` reaction rates (as sweeps
+run), with and without ``Subcycle(axis_name=...)`` (``batch_axis`` before issue 21: members deciding
+together whether to sub-cycle; without it the branch becomes a select and every member pays for
+both). And the XLA temp memory of ``jit(grad(loss))`` with ``max_substeps`` 1 and 8 (sub-cycling
+active at 2× the explicit limit) on 16², to show the checkpointed while loop's cost. Writes JSON.
 
     JAX_PLATFORMS=cpu .venv/bin/python benchmarks/ab_numerics.py --n 128 --steps 200 --out benchmarks/results
 """
@@ -49,10 +50,13 @@ def main():
     state = {"u": u0, "c": 0 * u0}
     params = {"r": 1.0}
     dt = 0.5 * tk.max_stable_dt(system, grid, state, params)["u"]
-    variants = {(cd, ms): None for cd in ("explicit", "implicit") for ms in (1, 64)}
+    diffusion = {"explicit": tk.ExplicitDiffusion(), "implicit": tk.ImplicitDiffusion()}
+    variants = {(cd, ms): tk.Numerics(diffusion[cd], tk.substeps_from_cap(ms), tk.Scan())
+                for cd in ("explicit", "implicit") for ms in (1, 64)}  # fmt: skip
 
     def call(cd, ms):
-        _, _, traj = tk.advance(system, grid, state, dt=dt, n_saves=1, steps_per_save=args.steps, params=params, numerics=tk.Numerics(cell_diffusion=(tk.ImplicitDiffusion() if cd == 'implicit' else tk.ExplicitDiffusion()), substeps=tk.substeps_from_cap(ms), adjoint=tk.Scan()))  # fmt: skip
+        traj = tk.advance(system, grid, state, dt=dt, n_saves=1, steps_per_save=args.steps, params=params,
+                          numerics=variants[cd, ms])  # fmt: skip
         return jax.block_until_ready(traj.fields)
 
     compile_s = {}
@@ -62,12 +66,15 @@ def main():
         compile_s[key] = time.perf_counter() - t0
     times = interleaved({key: lambda key=key: call(*key) for key in variants}, args.repeats, per=args.steps)
 
-    # vmapped members (as sweeps): max_substeps 64, with and without batch_axis
+    # vmapped members (as sweeps): max_substeps 64, with and without the vmap axis named (batch_axis)
     rates = jnp.linspace(0.5, 1.5, args.members)
 
     def members(batch_axis):
+        numerics = tk.Numerics(substeps=tk.Subcycle(64, axis_name=batch_axis), adjoint=tk.Scan())
+
         def one(r):
-            _, _, traj = tk.advance(system, grid, state, dt=dt, n_saves=1, steps_per_save=args.steps, params={"r": r}, throw=False, numerics=tk.Numerics(substeps=tk.Subcycle(64, axis_name=batch_axis), adjoint=tk.Scan()))  # fmt: skip
+            traj = tk.advance(system, grid, state, dt=dt, n_saves=1, steps_per_save=args.steps, params={"r": r},
+                              throw=False, numerics=numerics)  # fmt: skip
             return traj.fields
 
         return jax.jit(jax.vmap(one, axis_name="members"))
@@ -88,16 +95,9 @@ def main():
     for ms, dt16 in ((1, 0.9 * limit), (8, 1.8 * limit)):
 
         def loss(u, ms=ms, dt16=dt16):
-            traj = tk.simulate(
-                strong,
-                g16,
-                {**s16, "u": u},
-                t_end=200 * dt16,
-                dt=dt16,
-                throw=False,
-                numerics=tk.Numerics(substeps=tk.substeps_from_cap(ms)),
-            )
-            return jnp.sum(traj["u"][-1] ** 2), traj.substeps
+            traj = tk.simulate(strong, g16, {**s16, "u": u}, t_end=200 * dt16, dt=dt16, throw=False,
+                               numerics=tk.Numerics(substeps=tk.substeps_from_cap(ms)))  # fmt: skip
+            return jnp.sum(traj["u"][-1] ** 2), traj.stats.substeps
 
         compiled = jax.jit(jax.grad(lambda u: loss(u)[0])).lower(jnp.asarray(s16["u"])).compile()
         memory[ms] = {

@@ -30,8 +30,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from _timing import interleaved, write_result  # noqa: E402
 from bench_fit import ptx_steps, state_sum  # noqa: E402
-from tumorfield_kernels import _spectral  # noqa: E402
-from tumorfield_kernels._rollout import SqrtCheckpointedScan  # noqa: E402
+from tumorfield_kernels import SqrtCheckpointed, _spectral  # noqa: E402  (_spectral: the A/B swaps its transforms)
 
 
 @contextlib.contextmanager
@@ -65,7 +64,7 @@ def main():
         return stepper.step(s, stepper.prepare(s), t)[0]
 
     def loss(theta):
-        return state_sum(steps(SqrtCheckpointedScan(), theta, state, args.block))
+        return state_sum(steps(SqrtCheckpointed(), theta, state, args.block))
 
     forward = jax.jit(step).lower(state).compile()
     calls = {"forward_step": lambda: forward(state)}

@@ -15,7 +15,18 @@ import json
 import time
 
 import numpy as np
-from tumorfield_kernels import cast_floats, initial_frame, simulate, step_limits
+from tumorfield_kernels import (
+    ExplicitDiffusion,
+    ImplicitDiffusion,
+    Numerics,
+    SaveAt,
+    Scan,
+    Subcycle,
+    cast_floats,
+    initial_frame,
+    simulate,
+    step_limits,
+)
 
 import tumorfield.config as cfg
 
@@ -30,12 +41,16 @@ def main():
     config = cfg.loads(text)
     model, grid, dt0 = config.model, config.grid, config.time.dt
     params = cast_floats(model.params(grid), "float32")
-    frame = initial_frame(model.system, grid, model.initial_state(grid), params, numerics=Numerics(dtype="float32"))
-    limits = step_limits(model.system, grid, frame, params, numerics=Numerics(dtype="float32"))
+    float32 = Numerics(dtype="float32")
+    frame = initial_frame(model.system, grid, model.initial_state(grid), params, numerics=float32)
+    limits = step_limits(model.system, grid, frame, params, numerics=float32)
+    diffusion = {"explicit": ExplicitDiffusion(), "implicit": ImplicitDiffusion()}
 
     def run(dt, cell_diffusion):
         t0 = time.perf_counter()
-        traj = simulate(model.system, grid, frame, t_end=args.t_end, dt=dt, params=params, throw=False, numerics=Numerics(cell_diffusion=(ImplicitDiffusion() if cell_diffusion == 'implicit' else ExplicitDiffusion()), substeps=Subcycle(64), adjoint=Scan(), dtype="float32"), saveat=SaveAt(every=args.t_end))  # fmt: skip
+        numerics = Numerics(diffusion[cell_diffusion], Subcycle(64), Scan(), dtype="float32")
+        traj = simulate(model.system, grid, frame, t_end=args.t_end, dt=dt, params=params, numerics=numerics,
+                        saveat=SaveAt(every=args.t_end), throw=False)  # fmt: skip
         tumor = np.asarray(traj["tumor"][-1], np.float64)
         return tumor, traj, time.perf_counter() - t0
 
@@ -52,7 +67,7 @@ def main():
             rows.append({
                 "cell_diffusion": cell_diffusion, "dt": dt, "result": "successful" if traj.successful else "failed",
                 "rel_l2_vs_explicit_dt_over_4": err,
-                "max_substeps": int(np.max(np.asarray(traj.substeps))), "min_tumor": float(tumor.min()),
+                "max_substeps": int(np.max(np.asarray(traj.stats.substeps))), "min_tumor": float(tumor.min()),
                 "wall_s_incl_compile": wall,
             })  # fmt: skip
             print(rows[-1], flush=True)

@@ -218,29 +218,27 @@ def cold_and_warm(directory: Path, shape: int, days: float, warm_repeats: int = 
 
 def ptx_steps(shape: int):
     """``(build, steps, theta, state)`` of the PTX arm at ``shape``² (float32 fields, its ``dt``):
-    ``build(theta)`` is its ``Stepper`` with ``NAMES`` at ``theta`` (the model's defaults),
+    ``build(theta)`` is its ``Stepper`` (``tk.make_stepper``; explicit cell diffusion and, as the
+    measurements before issue 21, no sub-cycling) with ``NAMES`` at ``theta`` (the model's defaults),
     ``steps(scan, theta, state, length)`` the state after ``length`` steps run by ``scan`` (a
-    ``_rollout.Scan``), and ``state`` the one 4 days in (paclitaxel given, fields no longer smooth)."""
+    ``tk.Scan``), and ``state`` the one 4 days in (paclitaxel given, fields no longer smooth)."""
     import jax
     import jax.numpy as jnp
     import tumorfield_kernels as tk
-    from tumorfield_kernels._rollout import Scan
-    from tumorfield_kernels._stepper import Stepper
 
     from tumorfield import config as cfg
     from tumorfield.fit._transform import with_values
 
     config = cfg.load(ARM, [f"grid.shape=[{shape},{shape}]", 'run.compilation_cache="off"'])
     model, grid, system = config.model, config.grid, config.model.system
+    numerics = tk.Numerics(substeps=tk.NoSubcycling(), dtype=config.output.precision)
     params = tk.cast_floats(model.params(grid), config.output.precision)
-    state = tk.initial_frame(
-        system, grid, model.initial_state(grid), params, numerics=tk.Numerics(dtype=config.output.precision)
-    )
+    state = tk.initial_frame(system, grid, model.initial_state(grid), params, numerics=numerics)
     dt, t = jnp.asarray(config.time.dt, jnp.float32), jnp.asarray(4.0, jnp.float32)
     theta = jnp.asarray([start_and_bounds()[n][0] for n in NAMES])
 
     def build(theta):
-        return Stepper.build(system, grid, with_values(params, NAMES, theta), dt)
+        return tk.make_stepper(system, grid, with_values(params, NAMES, theta), dt, numerics)
 
     def steps(scan, theta, state, length):
         stepper = build(theta)
@@ -250,7 +248,7 @@ def ptx_steps(shape: int):
 
         return scan(one, state, length)[0]
 
-    state = jax.jit(lambda s: steps(Scan(), theta, s, int(4.0 / config.time.dt)))(state)
+    state = jax.jit(lambda s: steps(tk.Scan(), theta, s, int(4.0 / config.time.dt)))(state)
     return build, steps, theta, state
 
 
@@ -267,7 +265,7 @@ def decomposition(shape: int, block: int, repeats: int) -> dict:
     docstring, item 3), from the state of :func:`ptx_steps`."""
     import jax
     from jax import lax
-    from tumorfield_kernels._rollout import Scan, SqrtCheckpointedScan
+    from tumorfield_kernels import Scan, SqrtCheckpointed
 
     _, steps, theta, state = ptx_steps(shape)
 
@@ -284,7 +282,7 @@ def decomposition(shape: int, block: int, repeats: int) -> dict:
     forward = jax.jit(total(Scan())).lower(theta).compile()
     out = {"block_steps": block, "forward_step_s": best(forward, theta, repeats=repeats) / block}
     for label, scan in (("stored", Scan()), ("checkpointed_steps", CheckpointedSteps()),
-                        ("two_level", SqrtCheckpointedScan())):  # fmt: skip
+                        ("two_level", SqrtCheckpointed())):  # fmt: skip
         compiled = jax.jit(jax.value_and_grad(total(scan))).lower(theta).compile()
         out[f"{label}_gradient_step_s"] = best(compiled, theta, repeats=repeats) / block
         out[f"{label}_temp_bytes"] = compiled.memory_analysis().temp_size_in_bytes

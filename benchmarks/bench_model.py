@@ -77,12 +77,12 @@ BYTES_MODEL = (
 
 
 def has_numerics_keys(tree: Path) -> dict:
-    """Whether the tree's core (``advance(cell_diffusion=…)``) and config (``[numerics] cell_diffusion``)
-    know the cell-diffusion option of issue 14."""
-    api = tree / "kernels" / "tumorfield_kernels" / "_api.py"
+    """Whether the tree's core (``advance(cell_diffusion=…)``, issue 14; ``Numerics(cell_diffusion=…)``,
+    issue 21) and config (``[numerics] cell_diffusion``) know the cell-diffusion option of issue 14."""
+    core = tree / "kernels" / "tumorfield_kernels"
     folder = tree / "src" / "tumorfield" / "config"
     return {
-        "core": api.exists() and "cell_diffusion" in api.read_text(errors="replace"),
+        "core": any(p.exists() and "cell_diffusion" in p.read_text(errors="replace") for p in core.glob("_*.py")),
         "config": any("cell_diffusion" in p.read_text(errors="replace") for p in folder.glob("*.py")),
     }
 
@@ -194,15 +194,23 @@ def worker(spec: dict) -> dict:
     precision = config.output.precision
     dtype = jnp.dtype(precision)
     params = tk.cast_floats(model.params(grid), precision)
-    initial = tk.initial_frame(system, grid, model.initial_state(grid), params, numerics=tk.Numerics(dtype=precision))
-    # the numerics of issue 14, where the core has them: from the config's [numerics], else from the spec
-    numerics = {}
-    if "cell_diffusion" in inspect.signature(tk.advance).parameters:
+    # the tree's core takes its numerics as issue 21's Numerics objects, or as keywords (issue 14:
+    # cell_diffusion and max_substeps beside dtype; before it, dtype only): the baseline tree runs too
+    objects = hasattr(tk, "Numerics")
+    numerics = {}  # the numerics of issue 14, where the core has them: the config's [numerics], else the spec's
+    if objects or "cell_diffusion" in inspect.signature(tk.advance).parameters:
         section = config.sections.get("numerics", {})
         numerics["cell_diffusion"] = section.get("cell_diffusion", spec.get("cell_diffusion") or "explicit")
         numerics["max_substeps"] = int(section.get("max_substeps", 1))
-    limit_kw = {k: v for k, v in numerics.items() if k == "cell_diffusion"}
     out["numerics"] = numerics
+    if objects:
+        run_numerics = config.numerics  # [numerics] and output.precision, as `tumorfield run` solves
+        dtype_kw = {"numerics": tk.Numerics(dtype=precision)}
+        limit_kw = {"numerics": run_numerics}
+    else:
+        dtype_kw = {"dtype": precision}
+        limit_kw = {"dtype": precision, **{k: v for k, v in numerics.items() if k == "cell_diffusion"}}
+    initial = tk.initial_frame(system, grid, model.initial_state(grid), params, **dtype_kw)
     grid_fields = [f for f in system.fields if f not in system.scalars]
     n_const = len(model.constant_fields(grid))
     bytes_per_cell_step = dtype.itemsize * (2 * 2 * len(grid_fields) + 2 * n_const)
@@ -220,13 +228,11 @@ def worker(spec: dict) -> dict:
     print(f"  worker {label(shape)}: probing the positivity limit over the run", flush=True)
     t0 = time.perf_counter()
     if spec.get("dt_from_t0"):
-        limits = tk.max_stable_dt(system, grid, initial, params, **limit_kw, numerics=tk.Numerics(dtype=precision))
+        limits = tk.max_stable_dt(system, grid, initial, params, **limit_kw)
         limit = 0.5 * min(limits.values())  # a margin for the taxis steepening over the run
         out["dt_rule"] = "0.5 × the positivity limit at t = 0 (no probe over the run)"
     else:
-        limits = tk.max_stable_dt_over_run(
-            system, grid, initial, params, t_end=t_end, **limit_kw, numerics=tk.Numerics(dtype=precision)
-        )
+        limits = tk.max_stable_dt_over_run(system, grid, initial, params, t_end=t_end, **limit_kw)
         limit = min(limits.values())
         out["dt_rule"] = "positivity limit over the run (max_stable_dt_over_run)"
     out["probe_s"] = time.perf_counter() - t0
@@ -244,6 +250,26 @@ def worker(spec: dict) -> dict:
     observe = None if lean else observe
     out["lean"] = lean  # no per-step scalars, plain scan: a smoke test that compiles faster
 
+    if objects:
+        adjoint = tk.Scan() if lean else tk.SqrtCheckpointed()
+        advance_numerics = tk.Numerics(run_numerics.cell_diffusion, run_numerics.substeps, adjoint, precision)
+
+        def advance(state, step, dt, n_saves, sps):
+            """One chunk: ``(final state, its step number, trajectory, sub-steps per frame or None)``."""
+            traj = tk.advance(
+                system, grid, state, dt=dt, n_saves=n_saves, steps_per_save=sps, params=params, step=step,
+                numerics=advance_numerics, saveat=tk.SaveAt(observe=observe), throw=False,
+            )  # fmt: skip
+            return traj.final_state, traj.final_step, traj, traj.stats.substeps
+    else:
+
+        def advance(state, step, dt, n_saves, sps):
+            state, step, traj = tk.advance(
+                system, grid, state, dt=dt, n_saves=n_saves, steps_per_save=sps, params=params, step=step,
+                observe=observe, checkpoint=not lean, dtype=precision, throw=False, **numerics,
+            )  # fmt: skip
+            return state, step, traj, getattr(traj, "substeps", None)  # issue 14: sub-steps per frame
+
     def chunks_of(cfg_):
         n_saves, chunk = cfg_.n_frames - 1, cfg_.run.chunk_frames
         return [min(chunk, n_saves - i) for i in range(0, n_saves, chunk)]
@@ -259,15 +285,15 @@ def worker(spec: dict) -> dict:
         frame_limits = {name: [] for name in variants} if collect_limits else None
         t0 = time.perf_counter()
         for n in chunks:
-            new_state, new_step, traj = tk.advance(system, grid, state, dt=dt, n_saves=n, steps_per_save=sps, params=params, step=step, throw=False, **numerics, numerics=tk.Numerics(adjoint=(tk.SqrtCheckpointed() if not lean else tk.Scan()), dtype=precision), saveat=tk.SaveAt(observe=observe))  # fmt: skip
+            new_state, new_step, traj, frame_substeps = advance(state, step, dt, n, sps)
             jax.block_until_ready((new_state, traj))
             if not bool(traj.result == tk.RESULTS.successful):
                 ok = False
                 break
             observed = traj.observed or {}
             last_scalars = {name: float(v[-1]) for name, v in observed.items()}
-            if getattr(traj, "substeps", None) is not None:  # issue 14: sub-steps per frame (sub-cycling)
-                substeps.append(np.asarray(traj.substeps))
+            if frame_substeps is not None:  # since issue 14: sub-steps per frame (sub-cycling)
+                substeps.append(np.asarray(frame_substeps))
             if collect_limits:
                 for j in range(n):
                     frame = {name: traj.fields[name][j] for name in system.fields}
@@ -288,8 +314,8 @@ def worker(spec: dict) -> dict:
         variants = ("run", "explicit", "taxis_reaction", "diffusion")
 
         def frame_limits_at(frame, t):
-            per_field = tk.step_limits(system, grid, frame, params, t=t, numerics=tk.Numerics(dtype=precision))
-            run = tk.max_stable_dt(system, grid, frame, params, t=t, **limit_kw, numerics=tk.Numerics(dtype=precision))
+            per_field = tk.step_limits(system, grid, frame, params, t=t, **dtype_kw)
+            run = tk.max_stable_dt(system, grid, frame, params, t=t, **limit_kw)
             return {
                 "run": min(run.values(), default=math.inf),
                 "explicit": min((v["explicit"] for v in per_field.values()), default=math.inf),
@@ -303,7 +329,7 @@ def worker(spec: dict) -> dict:
         def frame_limits_at(frame, t):
             limits = {}
             for name, vsys in systems.items():
-                lim = tk.max_stable_dt(vsys, grid, frame, params, t=t, numerics=tk.Numerics(dtype=precision))
+                lim = tk.max_stable_dt(vsys, grid, frame, params, t=t, **dtype_kw)
                 limits[name] = min(lim.values(), default=math.inf)
             return limits
 

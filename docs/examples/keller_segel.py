@@ -117,7 +117,7 @@ def aggregate(n=64, side=10.0, t_end=12.0, u_stop=10.0, chunks=1000, eps=0.05, s
         dt = min(0.5 * min(tf.max_stable_dt(sys_, grid, state).values()), (t_end - t) / steps)
         if t >= t_end * (1 - 1e-12) or frames[-1].max() >= u_stop:
             break
-        state, _, chunk = tf.advance(sys_, grid, state, dt=dt, n_saves=1, steps_per_save=steps, t0=t)
+        state = tf.advance(sys_, grid, state, dt=dt, n_saves=1, steps_per_save=steps, t0=t).final_state
         t += steps * dt
         times.append(t)
         frames.append(np.asarray(state["u"]))
