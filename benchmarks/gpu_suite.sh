@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# The GPU suite: verification tests, bench_simulate.py, bench_model.py, a 3D voloshin2015 run at
-# 256³ and the batched-transforms A/B (ab_transforms.py), in ≤ 8 minutes on one H200, each stage
-# under its own timeout.
+# The GPU suite: verification tests, bench_simulate.py, bench_model.py and a 3D voloshin2015 run at
+# 256³, in ≤ 8 minutes on one H200, each stage under its own timeout.
 #
 #   bash benchmarks/gpu_suite.sh [--quick] [OUTDIR]     (OUTDIR defaults to $OUT, then out/gpu_suite)
 #
@@ -12,8 +11,8 @@
 #
 # Environment: PYTHON (default: .venv/bin/python if present, else python3), BASELINE_TREE (an
 # exported tree of the commit before issue 14, where the checkout has no git history),
-# T_DEVICE, T_VERIFY, T_SIMULATE, T_MODEL, T_MODEL3D, T_AB (stage timeouts, s; full: 30 + 100 + 80 + 180 + 60
-# + 30 = 480 s at most; --quick: 240 each, generous for a loaded CI machine), BENCH_MODEL_ARGS,
+# T_DEVICE, T_VERIFY, T_SIMULATE, T_MODEL, T_MODEL3D (stage timeouts, s; full: 30 + 100 + 80 + 180 + 60
+# = 450 s at most; --quick: 240 each, generous for a loaded CI machine), BENCH_MODEL_ARGS,
 # MODEL3D_ARGS (replace the stage's default arguments).
 set -u -o pipefail
 export PYTHONUNBUFFERED=1
@@ -186,20 +185,11 @@ else
     stage model_3d "${T_MODEL3D:-60}" "$PYTHON" benchmarks/bench_model.py --out "$OUTDIR/model_3d" "${M3_ARGS[@]}"
 fi
 
-# --- stage 5: quasi-steady transforms batched or one field at a time (interleaved A/B) -----------
-if [ "$QUICK" = 1 ]; then
-    stage ab_transforms "${T_AB:-240}" "$PYTHON" benchmarks/ab_transforms.py --n 16 --repeats 1 --steps 1 \
-        --cell-diffusion explicit --out "$OUTDIR/ab_transforms"
-else
-    stage ab_transforms "${T_AB:-30}" "$PYTHON" benchmarks/ab_transforms.py --n 512 --repeats 5 \
-        --out "$OUTDIR/ab_transforms"
-fi
-
 # --- summary ------------------------------------------------------------------------------------
 "$PYTHON" - "$OUTDIR" <<'EOF' 2>&1 | tee -a "$LOG"
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
-order = ["device", "verification", "bench_simulate", "bench_model", "model_3d", "ab_transforms"]
+order = ["device", "verification", "bench_simulate", "bench_model", "model_3d"]
 stages = [json.loads(line) for line in (out / "stages.jsonl").read_text().splitlines() if line.strip()]
 stages.sort(key=lambda s: order.index(s["stage"]) if s["stage"] in order else len(order))
 junit = out / "verification" / "junit.xml"
