@@ -149,8 +149,8 @@ def test_an_arm_with_implicit_cell_diffusion_is_fitted_with_it(problem, tmp_path
     (tmp_path / "obs.csv").write_text((directory / "obs.csv").read_text())
     (tmp_path / "fit.toml").write_text((directory / "fit.toml").read_text())
     implicit = Fit.load(tmp_path / "fit.toml")
-    assert [g.cell_diffusion for g in implicit.groups] == ["implicit"]
-    assert [g.cell_diffusion for g in explicit.groups] == ["explicit"]
+    assert [g.problem.numerics.cell_diffusion for g in implicit.groups] == [tf.ImplicitDiffusion()]
+    assert [g.problem.numerics.cell_diffusion for g in explicit.groups] == [tf.ExplicitDiffusion()]
     truth = [TRUTH[name] for name in implicit.names]
     losses = [fit.loss(truth) for fit in (explicit, implicit)]
     assert np.all(np.isfinite(losses)) and losses[0] != losses[1]
@@ -197,16 +197,45 @@ def test_the_transport_coefficients_are_fitted_like_any_parameter(problem, tmp_p
 
 def test_a_failed_run_is_an_infinite_loss_not_an_exception(problem):
     directory, _, _ = problem
-    (directory / "wide.toml").write_text(FIT.format(r_upper=5.0, s_upper=1000.0))
+    # without sub-cycling (numerics.max_substeps = 1) the arm's run fails where taxis outgrows dt
+    (directory / "arm_nosub.toml").write_text(ARM.format(cache=directory / "cache") + "[numerics]\nmax_substeps = 1\n")
+    wide = FIT.format(r_upper=5.0, s_upper=1000.0).replace('"arm.toml"', '"arm_nosub.toml"')
+    (directory / "wide.toml").write_text(wide)
     fit = Fit.load(directory / "wide.toml")
     # s_c = 300: the attractant steepens until taxis passes the positivity limit of dt = 0.05
     assert fit.loss([1.0, 300.0]) == np.inf
     assert np.isfinite(fit.loss([1.0, 1.0]))
     # a fit that starts there ends at once, as a status naming the failed arm (the CLI exits 3)
-    (directory / "wide.toml").write_text(FIT.format(r_upper=5.0, s_upper=1000.0).replace("init = 2.0", "init = 300.0"))
+    (directory / "wide.toml").write_text(wide.replace("init = 2.0", "init = 300.0"))
     result = Fit.load(directory / "wide.toml").run()
     assert result.status == "failed" and not result.converged and result.n_iterations == 0
     assert "the runs of a failed" in result.message and np.all(np.isnan(result.std_error)), result.message
+
+
+def test_a_fit_honours_the_arms_sub_cycling(problem):
+    """With the arm's default sub-cycling the run at s_c = 300 (which fails without it) completes: the
+    fit's loss equals ½ Σ r² of an independent ``tf.simulate`` with the arm's own numerics, and the
+    gradient (reverse mode through the checkpointed sub-step loop) and the Gauss–Newton Jacobian
+    (forward mode through ``Numerics.forward_mode``) are finite."""
+    directory, _, _ = problem
+    (directory / "sub.toml").write_text(FIT.format(r_upper=5.0, s_upper=1000.0))
+    fit = Fit.load(directory / "sub.toml")
+    config = cfg.load(directory / "arm.toml", ["parameters.s_c=300.0"])
+    model, grid = config.model, config.grid
+    params = tf.cast_floats(model.params(grid), "float32")
+    traj = tf.simulate(model.system, grid, model.initial_state(grid), t_end=5.0, dt=0.05, params=params,
+                       numerics=config.numerics, saveat=tf.SaveAt(every=1.0))  # fmt: skip
+    assert int(np.max(np.asarray(traj.stats.substeps))) >= 2  # it did sub-cycle
+    data = np.loadtxt(directory / "obs.csv", delimiter=",", skiprows=1, usecols=(1, 3, 4), dtype=object)
+    predicted = []
+    for day, name in [(day, name) for day in DAYS for name in OBSERVABLES]:
+        observed = model.observe({n: traj[n][day] for n in model.system.fields}, params, traj.t[day], grid)
+        predicted.append(float(observed[name]))
+    values = np.asarray(data[:, 1], float)
+    expected = 0.5 * np.sum(((np.log(predicted) - np.log(values)) / NOISE) ** 2)
+    assert fit.loss([1.0, 300.0]) == pytest.approx(expected, rel=1e-3)
+    result = Fit.load(directory / "sub.toml", ["fit.max_iterations=1"]).run()
+    assert np.all(np.isfinite(result.hessian)), result.message
 
 
 def test_the_line_search_backs_off_from_failed_trials():

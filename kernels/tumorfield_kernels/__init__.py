@@ -21,6 +21,9 @@ from ._api import positivity_violations as positivity_violations
 from ._api import simulate as simulate
 from ._api import step_limits as step_limits
 from ._grid import Grid as Grid
+from ._grid import ImageError as ImageError
+from ._grid import image_geometry as image_geometry
+from ._grid import load_image as load_image
 from ._numerics import CellDiffusion as CellDiffusion
 from ._numerics import ExplicitDiffusion as ExplicitDiffusion
 from ._numerics import ImplicitDiffusion as ImplicitDiffusion
@@ -40,7 +43,9 @@ from ._solution import SolverError as SolverError
 from ._solution import Stats as Stats
 from ._solution import Trajectory as Trajectory
 from ._solution import failure_message as failure_message
+from ._spectral import from_spectral as from_spectral
 from ._spectral import laplacian_symbol as laplacian_symbol
+from ._spectral import to_spectral as to_spectral
 from ._stencils import laplacian as laplacian
 from ._stencils import transport as transport
 from ._stepper import Stepper as Stepper
@@ -56,6 +61,7 @@ __all__ = [
     "CellDiffusion",
     "ExplicitDiffusion",
     "Grid",
+    "ImageError",
     "ImplicitDiffusion",
     "NoSubcycling",
     "Numerics",
@@ -76,9 +82,12 @@ __all__ = [
     "advance",
     "cast_floats",
     "failure_message",
+    "from_spectral",
+    "image_geometry",
     "initial_frame",
     "laplacian",
     "laplacian_symbol",
+    "load_image",
     "make_stepper",
     "max_stable_dt",
     "max_stable_dt_over_run",
@@ -87,5 +96,6 @@ __all__ = [
     "simulate",
     "step_limits",
     "substeps_from_cap",
+    "to_spectral",
     "transport",
 ]

@@ -45,6 +45,8 @@ ARM_AXIS = "arm"  # the vmap axis of a group's arms: they decide together whethe
 class Group:
     """Arms sharing one compiled rollout: ``problem`` (the first arm's, without its initial state: the
     static parts and the template the arms' arrays are combined with), the observed keys, the steps.
+    An arm's arrays travel as the flat leaves of ``Problem.arrays()`` (rebuilt on ``problem``'s
+    structure): the optimiser's tree utilities then see plain arrays only.
 
     ``rows[a]`` are the observation rows of arm ``a``; the traced parts (stacked problem arrays,
     initial states, data) are built by :func:`group_arrays`.
@@ -80,10 +82,11 @@ class Group:
         numerics = self.problem.numerics.forward_mode()
         return dataclasses.replace(self, problem=eqx.tree_at(lambda p: p.numerics, self.problem, numerics))
 
-    def series(self, names, theta, arrays, initial):
-        """Every observable after every step 0…n of one arm (its problem ``arrays``) at ``theta``
-        (``(obs, n + 1)``, float64 with x64), and whether the run succeeded."""
-        problem = eqx.combine(arrays, eqx.partition(self.problem, eqx.is_array)[1])
+    def series(self, names, theta, leaves, initial):
+        """Every observable after every step 0…n of one arm (the ``leaves`` of its problem's arrays) at
+        ``theta`` (``(obs, n + 1)``, float64 with x64), and whether the run succeeded."""
+        dynamic, static = eqx.partition(self.problem, eqx.is_array)
+        problem = eqx.combine(jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(dynamic), leaves), static)
         params = with_values(problem.params, names, theta)
         traj = simulate(
             problem.system, problem.grid, initial, t_end=self.n_steps * self.dt, dt=self.dt, params=params,
@@ -137,19 +140,18 @@ def make_groups(arms: Mapping, data: Observations, names, theta0) -> tuple[list[
     for members in keyed.values():
         rows = tuple(data.rows(m) for m in members)
         picked = np.concatenate(rows)
-        observables = tuple(sorted(set(data.observable[picked])))
+        observables = tuple(sorted(str(name) for name in set(data.observable[picked])))
         frames, per_frame = _frames(data.step[picked])
         template = problems[members[0]].without_initial()
         if len(members) == 1:  # not vmapped (_each_arm): no axis to decide the sub-cycling over
             template = _arm_problem(arms[members[0]], None, axis_name=None).without_initial()
-        observer = Observer(template.observe.fn, template.grid, observables)
-        group = Group(tuple(members), eqx.tree_at(lambda p: p.observe, template, observer), observables, frames,
-                      per_frame, rows)  # fmt: skip
+        template = eqx.tree_at(lambda p: p.observe, template, Observer(template.observe.fn, template.grid, observables))
+        group = Group(tuple(members), template, observables, frames, per_frame, rows)
         starts = []
         for m in members:
             problem = problems[m]
             problem = eqx.tree_at(lambda p: p.params, problem, with_values(problem.params, names, theta0))
-            starts.append((problem.arrays(), problem.y0))
+            starts.append((jax.tree_util.tree_leaves(problem.arrays()), problem.y0))
         groups.append(group)
         arrays.append(group_arrays(group, data, starts))
     return groups, arrays

@@ -17,8 +17,7 @@ import os
 import tempfile
 
 import numpy as np
-from tumorfield_kernels import Grid
-from tumorfield_kernels._grid import ImageError, image_geometry, load_image
+from tumorfield_kernels import Grid, ImageError, image_geometry, load_image
 
 KINDS = ("continuous", "probability", "labels")
 _SUFFIXES = (".nii.gz", ".nii")
