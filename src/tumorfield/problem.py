@@ -63,7 +63,7 @@ class Problem(eqx.Module):
         numerics, dt) and the shapes and dtypes of the arrays."""
         dynamic, static = eqx.partition(self, eqx.is_array)
         static_leaves, static_def = jax.tree_util.tree_flatten(static)
-        shapes = tuple((np.shape(x), np.result_type(x).str) for x in jax.tree_util.tree_leaves(dynamic))
+        shapes = tuple((np.shape(x), np.dtype(x.dtype).str) for x in jax.tree_util.tree_leaves(dynamic))
         return static_def, tuple(static_leaves), shapes
 
     def initial_frame(self) -> dict[str, Any]:
