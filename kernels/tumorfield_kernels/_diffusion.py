@@ -25,7 +25,13 @@ MPRK22 is second order in time; by Bolley & Crouzeix (RAIRO Anal. Numér. 12, 19
 unconditionally positive scheme is better than first order, which is why the stage-2 matrix
 depends on the solution (through ``s``).
 
-A state-dependent ``D`` (:class:`._system.StateDependent`, face value: mean of the two cells) makes
+A cell-array ``D`` has the face value of :func:`._stencils.transport`, the harmonic mean
+``2D_iD_{i+1}/(D_i + D_{i+1}) ≥ 0``; a domain mask (``SplitDiffusion.mask``) multiplies ``w`` by
+:func:`._stencils.face_open` (0 on faces with a cell outside). Either only sets face weights to
+values ``≥ 0``, so the matrices stay M-matrices with unit column sums: positivity and conservation
+hold as above, and a cell outside the mask (all its faces closed) keeps its value exactly.
+
+A state-dependent ``D`` (:class:`._system.StateDependent`, face value: harmonic mean) makes
 the system nonlinear, ``p_ij(u) = a_ij(u) u_j``; MPRK22 then evaluates ``D`` at the start of each
 axis's step and at its first stage, and its second stage is
 ``u⁺ = u + τ/2 [A(uⁿ) diag(uⁿ/u⁽¹⁾) + A(u⁽¹⁾)] u⁺`` (still an M-matrix with unit column sums).
@@ -44,14 +50,9 @@ from typing import Any
 
 import equinox as eqx
 import jax.numpy as jnp
-from jax import lax
 
+from ._stencils import face_diffusivity, face_open
 from ._system import StateDependent
-
-
-def _face_mean(d, axis):
-    n = d.shape[axis]
-    return 0.5 * (lax.slice_in_dim(d, 1, n, axis=axis) + lax.slice_in_dim(d, 0, n - 1, axis=axis))
 
 
 def _reduce(lower, diag, upper, rhs):
@@ -164,31 +165,49 @@ def mprk22_axis(u, face_weight, axis, stage_weight=None):
     return _from_front(_tridiagonal_solve(back, ahead, v), axis)
 
 
-class SplitDiffusion(eqx.Module):
-    """The diffusion ``∇·(D∇u)`` of the split-off cell fields (``D`` in mm²/day: a number, or
-    :class:`StateDependent`, per field), advanced by MPRK22 axis by axis (module docstring).
+def _mask_faces(w, mask, axis):
+    """Face weights ``w`` with the faces that touch a cell outside ``mask`` closed (None: unchanged)."""
+    return w if mask is None else w * face_open(mask, axis).astype(w.dtype)
 
-    ``weights[i]`` are the precomputed ``τ D/Δx²`` per axis of field ``i`` for a constant ``D`` and
-    ``τ = Δt/2`` (None for a state-dependent ``D``, whose face weights are built at each half step).
+
+class SplitDiffusion(eqx.Module):
+    """The diffusion ``∇·(D∇u)`` of the split-off cell fields (``D`` in mm²/day, ``≥ 0``: a number, a
+    cell array, or :class:`StateDependent`, per field), advanced by MPRK22 axis by axis (module docstring).
+
+    ``weights[i]`` are the precomputed ``τ D_{i+½}/Δx²`` per axis of field ``i`` for a ``D`` that does
+    not depend on the state, with ``τ = Δt/2`` (a number for a number ``D`` without mask, else face
+    arrays; None for a state-dependent ``D``, whose face weights are built at each half step).
+    ``mask``: the domain (a cell array, 1 inside, 0 outside; None: the whole box), built into every
+    face weight: no flux crosses a face with a cell outside. With ``mask=None`` and a number ``D``
+    the weights, and so the results, are those of the unmasked scheme bit for bit.
     """
 
     names: tuple[str, ...] = eqx.field(static=True)
     diffusions: tuple[Any, ...]
     spacing: tuple[float, ...] = eqx.field(static=True)
     weights: tuple[tuple[Any, ...] | None, ...]
+    mask: Any = None
 
     @classmethod
-    def build(cls, coefficients: dict, spacing, dt, dtype):
-        """``coefficients``: field name → its ``D`` (a number or :class:`StateDependent`)."""
+    def build(cls, coefficients: dict, spacing, dt, dtype, mask=None):
+        """``coefficients``: field name → its ``D`` (a number, a cell array or :class:`StateDependent`);
+        ``mask``: the domain (a cell array, 1 inside, 0 outside) or None."""
         tau = 0.5 * jnp.asarray(dt, dtype)
+        mask = None if mask is None else jnp.asarray(mask, dtype)
+
+        def constant(d, axis, dx):
+            return _mask_faces(tau * face_diffusivity(jnp.asarray(d, dtype), axis) / dx**2, mask, axis)
+
         weights = tuple(
-            None if isinstance(d, StateDependent) else tuple(tau * jnp.asarray(d, dtype) / dx**2 for dx in spacing)
+            None if isinstance(d, StateDependent) else tuple(constant(d, a, dx) for a, dx in enumerate(spacing))
             for d in coefficients.values()
         )
-        return cls(tuple(coefficients), tuple(coefficients.values()), tuple(spacing), weights)
+        return cls(tuple(coefficients), tuple(coefficients.values()), tuple(spacing), weights, mask)
 
     def explicit_limit_rates(self, state, params) -> dict:
-        """Per field, ``Σ_axes 2 max D/Δx²`` (1/day): the rate bound an explicit diffusion would add."""
+        """Per field, ``Σ_axes 2 max D/Δx²`` (1/day): the rate bound an explicit diffusion would add
+        (valid with harmonic face means, never above the larger cell, and with a mask, which only
+        closes faces)."""
         rates = {}
         for name, d in zip(self.names, self.diffusions, strict=True):
             d = d.fn(state, params) if isinstance(d, StateDependent) else d
@@ -197,11 +216,12 @@ class SplitDiffusion(eqx.Module):
         return rates
 
     def _face_weights(self, index, state, params, dt, axis, u):
-        """``τ D_{i+½}/Δx²`` on the interior faces along ``axis``, with ``D`` of field ``index``
-        evaluated at ``state`` whose field is ``u``."""
+        """``τ D_{i+½}/Δx²`` on the interior faces along ``axis`` (harmonic mean, closed faces 0),
+        with ``D`` of field ``index`` evaluated at ``state`` whose field is ``u``."""
         d = self.diffusions[index].fn({**state, self.names[index]: u}, params)
         d = jnp.broadcast_to(jnp.asarray(d, u.dtype), u.shape)
-        return 0.5 * dt.astype(u.dtype) * _face_mean(d, axis) / self.spacing[axis] ** 2
+        w = 0.5 * dt.astype(u.dtype) * face_diffusivity(d, axis) / self.spacing[axis] ** 2
+        return _mask_faces(w, self.mask, axis)
 
     def half_step(self, state, params, dt, reverse: bool) -> dict:
         """The fields after a half step ``Δt/2`` of their diffusion: axes in order, or reversed. A
