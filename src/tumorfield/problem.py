@@ -11,6 +11,7 @@ batched.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -51,6 +52,12 @@ class Problem(eqx.Module):
         """The problem of a run config (``observables``: only these keys of the model's observe;
         ``numerics``: instead of the config's, e.g. with a vmap axis name for its sub-cycling)."""
         model, grid = config.model, config.grid
+        if not isinstance(inspect.getattr_static(type(model), "observe", None), staticmethod):
+            raise TypeError(
+                f"{type(model).__name__}.observe must be a @staticmethod observe(state, params, t, grid): a function "
+                "of its arguments alone (put what else it needs into params(grid)), so that runs of the model "
+                "share one observer and one compiled rollout (docs/models.md)"
+            )
         numerics = config.numerics if numerics is None else numerics
         params = cast_floats(model.params(grid), numerics.dtype)
         y0 = {name: np.asarray(value) for name, value in model.initial_state(grid).items()}
