@@ -137,7 +137,16 @@ def test_gradient_through_implicit_diffusion_and_subcycles_matches_central_diffe
     params = {**PARAMS, "D": 0.1, "chi": 0.6}
 
     def loss(p):
-        traj = tk.simulate(SYSTEM, grid, initial, t_end=0.1, dt=0.05, params=p, numerics=tk.Numerics(cell_diffusion=tk.ImplicitDiffusion(), substeps=tk.Subcycle(4)), saveat=tk.SaveAt(every=0.1))  # fmt: skip
+        traj = tk.simulate(
+            SYSTEM,
+            grid,
+            initial,
+            t_end=0.1,
+            dt=0.05,
+            params=p,
+            numerics=tk.Numerics(cell_diffusion=tk.ImplicitDiffusion(), substeps=tk.Subcycle(4)),
+            saveat=tk.SaveAt(every=0.1),
+        )
         u, c = traj["u"][-1], traj["c"][-1]
         return jnp.sum(u**2) + jnp.sum(c * u), traj
 
@@ -273,7 +282,17 @@ def test_vmapped_members_decide_together_whether_to_subcycle():
     growth = jnp.asarray([0.0, 5.0])  # member 0: the attractant is constant; member 1: it steepens
 
     def run(g, batch_axis=None):
-        return tk.simulate(system, grid, initial, t_end=40 * dt, dt=dt, params={"g": g}, throw=False, numerics=tk.Numerics(substeps=tk.Subcycle(16, axis_name=batch_axis)), saveat=tk.SaveAt(every=10 * dt))  # fmt: skip
+        return tk.simulate(
+            system,
+            grid,
+            initial,
+            t_end=40 * dt,
+            dt=dt,
+            params={"g": g},
+            throw=False,
+            numerics=tk.Numerics(substeps=tk.Subcycle(16, axis_name=batch_axis)),
+            saveat=tk.SaveAt(every=10 * dt),
+        )
 
     batched = jax.vmap(lambda g: run(g, "members"), axis_name="members")(growth)
     separate = [run(g) for g in growth]

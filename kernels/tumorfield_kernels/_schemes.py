@@ -62,11 +62,11 @@ def _taxis_terms(taxis: tuple[Taxis, ...], state, params) -> list:
     ]  # fmt: skip
 
 
-def _taxis_only_bound(taxis, state, params, spacing):
+def _taxis_only_bound(taxis, state, params, spacing, mask=None):
     """Outflow-rate bound (1/day) of the explicit taxis of an exponentially advanced field."""
     if not taxis:
         return None
-    speeds = stencils.max_face_speed(_taxis_terms(taxis, state, params), spacing)
+    speeds = stencils.max_face_speed(_taxis_terms(taxis, state, params), spacing, mask)
     return stencils.explicit_rate_bound(spacing, 0.0, 0.0, speeds)
 
 
@@ -121,25 +121,27 @@ def _minus_decay(rate, decay, u):
 class LocalSSPRK2(_Heun):
     """``∂_t u = ∇·(D∇u) − Σ ∇·(χ u ∇c) − k u + R``, all explicit on local stencils.
 
-    Limited-upwind taxis fluxes; ``D`` (mm²/day) a number, a function of params or
-    :class:`StateDependent`; ``wall`` the fixed wall value ``g`` (or None: zero flux).
-    Positivity-preserving for ``Δt ≤ 1/``:meth:`rate_bound`.
+    Limited-upwind taxis fluxes; ``D`` (mm²/day) a number, a cell array (harmonic face means), a
+    function of params or :class:`StateDependent`; ``wall`` the fixed wall value ``g`` (or None:
+    zero flux); ``mask`` the domain (None: the whole box). Positivity-preserving for
+    ``Δt ≤ 1/``:meth:`rate_bound`.
     """
 
     diffusion: Any
     decay: Any
     taxis: tuple[Taxis, ...]
     wall: Any = None
+    mask: Any = None
 
     def explicit_rate(self, u, reaction_rate, state, params, spacing):
         d = evaluate(self.diffusion, params, state)
         taxis = _taxis_terms(self.taxis, state, params)
-        rate = reaction_rate + stencils.transport(u, spacing, d, taxis, wall_value=self.wall)
+        rate = reaction_rate + stencils.transport(u, spacing, d, taxis, wall_value=self.wall, mask=self.mask)
         return _minus_decay(rate, self.decay, u)
 
     def rate_bound(self, state, params, spacing):
         taxis = _taxis_terms(self.taxis, state, params)
-        speeds = stencils.max_face_speed(taxis, spacing) if taxis else [0.0] * len(spacing)
+        speeds = stencils.max_face_speed(taxis, spacing, self.mask) if taxis else [0.0] * len(spacing)
         d = evaluate(self.diffusion, params, state)
         d = jnp.max(d) if jnp.ndim(d) else d  # face means never exceed the largest cell value
         return stencils.explicit_rate_bound(spacing, d, self.decay, speeds, self.wall is not None)
@@ -186,11 +188,13 @@ class PointwiseETDRK2(FieldScheme):
 
     phi: tuple[Any, Any, Any]
     taxis: tuple[Taxis, ...]
+    mask: Any = None
 
     def explicit_rate(self, u, reaction_rate, state, params, spacing):
         if not self.taxis:
             return reaction_rate
-        return reaction_rate + stencils.transport(u, spacing, 0.0, _taxis_terms(self.taxis, state, params))
+        taxis = _taxis_terms(self.taxis, state, params)
+        return reaction_rate + stencils.transport(u, spacing, 0.0, taxis, mask=self.mask)
 
     def first_stage(self, u, carried, rate, dt):
         e, p1, _ = self.phi
@@ -200,7 +204,7 @@ class PointwiseETDRK2(FieldScheme):
         return a + dt * self.phi[2] * (rate - memo), None
 
     def rate_bound(self, state, params, spacing):
-        return _taxis_only_bound(self.taxis, state, params, spacing)
+        return _taxis_only_bound(self.taxis, state, params, spacing, self.mask)
 
 
 class SpectralETDRK2(PointwiseETDRK2):
@@ -278,6 +282,13 @@ def _quasi_steady_solves(names, solves, ndim) -> tuple[QuasiSteadySolve, ...]:
     return tuple(out)
 
 
+def domain_mask(system: System, params, dtype):
+    """The System's domain as a cell array in ``dtype`` (None: the whole box)."""
+    if system.domain is None:
+        return None
+    return jnp.asarray(evaluate(system.domain, params), dtype)
+
+
 def plan(
     system: System, grid: Grid, params, dt, dtype, cell_diffusion: CellDiffusion
 ) -> tuple[dict[str, FieldScheme], tuple[QuasiSteadySolve, ...], SplitDiffusion | None]:
@@ -286,6 +297,7 @@ def plan(
     (``φ``-functions of ``dt L``, inverse symbols, wall values, ``τD/Δx²``) computed once for ``dt``.
     The scheme of a field whose diffusion is split off is its :class:`LocalSSPRK2` without diffusion."""
     split = cell_diffusion.split_fields(system)
+    mask = domain_mask(system, params, dtype)
     symbols = {}  # the Laplacian's eigenvalues, by "has fixed wall values"
 
     def value(coefficients, name):
@@ -324,13 +336,15 @@ def plan(
             if name in split:
                 split_coefficients[name] = d
                 d = 0.0
-            schemes[name] = LocalSSPRK2(name, d, value(system.decay, name), taxis, wall)
+            schemes[name] = LocalSSPRK2(name, d, value(system.decay, name), taxis, wall, mask)
         else:
             lin, is_spectral = generator(name, walls.get(name))
             phi = phi_functions(dt * lin)
             if is_spectral:
                 schemes[name] = SpectralETDRK2(name, phi, taxis, walls.get(name))
             else:
-                schemes[name] = PointwiseETDRK2(name, phi, taxis)
-    diffusion = SplitDiffusion.build(split_coefficients, grid.spacing, dt, dtype) if split_coefficients else None
+                schemes[name] = PointwiseETDRK2(name, phi, taxis, mask)
+    diffusion = None
+    if split_coefficients:
+        diffusion = SplitDiffusion.build(split_coefficients, grid.spacing, dt, dtype, mask)
     return schemes, solves, diffusion

@@ -52,13 +52,15 @@ class Stepper(eqx.Module):
     dt: Any
     system: System
     numerics: Numerics
+    mask: Any
     grid: Grid = eqx.field(static=True)
 
     @classmethod
     def build(cls, system: System, grid: Grid, params, dt, numerics: Numerics) -> Stepper:
         dt = jnp.asarray(dt)
         field_schemes, solves, diffusion = schemes.plan(system, grid, params, dt, dt.dtype, numerics.cell_diffusion)
-        return cls(field_schemes, solves, diffusion, params, dt, system, numerics, grid)
+        mask = schemes.domain_mask(system, params, dt.dtype)
+        return cls(field_schemes, solves, diffusion, params, dt, system, numerics, mask, grid)
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -105,6 +107,8 @@ class Stepper(eqx.Module):
         for name, scheme in field_schemes.items():
             u = state[name]
             rate = jnp.broadcast_to(jnp.asarray(reaction.get(name, 0.0), u.dtype), u.shape)
+            if self.mask is not None and u.ndim:  # no reaction outside the domain (scalars are not fields)
+                rate = rate * self.mask
             out[name] = scheme.explicit_rate(u, rate, state, self.params, spacing)
         return out, state
 

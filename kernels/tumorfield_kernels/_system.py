@@ -146,6 +146,13 @@ class System(eqx.Module):
 
     ``methods`` overrides the default per field.
 
+    ``domain`` (a cell array, 1 inside and 0 outside, or a function of ``params`` returning one;
+    None: the whole box) masks the box: no diffusive or taxis flux crosses a face with a cell
+    outside, and no reaction acts outside, so a field that is zero outside stays zero there (a
+    brain inside its skull). Spectral and quasi-steady fields assume the whole box (their DCT
+    solves cannot honour a mask), so a System with a domain refuses them: advance such fields
+    with ``methods={name: "local"}`` (``docs/numerics.md`` §1b).
+
     Walls are zero-flux, except for fields named in ``dirichlet``
     (``{field: g}``, ``g`` a number or a function of ``params``): their
     diffusion sees the fixed value ``u = g`` on every wall (cell-centred
@@ -162,6 +169,7 @@ class System(eqx.Module):
     method_items: tuple[tuple[str, str], ...] = eqx.field(static=True)
     scalars: tuple[str, ...] = eqx.field(static=True)
     dirichlet: dict[str, Coefficient]
+    domain: Any = None
 
     def __init__(
         self,
@@ -174,6 +182,7 @@ class System(eqx.Module):
         methods=None,
         scalars=(),
         dirichlet=None,
+        domain=None,
     ):
         if isinstance(fields, str):
             raise TypeError(f"System.fields={fields!r}: give a tuple of names, e.g. ({fields!r},)")
@@ -186,6 +195,7 @@ class System(eqx.Module):
         self.method_items = tuple(_mapping(methods, "methods").items())
         self.scalars = tuple(scalars)
         self.dirichlet = _mapping(dirichlet, "dirichlet", leaf=True)
+        self.domain = domain if domain is None or callable(domain) else np.asarray(domain, np.float64)
 
     def __check_init__(self):
         if len(set(self.fields)) != len(self.fields):
@@ -193,6 +203,7 @@ class System(eqx.Module):
         self._check_coefficients_and_taxis(set(self.fields))
         self._check_quasi_steady_and_methods(set(self.fields))
         self._check_scalars_and_walls(set(self.fields))
+        self._check_domain()
         if self.reaction is not None and not (callable(self.reaction) or isinstance(self.reaction, WithGrid)):
             raise TypeError(
                 "System.reaction must be a function reaction(state, params, t) -> dict of rates, "
@@ -256,6 +267,28 @@ class System(eqx.Module):
                     f"System.dirichlet[{name!r}]: {name!r} does not diffuse (diffusion 0), "
                     "so a fixed wall value has no effect; give it a diffusion coefficient"
                 )
+
+    def _check_domain(self):
+        if self.domain is None:
+            return
+        if not callable(self.domain) and not isinstance(self.domain, jax.core.Tracer):
+            values = np.asarray(self.domain)
+            if values.ndim == 0 or not np.all((values == 0) | (values == 1)):
+                raise ValueError("System.domain: a cell array of 0 (outside) and 1 (inside), or a function of params")
+        for name in self.dynamic_fields + self.quasi_steady:
+            if name in self.scalars:
+                continue
+            if name in self.quasi_steady or (self.method(name) == "exponential" and not is_zero(
+                    self.diffusion.get(name, 0.0))):  # fmt: skip
+                raise ValueError(
+                    f"System.domain: field {name!r} is solved spectrally (DCT over the whole box), which cannot honour "
+                    f"a domain mask; advance it with methods={{{name!r}: 'local'}} (a quasi-steady field cannot be "
+                    "masked: give it a time derivative)"
+                )
+        if self.dirichlet:
+            raise ValueError(
+                f"System.dirichlet={list(self.dirichlet)}: fixed wall values and a domain mask do not combine"
+            )
 
     def _check_state_dependent(self, what, name):
         where = f"System.{what}[{name!r}]=StateDependent(...)"
