@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tumorfield_kernels import ExplicitDiffusion, Grid, ImplicitDiffusion, Numerics, substeps_from_cap
+from tumorfield_kernels import ExplicitDiffusion, Grid, ImageError, ImplicitDiffusion, Numerics, substeps_from_cap
 
 from .. import models
 from .._schema import LIMITS, ConfigError, check_section, check_sections, section_keys
@@ -51,6 +51,9 @@ class RunConfig:
     model: models.Model
     n_steps: int
     steps_per_save: int
+    input_images: tuple[tuple[str, str], ...] = ()
+    """``(key path, absolute file path)`` of every image the config reads (``grid.image``, maps, scans):
+    what a run file records with their SHA-256 and affines, and what ``resume`` checks."""
 
     @property
     def numerics(self) -> Numerics:
@@ -116,7 +119,7 @@ def loads(text: str, source: str = "<string>", overrides: Sequence[str] = ()) ->
             if not isinstance(document[section], dict):
                 raise ConfigError(section, document[section], "must be a table ([section])")
             document[section][key] = value
-        return dataclasses.replace(_validate(document), source=source)
+        return dataclasses.replace(_validate(document, _base_directory(source)), source=source)
     except ConfigError as error:
         raise error.in_file(source) from None
 
@@ -148,9 +151,59 @@ def load(path: str | os.PathLike, overrides: Sequence[str] = ()) -> RunConfig:
     return loads(_read_text(path), str(path), overrides)
 
 
+def _base_directory(source: str) -> Path:
+    """Where relative paths of a config point from: its file's directory (else the working directory)."""
+    path = Path(source)
+    return path.parent if path.suffix == ".toml" and path.exists() else Path.cwd()
+
+
+IMAGE_KEYS = ("image", "file")
+"""Keys (at any depth, e.g. ``[initial] tumor = {image = …}``) whose strings are paths of images."""
+
+
+def resolve_image_paths(document: dict[str, Any], base: Path, types: dict[str, type], where: str = "") -> tuple:
+    """Make every image path of ``document`` (keys :data:`IMAGE_KEYS` at any depth, and section keys
+    documented with units ``path``, e.g. ``[tissue]`` maps) absolute, relative to ``base``, in place;
+    returns ``(key path, path)`` of each."""
+    found = []
+    for name, value in document.items():
+        path = f"{where}.{name}" if where else name
+        if isinstance(value, dict):
+            found += resolve_image_paths(value, base, types, path)
+        elif isinstance(value, str) and value and (name in IMAGE_KEYS or _is_path_key(types, where, name)):
+            document[name] = value if os.path.isabs(value) else str((base / value).resolve())
+            found.append((path, document[name]))
+    return tuple(found)
+
+
+def _is_path_key(types: dict[str, type], section: str, name: str) -> bool:
+    cls = types.get(section)
+    return cls is not None and name in section_keys(cls) and section_keys(cls)[name].units == "path"
+
+
 def _grid(grid: dict[str, Any]) -> Grid:
-    """The :class:`Grid` of ``[grid]``, refusing sizes beyond :data:`~tumorfield._schema.LIMITS`."""
-    shape, length = grid["shape"], grid["length"]
+    """The :class:`Grid` of ``[grid]`` (from its image, or shape and length), refusing sizes beyond
+    :data:`~tumorfield._schema.LIMITS`."""
+    if grid["image"]:
+        if grid["shape"] or grid["length"]:
+            raise ConfigError("grid.image", grid["image"], "gives the shape and voxel size: drop grid.shape/length")
+        try:
+            image_grid = Grid.from_image(grid["image"], grid["resample"], max_cells=LIMITS["cells"])
+        except ImageError as error:
+            raise ConfigError("grid.image", grid["image"], str(error)) from None
+        grid = {**grid, "shape": list(image_grid.shape), "length": list(image_grid.length)}
+        _box_limits(grid["shape"], grid["length"])
+        return image_grid
+    if not grid["shape"] or not grid["length"]:
+        raise ConfigError("grid.shape", grid["shape"], "grid.shape and grid.length are required (or grid.image)")
+    if grid["resample"] != 1.0:
+        raise ConfigError("grid.resample", grid["resample"], "applies to grid.image only")
+    _box_limits(grid["shape"], grid["length"])
+    return Grid(grid["shape"], grid["length"])
+
+
+def _box_limits(shape, length) -> None:
+    """Refuse sizes beyond :data:`~tumorfield._schema.LIMITS`."""
     if len(shape) != len(length):
         raise ConfigError("grid.length", length, f"needs {len(shape)} entries, one per axis of grid.shape={shape}")
     axis, cells = LIMITS["axis_cells"], LIMITS["cells"]
@@ -161,7 +214,6 @@ def _grid(grid: dict[str, Any]) -> Grid:
     lo, hi = LIMITS["length_mm"]
     if not all(lo <= side <= hi for side in length):
         raise ConfigError("grid.length", length, f"every side must lie in [{lo:g}, {hi:g}] mm")
-    return Grid(shape, length)
 
 
 def _steps(time: TimeSection) -> tuple[int, int]:
@@ -200,10 +252,11 @@ def stored_fields(config) -> tuple[str, ...]:
     return tuple(f for f in system.fields if f in keep or f in system.scalars)
 
 
-def _validate(document: dict[str, Any]) -> RunConfig:
+def _validate(document: dict[str, Any], base: Path) -> RunConfig:
     model_name = check_section("model", document.get("model", {}), section_keys(ModelSection))["name"]
     model_cls = models.get(model_name)
     types = {**GENERIC_SECTIONS, **model_cls.section_types}
+    images = resolve_image_paths(document, base, types)
     sections = check_sections(document, types)
     typed = {name: types[name](**values) for name, values in sections.items()}
     grid = _grid(sections["grid"])
@@ -213,4 +266,4 @@ def _validate(document: dict[str, Any]) -> RunConfig:
     model.validate(grid, time.t_end, time.dt)
     _check_stored_fields(output.fields, model.system)
     check_memory(grid, len(model.system.fields), output.precision, run.chunk_frames)
-    return RunConfig("", sections, grid, time, output, run, typed["numerics"], model, n_steps, steps_per_save)
+    return RunConfig("", sections, grid, time, output, run, typed["numerics"], model, n_steps, steps_per_save, images)

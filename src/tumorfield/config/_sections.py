@@ -13,6 +13,8 @@ from .._schema import REQUIRED, key, non_negative, one_of, positive, section
 
 
 def _shape(value) -> str | None:
+    if value == []:
+        return None  # from grid.image (the loader requires one or the other)
     if not 1 <= len(value) <= 3 or not all(isinstance(n, int) and not isinstance(n, bool) for n in value):
         return "must be a list of 1–3 integers (cells per axis, in (z, y, x) order)"
     if any(n < 2 for n in value):
@@ -21,6 +23,8 @@ def _shape(value) -> str | None:
 
 
 def _lengths(value) -> str | None:
+    if value == []:
+        return None
     if not 1 <= len(value) <= 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         return "must be a list of 1–3 numbers (mm, in (z, y, x) order)"
     if not all(v > 0 and math.isfinite(v) for v in value):
@@ -52,8 +56,20 @@ class ModelSection:
 class GridSection:
     """``[grid]``: the cell-centred box (``RunConfig.grid`` is the :class:`~tumorfield_kernels.Grid` built from it)."""
 
-    shape: list[int] = key(REQUIRED, "cells", "Cells per axis, `[ny, nx]` or `[nz, ny, nx]`.", _shape)
-    length: list[float] = key(REQUIRED, "mm", "Box side per axis, same order as `shape`.", _lengths)
+    shape: list[int] = key([], "cells", "Cells per axis, `[ny, nx]` or `[nz, ny, nx]` (not with `image`).", _shape)
+    length: list[float] = key([], "mm", "Box side per axis, same order as `shape` (not with `image`).", _lengths)
+    image: str = key(
+        "",
+        "path",
+        "A NIfTI image (`.nii`/`.nii.gz`) whose shape, voxel size (mm) and affine give the grid, instead of "
+        "`shape`/`length`; a 2D image (one slice) gives a 2D grid. Relative to the config file. docs/images.md.",
+    )
+    resample: float = key(
+        1.0,
+        "",
+        "With `image`: voxel size × this factor (2 = half the cells per axis; maps are block-averaged onto it).",
+        _finite_positive,
+    )
 
 
 @section
