@@ -114,6 +114,10 @@ def _cmd_inspect(args, argv) -> int:
         t = run.t
         print(f"frames:      {run.n_committed} committed" + (f", t = {t[0]:.6g} … {t[-1]:.6g} day" if len(t) else ""))
         print("grid:        " + ", ".join(f"{a}: {len(c)} cells" for a, c in run.coordinates.items()))
+        if run.input_images:
+            print("input images:")
+            for key, image in run.input_images.items():
+                print(f"  {key:<16}{image.path}  sha256 {image.sha256[:12]}")
         print("fields:")
         for name, field in {**run.fields, **run.variables}.items():
             print(_array_line(name, field[:], field.units, field.long_name))

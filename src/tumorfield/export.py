@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 from tumorfield_kernels import Grid
 
 from .io import StoredTrajectory
 from .io._image import write_nifti
+from .io._reader import GRID_AFFINE, grid_from
 
-GRID_AFFINE = "grid_affine"
-"""Root attribute of a trajectory holding its grid's 4×4 voxel → world affine (mm), if the grid has one."""
+__all__ = ["GRID_AFFINE", "ExportError", "export_nifti", "frame_numbers", "stored_grid"]
 
 
 class ExportError(ValueError):
@@ -21,10 +20,9 @@ class ExportError(ValueError):
 def stored_grid(run: StoredTrajectory) -> Grid:
     """The grid of a trajectory: shape and spacing from its cell-centre coordinates (mm), the
     affine from the root attribute :data:`GRID_AFFINE` (none: the box's identity orientation)."""
-    centres = [run.coordinates[axis] for axis in run.axes]
-    length = [float(c[0] + c[-1]) for c in centres]  # first centre Δx/2, last L − Δx/2
-    affine = run.metadata.get(GRID_AFFINE)
-    return Grid([len(c) for c in centres], length, None if affine is None else np.asarray(affine, dtype=np.float64))
+    if isinstance(run, StoredTrajectory):
+        return run.grid
+    return grid_from(run.axes, run.coordinates, run.metadata.get(GRID_AFFINE))
 
 
 def frame_numbers(frames: str, n: int, path: str) -> list[int]:

@@ -42,11 +42,19 @@ class DamagedTrajectory(NotATrajectory):
 META_KEYS = ("schema", "config", "model", "precision", "dt", "steps_per_save", "seed", "created", "command_line",
              "tumorfield_version", "git_commit", "jax_version", "device")  # fmt: skip
 """Root attributes written once at creation and covered by ``meta_sha256``."""
+PROVENANCE_KEYS = ("grid_affine", "input_images")
+"""Root attributes of the grid's place in world space and the input images (issue 22), also covered by
+``meta_sha256``: a file that has either is hashed as ``tumorfield-meta/2`` over :data:`META_KEYS` and
+these (absent ones marked), so deleting them fails as editing does; files written before them keep
+their ``tumorfield-meta/1`` digest over :data:`META_KEYS` alone."""
 
 _BLOCK_BYTES = 64 * 2**20  # frames read per block when re-hashing a file
 
 
 def _scalar_text(value) -> str:
+    if isinstance(value, np.ndarray) and value.ndim:  # every bit of an array attribute (grid_affine)
+        value = np.ascontiguousarray(value)
+        return f"ndarray:{value.dtype.str}:{value.shape}:{value.tobytes().hex()}"
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, bytes):
@@ -55,9 +63,11 @@ def _scalar_text(value) -> str:
 
 
 def meta_digest(attrs: Mapping) -> str:
-    """Digest of the :data:`META_KEYS` attributes of ``attrs`` (a root ``h5py`` AttributeManager)."""
-    h = hashlib.sha256(b"tumorfield-meta/1")
-    for key in META_KEYS:
+    """Digest of the :data:`META_KEYS` (and :data:`PROVENANCE_KEYS`) attributes of ``attrs`` (a root
+    ``h5py`` AttributeManager)."""
+    current = any(key in attrs for key in PROVENANCE_KEYS)
+    h = hashlib.sha256(b"tumorfield-meta/2" if current else b"tumorfield-meta/1")
+    for key in META_KEYS + (PROVENANCE_KEYS if current else ()):
         h.update(f"\0{key}=".encode() + (_scalar_text(attrs[key]).encode() if key in attrs else b"\1absent"))
     return h.hexdigest()
 

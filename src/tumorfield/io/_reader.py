@@ -16,7 +16,10 @@ Layout (format ``tumorfield-trajectory/2``, the root attribute ``schema``)::
                         ``t`` and the digests ``meta_sha256``, ``state_sha256``, ``frames_sha256``,
                         ``scalars_sha256`` (see :mod:`tumorfield.io._label`)
     root attrs          schema, n_committed, n_scalars_committed, status (fixed-size bytes),
-                        message, resumed, config (resolved TOML), model, versions, device, ...
+                        message, resumed, config (resolved TOML), model, versions, device, ...,
+                        grid_affine (4×4 float64: the grid's voxel → world affine, mm) and
+                        input_images (JSON list of {key, path, sha256, affine}: every image the
+                        config read), both covered by ``meta_sha256``
     userblock           the first 64 KiB: the journal pointer of the writer (:mod:`tumorfield.io._guard`)
 
 Every dataset has CF attributes ``units`` (UDUNITS spelling where the model's unit has one;
@@ -46,6 +49,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+from tumorfield_kernels import Grid
 
 from ._guard import GuardedFile, has_pending_journal
 from ._label import AXES as _AXES
@@ -60,6 +64,11 @@ from ._label import (
     verified_streams,
 )
 from ._label import NotATrajectory as NotATrajectory
+
+GRID_AFFINE = "grid_affine"
+"""Root attribute: the grid's 4×4 voxel → world affine (mm), ``Grid.world_affine()`` (every run since issue 22)."""
+INPUT_IMAGES = "input_images"
+"""Root attribute: JSON list of ``{key, path, sha256, affine}``, one per image the run's config read."""
 
 _REQUIRED = ("n_committed", "n_scalars_committed", "status")
 _STATUSES = ("running", "complete", "interrupted", "failed")
@@ -144,6 +153,42 @@ def _open_checked(path: str) -> tuple[h5py.File, Label]:
         raise _damaged(path, error) from None
     h5.close()
     raise NotATrajectory(why)
+
+
+def grid_from(axes, coordinates: Mapping[str, np.ndarray], affine=None) -> Grid:
+    """The :class:`Grid` of a trajectory: shape and box from its cell-centre ``coordinates`` (mm) along
+    ``axes``, placed by ``affine`` (4×4, mm); an affine that is the box's own identity orientation
+    (what a run on ``[grid] shape``/``length`` records) gives the plain box (``affine=None``)."""
+    centres = [np.asarray(coordinates[axis]) for axis in axes]
+    shape, length = [len(c) for c in centres], [float(c[0] + c[-1]) for c in centres]  # first Δx/2, last L − Δx/2
+    box = Grid(shape, length)
+    if affine is None:
+        return box
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape == (4, 4) and np.allclose(affine, box.world_affine(), rtol=1e-9, atol=1e-12):
+        return box
+    return Grid(shape, length, affine)
+
+
+def parse_input_images(text: str | None, path: str = "") -> dict:
+    """``key → InputImage`` of a file's :data:`INPUT_IMAGES` attribute (empty if it has none)."""
+    import json
+
+    from ._image import InputImage
+
+    if not text:
+        return {}
+    try:
+        records = json.loads(text)
+        return {
+            str(r["key"]): InputImage(
+                str(r["path"]), str(r["sha256"]), tuple(tuple(map(float, a)) for a in r["affine"])
+            )
+            for r in records
+        }
+    except (ValueError, TypeError, KeyError) as error:
+        why = f"attribute {INPUT_IMAGES!r}: {type(error).__name__}: {error}"
+        raise DamagedTrajectory(f"{path}: damaged tumorfield trajectory ({why})") from None
 
 
 class StoredField:
@@ -409,6 +454,18 @@ class StoredTrajectory:
         """Why the run failed or stopped, if it says."""
         message = self.metadata.get("message")
         return str(message) if message else None
+
+    @cached_property
+    def grid(self) -> Grid:
+        """The run's :class:`Grid`: shape and box from the cell centres, the affine from the root
+        attribute ``grid_affine`` (a box's own identity orientation, or none recorded: ``affine=None``)."""
+        return grid_from(self.axes, self.coordinates, self._h5.attrs.get(GRID_AFFINE))
+
+    @cached_property
+    def input_images(self) -> dict:
+        """``key path → InputImage(path, sha256, affine)`` of every image the run's config read
+        (``{"grid.image": …}``), as recorded when the run started; empty for box runs and older files."""
+        return parse_input_images(self.metadata.get(INPUT_IMAGES), self.path)
 
     @property
     def config_text(self) -> str:

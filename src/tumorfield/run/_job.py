@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import shlex
 import subprocess
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from tumorfield_kernels import positivity_violations
 
 from .. import _compile_log
 from ..config._loader import stored_fields
-from ..io import open_trajectory, write_xdmf
+from ..io import InputImage, image_digest, open_trajectory, write_xdmf
 from ..io._guard import GuardedFile
 from ..io._writer import FORMAT, StorageError, TrajectoryFile
 from ..problem import Problem
@@ -80,7 +81,36 @@ def _metadata(config, argv, target: OutputTarget) -> dict:
         "dt": config.time.dt,
         "steps_per_save": config.steps_per_save,
         "target": str(target.final.resolve()),  # informational: never read back
+        "grid_affine": np.asarray(config.grid.world_affine(), dtype=np.float64),  # covered by meta_sha256
+        "input_images": _input_images(config),  # idem; what ``resume`` checks before continuing
     }
+
+
+def _input_images(config) -> str:
+    """The ``input_images`` root attribute: JSON list of ``{key, path, sha256, affine}`` of every image
+    ``config`` reads (``RunConfig.input_images``), hashed now."""
+    records = []
+    for key, path in config.input_images:
+        image = InputImage.of(path)
+        affine = [list(row) for row in image.affine]
+        records.append({"key": key, "path": image.path, "sha256": image.sha256, "affine": affine})
+    return json.dumps(records)
+
+
+def _check_input_images(path: Path, images: dict) -> None:
+    """Refuse (:class:`OutputError`, exit 2) to continue ``path`` if an image its run read is missing
+    or its bytes changed since the run started (``images``: key → recorded :class:`InputImage`)."""
+    for key, image in images.items():
+        try:
+            now = image_digest(image.path)
+        except OSError as error:
+            raise OutputError(f"cannot resume {path}: input image {image.path} ({key}) is unreadable or missing "
+                              f"({error.strerror or error}); it had SHA-256 {image.sha256[:12]}… when the run "
+                              f"started: restore it, or run the configuration again") from None  # fmt: skip
+        if now != image.sha256:
+            raise OutputError(f"cannot resume {path}: input image {image.path} ({key}) changed since the run "
+                              f"started: SHA-256 {image.sha256[:12]}… now {now[:12]}…; restore it, or run the "
+                              f"configuration again")  # fmt: skip
 
 
 def output_bytes(config) -> int:
@@ -156,10 +186,11 @@ class Run:
         path = Path(path)
         target = OutputTarget.existing(path)
         try:
-            status, text, streams = _verified(path)
+            status, text, streams, images = _verified(path)
             if status == "complete":
                 _complete_the_move(target, log)
                 return None
+            _check_input_images(path, images)  # before the config reads them again, before any write
             config = cfg.loads(text, f"{path}:/config")
             _setup_jax(config)
             file = TrajectoryFile.open_for_resume(str(path), lock=target.lock, verified=streams)
@@ -282,9 +313,9 @@ def _frame_zero(config, problem: Problem) -> tuple[dict, dict]:
     return frame, scalars0
 
 
-def _verified(path: Path) -> tuple[str, str, object]:
-    """The status, stored config and stream digests of ``path`` after verifying it for ``resume``
-    (every committed frame, sample and the checkpoint); refuses files with nothing to verify."""
+def _verified(path: Path) -> tuple[str, str, object, dict]:
+    """The status, stored config, stream digests and recorded input images of ``path`` after verifying
+    it for ``resume`` (every committed frame, sample and the checkpoint); refuses files with nothing to verify."""
     with open_trajectory(path) as stored:
         if stored.n_committed == 0:
             raise OutputError(f"{path} holds no committed frame (its run was killed while creating it); "
@@ -292,7 +323,7 @@ def _verified(path: Path) -> tuple[str, str, object]:
         if not stored.verifiable:
             raise OutputError(f"{path} was written without checksums (by an older tumorfield), so it cannot "
                               f"be verified and is not continued; run its configuration again")  # fmt: skip
-        return stored.status, stored.config_text, stored.verify()
+        return stored.status, stored.config_text, stored.verify(), stored.input_images
 
 
 def _raise_if_signalled() -> None:
