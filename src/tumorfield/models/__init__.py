@@ -29,6 +29,7 @@ from ._quantities import Observables as Observables
 GROUP = "tumorfield.models"
 BUILTIN = {
     "fisher_kpp": "tumorfield.models.fisher_kpp:FisherKPP",
+    "glioma": "tumorfield.models.glioma:Glioma",
     "voloshin2015": "tumorfield.models.voloshin2015:Voloshin2015",
 }
 """The built-in models' entry points (the same as in ``pyproject.toml``)."""
