@@ -9,6 +9,7 @@ import numpy as np
 
 from ..io import StoredTrajectory
 from ._common import colour_range, extent, frames_to_show, gaps, open_with_frames, pyplot, series, units_label
+from ._overlay import overlay_fields, plot_overlay, wants_overlay
 
 DESCRIPTION = "tumorfield: "
 """Prefix of the PNG ``Description`` that lists what a figure shows (fields or series, in order)."""
@@ -22,6 +23,9 @@ def plot_file(path: str, directory: str, n_snapshots: int = 4) -> list[str]:
     - ``<field>.png`` for every time-dependent grid field of the model: ``n_snapshots`` frames
       on one colour scale (1D: profiles; 2D: maps; 3D: the three orthogonal mid-slices);
     - ``<field>_mip.png`` (3D only): maximum-intensity projections along z, y and x;
+    - ``<field>_overlay.png`` (runs on an image's grid, :func:`._overlay.wants_overlay`): the last
+      frame over the anatomy, orthogonal slices through its centre of mass, axes in world mm
+      (``tumor`` only where the model has it);
     - ``constants.png``: the time-independent maps (``/constant``, e.g. a prescribed vessel
       map), once, if the run has any;
     - ``scalars.png``: one panel per time series, each series once (:func:`._common.series`).
@@ -35,6 +39,8 @@ def plot_file(path: str, directory: str, n_snapshots: int = 4) -> list[str]:
         written = []
         for name in run.field_names:
             written += _plot_field(plt, run, name, shown, directory)
+        if wants_overlay(run):
+            written += [plot_overlay(plt, run, name, directory, _save) for name in overlay_fields(run)]
         if run.constants:
             written.append(_plot_constants(plt, run, directory))
         data = series(run)
