@@ -276,6 +276,8 @@ def refusal_case(tmp_path, case: str) -> tuple[str, tuple[str, ...]]:
     if case == "seed off the grid":
         return maps + '[initial]\ntumor = { centre = [40.0, 4.0], radius = 1.0 }\n', (
             "initial.tumor.centre", "outside the grid")  # fmt: skip
+    if case == "uniform with maps":
+        return maps + 'uniform = "grey"\n' + seed, ("tissue.uniform", "only without tissue maps")
     if case == "one map only":
         return f'[tissue]\nwhite = "{wm.name}"\n' + seed, ("tissue.grey", "give both maps")
     raise AssertionError(case)
@@ -292,6 +294,7 @@ REFUSALS = [
     "density map outside the brain",
     "seed off the grid",
     "one map only",
+    "uniform with maps",
 ]
 
 
