@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU suite: verification tests, bench_simulate.py, bench_model.py and a 3D voloshin2015 run at
-# 256³, in ≤ 8 minutes on one H200, each stage under its own timeout.
+# The GPU suite: verification tests, bench_simulate.py, bench_model.py, a 3D voloshin2015 run at
+# 256³ and (full form only) bench_glioma.py, in ≤ 10 minutes on one H200, each stage under its own timeout.
 #
 #   bash benchmarks/gpu_suite.sh [--quick] [OUTDIR]     (OUTDIR defaults to $OUT, then out/gpu_suite)
 #
@@ -11,9 +11,10 @@
 #
 # Environment: PYTHON (default: .venv/bin/python if present, else python3), BASELINE_TREE (an
 # exported tree of the commit before issue 14, where the checkout has no git history),
-# T_DEVICE, T_VERIFY, T_SIMULATE, T_MODEL, T_MODEL3D (stage timeouts, s; full: 30 + 100 + 80 + 180 + 60
-# = 450 s at most; --quick: 240 each, generous for a loaded CI machine), BENCH_MODEL_ARGS,
-# MODEL3D_ARGS (replace the stage's default arguments).
+# T_DEVICE, T_VERIFY, T_SIMULATE, T_MODEL, T_MODEL3D, T_GLIOMA (stage timeouts, s; full: 30 + 100 + 80 +
+# 180 + 60 + 120 = 570 s at most; --quick: 240 each, generous for a loaded CI machine), BENCH_MODEL_ARGS,
+# MODEL3D_ARGS, GLIOMA_ARGS (replace the stage's default arguments). The glioma stage is not part of
+# --quick (its smallest form, `bench_glioma.py --quick`, reads the 1 mm maps: seconds of CPU in CI).
 set -u -o pipefail
 export PYTHONUNBUFFERED=1
 
@@ -83,7 +84,7 @@ skip() {
 # which optional modules this Python has (found, not imported: importing vtk or numba takes seconds)
 MODULES="$("$PYTHON" -c "
 import importlib.util as u
-names = ['pytest', 'scipy', 'h5py', 'pde', 'numba', 'imageio_ffmpeg', 'h5netcdf', 'netCDF4', 'vtk']
+names = ['pytest', 'scipy', 'h5py', 'pde', 'numba', 'imageio_ffmpeg', 'h5netcdf', 'netCDF4', 'vtk', 'nilearn']
 print(' '.join(n for n in names if u.find_spec(n) is not None))" 2>/dev/null)"
 has_module() { [[ " $MODULES " == *" $1 "* ]]; }
 
@@ -103,7 +104,7 @@ info = {'jax_version': jax.__version__, 'devices': [str(d) for d in devices],
         'platform': devices[0].platform, 'device_kind': getattr(devices[0], 'device_kind', None)}
 json.dump(info, open(sys.argv[1], 'w'), indent=2)
 " "$OUTDIR/device/device.json"
-for module in pytest scipy h5py pde numba imageio_ffmpeg h5netcdf netCDF4 vtk; do
+for module in pytest scipy h5py pde numba imageio_ffmpeg h5netcdf netCDF4 vtk nilearn; do
     if has_module "$module"; then log "python module $module: present"; else log "python module $module: MISSING"; fi
 done
 
@@ -185,11 +186,22 @@ else
     stage model_3d "${T_MODEL3D:-60}" "$PYTHON" benchmarks/bench_model.py --out "$OUTDIR/model_3d" "${M3_ARGS[@]}"
 fi
 
+# --- stage 5 (full form only): bench_glioma.py (glioma on the MNI152 atlas, 2 mm and 1 mm, a year) ---
+if [ "$QUICK" != 1 ]; then
+    if ! has_module nilearn; then
+        skip bench_glioma "nilearn is not installed (its wheel ships the MNI152 tissue maps)"
+    else
+        read -r -a GLIOMA_ARGS_A <<<"${GLIOMA_ARGS:---resample 2 1 --t-end 365 --repeats 2}"
+        stage bench_glioma "${T_GLIOMA:-120}" "$PYTHON" benchmarks/bench_glioma.py --out "$OUTDIR/bench_glioma" \
+            "${GLIOMA_ARGS_A[@]}"
+    fi
+fi
+
 # --- summary ------------------------------------------------------------------------------------
 "$PYTHON" - "$OUTDIR" <<'EOF' 2>&1 | tee -a "$LOG"
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
-order = ["device", "verification", "bench_simulate", "bench_model", "model_3d"]
+order = ["device", "verification", "bench_simulate", "bench_model", "model_3d", "bench_glioma"]
 stages = [json.loads(line) for line in (out / "stages.jsonl").read_text().splitlines() if line.strip()]
 stages.sort(key=lambda s: order.index(s["stage"]) if s["stage"] in order else len(order))
 junit = out / "verification" / "junit.xml"
