@@ -153,7 +153,7 @@ def test_gradient_through_implicit_diffusion_and_subcycles_matches_central_diffe
     limits = tk.step_limits(SYSTEM, grid, initial, params)["u"]
     assert 0.05 > 2.5 * limits["diffusion"] and 0.05 > 2 * limits["split"], limits
     _, traj = loss(params)
-    assert int(np.asarray(traj.substeps).max()) >= 2, traj.substeps
+    assert int(np.asarray(traj.stats.substeps).max()) >= 2, traj.stats.substeps
     grad = jax.grad(lambda p: loss(p)[0])(params)
     traces = eqx.debug.get_num_traces(_api._advance_impl)
     for name in ("D", "chi", "r"):
@@ -197,7 +197,7 @@ def test_keller_segel_collapse_3d_completes_by_subcycling():
     u = np.asarray(traj["u"])
     totals = u.sum(axis=(1, 2, 3))
     drift = float(np.max(np.abs(totals - totals[0])) / totals[0])
-    substeps = np.asarray(traj.substeps)
+    substeps = np.asarray(traj.stats.substeps)
     limit_at_end = 1.0 / float(traj.stats.rate_bound["u"][-1])
     print(f"substeps per frame {substeps}; limit at t = 3: {limit_at_end:.3g} day; drift {drift:.1e}; "
           f"min u {u.min():.3g}, max u {u.max():.3g}")  # fmt: skip
@@ -222,7 +222,7 @@ def test_subcycle_cap_exceeded_during_the_run():
         saveat=tk.SaveAt(every=10 * dt),
     )
     n_valid = int(traj.n_valid)
-    substeps = np.asarray(traj.substeps)
+    substeps = np.asarray(traj.stats.substeps)
     message = tk.failure_message(traj, grid, dt, max_substeps=4, limit_name="numerics.max_substeps")
     print(f"substeps {substeps[: n_valid + 1]}; {message}")
     assert traj.result == tk.RESULTS.substep_limit_exceeded
@@ -297,7 +297,10 @@ def test_vmapped_members_decide_together_whether_to_subcycle():
     batched = jax.vmap(lambda g: run(g, "members"), axis_name="members")(growth)
     separate = [run(g) for g in growth]
     assert all(traj.result == tk.RESULTS.successful for traj in separate)
-    assert int(np.max(np.asarray(separate[1].substeps))) >= 2 and int(np.max(np.asarray(separate[0].substeps))) == 1
+    assert (
+        int(np.max(np.asarray(separate[1].stats.substeps))) >= 2
+        and int(np.max(np.asarray(separate[0].stats.substeps))) == 1
+    )
     for i in range(2):
         np.testing.assert_allclose(np.asarray(batched["u"][i]), np.asarray(separate[i]["u"]), rtol=1e-13, atol=0)
         np.testing.assert_array_equal(

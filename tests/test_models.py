@@ -72,7 +72,7 @@ def test_the_writer_refuses_an_undeclared_observable(tmp_path):
 
 
 def test_unknown_and_broken_models_are_named(tmp_path, monkeypatch):
-    with pytest.raises(ConfigError, match="no such model; available models are fisher_kpp, voloshin2015"):
+    with pytest.raises(ConfigError, match="no such model; available models are fisher_kpp, glioma, voloshin2015"):
         models.get("nope")
     _dist_info(tmp_path, "broken_plugin", "broken = no_such_package_here:Model")
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -262,7 +262,10 @@ def test_fisher_kpp_members_differing_in_any_parameter_share_a_batch(tmp_path):
     ``chi``, ``D_c``, ``k_c`` or the seed share one batch (one compile); ``chi = 0`` against
     ``chi > 0`` changes the fields, and so the batch."""
     from tumorfield import config as cfg
-    from tumorfield.sweep._sweep import _group_key
+    from tumorfield.sweep._batch import batch_key, batch_problem
+
+    def _group_key(config):
+        return batch_key(config, batch_problem(config))
 
     base = '[model]\nname = "fisher_kpp"\n[grid]\nshape = [8, 8]\nlength = [1.0, 1.0]\n[time]\nt_end = 1.0\n'
     base += "dt = 0.01\nsave_every = 0.5\n[parameters]\nchi = 0.05\n"

@@ -60,20 +60,21 @@ def _is_concrete(tree) -> bool:
     return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
 
 
+def _option(value, cls, name: str):
+    """``value`` (an instance of ``cls``), or ``cls()`` for None; anything else is refused."""
+    if value is None:
+        return cls()
+    if not isinstance(value, cls):
+        raise TypeError(f"{name}={value!r}: must be a tumorfield {cls.__name__}(...)")
+    return value
+
+
 def _numerics(numerics) -> Numerics:
-    if numerics is None:
-        return Numerics()
-    if not isinstance(numerics, Numerics):
-        raise TypeError(f"numerics={numerics!r}: must be a tumorfield Numerics(...)")
-    return numerics
+    return _option(numerics, Numerics, "numerics")
 
 
 def _saveat(saveat) -> SaveAt:
-    if saveat is None:
-        return SaveAt()
-    if not isinstance(saveat, SaveAt):
-        raise TypeError(f"saveat={saveat!r}: must be a tumorfield SaveAt(...)")
-    return saveat
+    return _option(saveat, SaveAt, "saveat")
 
 
 def _scalar_dtype(dtype):
@@ -274,11 +275,11 @@ def advance(
 def _refuse_large_dt(system, grid, state, params, dt, t, numerics) -> None:
     too_large = positivity_violations(system, grid, state, params, dt=dt, t=t, numerics=numerics)
     if too_large:
-        detail = ", ".join(f"{name!r}: {limit:.6g} day" for name, limit in too_large.items())
         cap = numerics.substeps.cap
-        sub = "" if cap == 1 else f" (with up to max_substeps = {cap} sub-steps)"
+        detail = ", ".join(f"{name!r}: {limit / cap:.6g} day" for name, limit in too_large.items())
+        sub = "" if cap == 1 else f" times max_substeps = {cap}"
         raise ValueError(
-            f"dt={dt} day exceeds the stability (positivity) limit of the explicit part{sub} ({detail}); "
+            f"dt={dt} day exceeds the stability (positivity) limit of the explicit part ({detail}){sub}; "
             f"the largest stable dt is {min(too_large.values()):.6g} day"
         )
 

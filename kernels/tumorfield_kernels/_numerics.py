@@ -195,6 +195,17 @@ class SqrtCheckpointed(Scan):
 _DTYPES = (None, "float32", "float64")
 
 
+def _dtype_name(dtype):
+    """``"float32"``/``"float64"`` from a name or a numpy/JAX dtype (None stays None); others unchanged
+    (refused by :class:`Numerics`)."""
+    if dtype is None or isinstance(dtype, str):
+        return dtype
+    try:
+        return jnp.dtype(dtype).name
+    except TypeError:
+        return dtype
+
+
 class Numerics(eqx.Module):
     """How a :class:`System` is advanced. Defaults are the one choice of the API, CLI, sweeps and fits.
 
@@ -209,7 +220,7 @@ class Numerics(eqx.Module):
     cell_diffusion: CellDiffusion = ExplicitDiffusion()
     substeps: Substeps = Subcycle()
     adjoint: Scan = SqrtCheckpointed()
-    dtype: str | None = eqx.field(static=True, default=None)
+    dtype: str | None = eqx.field(static=True, default=None, converter=_dtype_name)
 
     def __check_init__(self):
         for name, value, kind in (
