@@ -102,6 +102,15 @@ class Grid(eqx.Module):
             affine[a, a], affine[a, 3] = dx, dx / 2
         return affine
 
+    def world_coordinates(self, n: int | None = None) -> np.ndarray:
+        """World coordinates (mm) of the cell centres, ``(n, *shape)`` float64: the first ``n`` (default:
+        as many as the grid has axes) of ``world_affine() @ [index, 0…, 1]`` — on a 2D grid (one slice of
+        an image) the two in-plane coordinates."""
+        index = np.indices(self.shape, dtype=np.float64).reshape(self.ndim, -1)
+        index = np.vstack([index, np.zeros((3 - self.ndim, index.shape[1])), np.ones((1, index.shape[1]))])
+        world = (self.world_affine() @ index)[: n or self.ndim]
+        return world.reshape((len(world), *self.shape))
+
     @classmethod
     def from_image(cls, path, resample=None, *, max_cells: int = 2**30) -> Grid:
         """The grid of the NIfTI (or other nibabel) image at ``path``: its shape, voxel size (mm)

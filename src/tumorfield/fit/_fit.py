@@ -100,7 +100,7 @@ class Fit:
 
     def __init__(self, spec: FitSpec):
         self.spec = spec
-        self.bounds = _checked_bounds(spec)
+        self.bounds = checked_bounds(spec)
         grids = {arm: _arm_grid(config) for arm, config in spec.arms.items()}
         self.data = read_observations(spec.data_path, grids, spec.fit.likelihood)
         self.lognormal = spec.fit.likelihood == "lognormal"
@@ -285,8 +285,9 @@ class Fit:
         )
 
 
-def _checked_bounds(spec: FitSpec) -> Bounds:
-    """The fitted parameters' bounds, after checking that every arm runs one model that has them as leaves."""
+def checked_bounds(spec: FitSpec, also: Sequence[str] = ()) -> Bounds:
+    """The fitted parameters' bounds, after checking that every arm runs one model that has them (and
+    ``also``, e.g. the parameters of maps) as leaves."""
     first = next(iter(spec.arms.values()))
     model = first.model
     try:
@@ -297,7 +298,7 @@ def _checked_bounds(spec: FitSpec) -> Bounds:
             if type(config.model) is not type(model):
                 raise ConfigError(f"fit.arms.{arm}", config.source, f"runs model {config.model.name!r}; the arms "
                                   f"share the fitted parameters, so all must run {model.name!r}")  # fmt: skip
-            for name in spec.names:
+            for name in dict.fromkeys((*spec.names, *also)):
                 check_leaf(config.model.params(config.grid), name, model.name, keys)
         return bounds(spec.parameters, model.params(first.grid), model.name, keys)
     except ConfigError as error:
@@ -335,7 +336,10 @@ def run_fit(
     """``tumorfield fit``: check everything (inputs, the ``profiles`` names and the output path)
     before compute, fit, profile, write ``output``, print the summary table to stdout; progress
     goes to ``log``."""
-    problem = Fit.load(config, overrides)
+    spec = load_spec(config, overrides)
+    if spec.from_images:
+        return _run_calibration(spec, output, overwrite=overwrite, argv=argv, log=log, profiles=profiles)
+    problem = Fit(spec)
     for name in profiles:
         if name not in problem.names:
             raise ConfigError("--profile", name, f"must be one of the fitted parameters {list(problem.names)}")
@@ -352,5 +356,28 @@ def run_fit(
                 problem.profile(result, name, points=profile_points, log=log)
         path = write_fit(target, result, list(argv))
     print(result.summary(), flush=True)
+    log(f"done: {path}")
+    return result
+
+
+def _run_calibration(spec, output, *, overwrite: bool, argv, log: Callable[[str], None], profiles: Sequence[str]):
+    """``tumorfield fit`` of a calibration from scans (:mod:`._calibrate`): checked, then fitted and written."""
+    from ._calibrate import calibrate
+    from ._calibration import Calibration
+    from ._output import calibration_summary, write_calibration
+
+    if profiles:
+        raise ConfigError("--profile", list(profiles), "profiles are for scalar fits; a calibration reports its "
+                          "posterior ([fit.uncertainty])")  # fmt: skip
+    try:
+        calibration = Calibration(spec)
+    except ConfigError as error:
+        raise error.in_file(spec.source) from None
+    with reserved(output, overwrite=overwrite) as target:
+        log(f"calibrating {', '.join(calibration.names + tuple(f'map {m}' for m in spec.maps))} to "
+            f"{len(calibration.scans)} scan(s) of {len(spec.arms)} arm(s)")  # fmt: skip
+        result = calibrate(calibration, log)
+        path = write_calibration(target, result, list(argv))
+    print(calibration_summary(result), flush=True)
     log(f"done: {path}")
     return result

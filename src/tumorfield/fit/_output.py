@@ -32,7 +32,7 @@ from ..run._output import OutputTarget
 from ._uncertainty import strongest_pairs
 
 FORMAT = "tumorfield-fit/1"
-_PER_ARM = ("dt", "steps_per_save")
+_PER_ARM = ("dt", "steps_per_save", "grid_affine", "input_images")  # per arm: in each arm's stored config
 """Run-file attributes that belong to one arm: kept under ``/fit/arms/<arm>``, not at the root."""
 _TEXT = h5py.string_dtype()
 
@@ -135,5 +135,97 @@ def summary(result) -> str:
             se = result.std_error[i]
             lines.append(f"  {name:<14}[{found.lower:.6g}, {found.upper:.6g}]   "
                          f"[{result.estimate[i] - 1.96 * se:.6g}, {result.estimate[i] + 1.96 * se:.6g}]")  # fmt: skip
+    lines += [""] + [f"warning: {w}" for w in result.warnings] if result.warnings else []
+    return "\n".join(lines)
+
+
+CALIBRATION_FORMAT = "tumorfield-fit/2"
+"""``FIT.h5`` of a calibration from scans: the scalar layout plus ``/fit/maps``, ``/fit/scans``,
+``/fit/samples``, ``/fit/forecast`` (docs/calibration.md)."""
+
+
+def _write_scans(fit, result) -> None:
+    calibration = result.calibration
+    for scan in calibration.scans:
+        group = fit.create_group(f"scans/{scan.index}")
+        group.attrs.update(arm=scan.arm, t=scan.t, field=scan.field, kind=scan.kind, file=scan.file)
+        group.create_dataset("prediction", data=np.asarray(result.predictions[scan.index], np.float64))
+        group.create_dataset("observed", data=np.asarray(scan.labels if scan.labels is not None else scan.target))
+        group.attrs["grid_affine"] = calibration.problems[scan.arm].grid.world_affine()
+        for name, value in result.metrics[scan.index].items():
+            group.attrs[name] = value
+    if calibration.origin is not None:
+        seed = np.asarray(calibration.seed_at(calibration.split(np.asarray(result.minimum.z))[0]), np.float64)
+        fit.create_dataset("origin/initial", data=seed).attrs["field"] = calibration.origin.field
+
+
+def _write_posterior(fit, result) -> None:
+    for name, found in result.maps.items():
+        group = fit.create_group(f"maps/{name}")
+        for key, values in found.items():
+            group.create_dataset(key, data=np.asarray(values, np.float64))
+    if result.samples is not None:
+        fit.create_dataset("samples", data=result.samples)
+        for key, values in result.sampler.items():
+            fit.create_dataset(f"sampler/{key}", data=values)
+    for (arm, day), found in result.forecast.items():
+        group = fit.create_group(f"forecast/{arm}/{format(day, 'g')}")
+        group.attrs["t"] = day
+        for key, values in found.items():
+            group.create_dataset(key, data=np.asarray(values, np.float64))
+
+
+def write_calibration(target: OutputTarget, result, argv) -> str:
+    """Write a calibration's ``result`` at ``target.current``, then move it onto its name."""
+    spec = result.calibration.spec
+    first = next(iter(spec.arms.values()))
+    with h5py.File(target.current, "w") as h5:
+        provenance = {k: v for k, v in _metadata(first, argv, target).items() if k not in _PER_ARM}
+        h5.attrs.update({**provenance, "schema": CALIBRATION_FORMAT, "config": spec.text})
+        minimum = result.minimum
+        h5.attrs.update(status=minimum.status, converged=minimum.converged, n_iterations=minimum.n_iterations,
+                        loss=minimum.loss, message=minimum.message, method=spec.uncertainty.method)  # fmt: skip
+        fit = h5.create_group("fit")
+        _strings(fit, "parameters", result.names)
+        u = result.calibration.unknowns
+        for name, values in (("estimate", result.estimate), ("std_error", result.std_error),
+                             ("correlation", result.correlation), ("hessian", result.hessian),
+                             ("initial", u.init), ("lower", u.lower), ("upper", u.upper)):  # fmt: skip
+            fit.create_dataset(name, data=np.asarray(values, np.float64))
+        fit.create_dataset("history/loss", data=np.asarray(minimum.history.loss))
+        _write_scans(fit, result)
+        _write_posterior(fit, result)
+        for arm, config in spec.arms.items():
+            group = h5.create_group(f"fit/arms/{arm}")
+            group.attrs.update(config=config.text, path=config.source, dt=config.time.dt)
+            group.attrs["grid_affine"] = config.grid.world_affine()
+    return str(target.finish("complete"))
+
+
+def calibration_summary(result) -> str:
+    """The closing table of a calibration: unknowns (the origin in mm) with their uncertainty, per-scan metrics."""
+    minimum = result.minimum
+    lines = [f"calibration {minimum.status} after {minimum.n_iterations} iterations: {minimum.message}",
+             f"negative log-posterior {minimum.loss:.6g}", "",
+             f"{'unknown':<20}{'estimate':>13}{'std. error':>13}   bounds"]  # fmt: skip
+    u = result.calibration.unknowns
+    for i, name in enumerate(result.names):
+        lines.append(f"{name:<20}{result.estimate[i]:>13.6g}{result.std_error[i]:>13.4g}   "
+                     f"[{u.lower[i]:g}, {u.upper[i]:g}]" + ("   mm" if ".centre." in name else ""))  # fmt: skip
+    for name, found in result.maps.items():
+        sd = found["sd"]
+        lines.append(f"map {name:<16} estimate in [{found['estimate'].min():.4g}, {found['estimate'].max():.4g}], "
+                     f"posterior sd of log {name}: median {np.median(sd):.3g}")  # fmt: skip
+    if result.sampler:
+        found = result.sampler
+        lines.append(f"NUTS: max R-hat {np.nanmax(found['rhat']):.3f}, min ESS {np.nanmin(found['ess']):.0f}, "
+                     f"divergences {int(np.sum(found['divergences']))}")  # fmt: skip
+    lines += ["", "scans:"]
+    for scan in result.calibration.scans:
+        metrics = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics[scan.index].items())
+        lines.append(f"  {scan.arm} t = {scan.t:g} day ({scan.kind}): {metrics}")
+    for (arm, day), found in result.forecast.items():
+        lines.append(f"forecast {arm} day {day:g}: {float(np.sum(found['probability'] >= 0.5)):.0f} cells with "
+                     "probability of tumour ≥ 0.5")  # fmt: skip
     lines += [""] + [f"warning: {w}" for w in result.warnings] if result.warnings else []
     return "\n".join(lines)

@@ -31,6 +31,14 @@ from ..config._loader import _parse_override
 from ..config._toml import to_toml
 
 
+def _tables_rule(where: str):
+    def rule(value) -> str | None:
+        bad = [i for i, entry in enumerate(value) if not isinstance(entry, dict)]
+        return f"{where}[{bad[0]}] must be a table ([[{where}]])" if bad else None
+
+    return rule
+
+
 def _arms_rule(value) -> str | None:
     if not value:
         return 'must name at least one arm: { name = "run_config.toml", ... }'
@@ -39,8 +47,6 @@ def _arms_rule(value) -> str | None:
 
 
 def _parameters_rule(value) -> str | None:
-    if not value:
-        return "must name at least one parameter to fit: name = { init = …, lower = …, upper = … }"
     bad = [name for name, entry in value.items() if not isinstance(entry, dict)]
     return f"{bad[0]} must be a table {{ init = …, lower = …, upper = … }}" if bad else None
 
@@ -55,7 +61,9 @@ class FitSection:
         "Arm name → run config path (relative to the fit file); the arms share the fitted parameters.",
         _arms_rule,
     )
-    data: str = key(REQUIRED, "", "CSV of observations: columns arm,t,observable,value,sigma (t in days).")
+    data: str = key(
+        "", "", "CSV of observations: columns arm,t,observable,value,sigma (t in days); optional with `[[fit.images]]`."
+    )
     likelihood: str = key(
         "normal",
         "",
@@ -71,7 +79,72 @@ class FitSection:
         positive,
     )
     max_linesearch_steps: int = key(20, "", "Largest number of trials of one line search.", positive)
-    parameters: dict = key(REQUIRED, "", "Parameter name → { init, lower, upper } (natural units).", _parameters_rule)
+    parameters: dict = key({}, "", "Parameter name → { init, lower, upper } (natural units).", _parameters_rule)
+    images: list = key([], "", "`[[fit.images]]`: the scans (docs/calibration.md).", _tables_rule("fit.images"))
+    origin: dict = key({}, "", "`[fit.origin]`: the unknown initial tumour of one field (docs/calibration.md).")
+    maps: dict = key({}, "", "`[fit.maps]`: spatially varying parameters with a Gaussian prior (docs/calibration.md).")
+    uncertainty: dict = key({}, "", "`[fit.uncertainty]`: the posterior method (docs/calibration.md).")
+    forecast: list = key([], "day", "Days to forecast from the calibrated model (also `tumorfield fit --forecast`).")
+
+
+@section
+class FitImage:
+    """One ``[[fit.images]]`` table: a scan of one field of one arm at one time."""
+
+    arm: str = key(REQUIRED, "", "The arm (a name of `[fit] arms`) the scan is of.")
+    t: float = key(REQUIRED, "day", "Time of the scan, on the arm's step grid.")
+    field: str = key(REQUIRED, "", "The model field the scan measures (e.g. `tumor`).")
+    file: str = key(REQUIRED, "path", "NIfTI image on the arm's grid (or resampled onto it); relative to the fit file.")
+    kind: str = key(REQUIRED, "", "`density` (a map of the field) or `segmentation` (a label image).",
+                    one_of("density", "segmentation"))  # fmt: skip
+    thresholds: dict = key({}, "", "segmentation: label → the field's threshold, nested (e.g. { 1 = 0.8, 2 = 0.16 }).")
+    sigma: float = key(0.05, "as the field", "density: sd of the voxel-wise Gaussian misfit.", positive)
+    width: float = key(
+        0.05, "as the field", "segmentation: width of the smoothed threshold S((u − θ)/width), S logistic.", positive
+    )
+    label_sigma: float = key(
+        0.2, "1", "segmentation: sd of the misfit of the smoothed indicator S((u − θ)/width) against the label.",
+        positive,
+    )  # fmt: skip
+
+
+@section
+class FitOrigin:
+    """``[fit.origin]``: the unknown initial tumour of one field, a Gaussian seed
+    ``amplitude · exp(−|x − centre|²/radius²)`` in world coordinates (mm)."""
+
+    field: str = key(
+        REQUIRED, "", "The field whose initial state is the seed (the arm's own initial state is replaced)."
+    )
+    kind: str = key("gaussian", "", "`gaussian` (the seed); `map` (a whole initial field) is not available yet.",
+                    one_of("gaussian"))  # fmt: skip
+    centre: dict = key(
+        REQUIRED, "mm", "{ init = [x, y(, z)], lower = [...], upper = [...] }; bounds default to the domain."
+    )
+    radius: dict = key({"init": 2.0, "lower": 0.5, "upper": 10.0}, "mm", "{ init, lower, upper } of the seed's radius.")
+    amplitude: dict = key({"init": 0.5, "lower": 0.01, "upper": 1.0}, "1", "{ init, lower, upper } of its peak.")
+
+
+@section
+class FitMap:
+    """One entry of ``[fit.maps]``: a parameter varying over the cells, ``θ(x) = θ · exp(m(x))``, with a
+    Gaussian prior on ``m`` (bi-Laplacian covariance, Matérn-like)."""
+
+    prior_sd: float = key(REQUIRED, "1 (log space)", "Prior sd of m(x) (averaged over the grid).", positive)
+    correlation_length: float = key(REQUIRED, "mm", "Correlation length ℓ of the prior: C ∝ (I − ℓ²Δ)⁻².", positive)
+
+
+@section
+class FitUncertainty:
+    """``[fit.uncertainty]``: how the posterior is described."""
+
+    method: str = key("laplace", "", "`laplace` (Gauss–Newton for scalars and origin, a low-rank posterior for maps), "
+                      "`nuts` (a No-U-Turn sampler over scalars and origin) or `none`.",
+                      one_of("laplace", "nuts", "none"))  # fmt: skip
+    rank: int = key(50, "", "Rank of the low-rank posterior of the maps (≤ the number of map unknowns).", positive)
+    samples: int = key(200, "", "Posterior samples (NUTS draws per chain; Laplace draws for the forecast).", positive)
+    chains: int = key(4, "", "NUTS chains, vmapped in one compiled program.", positive)
+    warmup: int = key(300, "", "NUTS warm-up (adaptation) steps per chain.", positive)
 
 
 @section
@@ -91,12 +164,21 @@ class FitSpec:
     fit: FitSection
     parameters: dict[str, FitParameter]
     arms: dict[str, cfg.RunConfig]
-    data_path: Path
+    data_path: Path | None
     text: str
+    images: tuple[FitImage, ...] = ()
+    origin: FitOrigin | None = None
+    maps: dict[str, FitMap] = dataclasses.field(default_factory=dict)
+    uncertainty: FitUncertainty = dataclasses.field(default_factory=FitUncertainty)
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(self.parameters)
+
+    @property
+    def from_images(self) -> bool:
+        """A calibration from scans (``[[fit.images]]``, an origin or maps): :mod:`._calibration`."""
+        return bool(self.images or self.origin or self.maps)
 
 
 def _split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -118,7 +200,7 @@ def _document(path: Path, overrides: Sequence[str]) -> dict[str, Any]:
     unknown = set(document) - {"fit"}
     if unknown:
         name = sorted(unknown)[0]
-        raise ConfigError(name, document[name], "a fit file has only the [fit] section (and [fit.parameters])")
+        raise ConfigError(name, document[name], "a fit file has only the [fit] section (and its sub-tables)")
     return document
 
 
@@ -130,19 +212,45 @@ def _resolved_text(values: dict[str, Any], parameters: dict[str, FitParameter]) 
     return to_toml({"fit": {**values, "parameters": resolved}})
 
 
+def _sub(name: str, cls, entry):
+    return cls(**check_section(name, entry, section_keys(cls)))
+
+
+def _checked(values: dict[str, Any]):
+    """The typed sub-tables of ``[fit]``; and the rules that tie them together."""
+    fit = FitSection(**values)
+    parameters = {name: _sub(f"fit.parameters.{name}", FitParameter, e) for name, e in fit.parameters.items()}
+    images = tuple(_sub(f"fit.images[{i}]", FitImage, e) for i, e in enumerate(fit.images))
+    origin = _sub("fit.origin", FitOrigin, fit.origin) if fit.origin else None
+    maps = {name: _sub(f"fit.maps.{name}", FitMap, e) for name, e in fit.maps.items()}
+    uncertainty = _sub("fit.uncertainty", FitUncertainty, fit.uncertainty)
+    if not (images or origin or maps):
+        if not fit.data:
+            raise ConfigError("fit.data", fit.data, "is required (a CSV of observations), or give [[fit.images]]")
+        if not parameters:
+            raise ConfigError("fit.parameters", {}, "must name at least one parameter to fit: "
+                              "name = { init = …, lower = …, upper = … }")  # fmt: skip
+    elif not images:
+        raise ConfigError("fit.images", [], "an origin or maps are fitted to scans: give [[fit.images]]")
+    elif not (parameters or origin or maps):
+        raise ConfigError("fit.parameters", {}, "nothing to fit: name parameters, an origin or maps")
+    elif fit.data:
+        raise ConfigError("fit.data", fit.data, "scalar data together with [[fit.images]] is not available yet")
+    return fit, parameters, images, origin, maps, uncertainty
+
+
 def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> FitSpec:
     """Read and check ``FIT.toml`` and every arm's run config (``overrides``: ``--set`` items)."""
     path = Path(path)
     mine, for_arms = _split_overrides(overrides)
     try:
         values = check_section("fit", _document(path, mine).get("fit", {}), section_keys(FitSection))
-        fit = FitSection(**values)
-        parameters = {
-            name: FitParameter(**check_section(f"fit.parameters.{name}", entry, section_keys(FitParameter)))
-            for name, entry in fit.parameters.items()
-        }
+        fit, parameters, images, origin, maps, uncertainty = _checked(values)
     except ConfigError as error:
         raise error.in_file(str(path)) from None
     base = path.parent
     arms = {name: cfg.load(base / arm_path, for_arms) for name, arm_path in fit.arms.items()}
-    return FitSpec(str(path), fit, parameters, arms, base / fit.data, _resolved_text(values, parameters))
+    images = tuple(dataclasses.replace(image, file=str((base / image.file).resolve())) for image in images)
+    data_path = base / fit.data if fit.data else None
+    text = _resolved_text(values, parameters)
+    return FitSpec(str(path), fit, parameters, arms, data_path, text, images, origin, maps, uncertainty)

@@ -346,9 +346,7 @@ def _seed(spec: dict, grid: Grid) -> tuple[np.ndarray, tuple[int, ...]]:
     radius, amplitude = float(spec.get("radius", 2.0)), float(spec.get("amplitude", 0.8))
     if grid.ndim == 3 and len(centre) != 3:
         raise ConfigError("initial.tumor.centre", spec["centre"], "a 3D grid needs 3 world coordinates [x, y, z] (mm)")
-    index = np.indices(grid.shape, dtype=np.float64).reshape(grid.ndim, -1)
-    index = np.vstack([index, np.zeros((3 - grid.ndim, index.shape[1])), np.ones((1, index.shape[1]))])
-    world = (grid.world_affine() @ index)[: len(centre)]  # 2 coordinates on a 2D grid: the distance in x, y
+    world = grid.world_coordinates(len(centre)).reshape(len(centre), -1)  # on a 2D grid: the distance in-plane
     r2 = np.sum((world - centre[:, None]) ** 2, axis=0)
     nearest = float(np.sqrt(r2.min()))
     reach = 0.5 * float(np.linalg.norm(grid.spacing))  # half a cell diagonal: the centre lies in some cell
