@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU suite: verification tests, bench_simulate.py, bench_model.py, a 3D voloshin2015 run at
-# 256³ and (full form only) bench_glioma.py, in ≤ 10 minutes on one H200, each stage under its own timeout.
+# 256³ and (full form only) bench_glioma.py and bench_calibrate.py, each stage under its own timeout.
 #
 #   bash benchmarks/gpu_suite.sh [--quick] [OUTDIR]     (OUTDIR defaults to $OUT, then out/gpu_suite)
 #
@@ -11,10 +11,12 @@
 #
 # Environment: PYTHON (default: .venv/bin/python if present, else python3), BASELINE_TREE (an
 # exported tree of the commit before issue 14, where the checkout has no git history),
-# T_DEVICE, T_VERIFY, T_SIMULATE, T_MODEL, T_MODEL3D, T_GLIOMA (stage timeouts, s; full: 30 + 100 + 80 +
-# 180 + 60 + 120 = 570 s at most; --quick: 240 each, generous for a loaded CI machine), BENCH_MODEL_ARGS,
-# MODEL3D_ARGS, GLIOMA_ARGS (replace the stage's default arguments). The glioma stage is not part of
-# --quick (its smallest form, `bench_glioma.py --quick`, reads the 1 mm maps: seconds of CPU in CI).
+# T_DEVICE, T_VERIFY, T_SIMULATE, T_MODEL, T_MODEL3D, T_GLIOMA, T_CALIBRATE (stage timeouts, s; full: 30 +
+# 100 + 80 + 180 + 60 + 120 + 180 = 750 s at most; --quick: 240 each, generous for a loaded CI machine),
+# BENCH_MODEL_ARGS, MODEL3D_ARGS, GLIOMA_ARGS, CALIBRATE_ARGS (replace the stage's default arguments).
+# The glioma stage is not part of --quick (its smallest form, `bench_glioma.py --quick`, reads the 1 mm
+# maps: seconds of CPU in CI), nor is the calibration stage (`bench_calibrate.py --size 24 --quick`
+# compiles for a minute on CPU).
 set -u -o pipefail
 export PYTHONUNBUFFERED=1
 
@@ -197,11 +199,18 @@ if [ "$QUICK" != 1 ]; then
     fi
 fi
 
+# --- stage 6 (full form only): bench_calibrate.py (origin + D_w + rho from two scans, 128³) ---------
+if [ "$QUICK" != 1 ]; then
+    read -r -a CALIBRATE_ARGS_A <<<"${CALIBRATE_ARGS:---size 128 --max-iterations 30 --repeats 3}"
+    stage bench_calibrate "${T_CALIBRATE:-180}" "$PYTHON" benchmarks/bench_calibrate.py \
+        --out "$OUTDIR/bench_calibrate" "${CALIBRATE_ARGS_A[@]}"
+fi
+
 # --- summary ------------------------------------------------------------------------------------
 "$PYTHON" - "$OUTDIR" <<'EOF' 2>&1 | tee -a "$LOG"
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
-order = ["device", "verification", "bench_simulate", "bench_model", "model_3d", "bench_glioma"]
+order = ["device", "verification", "bench_simulate", "bench_model", "model_3d", "bench_glioma", "bench_calibrate"]
 stages = [json.loads(line) for line in (out / "stages.jsonl").read_text().splitlines() if line.strip()]
 stages.sort(key=lambda s: order.index(s["stage"]) if s["stage"] in order else len(order))
 junit = out / "verification" / "junit.xml"
