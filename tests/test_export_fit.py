@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import h5py
-import jax
 import numpy as np
 import pytest
 
@@ -76,10 +75,7 @@ def fit_file(tmp_path_factory):
         write_nifti(directory / f"seg_{day}.nii.gz", np.where(u >= 0.5, 1, np.where(u >= 0.16, 2, 0)), problem.grid)
     (directory / "fit.toml").write_text(FIT.replace("{scans}", "".join(SCAN.format(t=day) for day in (10, 20))))
     out = directory / "FIT.h5"
-    # Scan.residuals of a segmentation multiplies (levels, *shape) by the domain (*shape): an implicit rank
-    # promotion that conftest's "raise" refuses (fit/_scans.py, not this module's subject)
-    with jax.numpy_rank_promotion("allow"):
-        assert cli.main(["fit", str(directory / "fit.toml"), "-o", str(out)]) == cli.EXIT_OK
+    assert cli.main(["fit", str(directory / "fit.toml"), "-o", str(out)]) == cli.EXIT_OK
     with h5py.File(out, "a") as h5:  # a map's posterior (the layout of write_calibration): Laplace maps take minutes
         for key, values in (("estimate", 0.2 * np.exp(np.linspace(-1, 1, N * N).reshape(N, N))),
                             ("sd", np.linspace(0.1, 0.3, N * N).reshape(N, N))):  # fmt: skip
@@ -141,3 +137,11 @@ def test_a_trajectory_is_not_a_calibration(tmp_path):
         export_calibration(out, tmp_path / "never")
     with open_trajectory(out) as run:  # today's behaviour
         assert [p.rsplit("/", 1)[-1] for p in export_nifti(run, tmp_path / "run", ["tumor"])] == ["tumor_t10.nii.gz"]
+
+
+def test_the_cli_exports_a_calibration(fit_file, tmp_path, capsys):
+    """``tumorfield export FIT.h5 -o DIR`` routes a calibration's file to its images (exit 0, one path a line)."""
+    assert cli.main(["export", str(fit_file), "-o", str(tmp_path / "cli")]) == cli.EXIT_OK
+    printed = capsys.readouterr().out.split()
+    assert printed and all(p.endswith(".nii.gz") and (tmp_path / "cli" / p.split("/")[-1]).exists() for p in printed)
+    assert any("initial_tumor" in p for p in printed)

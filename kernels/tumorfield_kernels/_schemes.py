@@ -101,6 +101,11 @@ class FieldScheme(eqx.Module):
         keeps the step non-negative. None where nothing explicit limits the step."""
         return None
 
+    @property
+    def limits_step(self) -> bool:
+        """Whether the explicit part can limit the step at all (static): a positive :meth:`rate_bound`."""
+        return False
+
 
 class _Heun(FieldScheme):
     """The SSP-RK2 (Heun) stages: ``a = u + h N(u)``, ``u⁺ = a + ½h (N(a) − N(u))``."""
@@ -138,6 +143,10 @@ class LocalSSPRK2(_Heun):
         taxis = _taxis_terms(self.taxis, state, params)
         rate = reaction_rate + stencils.transport(u, spacing, d, taxis, wall_value=self.wall, mask=self.mask)
         return _minus_decay(rate, self.decay, u)
+
+    @property
+    def limits_step(self) -> bool:
+        return not (is_zero(self.diffusion) and is_zero(self.decay) and not self.taxis)
 
     def rate_bound(self, state, params, spacing):
         taxis = _taxis_terms(self.taxis, state, params)
@@ -205,6 +214,10 @@ class PointwiseETDRK2(FieldScheme):
 
     def rate_bound(self, state, params, spacing):
         return _taxis_only_bound(self.taxis, state, params, spacing, self.mask)
+
+    @property
+    def limits_step(self) -> bool:
+        return bool(self.taxis)
 
 
 class SpectralETDRK2(PointwiseETDRK2):

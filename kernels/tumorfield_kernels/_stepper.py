@@ -177,7 +177,7 @@ class Stepper(eqx.Module):
         new, new_carried = self._stages(self.schemes, state, carried, t, self.dt, first)
         needed = jnp.ones((), jnp.int32)
         substeps = self.numerics.substeps
-        if substeps.cap > 1:
+        if substeps.cap > 1 and any(s.limits_step for s in self.schemes.values()):  # else never sub-cycled
             needed = self.needed_substeps(first[1], t)
             n = jnp.minimum(needed, substeps.cap)
             # under vmap a per-member predicate makes the cond a select (both branches for every

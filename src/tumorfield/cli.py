@@ -220,21 +220,24 @@ def _add_sweep_parsers(sub) -> None:
 
 
 def _cmd_export(args, argv) -> int:
-    from .export import ExportError, export_nifti
+    from .export import ExportError, export_calibration, export_nifti, is_calibration
     from .io import ImageError
 
-    with _verified(Path(args.file)) as run:
-        try:
-            written = export_nifti(run, args.output, args.field, args.frames)
-        except (ExportError, ImageError) as error:
-            raise InputError(str(error)) from None
+    try:
+        if is_calibration(args.file):  # a FIT.h5 of a calibration: predictions, origin, maps, forecasts
+            written = export_calibration(args.file, args.output, args.field)
+        else:
+            with _verified(Path(args.file)) as run:
+                written = export_nifti(run, args.output, args.field, args.frames)
+    except (ExportError, ImageError) as error:
+        raise InputError(str(error)) from None
     for p in written:
         print(p)
     return EXIT_OK
 
 
 def _add_export_parser(sub) -> None:
-    export = sub.add_parser("export", help="frames of a trajectory as NIfTI images, DIR/<field>_t<DAY>.nii.gz")
+    export = sub.add_parser("export", help="frames of a trajectory (or a calibration's FIT.h5) as NIfTI images")
     export.add_argument("file")
     export.add_argument("-o", "--output", required=True, help="directory for the images (created if missing)")
     export.add_argument(

@@ -9,6 +9,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tumorfield_kernels import NoSubcycling
 
 from .. import _compile_log
 from ..run._job import _setup_jax
@@ -50,15 +51,20 @@ class CalibrationResult:
         return self.minimum.converged
 
 
-def forward_mode(calibration: Calibration) -> Calibration:
-    """A copy whose runs are forward-mode differentiable (the sub-step loop a ``lax.while_loop``)."""
+def _with_numerics(calibration: Calibration, change: Callable) -> Calibration:
+    """A copy whose arms run with ``change(numerics)``."""
     copy = object.__new__(Calibration)
     copy.__dict__.update(calibration.__dict__)
     copy.problems = {
-        arm: eqx.tree_at(lambda p: p.numerics, problem, problem.numerics.forward_mode())
+        arm: eqx.tree_at(lambda p: p.numerics, problem, change(problem.numerics))
         for arm, problem in calibration.problems.items()
     }
     return copy
+
+
+def forward_mode(calibration: Calibration) -> Calibration:
+    """A copy whose runs are forward-mode differentiable (the sub-step loop a ``lax.while_loop``)."""
+    return _with_numerics(calibration, lambda numerics: numerics.forward_mode())
 
 
 def _scalar_uncertainty(calibration: Calibration, theta, z_maps):
@@ -123,9 +129,15 @@ def _scalar_leaf(calibration: Calibration, name: str, theta) -> float:
 
 
 def _nuts(calibration: Calibration, z_hat, key, log) -> tuple[np.ndarray, dict]:
-    """NUTS over the scalars and the origin (unconstrained; the density of θ flat within its bounds)."""
+    """NUTS over the scalars and the origin (unconstrained; the density of θ flat within its bounds).
+
+    The chains are vmapped, and the gradient of a step that may sub-cycle cannot be (the checkpointed
+    sub-step loop under a batched branch), so the chains run without sub-cycling: a trial whose step
+    would need it is rejected (zero density; counted as a divergence) — sub-cycling is never needed
+    where no field has an explicit step limit (e.g. implicit cell diffusion, no taxis or decay)."""
     u = calibration.spec.uncertainty
     arrays = calibration.arrays
+    calibration = _with_numerics(calibration, lambda n: eqx.tree_at(lambda m: m.substeps, n, NoSubcycling()))
 
     def logdensity(z):
         return -calibration.loss(z, arrays) + calibration.unknowns.log_jacobian(z)

@@ -66,7 +66,8 @@ class Unknowns:
     def unconstrained(self, theta) -> np.ndarray:
         theta = np.asarray(theta, np.float64)
         lo, hi = self.lower, self.upper
-        s = np.where(self.log, np.log(theta / lo) / np.log(hi / lo), (theta - lo) / (hi - lo))
+        s = (theta - lo) / (hi - lo)
+        s[self.log] = np.log(theta[self.log] / lo[self.log]) / np.log(hi[self.log] / lo[self.log])
         s = np.clip(s, 1e-12, 1 - 1e-12)
         return np.log(s) - np.log1p(-s)
 

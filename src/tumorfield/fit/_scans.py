@@ -49,7 +49,7 @@ class Scan:
             return ((u - self.target) / self.sigma * domain).ravel()
         levels = jnp.asarray(self.thresholds, u.dtype).reshape((-1,) + (1,) * u.ndim)
         smooth = jax.nn.sigmoid((u[None] - levels) / self.width)
-        return ((smooth - self.target) / self.sigma * domain).ravel()
+        return ((smooth - self.target) / self.sigma * domain[None]).ravel()
 
 
 def _label_thresholds(where: str, raw: dict) -> dict[int, float]:
