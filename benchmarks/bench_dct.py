@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/bench_dct.py [--sizes 256 512 64x3 128x3]
 
-Times the core's transforms (``tumorfield_kernels._spectral.to_spectral`` /
+Times the core's transforms (``tumorfield_kernels.to_spectral`` /
 ``from_spectral``: Makhoul's real-FFT algorithm in n dimensions, one ``rfftn``; IEEE Trans. ASSP 28, 1980)
 against ``jax.scipy.fft.dctn``/``idctn`` and against an ``rfftn`` of the same
 size (what a DCT costs at best), after checking the core's pair against
@@ -20,8 +20,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tumorfield_kernels as ops  # the public DCT pair: to_spectral, from_spectral
 from jax.scipy.fft import dctn, idctn
-from tumorfield_kernels import _spectral as ops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import best_seconds  # noqa: E402

@@ -185,7 +185,7 @@ def step_floor(shape, bandwidth: float) -> dict:
     ``2 (t_rfftn + t_irfftn) + 48 B × cells / bandwidth``; the core's own transform
     pair (``to_spectral`` + ``from_spectral``) is timed beside it.
     """
-    from tumorfield_kernels import _spectral as ops
+    import tumorfield_kernels as ops  # the public DCT pair
 
     x = jnp.asarray(np.random.default_rng(0).random(shape), DTYPE)
     spectrum = jnp.fft.rfftn(x)

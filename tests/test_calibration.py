@@ -10,8 +10,6 @@ of the same anatomy with dt = 2 day. Scans at days 40 and 80 (labels 1: u ≥ 0.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
@@ -147,22 +145,25 @@ def test_forecast_of_the_held_back_scan(calibrated):
     assert float(np.mean(found["probability"][held > 0])) > 0.8
 
 
-def test_fit_h5_and_its_nifti_export(calibrated, tmp_path):
-    """The CLI writes FIT.h5 with the scans' predictions and metrics and the recovered origin; the table names
-    the origin in mm (a short run: the fixture measured the recovery)."""
-    directory, _, _ = calibrated
-    out = tmp_path / "FIT.h5"
-    run = subprocess.run([sys.executable, "-m", "tumorfield.cli", "fit", str(directory / "fit.toml"), "-o", str(out),
-                          "--set", "fit.max_iterations=2", "--set", 'fit.uncertainty={ method = "none" }'],
-                         capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    assert "origin.centre.0" in run.stdout and "mm" in run.stdout and "dice@0.16" in run.stdout
+def test_fit_h5_and_the_summary_table(calibrated, tmp_path):
+    """FIT.h5 (tumorfield-fit/2) holds the scans' predictions and metrics and the recovered origin; the table
+    names the origin in mm with its uncertainty and the per-scan metrics. (The CLI path, ``tumorfield fit``
+    then ``tumorfield export``, runs in ``tests/test_export_fit.py``.)"""
     import h5py
 
-    with h5py.File(out) as h5:
-        assert h5.attrs["schema"] == "tumorfield-fit/2"
+    from tumorfield.fit._output import calibration_summary, write_calibration
+    from tumorfield.run import OutputTarget
+
+    _, _, result = calibrated
+    path = write_calibration(OutputTarget.new(tmp_path / "FIT.h5", overwrite=False), result, ["tumorfield", "fit"])
+    with h5py.File(path) as h5:
+        assert h5.attrs["schema"] == "tumorfield-fit/2" and h5.attrs["method"] == "laplace"
         assert h5["fit/scans/0/prediction"].shape == h5["fit/origin/initial"].shape == (99, 117)
-        assert "dice@0.16" in h5["fit/scans/1"].attrs
+        assert h5["fit/scans/1"].attrs["dice@0.16"] == result.metrics[1]["dice@0.16"]
+        assert list(h5["fit/parameters"].asstr()) == list(result.names)
+        assert h5["fit/forecast/patient/120/probability"].shape == (99, 117)
+    table = calibration_summary(result)
+    assert "origin.centre.0" in table and "mm" in table and "dice@0.16" in table and "forecast patient day 120" in table
 
 
 BAD = [
@@ -261,8 +262,8 @@ rho = {{ init = 0.03, lower = 0.005, upper = 0.2 }}
 [fit.uncertainty]
 method = "{method}"
 chains = 2
-warmup = 200
-samples = 200
+warmup = 150
+samples = 150
 """
 
 

@@ -87,11 +87,11 @@ def _expected(path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """File name → (dataset, grid affine) read straight from FIT.h5."""
     with h5py.File(path, "r") as h5:
         fit = h5["fit"]
-        affine = np.asarray(fit["arms/patient"].attrs["grid_affine"])
+        affine = np.reshape(fit["arms/patient"].attrs["grid_affine"], (4, 4))
         out = {}
         for scan in fit["scans"].values():
             stem = f"patient_tumor_t{scan.attrs['t']:g}"
-            assert np.allclose(scan.attrs["grid_affine"], affine)
+            assert np.allclose(np.reshape(scan.attrs["grid_affine"], (4, 4)), affine)
             out[f"{stem}_prediction"] = scan["prediction"][()], affine
             out[f"{stem}_observed"] = scan["observed"][()], affine
         out["initial_tumor"] = fit["origin/initial"][()], affine

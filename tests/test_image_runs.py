@@ -76,7 +76,7 @@ def test_a_run_records_its_grid_affine_and_input_images_under_the_metadata_check
     assert code == 0, err
     grid = cfg.load(config).grid
     with open_trajectory(out) as stored:
-        np.testing.assert_array_equal(stored.metadata["grid_affine"], AFFINE)
+        np.testing.assert_array_equal(np.reshape(stored.metadata["grid_affine"], (4, 4)), AFFINE)
         assert stored.grid == grid and stored.grid.affine is not None
         (key, recorded), = stored.input_images.items()  # fmt: skip
         assert key == "grid.image" and recorded.path == str(image.resolve())
@@ -91,7 +91,7 @@ def test_a_run_records_its_grid_affine_and_input_images_under_the_metadata_check
     # a box run records its box's affine and no image; its grid reads back as the plain box
     with open_trajectory(viewer_run("fisher_3d")) as box:
         assert box.grid == Grid((8, 8, 8), (4.0, 4.0, 4.0)) and box.input_images == {}
-        np.testing.assert_allclose(box.metadata["grid_affine"], Grid((8, 8, 8), 4.0).world_affine())
+        np.testing.assert_allclose(np.reshape(box.metadata["grid_affine"], (4, 4)), Grid((8, 8, 8), 4.0).world_affine())
         assert json.loads(box.metadata["input_images"]) == []
 
     # both attributes are covered by meta_sha256: an edit, or deleting them, is refused

@@ -216,3 +216,22 @@ def test_a_stored_grid_affine_is_the_exported_one():
     assert stored_grid(box) == Grid((4, 5, 6), (2.0, 5.0, 12.0))
     placed = SimpleNamespace(axes=box.axes, coordinates=centres, metadata={GRID_AFFINE: OBLIQUE})
     np.testing.assert_array_equal(stored_grid(placed).world_affine(), OBLIQUE)
+
+
+def test_voloshin_vessel_map_from_an_image(tmp_path):
+    """``[vessels] image = …``: the prescribed vessel map read from a NIfTI image onto the grid (the run's
+    /constant/vessels), recorded as an input image; a negative density is refused naming the key."""
+    import tumorfield as tf
+
+    grid = tf.Grid((16, 16), (8.0, 8.0))
+    density = np.linspace(0.0, 2.0, 256).reshape(16, 16)
+    write_nifti(tmp_path / "cd31.nii.gz", density, grid)
+    base = open("experiments/voloshin2015/ptx.toml").read()
+    text = base + '\n[vessels]\nimage = "cd31.nii.gz"\n'
+    (tmp_path / "ptx.toml").write_text(text)
+    config = tf.config.load(tmp_path / "ptx.toml", ["grid.shape=[16,16]"])
+    np.testing.assert_allclose(config.model.params(config.grid).vessels, density, rtol=1e-6)
+    assert dict(config.input_images)["vessels.image"] == str(tmp_path / "cd31.nii.gz")
+    write_nifti(tmp_path / "cd31.nii.gz", density - 1.0, grid)
+    with pytest.raises(tf.config.ConfigError, match=r"vessels.image = .*cd31.nii.gz.*has negative values"):
+        tf.config.load(tmp_path / "ptx.toml", ["grid.shape=[16,16]"])

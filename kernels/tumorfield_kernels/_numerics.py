@@ -135,6 +135,8 @@ class Subcycle(Substeps):
 
 def substeps_from_cap(max_substeps: int, axis_name: str | None = None) -> Substeps:
     """The strategy of a config's ``numerics.max_substeps``: 1 → :class:`NoSubcycling`, else :class:`Subcycle`."""
+    if isinstance(max_substeps, bool) or not isinstance(max_substeps, int) or max_substeps < 1:
+        raise ValueError(f"max_substeps={max_substeps!r}: must be an integer ≥ 1 (1: no sub-cycling)")
     return NoSubcycling() if max_substeps == 1 else Subcycle(max_substeps, axis_name)
 
 

@@ -354,7 +354,7 @@ def plan(
             lin, is_spectral = generator(name, walls.get(name))
             phi = phi_functions(dt * lin)
             if is_spectral:
-                schemes[name] = SpectralETDRK2(name, phi, taxis, walls.get(name))
+                schemes[name] = SpectralETDRK2(name, phi, taxis, wall=walls.get(name))  # no mask: refused by System
             else:
                 schemes[name] = PointwiseETDRK2(name, phi, taxis, mask)
     diffusion = None

@@ -191,7 +191,7 @@ def _define(primitive, impl, transpose):
     orthonormal DCT's adjoint is its inverse), and under ``vmap`` the mapped axis is one more batch
     axis. JAX's own transpose of Makhoul's algorithm (a scatter-add for the gather, 7.7× the gather's
     time at 512² on CPU; complex copies) made a voloshin2015 step's backward pass ~10 % slower at 64²
-    (``benchmarks/ab_transform_adjoint.py``)."""
+    (measured by an A/B since removed: ``benchmarks/README.md``)."""
     primitive.def_impl(jax.jit(impl, static_argnames=("dirichlet", "batch")))  # eager calls: one compile
     primitive.def_abstract_eval(lambda x, **_: ShapedArray(x.shape, x.dtype))
     mlir.register_lowering(primitive, mlir.lower_fun(impl, multiple_results=False))

@@ -109,7 +109,7 @@ def _day(t) -> str:
 
 def _calibration_images(h5, fields) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """``(file name, array, grid affine)`` of every image of the calibration ``h5``, in the order written."""
-    arms = {name: np.asarray(group.attrs["grid_affine"]) for name, group in h5["fit/arms"].items()}
+    arms = {name: np.reshape(group.attrs["grid_affine"], (4, 4)) for name, group in h5["fit/arms"].items()}
     order = list(tomllib.loads(h5.attrs["config"])["fit"]["arms"]) if "config" in h5.attrs else list(arms)
     first = arms[order[0]]  # the origin and the maps live on the first arm's grid (maps: every arm's)
     fit = h5["fit"]
@@ -120,7 +120,7 @@ def _calibration_images(h5, fields) -> list[tuple[str, np.ndarray, np.ndarray]]:
         arm, field = str(scan.attrs["arm"]), str(scan.attrs["field"])
         if fields and field not in fields:
             continue
-        affine = np.asarray(scan.attrs.get("grid_affine", arms[arm]))
+        affine = np.reshape(scan.attrs.get("grid_affine", arms[arm]), (4, 4))
         for key in ("prediction", "observed"):
             out.append((f"{arm}_{field}_t{_day(scan.attrs['t'])}_{key}", scan[key][()], affine))
     if "origin/initial" in fit:

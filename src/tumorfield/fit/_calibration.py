@@ -115,11 +115,13 @@ def _origin(spec, problems) -> tuple[Origin | None, tuple]:
     world = grid.world_coordinates()
     inside = world.reshape(grid.ndim, -1)[:, domain.ravel() > 0]
     box = {"lower": inside.min(axis=1).tolist(), "upper": inside.max(axis=1).tolist()}
+    start = np.asarray(found.centre.get("init", []), np.float64).ravel()
+    if start.shape == (grid.ndim,):
+        distance = np.sqrt(np.min(np.sum((inside - start[:, None]) ** 2, axis=0)))
+        if distance > 0.5 * float(np.linalg.norm(grid.spacing)):
+            why = f"init lies outside the domain ({distance:.3g} mm from the nearest cell inside); world mm"
+            raise ConfigError("fit.origin.centre", found.centre, why)
     init, lower, upper = _entry("fit.origin.centre", {**box, **found.centre}, grid.ndim)
-    distance = np.sqrt(np.min(np.sum((inside - init[:, None]) ** 2, axis=0)))
-    if distance > 0.5 * float(np.linalg.norm(grid.spacing)):
-        raise ConfigError("fit.origin.centre", found.centre, f"init lies outside the domain ({distance:.3g} mm from "
-                          "the nearest cell inside); world coordinates in mm, grid.world_affine()")  # fmt: skip
     radius, amplitude = (_entry(f"fit.origin.{k}", getattr(found, k)) for k in ("radius", "amplitude"))
     if radius[1][0] <= 0 or amplitude[1][0] <= 0:
         raise ConfigError("fit.origin", found.radius, "radius and amplitude need lower > 0 (log transforms)")

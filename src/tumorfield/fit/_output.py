@@ -151,7 +151,7 @@ def _write_scans(fit, result) -> None:
         group.attrs.update(arm=scan.arm, t=scan.t, field=scan.field, kind=scan.kind, file=scan.file)
         group.create_dataset("prediction", data=np.asarray(result.predictions[scan.index], np.float64))
         group.create_dataset("observed", data=np.asarray(scan.labels if scan.labels is not None else scan.target))
-        group.attrs["grid_affine"] = calibration.problems[scan.arm].grid.world_affine()
+        group.attrs["grid_affine"] = calibration.problems[scan.arm].grid.world_affine().ravel()
         for name, value in result.metrics[scan.index].items():
             group.attrs[name] = value
     if calibration.origin is not None:
@@ -198,7 +198,7 @@ def write_calibration(target: OutputTarget, result, argv) -> str:
         for arm, config in spec.arms.items():
             group = h5.create_group(f"fit/arms/{arm}")
             group.attrs.update(config=config.text, path=config.source, dt=config.time.dt)
-            group.attrs["grid_affine"] = config.grid.world_affine()
+            group.attrs["grid_affine"] = config.grid.world_affine().ravel()
     return str(target.finish("complete"))
 
 

@@ -17,7 +17,7 @@ Layout (format ``tumorfield-trajectory/2``, the root attribute ``schema``)::
                         ``scalars_sha256`` (see :mod:`tumorfield.io._label`)
     root attrs          schema, n_committed, n_scalars_committed, status (fixed-size bytes),
                         message, resumed, config (resolved TOML), model, versions, device, ...,
-                        grid_affine (4×4 float64: the grid's voxel → world affine, mm) and
+                        grid_affine (16 float64, the row-major 4×4: the grid's voxel → world affine, mm) and
                         input_images (JSON list of {key, path, sha256, affine}: every image the
                         config read), both covered by ``meta_sha256``
     userblock           the first 64 KiB: the journal pointer of the writer (:mod:`tumorfield.io._guard`)
@@ -164,8 +164,8 @@ def grid_from(axes, coordinates: Mapping[str, np.ndarray], affine=None) -> Grid:
     box = Grid(shape, length)
     if affine is None:
         return box
-    affine = np.asarray(affine, dtype=np.float64)
-    if affine.shape == (4, 4) and np.allclose(affine, box.world_affine(), rtol=1e-9, atol=1e-12):
+    affine = np.asarray(affine, dtype=np.float64).reshape(4, 4)  # stored flat: netCDF-C reads 1D attributes only
+    if np.allclose(affine, box.world_affine(), rtol=1e-9, atol=1e-12):
         return box
     return Grid(shape, length, affine)
 

@@ -81,7 +81,8 @@ def _metadata(config, argv, target: OutputTarget) -> dict:
         "dt": config.time.dt,
         "steps_per_save": config.steps_per_save,
         "target": str(target.final.resolve()),  # informational: never read back
-        "grid_affine": np.asarray(config.grid.world_affine(), dtype=np.float64),  # covered by meta_sha256
+        # covered by meta_sha256; flat (16,), row-major: netCDF-C (xarray's netcdf4 engine) reads 1D attributes only
+        "grid_affine": np.asarray(config.grid.world_affine(), dtype=np.float64).ravel(),
         "input_images": _input_images(config),  # idem; what ``resume`` checks before continuing
     }
 

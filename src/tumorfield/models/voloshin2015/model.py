@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any, ClassVar
 
 import numpy as np
-from tumorfield_kernels import Grid, System
+from tumorfield_kernels import Grid, ImageError, System
 
 from ..._schema import ConfigError
 from .._base import Model
@@ -60,6 +60,7 @@ class Voloshin2015(Model):
         self.initial: InitialSection = self.config["initial"]
         self.vessels: VesselsSection = self.config["vessels"]
         self.doses = {drug: expand_doses(getattr(self.dosing, drug)) for drug in DRUGS}
+        self._vessel_images: dict[Grid, np.ndarray] = {}  # [vessels] image, read once per grid
         self._params = self._build_params()
 
     @property
@@ -86,8 +87,26 @@ class Voloshin2015(Model):
             raise ConfigError("parameters", values, str(error)) from None
 
     def vessel_map(self, grid: Grid) -> np.ndarray:
-        """The prescribed vessel density ``v(x)`` on ``grid`` (1, float64), from ``[vessels]``."""
-        return vessel_map(grid.mesh(), box_centre(grid.length), **dataclasses.asdict(self.vessels))
+        """The prescribed vessel density ``v(x)`` on ``grid`` (1, float64), from ``[vessels]``: its image,
+        or the synthetic rim-and-sprouts map."""
+        synthetic = {k: v for k, v in dataclasses.asdict(self.vessels).items() if k != "image"}
+        if not self.vessels.image:
+            return vessel_map(grid.mesh(), box_centre(grid.length), **synthetic)
+        if grid not in self._vessel_images:
+            self._vessel_images[grid] = self._read_vessels(grid)
+        return self._vessel_images[grid]
+
+    def _read_vessels(self, grid: Grid) -> np.ndarray:
+        from ...io import read_image  # nibabel and scipy only where images are read
+
+        try:
+            density = read_image(self.vessels.image, grid, kind="continuous")
+        except ImageError as error:
+            raise ConfigError("vessels.image", self.vessels.image, str(error)) from None
+        if np.any(density < 0):
+            raise ConfigError("vessels.image", self.vessels.image, f"has negative values (min {density.min():.3g}); "
+                              "a vessel density is ≥ 0")  # fmt: skip
+        return density
 
     def params(self, grid: Grid) -> Parameters:
         """The parameter pytree on ``grid``: the scalars, the dose schedules, the vessel map and the
@@ -137,6 +156,7 @@ class Voloshin2015(Model):
                         time,
                         f"doses must land on step boundaries: a whole number of steps of time.dt = {dt} day",
                     )
+        self.vessel_map(grid)  # a vessel image is read (and refused) before any compute
         radius = self.initial.tumor_radius
         if any(radius >= side / 2 for side in grid.length):
             raise ConfigError("initial.tumor_radius", radius, f"must be smaller than half the box side {grid.length}")

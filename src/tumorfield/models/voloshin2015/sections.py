@@ -130,6 +130,12 @@ class VesselsSection:
     intratumoral_density: float = key(0.8, "1", "peak density of an intratumoral vessel", non_negative)
     vessel_radius: float = key(0.1, "mm", "radius of an intratumoral vessel", positive)
     seed: int = key(0, "", "random seed of the intratumoral vessel positions (any integer ≥ 0)", non_negative)
+    image: str = key(
+        "",
+        "path",
+        "A NIfTI map of the relative vessel density (≥ 0, e.g. from CD31 staining or perfusion imaging) "
+        "resampled onto the grid, instead of the synthetic map of the keys above (docs/images.md).",
+    )
 
 
 SECTIONS: dict[str, type] = {
