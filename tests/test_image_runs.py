@@ -96,7 +96,7 @@ def test_a_run_records_its_grid_affine_and_input_images_under_the_metadata_check
 
     # both attributes are covered by meta_sha256: an edit, or deleting them, is refused
     edits = {
-        "grid_affine": lambda h5: h5.attrs.modify("grid_affine", AFFINE + np.eye(4) * 1e-12),
+        "grid_affine": lambda h5: h5.attrs.modify("grid_affine", (AFFINE + np.eye(4) * 1e-12).ravel()),
         "input_images": lambda h5: h5.attrs.modify("input_images", json.dumps([])),
         "both deleted": lambda h5: [h5.attrs.__delitem__(k) for k in ("grid_affine", "input_images")],
     }
