@@ -123,10 +123,10 @@ verification_and_simulate() {
 if ! has_module pytest; then
     skip verification "pytest is not installed"
 elif [ "$QUICK" = 1 ]; then
-    stage verification "${T_VERIFY:-240}" "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_verification.py \
+    stage verification "${T_VERIFY:-240}" "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_core_verification.py \
         -k "dt_beyond_limit_refused_naming_the_limit" --junitxml "$OUTDIR/verification/junit.xml"
 else
-    stage verification "${T_VERIFY:-100}" "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_verification.py \
+    stage verification "${T_VERIFY:-100}" "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_core_verification.py \
         --junitxml "$OUTDIR/verification/junit.xml"
 fi
 

@@ -201,7 +201,7 @@ def test_scalar_variable_integrates_a_grid_integral():
         exact = alpha * total / k * (1 - np.exp(-k * 2.0))
         errors.append(abs(float(traj["m"][-1]) - exact) / exact)
     # ScalarETDRK2 takes the decay exactly: exact for this constant source at every dt (its order
-    # with a time-varying source: test_verification's scalar ODE test)
+    # with a time-varying source: test_core_verification's scalar ODE test)
     assert max(errors) < 1e-13, errors
 
 

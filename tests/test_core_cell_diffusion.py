@@ -4,7 +4,7 @@ Measured quantities (``-s`` prints them) are asserted against the bounds of
 ``docs/numerics.md`` (section 4b): conservation, positivity at the largest accepted step,
 empty tissue in float32, a gradient against central differences, no recompilation, the 3D
 Keller–Segel collapse completing by sub-cycling, and the cap-exceeded result. The
-convergence orders of the implicit diffusion are in ``tests/test_verification.py``.
+convergence orders of the implicit diffusion are in ``tests/test_core_verification.py``.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tumorfield_kernels as tk
-from test_verification import _gradient_problem
+from test_core_verification import _gradient_problem
 from tumorfield_kernels._stencils import van_leer
 
 import tumorfield as tf
@@ -91,7 +91,7 @@ def test_float32_gradient_of_a_tumour_with_tails_below_1e30():
 
 
 def test_float32_variant_of_the_core_gradient_test():
-    """``test_verification.test_gradient_matches_central_differences`` in float32, against float64 AD."""
+    """``test_core_verification.test_gradient_matches_central_differences`` in float32, against float64 AD."""
     loss, params, u0 = _gradient_problem()
     grad64, _ = jax.jit(jax.grad(loss, argnums=(0, 1)))({k: jnp.asarray(v) for k, v in params.items()}, u0)
     with jax.enable_x64(False):

@@ -36,7 +36,7 @@ the system nonlinear, ``p_ij(u) = a_ij(u) u_j``; MPRK22 then evaluates ``D`` at 
 axis's step and at its first stage, and its second stage is
 ``u⁺ = u + τ/2 [A(uⁿ) diag(uⁿ/u⁽¹⁾) + A(u⁽¹⁾)] u⁺`` (still an M-matrix with unit column sums).
 Freezing ``D`` over the half step instead was measured first order in time (observed order 1.12 on
-the manufactured solution of ``tests/test_verification.py``): the state after the explicit step
+the manufactured solution of ``tests/test_core_verification.py``): the state after the explicit step
 lacks the last half step of diffusion, so ``D`` there is ``O(Δt)`` off ``D(t_{n+1})``.
 
 Each solve is cyclic reduction (:func:`_reduce`: ``⌈log₂ n⌉`` levels of whole-array passes, batched
