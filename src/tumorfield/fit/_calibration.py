@@ -50,17 +50,24 @@ class Unknowns:
     upper: np.ndarray
     log: np.ndarray
 
+    def _log_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(log lo, log hi − log lo)`` of the log entries, 0 and 1 elsewhere: NaN-free constants, so that
+        no unselected branch of a ``where`` puts NaN into a gradient."""
+        lo = np.where(self.log, self.lower, 1.0)
+        return np.where(self.log, np.log(lo), 0.0), np.where(
+            self.log, np.log(np.where(self.log, self.upper, 1.0) / lo), 1.0
+        )
+
     def natural(self, z):
         s = jax.nn.sigmoid(z)
-        lo, hi = jnp.asarray(self.lower), jnp.asarray(self.upper)
-        logged = jnp.exp(jnp.log(jnp.where(self.log, lo, 1.0)) + jnp.log(jnp.where(self.log, hi / lo, 1.0)) * s)
-        return jnp.where(self.log, logged, lo + (hi - lo) * s)
+        log_lo, log_span = self._log_bounds()
+        return jnp.where(self.log, jnp.exp(log_lo + log_span * s), self.lower + (self.upper - self.lower) * s)
 
     def log_jacobian(self, z):
         """``Σ log |dθ/dz|``: the density of θ flat in its bounds, in z."""
         s = jax.nn.sigmoid(z)
-        theta = self.natural(z)
-        span = jnp.where(self.log, jnp.log(self.upper / self.lower) * theta, self.upper - self.lower)
+        _, log_span = self._log_bounds()
+        span = jnp.where(self.log, log_span * self.natural(z), self.upper - self.lower)
         return jnp.sum(jnp.log(span * s * (1 - s)))
 
     def unconstrained(self, theta) -> np.ndarray:
