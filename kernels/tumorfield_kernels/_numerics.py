@@ -240,6 +240,14 @@ class Numerics(eqx.Module):
         """The field dtype: ``dtype``, or JAX's default float."""
         return jnp.dtype(self.dtype) if self.dtype is not None else jnp.result_type(float)
 
+    def vmapped(self, axis_name: str | None) -> Numerics:
+        """The same numerics for runs ``jax.vmap``-ed under ``axis_name``: a :class:`Subcycle` decides for
+        them together (None: each alone); other choices unchanged."""
+        if not isinstance(self.substeps, Subcycle):
+            return self
+        substeps = Subcycle(self.substeps.max_substeps, axis_name, self.substeps.while_loop)
+        return eqx.tree_at(lambda n: n.substeps, self, substeps)
+
     def forward_mode(self) -> Numerics:
         """The same numerics, forward-mode differentiable (``jacfwd``): the sub-step loop a
         ``lax.while_loop`` (same values)."""

@@ -13,7 +13,7 @@ from tumorfield_kernels import NoSubcycling
 
 from .. import _compile_log
 from ..run._job import _setup_jax
-from ._calibration import Calibration
+from ._calibration import Calibration, leaf
 from ._lowrank import LowRankPosterior, randomized_eigh
 from ._metrics import concordance_correlation, dice_at_thresholds, volume_error
 from ._nuts import run_nuts
@@ -121,11 +121,11 @@ def _map_posterior(calibration: Calibration, theta, z_maps, key) -> dict[str, di
 
 
 def _scalar_leaf(calibration: Calibration, name: str, theta) -> float:
+    """The scalar a map multiplies: its estimate where fitted, else the arm's value."""
     names = tuple(calibration.spec.parameters)
     if name in names:
         return float(theta[names.index(name)])
-    params = next(iter(calibration.problems.values())).params
-    return float(params[name] if isinstance(params, dict) else getattr(params, name))
+    return float(leaf(next(iter(calibration.problems.values())).params, name))
 
 
 def _nuts(calibration: Calibration, z_hat, key, log) -> tuple[np.ndarray, dict]:
@@ -154,12 +154,12 @@ def _nuts(calibration: Calibration, z_hat, key, log) -> tuple[np.ndarray, dict]:
 def scan_metrics(calibration: Calibration, predictions: dict[int, np.ndarray]) -> dict[int, dict[str, float]]:
     """Per scan: Dice and relative volume error at each threshold (segmentations), or the concordance
     correlation coefficient (densities), inside the domain."""
-    from ._scans import _domain
+    from ._scans import domain_of
 
     out = {}
     for scan in calibration.scans:
         u, problem = predictions[scan.index], calibration.problems[scan.arm]
-        domain = _domain(problem) > 0
+        domain = domain_of(problem) > 0
         if scan.kind == "density":
             out[scan.index] = {"ccc": float(concordance_correlation(u, scan.target, domain))}
             continue

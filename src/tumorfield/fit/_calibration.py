@@ -33,7 +33,7 @@ from tumorfield_kernels import RESULTS, SaveAt, simulate
 from .._schema import ConfigError
 from ..problem import Problem
 from ._prior import MapPrior
-from ._scans import Scan, _domain, load_scans
+from ._scans import Scan, domain_of, load_scans
 from ._transform import with_values
 
 ORIGIN = "origin"
@@ -118,7 +118,7 @@ def _origin(spec, problems) -> tuple[Origin | None, tuple]:
     problem = next(iter(problems.values()))
     if found.field not in problem.system.fields or found.field in problem.system.scalars:
         raise ConfigError("fit.origin.field", found.field, "must be a grid field of the arms' model")
-    grid, domain = problem.grid, _domain(problem)
+    grid, domain = problem.grid, domain_of(problem)
     world = grid.world_coordinates()
     inside = world.reshape(grid.ndim, -1)[:, domain.ravel() > 0]
     box = {"lower": inside.min(axis=1).tolist(), "upper": inside.max(axis=1).tolist()}
@@ -206,7 +206,7 @@ class Calibration:
         n_params = len(self.spec.parameters)
         params = with_values(problem.params, tuple(self.spec.parameters), theta[:n_params])
         for name, z in z_maps.items():
-            base = _leaf(params, name)
+            base = leaf(params, name)
             m = self.priors[name](z.reshape(self.priors[name].shape))
             params = with_values(params, (name,), (base * jnp.exp(m).astype(base.dtype),))
         y0 = dict(problem.y0)
@@ -243,7 +243,7 @@ class Calibration:
         parts = []
         for scan, target in zip(self.scans, arrays["targets"], strict=True):
             u = fields[scan.arm, scan.step][scan.field].astype(jnp.result_type(float))
-            parts.append(_with_target(scan, target).residuals(u, _domain(self.problems[scan.arm])))
+            parts.append(_with_target(scan, target).residuals(u, domain_of(self.problems[scan.arm])))
         return jnp.concatenate(parts), ok, fields
 
     def loss(self, z, arrays):
@@ -265,5 +265,6 @@ def _with_target(scan: Scan, target) -> Scan:
                 scan.label_thresholds, None, scan.sigma, scan.width)  # fmt: skip
 
 
-def _leaf(params, name: str):
+def leaf(params, name: str):
+    """A parameter leaf of a dict or a module (``Parameters``)."""
     return params[name] if isinstance(params, dict) else getattr(params, name)

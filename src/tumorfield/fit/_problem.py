@@ -32,7 +32,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tumorfield_kernels import RESULTS, SaveAt, SqrtCheckpointed, Subcycle, simulate
+from tumorfield_kernels import RESULTS, SaveAt, SqrtCheckpointed, simulate
 
 from ..problem import Observer, Problem
 from ._data import Observations
@@ -100,10 +100,7 @@ class Group:
 
 def _arm_problem(config, observables=None, axis_name: str | None = ARM_AXIS) -> Problem:
     """An arm's problem as a group runs it: sub-cycling decided together with the group's arms."""
-    numerics = config.numerics
-    if isinstance(numerics.substeps, Subcycle):
-        numerics = eqx.tree_at(lambda n: n.substeps, numerics, Subcycle(numerics.substeps.cap, axis_name))
-    return Problem.from_config(config, observables=observables, numerics=numerics)
+    return Problem.from_config(config, observables=observables, numerics=config.numerics.vmapped(axis_name))
 
 
 MAX_FRAMES = 16

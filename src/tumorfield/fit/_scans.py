@@ -113,7 +113,7 @@ def load_scans(spec, problems: dict) -> tuple[Scan, ...]:
         step = round(image.t / dt)
         if step < 1 or abs(step * dt - image.t) > 1e-9 * max(1.0, image.t):
             raise ConfigError(f"{where}.t", image.t, f"must be a positive whole number of the arm's steps (dt = {dt})")
-        domain = _domain(problem)
+        domain = domain_of(problem)
         if image.kind == "density":
             target, levels, table, labels = _read(where, image.file, grid, "continuous"), (), {}, None
             sigma = image.sigma
@@ -125,7 +125,7 @@ def load_scans(spec, problems: dict) -> tuple[Scan, ...]:
     return tuple(scans)
 
 
-def _domain(problem) -> np.ndarray:
+def domain_of(problem) -> np.ndarray:
     """The arm's domain mask (1 inside; the whole box where its System has none)."""
     domain = problem.system.domain
     if domain is None:

@@ -18,7 +18,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from tumorfield_kernels import Subcycle
 
 from ..config._memory import estimate_bytes
 from ..problem import Problem, batched_advance
@@ -31,10 +30,7 @@ BATCH_AXIS = "batch"  # the vmap axis: members decide together whether a step is
 
 def batch_problem(config) -> Problem:
     """A member's problem as a batch runs it: its sub-cycling decided together with the batch."""
-    numerics = config.numerics
-    if isinstance(numerics.substeps, Subcycle):
-        numerics = eqx.tree_at(lambda n: n.substeps, numerics, Subcycle(numerics.substeps.cap, BATCH_AXIS))
-    return Problem.from_config(config, numerics=numerics)
+    return Problem.from_config(config, numerics=config.numerics.vmapped(BATCH_AXIS))
 
 
 def batch_key(config, problem: Problem) -> tuple:
