@@ -170,23 +170,23 @@ def scan_metrics(calibration: Calibration, predictions: dict[int, np.ndarray]) -
     return out
 
 
-def _posterior_draws(calibration, result: CalibrationResult, z_hat, n: int, key) -> list[tuple]:
-    """``n`` posterior draws ``(θ, z_maps)``: NUTS samples where sampled, else the Laplace approximation
-    (θ Gaussian with the Gauss–Newton covariance, clipped to the bounds; maps at their estimate)."""
-    theta_hat, z_maps = calibration.split(jnp.asarray(z_hat))
+def _posterior_draws(calibration, result: CalibrationResult, theta_hat, n: int, key) -> list:
+    """``n`` posterior draws of the scalar unknowns θ: NUTS samples where sampled, else the Laplace
+    approximation (θ Gaussian with the Gauss–Newton covariance, clipped to the bounds). The maps stay at
+    their estimate."""
     u = calibration.unknowns
     if result.samples is not None:
         flat = result.samples.reshape(-1, result.samples.shape[-1])
         picks = np.asarray(jax.random.choice(key, flat.shape[0], (n,), replace=flat.shape[0] < n))
-        return [(jnp.asarray(flat[i]), z_maps) for i in picks]
+        return [jnp.asarray(flat[i]) for i in picks]
     sd = np.where(np.isfinite(result.std_error), result.std_error, 0.0)
     covariance = result.correlation * np.outer(sd, sd)
     covariance = np.where(np.isfinite(covariance), covariance, 0.0)
     draws = np.random.default_rng(int(jax.random.randint(key, (), 0, 2**31 - 1))).multivariate_normal(
         np.asarray(theta_hat), covariance, size=n, method="eigh"
     )
-    draws = np.clip(draws, u.lower * (1 + 1e-9), u.upper * (1 - 1e-9))
-    return [(jnp.asarray(d), z_maps) for d in draws]
+    margin = 1e-9 * (u.upper - u.lower)  # strictly inside, whatever the sign of the bounds
+    return [jnp.asarray(d) for d in np.clip(draws, u.lower + margin, u.upper - margin)]
 
 
 def forecast(calibration, result: CalibrationResult, z_hat, days: Sequence[float], key, log) -> dict:
@@ -197,12 +197,12 @@ def forecast(calibration, result: CalibrationResult, z_hat, days: Sequence[float
     theta_hat, z_maps = calibration.split(jnp.asarray(z_hat))
     field_name = calibration.scans[0].field
     level = min((t for s in calibration.scans for t in s.thresholds), default=0.16)
-    at_estimate, _ = calibration.predict(theta_hat, z_maps, days)
-    draws = _posterior_draws(calibration, result, z_hat, calibration.spec.uncertainty.samples, key)
+    predict = jax.jit(lambda t: calibration.predict(t, z_maps, days))  # one program: the estimate and every draw
+    at_estimate, _ = predict(theta_hat)
+    draws = _posterior_draws(calibration, result, theta_hat, calibration.spec.uncertainty.samples, key)
     log(f"forecast: {len(draws)} posterior draws to day {max(days):g}")
-    predict = jax.jit(lambda t: calibration.predict(t, z_maps, days))
     counts: dict = {}
-    for theta, _ in draws:
+    for theta in draws:
         fields, ok = predict(theta)
         if bool(ok):
             for (arm, step), values in fields.items():
