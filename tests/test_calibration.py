@@ -208,7 +208,7 @@ def test_bad_scans_are_refused_before_compute(calibrated, image, message):
           '\nrank = 999999'), r"fit.uncertainty.rank = 999999: must be ≤ the 11583 map unknowns"),
         (('method = "laplace"\nsamples = 24', 'method = "nuts"\n[fit.maps]\nrho = { prior_sd = 0.5, '
           'correlation_length = 5.0 }'),
-         r"NUTS samples the scalars and the origin"),
+         r"NUTS samples the scalars and a Gaussian origin"),
     ],
 )  # fmt: skip
 def test_bad_origin_maps_and_uncertainty_are_refused(calibrated, change, message):

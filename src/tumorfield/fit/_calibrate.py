@@ -13,12 +13,13 @@ from tumorfield_kernels import NoSubcycling
 
 from .. import _compile_log
 from ..run._job import _setup_jax
-from ._calibration import Calibration, leaf
+from ._calibration import Calibration
 from ._lowrank import LowRankPosterior, randomized_eigh
 from ._metrics import concordance_correlation, dice_at_thresholds, volume_error
 from ._nuts import run_nuts
 from ._optimise import make_step, minimise
-from ._uncertainty import gauss_newton, warnings
+from ._problem import residual
+from ._uncertainty import from_hessian, warnings
 
 
 @dataclass
@@ -41,6 +42,9 @@ class CalibrationResult:
     forecast: dict[float, dict[str, np.ndarray]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    stages: list[dict] = field(default_factory=list)
+    data_prediction: np.ndarray | None = None
+    data_residuals: np.ndarray | None = None
 
     @property
     def status(self) -> str:
@@ -67,24 +71,47 @@ def forward_mode(calibration: Calibration) -> Calibration:
     return _with_numerics(calibration, lambda numerics: numerics.forward_mode())
 
 
-def _scalar_uncertainty(calibration: Calibration, theta, z_maps):
-    """Gauss–Newton at the estimate for the scalars and the origin (maps held at theirs)."""
+def _scalar_uncertainty(calibration: Calibration, theta, z_maps, maps: _MapPosterior | None = None):
+    """Gauss–Newton at the estimate for the scalars and the origin: the maps held at theirs, or
+    marginalised where ``maps`` (their low-rank posterior) is given — the Schur complement
+    ``H_θθ − H_θz (I + H̃)⁻¹ H_zθ`` with ``H_zθ = J_zᵀ J_θ`` (one vector–Jacobian product per scalar)."""
     forward = forward_mode(calibration)
 
     def residuals(t):
         return forward.residuals(t, z_maps, calibration.arrays)[0]
 
     r = residuals(theta)
-    jacobian = jax.jit(jax.jacfwd(residuals))(theta)
-    return gauss_newton(np.asarray(jacobian), np.asarray(r))
+    jacobian = np.asarray(jax.jit(jax.jacfwd(residuals))(theta), np.float64)
+    hessian = jacobian.T @ jacobian
+    if maps is not None:
+        cross = np.asarray(jax.jit(jax.vmap(maps.pullback, in_axes=1, out_axes=1))(jnp.asarray(jacobian)))
+        hessian = hessian - cross.T @ maps.solve(cross)
+    return from_hessian(0.5 * (hessian + hessian.T), np.asarray(r))
 
 
-def _map_posterior(calibration: Calibration, theta, z_maps, key) -> dict[str, dict[str, np.ndarray]]:
-    """Per map: the estimate ``θ·exp(m̂)``, ``m̂`` and the pointwise posterior sd of ``m`` from the low-rank
-    Laplace posterior of the whitened unknowns (prior-preconditioned Gauss–Newton Hessian
-    ``H̃ = J_zᵀ J_z``, its top eigenpairs by a randomised eigensolver; Bui-Thanh et al. 2013)."""
+@dataclass(frozen=True)
+class _MapPosterior:
+    """The maps' low-rank Laplace posterior in the whitened unknowns: ``(I + H̃)⁻¹ ≈ I − V D Vᵀ``, and the
+    pullback ``c ↦ J_zᵀ c`` of the residuals at the estimate."""
+
+    values: jax.Array
+    vectors: jax.Array
+    pullback: Callable
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        """``(I + H̃)⁻¹ b`` (columns of ``b``)."""
+        values, vectors = np.asarray(self.values), np.asarray(self.vectors)
+        damping = np.maximum(values, 0.0) / (1.0 + np.maximum(values, 0.0))
+        return b - vectors @ (damping[:, None] * (vectors.T @ b))
+
+
+def _map_posterior(calibration: Calibration, theta, z_maps, key) -> tuple[dict, _MapPosterior | None]:
+    """Per map: the estimate (``θ·exp(m̂)``; an initial map's ``σ(μ + m̂)``), ``m̂`` and the pointwise
+    posterior sd of ``m`` (at the scalars' estimate) from the low-rank Laplace posterior of the whitened
+    unknowns (prior-preconditioned Gauss–Newton Hessian ``H̃ = J_zᵀ J_z``, its top eigenpairs by a
+    randomised eigensolver; Bui-Thanh et al. 2013); and that posterior (for the scalars' marginal)."""
     if not z_maps:
-        return {}
+        return {}, None
     forward = forward_mode(calibration)
     names, sizes = tuple(z_maps), [z.shape[0] for z in z_maps.values()]
     flat = jnp.concatenate([z_maps[n] for n in names])
@@ -111,21 +138,12 @@ def _map_posterior(calibration: Calibration, theta, z_maps, key) -> dict[str, di
         prior = calibration.priors[name]
         block = LowRankPosterior(values, vectors[start : start + size])  # this map's rows of the eigenvectors
         variance = block.covariance_diag_of(lambda v, p=prior: p(v.reshape(p.shape)), prior.pointwise_variance())
-        m_hat = np.asarray(prior(z_maps[name].reshape(prior.shape)))
-        base = _scalar_leaf(calibration, name, theta)
+        m_hat = prior(z_maps[name].reshape(prior.shape))
         sd = np.sqrt(np.maximum(np.asarray(variance), 0.0))
-        out[name] = {"estimate": base * np.exp(m_hat), "log_perturbation": m_hat, "sd": sd,
-                     "eigenvalues": np.asarray(values)}  # fmt: skip
+        out[name] = {"estimate": np.asarray(calibration.map_value(name, theta, m_hat)),
+                     "log_perturbation": np.asarray(m_hat), "sd": sd, "eigenvalues": np.asarray(values)}  # fmt: skip
         start += size
-    return out
-
-
-def _scalar_leaf(calibration: Calibration, name: str, theta) -> float:
-    """The scalar a map multiplies: its estimate where fitted, else the arm's value."""
-    names = tuple(calibration.spec.parameters)
-    if name in names:
-        return float(theta[names.index(name)])
-    return float(leaf(next(iter(calibration.problems.values())).params, name))
+    return out, _MapPosterior(values, vectors, lambda c: pullback(c)[0])
 
 
 def _nuts(calibration: Calibration, z_hat, key, log) -> tuple[np.ndarray, dict]:
@@ -215,14 +233,36 @@ def forecast(calibration, result: CalibrationResult, z_hat, days: Sequence[float
     return out
 
 
+def continuation(calibration: Calibration, log) -> tuple[np.ndarray, list[dict]]:
+    """The start of the fit on the arms' grids: each coarse stage of ``[fit] continuation`` minimised
+    from the previous one's estimate (the first from the fit file's start), its estimate carried onto the
+    next grid (:meth:`Calibration.transfer`). A stage that fails leaves the start as it was. Returns the
+    start and, per stage, its factor, grid shape, iterations, loss and status."""
+    spec = calibration.spec
+    previous, z, summary = None, None, []
+    for factor, stage in zip(spec.fit.continuation, calibration.stages, strict=True):
+        shape = next(iter(stage.problems.values())).grid.shape
+        log(f"continuation: grid × 1/{factor:g} {shape}")
+        start = stage.z0() if previous is None else stage.transfer(previous, z)
+        optimiser, step = make_step(stage.loss, spec.fit.max_linesearch_steps)
+        minimum = minimise(optimiser, step, start, stage.arrays, max_iterations=spec.fit.max_iterations,
+                           tolerance=spec.fit.tolerance, log=log)  # fmt: skip
+        summary.append({"factor": float(factor), "shape": list(shape), "iterations": minimum.n_iterations,
+                        "loss": float(minimum.loss), "status": minimum.status})  # fmt: skip
+        if minimum.status != "failed":
+            previous, z = stage, np.asarray(minimum.z)
+    return (calibration.z0() if previous is None else calibration.transfer(previous, z)), summary
+
+
 def calibrate(
     calibration: Calibration, log: Callable[[str], None] = lambda _: None, seed: int = 0
 ) -> CalibrationResult:
     """Minimise, then the posterior (Laplace or NUTS), the scans' predictions and metrics, the forecasts."""
     spec = calibration.spec
     _setup_jax(next(iter(spec.arms.values())))
+    start, stages = continuation(calibration, log)
     optimiser, step = make_step(calibration.loss, spec.fit.max_linesearch_steps)
-    minimum = minimise(optimiser, step, calibration.z0(), calibration.arrays, max_iterations=spec.fit.max_iterations,
+    minimum = minimise(optimiser, step, start, calibration.arrays, max_iterations=spec.fit.max_iterations,
                        tolerance=spec.fit.tolerance, log=log)  # fmt: skip
     z_hat = jnp.asarray(minimum.z)
     theta, z_maps = calibration.split(z_hat)
@@ -230,9 +270,15 @@ def calibrate(
     n = calibration.n_scalars
     result = CalibrationResult(calibration, calibration.names, np.asarray(theta), np.full(n, np.nan),
                                np.full((n, n), np.nan), np.full((n, n), np.nan), minimum)  # fmt: skip
+    result.stages = stages
     if minimum.status != "failed" and spec.uncertainty.method != "none":
         _describe_posterior(calibration, result, z_hat, key, log)
-    fields, _ = calibration.predict(theta, z_maps)
+    fields, observed, _ = calibration.solve(theta, z_maps)
+    if calibration.data is not None:
+        result.data_prediction = np.asarray(calibration.data_prediction(observed))
+        data = calibration.data
+        result.data_residuals = np.asarray(residual(result.data_prediction, data.value, data.sigma,
+                                                    spec.fit.likelihood == "lognormal"))  # fmt: skip
     result.predictions = {s.index: np.asarray(fields[s.arm, s.step][s.field]) for s in calibration.scans}
     result.metrics = scan_metrics(calibration, result.predictions)
     if spec.fit.forecast and minimum.status != "failed":
@@ -251,12 +297,12 @@ def _describe_posterior(calibration, result: CalibrationResult, z_hat, key, log)
         result.std_error = flat.std(axis=0, ddof=1)
         result.correlation = np.corrcoef(flat, rowvar=False) if flat.shape[1] > 1 else np.ones((1, 1))
         return
+    log(f"Laplace posterior: Gauss–Newton for {calibration.n_scalars} scalars"
+        + (f", rank-{calibration.spec.uncertainty.rank} posterior of the maps" if z_maps else ""))  # fmt: skip
+    result.maps, maps = _map_posterior(calibration, theta, z_maps, key)
     if calibration.n_scalars:
-        uncertainty = _scalar_uncertainty(calibration, theta, z_maps)
+        uncertainty = _scalar_uncertainty(calibration, theta, z_maps, maps)
         result.std_error, result.correlation, result.hessian = (
             uncertainty.std_error, uncertainty.correlation, uncertainty.hessian
         )  # fmt: skip
         result.warnings += warnings(calibration.names, np.asarray(theta), uncertainty)
-    log(f"Laplace posterior: Gauss–Newton for {calibration.n_scalars} scalars"
-        + (f", rank-{calibration.spec.uncertainty.rank} posterior of the maps" if z_maps else ""))  # fmt: skip
-    result.maps = _map_posterior(calibration, theta, z_maps, key)

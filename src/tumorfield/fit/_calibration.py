@@ -21,6 +21,7 @@ prior-preconditioned Gauss–Newton Hessian (matrix-free: Jacobian-vector produc
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -30,9 +31,12 @@ import jax.numpy as jnp
 import numpy as np
 from tumorfield_kernels import RESULTS, SaveAt, simulate
 
+from .. import config as cfg
 from .._schema import ConfigError
 from ..problem import Problem
+from ._data import read_observations
 from ._prior import MapPrior
+from ._problem import residual
 from ._scans import Scan, domain_of, load_scans
 from ._transform import with_values
 
@@ -109,15 +113,45 @@ class Origin(eqx.Module):
         return amplitude * jnp.exp(-r2 / radius**2) * jnp.asarray(self.domain)
 
 
-def _origin(spec, problems) -> tuple[Origin | None, tuple]:
-    """The origin and its unknowns ``(names, init, lower, upper, log)``; refuses a field the arms lack
-    and a start or bounds outside the domain."""
+class OriginMap(eqx.Module):
+    """The initial field of ``[fit.origin] kind = "map"``: ``u₀ = σ(μ + m) · domain`` with ``σ`` the
+    logistic function, ``μ`` the prior mean's log-odds and ``m`` the map's perturbation (prior: :mod:`._prior`)."""
+
+    field: str = eqx.field(static=True)
+    mean: np.ndarray
+    domain: np.ndarray
+
+    def seed(self, m):
+        return jax.nn.sigmoid(jnp.asarray(self.mean, m.dtype) + m) * jnp.asarray(self.domain, m.dtype)
+
+
+def _origin_map(found, problems) -> OriginMap:
+    """The map origin: the prior mean from the arms' own initial field (one for all arms: refused where
+    they differ), floored at ``floor`` and capped at ``1 − floor``."""
+    shapes = {p.grid.shape for p in problems.values()}
+    if len(shapes) > 1:
+        why = f"an initial map needs the arms on one grid; they have {sorted(shapes)}"
+        raise ConfigError("fit.origin.kind", "map", why)
+    starts = [np.asarray(p.y0.get(found.field, 0.0), np.float64) for p in problems.values()]
+    if any(not np.array_equal(np.broadcast_to(s, starts[0].shape), starts[0]) for s in starts):
+        raise ConfigError("fit.origin.field", found.field, "the arms start from different initial fields: an "
+                          "initial map is one field for all arms")  # fmt: skip
+    problem = next(iter(problems.values()))
+    u = np.clip(np.broadcast_to(starts[0], problem.grid.shape), found.floor, 1 - found.floor)
+    return OriginMap(found.field, np.log(u) - np.log1p(-u), domain_of(problem))
+
+
+def _origin(spec, problems) -> tuple[Origin | OriginMap | None, tuple]:
+    """The origin and its scalar unknowns ``(names, init, lower, upper, log)`` (none for a map); refuses a
+    field the arms lack and a start or bounds outside the domain."""
     found = spec.origin
     if found is None:
         return None, ((), [], [], [], [])
     problem = next(iter(problems.values()))
     if found.field not in problem.system.fields or found.field in problem.system.scalars:
         raise ConfigError("fit.origin.field", found.field, "must be a grid field of the arms' model")
+    if found.kind == "map":
+        return _origin_map(found, problems), ((), [], [], [], [])
     grid, domain = problem.grid, domain_of(problem)
     world = grid.world_coordinates()
     inside = world.reshape(grid.ndim, -1)[:, domain.ravel() > 0]
@@ -125,7 +159,7 @@ def _origin(spec, problems) -> tuple[Origin | None, tuple]:
     start = np.asarray(found.centre.get("init", []), np.float64).ravel()
     if start.shape == (grid.ndim,):
         distance = np.sqrt(np.min(np.sum((inside - start[:, None]) ** 2, axis=0)))
-        if distance > 0.5 * float(np.linalg.norm(grid.spacing)):
+        if distance > 0.5 * float(np.linalg.norm(grid.spacing)) * (1 + 1e-9):  # half a cell diagonal
             why = f"init lies outside the domain ({distance:.3g} mm from the nearest cell inside); world mm"
             raise ConfigError("fit.origin.centre", found.centre, why)
     init, lower, upper = _entry("fit.origin.centre", {**box, **found.centre}, grid.ndim)
@@ -154,35 +188,54 @@ def _unknowns(spec, origin_entries) -> Unknowns:
 
 
 def _priors(spec, problems) -> dict[str, MapPrior]:
+    """The maps' priors: ``[fit.maps]`` in order, then the origin's where it is a map (named ``origin``)."""
     shapes = {p.grid.shape for p in problems.values()}
     if spec.maps and len(shapes) > 1:
         raise ConfigError("fit.maps", list(spec.maps), f"maps need the arms on one grid; they have {sorted(shapes)}")
     grid = next(iter(problems.values())).grid
+    entries = dict(spec.maps)
+    if spec.origin is not None and spec.origin.kind == "map":
+        entries[ORIGIN] = spec.origin
     return {
         name: MapPrior.build(grid.shape, grid.spacing, entry.prior_sd, entry.correlation_length)
-        for name, entry in spec.maps.items()
+        for name, entry in entries.items()
     }
 
 
 class Calibration:
-    """A calibration from scans, checked and built before any compute: :meth:`loss` at unconstrained
-    ``z`` (the scalar unknowns, then each map's whitened ``z``), :meth:`predict` the fields at the scans."""
+    """A calibration from scans (and scalar data, optionally), checked and built before any compute:
+    :meth:`loss` at unconstrained ``z`` (the scalar unknowns, then each map's whitened ``z``),
+    :meth:`predict` the fields at the scans."""
 
     def __init__(self, spec):
         self.spec = spec
-        self.problems = {arm: Problem.from_config(config) for arm, config in spec.arms.items()}
+        self.data = _observations(spec)
+        self.problems = {
+            arm: Problem.from_config(config, observables=self._observed(arm) or None)
+            for arm, config in spec.arms.items()
+        }  # fmt: skip
         self.scans: tuple[Scan, ...] = load_scans(spec, self.problems)
         self.origin, entries = _origin(spec, self.problems)
         self.unknowns = _unknowns(spec, entries)
         self.priors = _priors(spec, self.problems)
-        self.map_size = {name: math.prod(next(iter(self.problems.values())).grid.shape) for name in self.priors}
+        self.map_size = {name: prior.size for name, prior in self.priors.items()}
         n_maps = sum(self.map_size.values())
         if spec.uncertainty.method == "laplace" and self.priors and spec.uncertainty.rank > n_maps:
             raise ConfigError("fit.uncertainty.rank", spec.uncertainty.rank, f"must be ≤ the {n_maps} map unknowns")
         if spec.uncertainty.method == "nuts" and self.priors:
-            raise ConfigError("fit.uncertainty.method", "nuts", "NUTS samples the scalars and the origin; with maps "
-                              'use method = "laplace"')  # fmt: skip
+            raise ConfigError("fit.uncertainty.method", "nuts", "NUTS samples the scalars and a Gaussian origin; with "
+                              'maps (or an initial map) use method = "laplace"')  # fmt: skip
         self.arrays = {"targets": tuple(jnp.asarray(s.target) for s in self.scans)}
+        if self.data is not None:
+            self.arrays["data"] = jnp.asarray(self.data.value)
+        self.stages = tuple(self.coarsened(factor) for factor in spec.fit.continuation)
+        """The coarse calibrations of a grid continuation (``[fit] continuation``), coarsest first."""
+
+    def _observed(self, arm: str) -> tuple[str, ...]:
+        """The observables of ``arm`` in the scalar data (sorted; none without data)."""
+        if self.data is None:
+            return ()
+        return tuple(sorted({str(n) for n in self.data.observable[self.data.rows(arm)]}))
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -200,50 +253,103 @@ class Calibration:
             start += size
         return self.unknowns.natural(z[:k]), out
 
+    def map_value(self, name: str, theta, m):
+        """The field a map sets from its perturbation ``m`` (grid shape): ``θ · exp(m)`` for a parameter
+        map (``θ`` its scalar: fitted, or the arm's), the initial field for the origin's map."""
+        if name == ORIGIN:
+            return self.origin.seed(m)
+        names = tuple(self.spec.parameters)
+        base = theta[names.index(name)] if name in names else leaf(next(iter(self.problems.values())).params, name)
+        return base * jnp.exp(m)
+
     def _problem_at(self, arm: str, theta, z_maps) -> tuple[Problem, dict]:
-        """The arm's problem with the unknowns set: parameters, maps and the initial seed."""
+        """The arm's problem with the unknowns set: parameters, maps and the initial state."""
         problem = self.problems[arm]
         n_params = len(self.spec.parameters)
         params = with_values(problem.params, tuple(self.spec.parameters), theta[:n_params])
-        for name, z in z_maps.items():
-            base = leaf(params, name)
-            m = self.priors[name](z.reshape(self.priors[name].shape))
-            params = with_values(params, (name,), (base * jnp.exp(m).astype(base.dtype),))
         y0 = dict(problem.y0)
-        if self.origin is not None:
+        for name, z in z_maps.items():
+            value = self.map_value(name, theta, self.priors[name](z.reshape(self.priors[name].shape)))
+            if name == ORIGIN:
+                y0[self.origin.field] = value
+            else:
+                params = with_values(params, (name,), (value.astype(leaf(params, name).dtype),))
+        if isinstance(self.origin, Origin):
             y0[self.origin.field] = self.seed_at(theta)
         return eqx.tree_at(lambda p: p.params, problem, params), y0
 
     def seed_at(self, theta):
-        """The origin's initial field at the unknowns ``θ`` (natural units)."""
+        """The Gaussian origin's initial field at the unknowns ``θ`` (natural units)."""
         n, ndim = len(self.spec.parameters), self.origin.world.shape[0]
         return self.origin.seed(theta[n : n + ndim], theta[-2], theta[-1])
 
-    def predict(self, theta, z_maps, days=None) -> tuple[dict, jax.Array]:
-        """``{(arm, step): {field: u}}`` at every scan (or at ``days`` of every arm) and whether all runs succeeded."""
-        out, ok = {}, jnp.asarray(True)
-        for arm, problem in self.problems.items():
-            steps = [s.step for s in self.scans if s.arm == arm] if days is None else [
-                round(d / problem.dt) for d in days]  # fmt: skip
+    def initial_at(self, theta, z_maps):
+        """The origin's initial field (either kind) at the unknowns."""
+        if isinstance(self.origin, Origin):
+            return self.seed_at(theta)
+        prior = self.priors[ORIGIN]
+        return self.origin.seed(prior(z_maps[ORIGIN].reshape(prior.shape)))
+
+    def _steps(self, arm: str, days) -> list[int]:
+        """The positive steps ``arm`` is saved at: its scans' and data's, or ``days``."""
+        dt = self.problems[arm].dt
+        if days is not None:
+            return sorted({round(d / dt) for d in days})
+        steps = {s.step for s in self.scans if s.arm == arm}
+        if self.data is not None and len(self.data.rows(arm)):
+            steps.add(max(1, int(self.data.step[self.data.rows(arm)].max())))  # the run reaches the last datum
+        return sorted(steps)
+
+    def solve(self, theta, z_maps, days=None) -> tuple[dict, dict, jax.Array]:
+        """``(fields, observed, ok)``: ``{(arm, step): {field: u}}`` at every scan (or at ``days``), ``{arm:
+        {observable: its value after every step 0, 1, …}}`` of the arms with scalar data, and whether all
+        runs succeeded. One rollout per arm, to its last scan or datum, fields saved every gcd of those steps."""
+        fields, observed, ok = {}, {}, jnp.asarray(True)
+        for arm in self.problems:
+            steps = self._steps(arm, days)
             if not steps:
                 continue
             every = math.gcd(*steps)
             solved, y0 = self._problem_at(arm, theta, z_maps)
+            observe = solved.observe if days is None and self._observed(arm) else None
             traj = simulate(solved.system, solved.grid, y0, t_end=max(steps) * solved.dt, dt=solved.dt,
                             params=solved.params, numerics=solved.numerics,
-                            saveat=SaveAt(every=every * solved.dt), throw=False)  # fmt: skip
+                            saveat=SaveAt(every=every * solved.dt, observe=observe), throw=False)  # fmt: skip
             ok = ok & (traj.result == RESULTS.successful)
             for step in steps:
-                out[arm, step] = {name: traj.fields[name][step // every] for name in solved.system.fields}
-        return out, ok
+                fields[arm, step] = {name: traj.fields[name][step // every] for name in solved.system.fields}
+            if observe is not None:
+                first = observe({k: v[0] for k, v in traj.fields.items()}, solved.params, traj.t[0])
+                observed[arm] = {k: jnp.concatenate([jnp.asarray(first[k])[None], traj.observed[k]]) for k in first}
+        return fields, observed, ok
+
+    def predict(self, theta, z_maps, days=None) -> tuple[dict, jax.Array]:
+        """``{(arm, step): {field: u}}`` at every scan (or at ``days`` of every arm) and whether all runs succeeded."""
+        fields, _, ok = self.solve(theta, z_maps, days)
+        return fields, ok
+
+    def data_prediction(self, observed):
+        """The model's value at every row of the scalar data (in the rows' order)."""
+        out = jnp.zeros(len(self.data), jnp.result_type(float))
+        for arm, series in observed.items():
+            rows = self.data.rows(arm)
+            names = self._observed(arm)
+            stacked = jnp.stack([series[n].astype(out.dtype) for n in names])
+            which = np.searchsorted(names, self.data.observable[rows])
+            out = out.at[rows].set(stacked[which, self.data.step[rows]])
+        return out
 
     def residuals(self, theta, z_maps, arrays):
-        """The scans' residuals (one vector), whether every run succeeded, and the predicted fields."""
-        fields, ok = self.predict(theta, z_maps)
+        """The residuals (the scans', then the scalar data's: one vector), whether every run succeeded, and
+        the predicted fields."""
+        fields, observed, ok = self.solve(theta, z_maps)
         parts = []
         for scan, target in zip(self.scans, arrays["targets"], strict=True):
             u = fields[scan.arm, scan.step][scan.field].astype(jnp.result_type(float))
             parts.append(_with_target(scan, target).residuals(u, domain_of(self.problems[scan.arm])))
+        if self.data is not None:
+            lognormal = self.spec.fit.likelihood == "lognormal"
+            parts.append(residual(self.data_prediction(observed), arrays["data"], self.data.sigma, lognormal))
         return jnp.concatenate(parts), ok, fields
 
     def loss(self, z, arrays):
@@ -257,6 +363,66 @@ class Calibration:
     def z0(self) -> np.ndarray:
         maps = [np.zeros(size) for size in self.map_size.values()]
         return np.concatenate([self.unknowns.unconstrained(self.unknowns.init), *maps])
+
+    def coarsened(self, factor: float) -> Calibration:
+        """The same calibration on every arm's grid coarsened by ``factor`` (a stage of a continuation):
+        ``grid.resample`` × factor for an image grid, else ``shape / factor`` cells over the same box;
+        the scans are read onto the coarse grids."""
+        overrides = {}
+        for arm, config in self.spec.arms.items():
+            grid = config.sections["grid"]
+            if grid.get("image"):
+                item = f"grid.resample={float(grid.get('resample', 1.0)) * factor}"
+            else:
+                shape = [max(2, round(n / factor)) for n in config.grid.shape]
+                item = f"grid.shape={shape}"
+                overrides[arm] = [item, f"grid.length={[float(v) for v in config.grid.length]}"]
+                continue
+            overrides[arm] = [item]
+        arms = {arm: cfg.loads(c.text, c.source, [*self.spec.arm_overrides, *overrides[arm]])
+                for arm, c in self.spec.arms.items()}  # fmt: skip
+        fit = dataclasses.replace(self.spec.fit, continuation=[])
+        return Calibration(dataclasses.replace(self.spec, arms=arms, fit=fit))
+
+    def transfer(self, coarse: Calibration, z_coarse) -> np.ndarray:
+        """The unknowns of a ``coarse`` stage's estimate on this calibration's grids: scalars and origin
+        in natural units (kept inside these bounds), maps interpolated (trilinear, in world space) and
+        whitened by this grid's prior; an initial map carries its log-odds ``μ + m``."""
+        theta, maps = coarse.split(jnp.asarray(z_coarse))
+        out = [self.unknowns.unconstrained(np.asarray(theta))]
+        fine, rough = next(iter(self.problems.values())).grid, next(iter(coarse.problems.values())).grid
+        for name, prior in self.priors.items():
+            m = np.asarray(coarse.priors[name](maps[name].reshape(coarse.priors[name].shape)))
+            if name == ORIGIN:
+                m = np.asarray(coarse.origin.mean) + m
+            m = interpolate(m, rough, fine)
+            if name == ORIGIN:
+                m = m - np.asarray(self.origin.mean)
+            out.append(np.asarray(prior.whiten(jnp.asarray(m))).ravel())
+        return np.concatenate(out)
+
+
+def interpolate(values: np.ndarray, source, target) -> np.ndarray:
+    """``values`` on grid ``source`` at the cell centres of grid ``target`` (linear, in world space;
+    the nearest edge value outside)."""
+    from scipy.ndimage import map_coordinates
+
+    index = np.linalg.solve(source.world_affine(), target.world_affine())  # target index → source index
+    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in target.shape], indexing="ij"))
+    homogeneous = np.concatenate([grid.reshape(target.ndim, -1), np.zeros((3 - target.ndim, grid[0].size)),
+                                  np.ones((1, grid[0].size))])  # fmt: skip
+    coordinates = (index @ homogeneous)[: source.ndim]
+    return map_coordinates(values, coordinates, order=1, mode="nearest").reshape(target.shape)
+
+
+def _observations(spec):
+    """The scalar data of ``[fit] data`` checked against the arms (None without)."""
+    if spec.data_path is None:
+        return None
+    from ._fit import arm_grid
+
+    grids = {arm: arm_grid(config) for arm, config in spec.arms.items()}
+    return read_observations(spec.data_path, grids, spec.fit.likelihood)
 
 
 def _with_target(scan: Scan, target) -> Scan:

@@ -42,7 +42,8 @@ def _observables(config) -> tuple[str, ...]:
     return tuple(shapes)
 
 
-def _arm_grid(config) -> ArmGrid:
+def arm_grid(config) -> ArmGrid:
+    """What the scalar data of an arm are checked against (its observables, dt, t_end)."""
     return ArmGrid(_observables(config), config.time.dt, config.time.t_end)
 
 
@@ -101,7 +102,7 @@ class Fit:
     def __init__(self, spec: FitSpec):
         self.spec = spec
         self.bounds = checked_bounds(spec)
-        grids = {arm: _arm_grid(config) for arm, config in spec.arms.items()}
+        grids = {arm: arm_grid(config) for arm, config in spec.arms.items()}
         self.data = read_observations(spec.data_path, grids, spec.fit.likelihood)
         self.lognormal = spec.fit.likelihood == "lognormal"
         self.groups, groups = make_groups(spec.arms, self.data, spec.names, self.bounds.init)

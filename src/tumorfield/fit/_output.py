@@ -58,18 +58,23 @@ def _write_result(h5: h5py.File, result) -> None:
             group.create_dataset(name, data=np.asarray(values, np.float64)).attrs["units"] = (
                 "day" if name == "t" else result.units.get(name, "1")
             )
-    data = fit.create_group("data")
-    _strings(data, "arm", result.data.arm)
-    _strings(data, "observable", result.data.observable)
-    for name in ("t", "value", "sigma"):
-        data.create_dataset(name, data=getattr(result.data, name))
-    data.create_dataset("prediction", data=result.data_prediction)
-    data.create_dataset("residual", data=result.residuals)
+    _write_data(fit, result.data, result.data_prediction, result.residuals)
     for name, found in result.profiles.items():
         group = fit.create_group(f"profile/{name}")
         for key in ("value", "loss", "points", "converged"):
             group.create_dataset(key, data=np.asarray(getattr(found, "values" if key == "value" else key)))
         group.attrs.update(lower=found.lower, upper=found.upper, minimum_loss=found.minimum_loss, level=0.95)
+
+
+def _write_data(fit, observations, prediction, residuals) -> None:
+    """``/fit/data``: the scalar observations with the prediction and residual at the estimate."""
+    data = fit.create_group("data")
+    _strings(data, "arm", observations.arm)
+    _strings(data, "observable", observations.observable)
+    for name in ("t", "value", "sigma"):
+        data.create_dataset(name, data=getattr(observations, name))
+    data.create_dataset("prediction", data=np.asarray(prediction, np.float64))
+    data.create_dataset("residual", data=np.asarray(residuals, np.float64))
 
 
 @contextlib.contextmanager
@@ -155,7 +160,7 @@ def _write_scans(fit, result) -> None:
         for name, value in result.metrics[scan.index].items():
             group.attrs[name] = value
     if calibration.origin is not None:
-        seed = np.asarray(calibration.seed_at(calibration.split(np.asarray(result.minimum.z))[0]), np.float64)
+        seed = np.asarray(calibration.initial_at(*calibration.split(np.asarray(result.minimum.z))), np.float64)
         fit.create_dataset("origin/initial", data=seed).attrs["field"] = calibration.origin.field
 
 
@@ -195,6 +200,11 @@ def write_calibration(target: OutputTarget, result, argv) -> str:
         fit.create_dataset("history/loss", data=np.asarray(minimum.history.loss))
         _write_scans(fit, result)
         _write_posterior(fit, result)
+        calibration = result.calibration
+        if calibration.data is not None:
+            _write_data(fit, calibration.data, result.data_prediction, result.data_residuals)
+        for i, stage in enumerate(result.stages):
+            fit.create_group(f"continuation/{i}").attrs.update(stage)
         for arm, config in spec.arms.items():
             group = h5.create_group(f"fit/arms/{arm}")
             group.attrs.update(config=config.text, path=config.source, dt=config.time.dt)
@@ -220,6 +230,13 @@ def calibration_summary(result) -> str:
         found = result.sampler
         lines.append(f"NUTS: max R-hat {np.nanmax(found['rhat']):.3f}, min ESS {np.nanmin(found['ess']):.0f}, "
                      f"divergences {int(np.sum(found['divergences']))}")  # fmt: skip
+    if result.calibration.data is not None:
+        r = np.asarray(result.data_residuals)
+        lines.append(f"scalar data: {r.size} observations, Σr² = {float(np.sum(r**2)):.4g} "
+                     f"(mean r² {float(np.mean(r**2)):.3g})")  # fmt: skip
+    for stage in result.stages:
+        lines.append(f"continuation 1/{stage['factor']:g} {tuple(stage['shape'])}: {stage['status']} after "
+                     f"{stage['iterations']} iterations, loss {stage['loss']:.6g}")  # fmt: skip
     lines += ["", "scans:"]
     for scan in result.calibration.scans:
         metrics = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics[scan.index].items())

@@ -105,6 +105,12 @@ class MapPrior(eqx.Module):
         z = jnp.asarray(z)
         return jnp.asarray(self.prior_sd, z.dtype) * self.sqrt_apply(z)
 
+    def whiten(self, m):
+        """``z`` with ``m = prior_sd · S z`` (``S`` is invertible: its symbol is positive); the shape of ``m``."""
+        m = jnp.asarray(m)
+        grid = jnp.reshape(m, self.shape) / jnp.asarray(self.prior_sd, m.dtype)
+        return jnp.reshape(from_spectral(to_spectral(grid) / self.symbol.astype(m.dtype)), m.shape)
+
     def pointwise_variance(self):
         """The exact prior variance of each cell of ``m``: ``σ_p² diag(S Sᵀ)`` (grid shape).
 

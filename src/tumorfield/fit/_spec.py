@@ -51,6 +51,15 @@ def _parameters_rule(value) -> str | None:
     return f"{bad[0]} must be a table {{ init = …, lower = …, upper = … }}" if bad else None
 
 
+def _continuation_rule(value) -> str | None:
+    numbers = [v for v in value if isinstance(v, int | float) and not isinstance(v, bool)]
+    if len(numbers) != len(value) or any(not v > 1 or v > 64 for v in numbers):
+        return "must be coarsening factors > 1 (and ≤ 64), e.g. [4, 2]"
+    if any(a <= b for a, b in zip(numbers, numbers[1:], strict=False)):
+        return "must be decreasing: the coarsest grid first, e.g. [4, 2]"
+    return None
+
+
 @section
 class FitSection:
     """``[fit]``: the arms, the data, the likelihood and the optimiser's limits."""
@@ -85,6 +94,10 @@ class FitSection:
     maps: dict = key({}, "", "`[fit.maps]`: spatially varying parameters with a Gaussian prior (docs/calibration.md).")
     uncertainty: dict = key({}, "", "`[fit.uncertainty]`: the posterior method (docs/calibration.md).")
     forecast: list = key([], "day", "Days to forecast from the calibrated model (also `tumorfield fit --forecast`).")
+    continuation: list = key(
+        [], "", "Grid continuation of a calibration: coarsening factors, coarse first (e.g. [4, 2]); each stage "
+        "starts the next, the arms' own grid last.", _continuation_rule,
+    )  # fmt: skip
 
 
 @section
@@ -110,19 +123,30 @@ class FitImage:
 
 @section
 class FitOrigin:
-    """``[fit.origin]``: the unknown initial tumour of one field, a Gaussian seed
-    ``amplitude · exp(−|x − centre|²/radius²)`` in world coordinates (mm)."""
+    """``[fit.origin]``: the unknown initial state of one field. ``kind = "gaussian"``: a seed
+    ``amplitude · exp(−|x − centre|²/radius²)`` in world coordinates (mm); ``kind = "map"``: the whole
+    initial field ``u₀(x) = S(μ(x) + m(x))`` (``S`` logistic, values in (0, 1)) with a Gaussian prior on
+    the log-odds perturbation ``m`` as in ``[fit.maps]`` around ``μ = logit(max(the arm's initial field, floor))``."""
 
     field: str = key(
-        REQUIRED, "", "The field whose initial state is the seed (the arm's own initial state is replaced)."
+        REQUIRED, "", "The field whose initial state is the unknown (the arm's own initial state is replaced)."
     )
-    kind: str = key("gaussian", "", "`gaussian` (the seed); `map` (a whole initial field) is not available yet.",
-                    one_of("gaussian"))  # fmt: skip
+    kind: str = key("gaussian", "", "`gaussian` (a seed: centre, radius, amplitude) or `map` (the whole "
+                    "initial field, with a prior: prior_sd, correlation_length, floor).",
+                    one_of("gaussian", "map"))  # fmt: skip
     centre: dict = key(
-        REQUIRED, "mm", "{ init = [x, y(, z)], lower = [...], upper = [...] }; bounds default to the domain."
+        {}, "mm", "gaussian: { init = [x, y(, z)], lower = [...], upper = [...] }; bounds default to the domain."
     )
-    radius: dict = key({"init": 2.0, "lower": 0.5, "upper": 10.0}, "mm", "{ init, lower, upper } of the seed's radius.")
-    amplitude: dict = key({"init": 0.5, "lower": 0.01, "upper": 1.0}, "1", "{ init, lower, upper } of its peak.")
+    radius: dict = key({"init": 2.0, "lower": 0.5, "upper": 10.0}, "mm", "gaussian: { init, lower, upper }.")
+    amplitude: dict = key({"init": 0.5, "lower": 0.01, "upper": 1.0}, "1", "gaussian: { init, lower, upper } (peak).")
+    prior_sd: float = key(1.5, "1 (log-odds)", "map: prior sd of m(x), the log-odds perturbation (grid average).",
+                          positive)  # fmt: skip
+    correlation_length: float = key(4.0, "mm", "map: correlation length ℓ of the prior, C ∝ (I − ℓ²Δ)⁻².", positive)
+    floor: float = key(1e-4, "1", "map: the prior mean's floor, μ = logit(max(u₀ of the arm, floor)); in (0, 0.5).",
+                       lambda v: None if 0 < v < 0.5 else "must lie in (0, 0.5)")  # fmt: skip
+
+    GAUSSIAN_KEYS = ("centre", "radius", "amplitude")
+    MAP_KEYS = ("prior_sd", "correlation_length", "floor")
 
 
 @section
@@ -170,6 +194,8 @@ class FitSpec:
     origin: FitOrigin | None = None
     maps: dict[str, FitMap] = dataclasses.field(default_factory=dict)
     uncertainty: FitUncertainty = dataclasses.field(default_factory=FitUncertainty)
+    arm_overrides: tuple[str, ...] = ()
+    """The ``--set`` items applied to every arm's run config (a coarser grid of a continuation adds one)."""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -234,9 +260,26 @@ def _checked(values: dict[str, Any]):
         raise ConfigError("fit.images", [], "an origin or maps are fitted to scans: give [[fit.images]]")
     elif not (parameters or origin or maps):
         raise ConfigError("fit.parameters", {}, "nothing to fit: name parameters, an origin or maps")
-    elif fit.data:
-        raise ConfigError("fit.data", fit.data, "scalar data together with [[fit.images]] is not available yet")
+    if fit.continuation and not images:
+        raise ConfigError("fit.continuation", fit.continuation, "is for calibrations from scans ([[fit.images]])")
+    if origin is not None:
+        _check_origin_keys(fit.origin, origin)
     return fit, parameters, images, origin, maps, uncertainty
+
+
+def _check_origin_keys(raw: dict, origin: FitOrigin) -> None:
+    """The keys of ``[fit.origin]`` belong to its kind: a seed's centre is required, a map's prior keys
+    are refused on a seed and the seed's keys on a map."""
+    own, other = (
+        (FitOrigin.GAUSSIAN_KEYS, FitOrigin.MAP_KEYS) if origin.kind == "gaussian"
+        else (FitOrigin.MAP_KEYS, FitOrigin.GAUSSIAN_KEYS)
+    )  # fmt: skip
+    stray = [k for k in other if k in raw]
+    if stray:
+        raise ConfigError(f"fit.origin.{stray[0]}", raw[stray[0]], f"is not a key of kind = {origin.kind!r} "
+                          f"(its keys: field, kind, {', '.join(own)})")  # fmt: skip
+    if origin.kind == "gaussian" and not origin.centre:
+        raise ConfigError("fit.origin.centre", {}, 'is required with kind = "gaussian": { init = [x, y(, z)] } (mm)')
 
 
 def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> FitSpec:
@@ -253,4 +296,5 @@ def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> FitSpec:
     images = tuple(dataclasses.replace(image, file=str((base / image.file).resolve())) for image in images)
     data_path = base / fit.data if fit.data else None
     text = _resolved_text(values, parameters)
-    return FitSpec(str(path), fit, parameters, arms, data_path, text, images, origin, maps, uncertainty)
+    return FitSpec(str(path), fit, parameters, arms, data_path, text, images, origin, maps, uncertainty,
+                   tuple(for_arms))  # fmt: skip

@@ -38,8 +38,14 @@ class Uncertainty:
 def gauss_newton(jacobian: np.ndarray, residuals: np.ndarray) -> Uncertainty:
     """:class:`Uncertainty` from ``J = ∂r/∂θ`` (``(m, n)``) and ``r`` (``(m,)``) at the optimum."""
     jacobian = np.asarray(jacobian, np.float64)
-    m, n = jacobian.shape
-    hessian = jacobian.T @ jacobian
+    return from_hessian(jacobian.T @ jacobian, residuals)
+
+
+def from_hessian(hessian: np.ndarray, residuals: np.ndarray) -> Uncertainty:
+    """:class:`Uncertainty` from a Gauss–Newton Hessian ``H`` (``(n, n)``: ``JᵀJ``, or a Schur complement
+    of it where other unknowns are marginalised) and the residuals ``r`` at the optimum."""
+    hessian = np.asarray(hessian, np.float64)
+    m, n = np.size(residuals), hessian.shape[0]
     eigenvalues, vectors = np.linalg.eigh(hessian)
     keep = eigenvalues > SINGULAR * max(eigenvalues.max(initial=0.0), np.finfo(float).tiny)
     covariance = (vectors[:, keep] / eigenvalues[keep]) @ vectors[:, keep].T

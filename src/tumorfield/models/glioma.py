@@ -349,7 +349,7 @@ def _seed(spec: dict, grid: Grid) -> tuple[np.ndarray, tuple[int, ...]]:
     world = grid.world_coordinates(len(centre)).reshape(len(centre), -1)  # on a 2D grid: the distance in-plane
     r2 = np.sum((world - centre[:, None]) ** 2, axis=0)
     nearest = float(np.sqrt(r2.min()))
-    reach = 0.5 * float(np.linalg.norm(grid.spacing))  # half a cell diagonal: the centre lies in some cell
+    reach = 0.5 * float(np.linalg.norm(grid.spacing)) * (1 + 1e-9)  # half a cell diagonal (a corner included)
     if nearest > reach:
         raise ConfigError(
             "initial.tumor.centre",
