@@ -258,8 +258,12 @@ file = "density_40.nii.gz"
 kind = "density"
 sigma = 0.05
 [fit.parameters]
-D_w = {{ init = 0.2, lower = 0.02, upper = 2.0 }}
 rho = {{ init = 0.03, lower = 0.005, upper = 0.2 }}
+[fit.origin]
+field = "tumor"
+centre = {{ init = [11.0, 13.0] }}
+radius = {{ init = 3.0, lower = 1.0, upper = 8.0 }}
+amplitude = {{ init = 0.5, lower = 0.05, upper = 1.0 }}
 [fit.uncertainty]
 method = "{method}"
 chains = 2
@@ -270,8 +274,8 @@ samples = 150
 
 def test_laplace_and_nuts_agree_on_a_small_problem(tmp_path):
     """Two noisy density scans (σ = 0.05, made at 32² and dt = 0.5) of a uniform-white box fitted at 16² with
-    dt = 2: NUTS over D_w and ρ gives posterior sds within a factor 1.5 of the Laplace (Gauss–Newton)
-    standard errors, and its chains mix (R-hat < 1.1)."""
+    dt = 2: NUTS over ρ and the origin (centre, radius, amplitude) gives posterior sds within a factor 1.5
+    of the Laplace (Gauss–Newton) standard errors, and its chains mix (R-hat < 1.1)."""
     truth = Problem.from_config(cfg.loads(BOX.format(n=32, dt=0.5)))
     traj = tf.simulate(truth.system, truth.grid, truth.y0, t_end=40.0, dt=0.5, params=truth.params,
                        numerics=truth.numerics, saveat=tf.SaveAt(every=20.0))  # fmt: skip
@@ -288,7 +292,8 @@ def test_laplace_and_nuts_agree_on_a_small_problem(tmp_path):
     laplace = _scalar_uncertainty(calibration, jnp.asarray(nuts.estimate), {}).std_error
     ratio = nuts.std_error / laplace
     assert np.all((ratio > 1 / 1.5) & (ratio < 1.5)), (laplace, nuts.std_error)
-    assert abs(nuts.estimate[0] / 0.3 - 1) < 0.1 and abs(nuts.estimate[1] / 0.05 - 1) < 0.1
+    assert nuts.samples.shape == (2, 150, 5) and nuts.names[1:3] == ("origin.centre.0", "origin.centre.1")
+    assert abs(nuts.estimate[0] / 0.05 - 1) < 0.1 and np.hypot(*(nuts.estimate[1:3] - 12.0)) < 1.5
 
 
 def test_the_unknowns_transforms_round_trip_with_finite_gradients():
