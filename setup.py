@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent
 
 def _scenarios_module():
     """``src/tumorfield/scenarios/__init__.py`` loaded by path (standard library only; no JAX)."""
-    spec = importlib.util.spec_from_file_location("_tumorfield_scenarios", ROOT / "src/tumorfield/scenarios/__init__.py")
+    path = ROOT / "src" / "tumorfield" / "scenarios" / "__init__.py"
+    spec = importlib.util.spec_from_file_location("_tumorfield_scenarios", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
