@@ -39,9 +39,14 @@ def _env() -> dict[str, str]:
 
 
 def subcommands(base: list[str]) -> list[str]:
-    """The subcommands listed by ``tumorfield --help`` (the ``{run,resume,…}`` of its usage)."""
+    """The subcommands listed by ``tumorfield --help``: the ``{run,resume,…}`` of its usage, or the
+    names indented under ``COMMAND`` (its help since issue 26)."""
     text = subprocess.run([*base, "--help"], capture_output=True, text=True, env=_env(), check=True).stdout
-    return re.search(r"\{([a-z,-]+)\}", text).group(1).split(",")
+    braces = re.search(r"\{([a-z,-]+)\}", text)
+    if braces:
+        return braces.group(1).split(",")
+    section = text.split("\n  COMMAND\n", 1)[1].split("\n\n", 1)[0]
+    return re.findall(r"^ {4}([a-z][a-z-]*)", section, re.M)
 
 
 def main() -> None:
