@@ -1,4 +1,4 @@
-"""Command-line interface: ``tumorfield run | resume | inspect | plot | compare | config-docs | …``.
+"""Command-line interface: ``tumorfield run | resume | sweep | collect | fit | inspect | plot | …``.
 
 Exit codes: 0 done, 1 unexpected error, 2 bad input (also a foreign or damaged file,
 an output another process writes), 3 numerical failure (NaN/Inf or a step-size
@@ -6,7 +6,8 @@ violation; earlier frames are kept), 74 writing failed (disk full, quota, I/O er
 committed frames are kept), 75 interrupted by SIGTERM/SIGUSR1/SIGINT after
 checkpointing (continue with ``tumorfield resume``), 141 stdout closed (``| head``).
 This module parses arguments and maps outcomes to exit codes; runs themselves are
-:class:`tumorfield.run.Run`.
+:class:`tumorfield.run.Run`. The parser is built without importing JAX or the solver (each
+command imports what it needs), so ``--help`` and argument errors answer at once.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import os
 import sys
 import traceback
 from pathlib import Path
-
-import numpy as np
 
 EXIT_OK, EXIT_ERROR, EXIT_INPUT, EXIT_NUMERICAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 75
 EXIT_IOERR, EXIT_PIPE = 74, 141  # EX_IOERR of sysexits.h; 128 + SIGPIPE, as if killed by it
@@ -48,11 +47,24 @@ def _exit_code(outcome) -> int:
     return EXIT_NUMERICAL
 
 
+def _config_path(argument: str) -> str:
+    """A command's config argument as a path: an existing file, else a packaged scenario's file
+    (``voloshin2015/ptx``); neither is bad input."""
+    from . import scenarios
+
+    path, scenario = scenarios.resolve(argument)
+    if scenario is not None:
+        _log(f"scenario {scenario.name}: {path}")
+    elif not os.path.exists(path) and not argument.endswith(".toml"):
+        raise InputError(scenarios.unknown(argument))
+    return path
+
+
 def _cmd_run(args, argv) -> int:
     from . import config as cfg
     from .run import Run
 
-    config = cfg.load(args.config, args.set)
+    config = cfg.load(args.config_path, args.set)
     return _exit_code(Run.start(config, args.output, overwrite=args.overwrite, argv=argv, log=_log).execute())
 
 
@@ -84,8 +96,10 @@ def _open_stored(path: Path):
         raise InputError(str(error)) from None
 
 
-def _array_line(name: str, data: np.ndarray, units: str, long_name: str) -> str:
+def _array_line(name: str, data, units: str, long_name: str) -> str:
     """One ``inspect`` line: name, dtype, shape, units, range and description of an array."""
+    import numpy as np
+
     rng = f"min {np.nanmin(data):.4g}, max {np.nanmax(data):.4g}" if data.size else "empty"
     return f"  {name:<16}{data.dtype} {data.shape} [{units}] {rng}  {long_name}"
 
@@ -183,7 +197,7 @@ def _cmd_sweep(args, argv) -> int:
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     elif distributed:
         jax.distributed.initialize()  # cluster auto-detection (SLURM, …)
-    runner = SweepRunner(args.sweep, args.output, overrides=args.set, argv=argv, log=_log)
+    runner = SweepRunner(args.config_path, args.output, overrides=args.set, argv=argv, log=_log)
     if distributed:
         mine = members_of_process(len(runner.configs), jax.process_index(), jax.process_count())
         members = [int(i) for i in mine if members is None or i in members]
@@ -204,21 +218,6 @@ def _cmd_collect(args, argv) -> int:
     return EXIT_OK
 
 
-def _add_sweep_parsers(sub) -> None:
-    sweep = sub.add_parser("sweep", help="run the members of a sweep file in vmapped batches (see docs/cli.md)")
-    sweep.add_argument("sweep", help="sweep TOML file ([sweep] base, design, parameters)")
-    sweep.add_argument("-o", "--output", required=True, help="directory for manifest.csv and member-NNNN.h5")
-    sweep.add_argument("--member", type=int, default=None, help="run only this member (e.g. $SLURM_ARRAY_TASK_ID)")
-    _add_set(sweep, "override a key of every member's config (after [sweep] set); repeatable")
-    sweep.add_argument("--distributed", action="store_true", help="jax.distributed with cluster auto-detection")
-    sweep.add_argument("--coordinator", help="HOST:PORT of process 0 (with --num-processes, --process-id)")
-    sweep.add_argument("--num-processes", type=int, default=None)
-    sweep.add_argument("--process-id", type=int, default=None)
-    collect = sub.add_parser("collect", help="one CSV row per sweep member: swept values, status, final scalars")
-    collect.add_argument("directory", help="a sweep directory (with manifest.csv)")
-    collect.add_argument("-o", "--output", required=True, help="CSV table to write")
-
-
 def _cmd_export(args, argv) -> int:
     from .export import ExportError, export_calibration, export_nifti, is_calibration
     from .io import ImageError
@@ -236,17 +235,6 @@ def _cmd_export(args, argv) -> int:
     return EXIT_OK
 
 
-def _add_export_parser(sub) -> None:
-    export = sub.add_parser("export", help="frames of a trajectory (or a calibration's FIT.h5) as NIfTI images")
-    export.add_argument("file")
-    export.add_argument("-o", "--output", required=True, help="directory for the images (created if missing)")
-    export.add_argument(
-        "--field", nargs="+", action="extend", default=None, metavar="NAME", help="fields to export (default: all)"
-    )
-    export.add_argument("--frames", default="last", help="all, last (default) or frame numbers such as 0,5,-1")
-    export.add_argument("--format", choices=["nifti"], default="nifti", help="image format (default nifti)")
-
-
 def _cmd_config_docs(args, argv) -> int:
     from .config import config_docs
 
@@ -260,9 +248,88 @@ def _cmd_fit(args, argv) -> int:
     jax.config.update("jax_enable_x64", True)  # the optimiser and the likelihood in float64, fields as configured
     from .fit._fit import run_fit
 
-    result = run_fit(args.config, args.output, args.set, overwrite=args.overwrite, argv=argv, log=_log,
+    sets = args.set if args.config_path == args.config else _here_relative(args.set)
+    result = run_fit(args.config_path, args.output, sets, overwrite=args.overwrite, argv=argv, log=_log,
                      profiles=args.profile, profile_points=args.profile_points)  # fmt: skip
     return EXIT_NUMERICAL if result.status == "failed" else EXIT_OK
+
+
+def _here_relative(sets: list[str]) -> list[str]:
+    """``--set fit.data=FILE`` of a packaged fit: a relative FILE is the user's, relative to the working
+    directory (not to the fit file inside the installed package, as for a fit file of one's own)."""
+    import json
+    import tomllib
+
+    out = []
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if sep and key.strip() == "fit.data":
+            try:
+                value = tomllib.loads(f"v = {value}")["v"]
+            except tomllib.TOMLDecodeError:
+                value = value.strip()  # a bare word is a string, as for every --set
+            if isinstance(value, str) and value and not os.path.isabs(value):
+                item = f"fit.data={json.dumps(os.path.abspath(value))}"
+        out.append(item)
+    return out
+
+
+def _cmd_scenarios(args, argv) -> int:
+    from . import scenarios
+
+    found = scenarios.scenarios()
+    if not found:
+        raise InputError("no packaged scenarios found (an installation without tumorfield/scenarios/data)")
+    width = max(len(s.name) for s in found)
+    for scenario in found:
+        print(f"{scenario.name:<{width}}  {scenario.kind:<5}  {scenario.description}")
+    return EXIT_OK
+
+
+def _cmd_scenario(args, argv) -> int:
+    from . import scenarios
+
+    if args.output == "-":
+        scenario = scenarios.find(args.name)
+        if scenario is None:
+            raise InputError(scenarios.unknown(args.name))
+        sys.stdout.write(scenarios.copy_text(scenario))
+        return EXIT_OK
+    try:
+        path = scenarios.write_copy(args.name, args.output, overwrite=args.overwrite)
+    except scenarios.ScenarioError as error:
+        raise InputError(str(error)) from None
+    _log(f"wrote {path}: edit it, then tumorfield {scenarios.find(args.name).kind} {path} …")
+    return EXIT_OK
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs as written (lists, examples); option help wrapped as usual."""
+
+
+_DESCRIPTION = """Simulate tumour invasion (reaction–diffusion–taxis fields) on 2D/3D grids with JAX, write
+HDF5 trajectories, run sweeps and fit parameters to data.
+
+First steps:
+  tumorfield scenarios                              list the scenarios that ship with tumorfield
+  tumorfield run voloshin2015/ptx -o ptx.h5         run one (the paclitaxel arm of the study)
+  tumorfield plot ptx.h5 -o figures --movie         figures and a movie of it
+  tumorfield scenario voloshin2015/ptx -o my.toml   a copy to edit, then: tumorfield run my.toml -o my.h5
+"""
+
+_EXIT_CODES = """exit codes:
+  0    done
+  1    unexpected error (a traceback is printed)
+  2    bad input: one line naming the file, key or value and what is allowed; nothing computed
+  3    numerical failure (NaN/Inf, a step beyond the positivity limit); earlier frames kept
+  74   writing failed (disk full, quota, I/O error); committed frames kept
+  75   interrupted by SIGTERM/SIGUSR1/SIGINT after a checkpoint: continue with tumorfield resume
+  141  stdout closed by its reader (| head)
+
+Every command and key: docs/cli.md and docs/config.md (tumorfield config-docs).
+"""
+
+_CONFIG_HELP = "TOML file, or the name of a packaged scenario (tumorfield scenarios lists them)"
 
 
 def _add_set(parser: argparse.ArgumentParser, help: str) -> None:
@@ -270,35 +337,55 @@ def _add_set(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help=help)
 
 
+def _add_parser(sub, name: str, help: str, example: str, description: str = "") -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` shows its one-line ``help``, ``description`` and an example."""
+    text = help[0].upper() + help[1:] + "." + (f"\n\n{description}" if description else "")
+    return sub.add_parser(name, help=help, description=text, epilog=f"example:\n  {example}\n\n"
+                          "exit codes and details: docs/cli.md", formatter_class=_Formatter)  # fmt: skip
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tumorfield", description=__doc__.split("\n\n")[0])
+    """The whole command line; imports nothing beyond the standard library (no JAX)."""
+    parser = argparse.ArgumentParser(prog="tumorfield", description=_DESCRIPTION, epilog=_EXIT_CODES,
+                                     formatter_class=_Formatter)  # fmt: skip
     parser.add_argument("--version", action=_Version, nargs=0, help="print versions and the default device, and exit")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a simulation from a TOML config")
-    run.add_argument("config", help="TOML configuration file (see docs/config.md)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = _add_parser(sub, "run", "run a simulation from a TOML config or a packaged scenario",
+                      "tumorfield run voloshin2015/ptx -o ptx.h5 --set grid.shape=[32,32]",
+                      "CONFIG: a TOML file, or, where no such file exists, a packaged scenario's name.")  # fmt: skip
+    run.add_argument("config", metavar="CONFIG", help=_CONFIG_HELP + "; keys: docs/config.md")
     run.add_argument("-o", "--output", required=True, help="output HDF5 file")
     _add_set(run, "override a config key (value in TOML syntax); repeatable")
     run.add_argument("--overwrite", action="store_true", help="replace OUTPUT once the new run has succeeded")
-    resume = sub.add_parser("resume", help="continue an interrupted or killed run from its last checkpoint")
-    resume.add_argument("file")
-    inspect = sub.add_parser("inspect", help="summarise a trajectory file")
-    inspect.add_argument("file")
-    plot = sub.add_parser("plot", help="PNG snapshots of every field, each time series once, a movie")
-    plot.add_argument("file")
-    plot.add_argument("-o", "--output", required=True, help="directory for the figures")
-    plot.add_argument("--snapshots", type=int, default=4, help="frames shown per field (default 4)")
-    plot.add_argument("--movie", nargs="*", metavar="FIELD", default=None,
-                      help="also write DIR/movie.mp4 (GIF without ffmpeg) of these fields (default: all)")  # fmt: skip
-    compare = sub.add_parser("compare", help="the arms of a study on shared axes (time series, last frames)")
-    compare.add_argument("files", nargs="+", metavar="FILE", help="trajectory files, one per arm")
-    compare.add_argument("-o", "--output", required=True, help="directory for the figures")
-    compare.add_argument("--labels", nargs="+", default=None, help="one legend label per file (default: file stems)")
-    compare.add_argument("--field", default=None, help="field whose last frames are compared (default: tumor)")
-    compare.add_argument("--scalars", nargs="+", default=None, metavar="NAME",
-                         help="time series to compare (default: the model's study set, else all shared)")  # fmt: skip
-    sub.add_parser("config-docs", help="print the configuration reference (Markdown) to stdout")
-    fit = sub.add_parser("fit", help="fit model parameters to observations of one or more arms (see docs/fitting.md)")
-    fit.add_argument("config", help="fit file, FIT.toml ([fit] arms, data, likelihood, [fit.parameters])")
+
+    resume = _add_parser(sub, "resume", "continue an interrupted or killed run from its last checkpoint",
+                         "tumorfield resume ptx.h5")  # fmt: skip
+    resume.add_argument("file", metavar="FILE", help="the run's HDF5 file (or its .NAME.PID.partial); verified first")
+
+    sweep = _add_parser(sub, "sweep", "run the members of a sweep file in vmapped batches",
+                        "tumorfield sweep sweep.toml -o runs/ --set grid.shape=[32,32]",
+                        "Re-running the same command continues the sweep. File format: docs/sweeps.md.")  # fmt: skip
+    sweep.add_argument("sweep", metavar="SWEEP", help="sweep TOML file ([sweep] base, design, parameters) or scenario")
+    sweep.add_argument("-o", "--output", required=True, help="directory for manifest.csv and member-NNNN.h5")
+    sweep.add_argument("--member", type=int, default=None, help="run only this member (e.g. $SLURM_ARRAY_TASK_ID)")
+    _add_set(sweep, "override a key of every member's config (after [sweep] set); repeatable")
+    sweep.add_argument("--distributed", action="store_true", help="jax.distributed with cluster auto-detection")
+    sweep.add_argument("--coordinator", help="HOST:PORT of process 0 (with --num-processes, --process-id)")
+    sweep.add_argument("--num-processes", type=int, default=None, help="number of processes (with --coordinator)")
+    sweep.add_argument("--process-id", type=int, default=None, help="this process's number, 0 … N-1")
+
+    collect = _add_parser(sub, "collect", "one CSV row per sweep member: swept values, status, final scalars",
+                          "tumorfield collect runs/ -o runs/table.csv")  # fmt: skip
+    collect.add_argument("directory", metavar="DIR", help="a sweep directory (with manifest.csv)")
+    collect.add_argument("-o", "--output", required=True, help="CSV table to write")
+
+    fit = _add_parser(sub, "fit", "fit model parameters to observations of one or more arms",
+                      "tumorfield fit voloshin2015/fit/fit -o FIT.h5 --set fit.data=obs.csv",
+                      "File format: docs/fitting.md (scalars) and docs/calibration.md (scans).")  # fmt: skip
+    fit.add_argument("config", metavar="FIT",
+                     help="fit file, FIT.toml ([fit] arms, data, likelihood, [fit.parameters]), or a packaged "
+                     "scenario's name")  # fmt: skip
     fit.add_argument("-o", "--output", required=True, help="output HDF5 file (FIT.h5)")
     _add_set(fit, "override a key of every arm's run config (fit.KEY: of the fit file); repeatable")
     fit.add_argument("--overwrite", action="store_true", help="replace OUTPUT")
@@ -306,8 +393,49 @@ def _parser() -> argparse.ArgumentParser:
                      help="also compute the profile likelihood of this fitted parameter; repeatable")  # fmt: skip
     fit.add_argument("--profile-points", type=int, default=9, metavar="N",
                      help="profile values scanned over estimate·exp(±3 SE/estimate) (default 9)")  # fmt: skip
-    _add_sweep_parsers(sub)
-    _add_export_parser(sub)
+
+    inspect = _add_parser(sub, "inspect", "summarise a trajectory file", "tumorfield inspect ptx.h5 | less")
+    inspect.add_argument("file", metavar="FILE", help="a trajectory (HDF5 written by run, resume or sweep)")
+
+    plot = _add_parser(sub, "plot", "PNG snapshots of every field, each time series once, a movie",
+                       "tumorfield plot ptx.h5 -o figures --movie tumor m2")  # fmt: skip
+    plot.add_argument("file", metavar="FILE", help="a trajectory (HDF5 written by run, resume or sweep)")
+    plot.add_argument("-o", "--output", required=True, help="directory for the figures")
+    plot.add_argument("--snapshots", type=int, default=4, help="frames shown per field (default 4)")
+    plot.add_argument("--movie", nargs="*", metavar="FIELD", default=None,
+                      help="also write DIR/movie.mp4 (GIF without ffmpeg) of these fields (default: all)")  # fmt: skip
+
+    compare = _add_parser(sub, "compare", "the arms of a study on shared axes (time series, last frames)",
+                          "tumorfield compare vehicle.h5 ptx.h5 -o compare/ --labels vehicle PTX")  # fmt: skip
+    compare.add_argument("files", nargs="+", metavar="FILE", help="trajectory files, one per arm")
+    compare.add_argument("-o", "--output", required=True, help="directory for the figures")
+    compare.add_argument("--labels", nargs="+", default=None, help="one legend label per file (default: file stems)")
+    compare.add_argument("--field", default=None, help="field whose last frames are compared (default: tumor)")
+    compare.add_argument("--scalars", nargs="+", default=None, metavar="NAME",
+                         help="time series to compare (default: the model's study set, else all shared)")  # fmt: skip
+
+    export = _add_parser(sub, "export", "frames of a trajectory (or a calibration's FIT.h5) as NIfTI images",
+                         "tumorfield export ptx.h5 -o nifti/ --field tumor --frames all")  # fmt: skip
+    export.add_argument("file", metavar="FILE", help="a trajectory, or the FIT.h5 of a calibration (scans)")
+    export.add_argument("-o", "--output", required=True, help="directory for the images (created if missing)")
+    export.add_argument(
+        "--field", nargs="+", action="extend", default=None, metavar="NAME", help="fields to export (default: all)"
+    )
+    export.add_argument("--frames", default="last", help="all, last (default) or frame numbers such as 0,5,-1")
+    export.add_argument("--format", choices=["nifti"], default="nifti", help="image format (default nifti)")
+
+    _add_parser(sub, "scenarios", "list the scenarios that ship with tumorfield (name, kind, description)",
+                "tumorfield scenarios")  # fmt: skip
+    scenario = _add_parser(sub, "scenario", "write a copy of a packaged scenario to edit",
+                           "tumorfield scenario voloshin2015/ptx -o my_ptx.toml",
+                           "Paths to other packaged files (a fit's arms, a sweep's base) are made absolute in the "
+                           "copy.")  # fmt: skip
+    scenario.add_argument("name", metavar="NAME", help="a name from tumorfield scenarios, e.g. voloshin2015/ptx")
+    scenario.add_argument("-o", "--output", required=True, help="TOML file to write ('-': standard output)")
+    scenario.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+
+    _add_parser(sub, "config-docs", "print the configuration reference (Markdown) to stdout",
+                "tumorfield config-docs > docs/config.md")  # fmt: skip
     return parser
 
 
@@ -322,6 +450,8 @@ COMMANDS = {
     "sweep": _cmd_sweep,
     "collect": _cmd_collect,
     "export": _cmd_export,
+    "scenarios": _cmd_scenarios,
+    "scenario": _cmd_scenario,
 }
 
 
@@ -374,6 +504,12 @@ def _run_command(args, argv) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    if args.command in ("run", "sweep", "fit"):  # a name that is neither a file nor a scenario: said at once
+        try:
+            args.config_path = _config_path(args.sweep if args.command == "sweep" else args.config)
+        except InputError as error:
+            print(f"tumorfield: error: {error}", file=sys.stderr)
+            return EXIT_INPUT
     restore = lambda: None  # noqa: E731
     if args.command in ("run", "resume", "sweep"):
         from .run._signals import catch_early
