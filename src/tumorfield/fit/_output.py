@@ -224,8 +224,9 @@ def calibration_summary(result) -> str:
                      f"[{u.lower[i]:g}, {u.upper[i]:g}]" + ("   mm" if ".centre." in name else ""))  # fmt: skip
     for name, found in result.maps.items():
         sd = found["sd"]
+        of = "the log-odds of the initial field" if name == "origin" else f"log {name}"
         lines.append(f"map {name:<16} estimate in [{found['estimate'].min():.4g}, {found['estimate'].max():.4g}], "
-                     f"posterior sd of log {name}: median {np.median(sd):.3g}")  # fmt: skip
+                     f"posterior sd of {of}: median {np.median(sd):.3g}")  # fmt: skip
     if result.sampler:
         found = result.sampler
         lines.append(f"NUTS: max R-hat {np.nanmax(found['rhat']):.3f}, min ESS {np.nanmin(found['ess']):.0f}, "
