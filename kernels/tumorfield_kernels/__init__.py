@@ -14,6 +14,7 @@ system) → :mod:`._rollout` (frames and failure detection) → :mod:`._api`; wh
 
 from ._api import advance as advance
 from ._api import cast_floats as cast_floats
+from ._api import choose_cell_diffusion as choose_cell_diffusion
 from ._api import initial_frame as initial_frame
 from ._api import max_stable_dt as max_stable_dt
 from ._api import max_stable_dt_over_run as max_stable_dt_over_run
@@ -95,6 +96,7 @@ __all__ = [
     "positivity_violations",
     "simulate",
     "step_limits",
+    "choose_cell_diffusion",
     "substeps_from_cap",
     "to_spectral",
     "transport",

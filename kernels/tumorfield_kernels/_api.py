@@ -177,6 +177,36 @@ def step_limits(system: System, grid: Grid, y0: Mapping[str, Any], params=None, 
     }
 
 
+def choose_cell_diffusion(
+    system: System, grid: Grid, y0: Mapping[str, Any], params=None, *, dt: float, numerics=None
+) -> tuple[ExplicitDiffusion | ImplicitDiffusion, str]:
+    """The cell diffusion that serves a step of ``dt`` best at ``y0`` (t = 0), and why (one sentence).
+
+    :class:`ImplicitDiffusion` where some field's explicit limit (:func:`step_limits`) is below ``dt``
+    and its split limit is above the explicit one — the cells' explicit diffusion is what would make
+    the step sub-cycle; :class:`ExplicitDiffusion` otherwise (every field stable at ``dt`` with it —
+    cheaper per step —, taxis or decay binding anyway, or a field the implicit diffusion cannot take,
+    e.g. one with fixed wall values). Decided once, from the start (a resumed run decides the same).
+    """
+    try:
+        limits = step_limits(system, grid, y0, params, numerics=numerics)
+    except ValueError as error:
+        return ExplicitDiffusion(), f"explicit: the implicit cell diffusion does not apply ({error})"
+    bound = {n: lim for n, lim in limits.items() if lim["explicit"] < dt and lim["split"] > lim["explicit"] * 1.001}
+    if not bound:
+        limit = min((lim["explicit"] for lim in limits.values()), default=math.inf)
+        return ExplicitDiffusion(), (
+            f"explicit: at t = 0 the step dt = {dt:g} day is within the explicit limit ({limit:.3g} day)"
+            if limit >= dt else f"explicit: taxis or decay, not diffusion, bind the step (limit {limit:.3g} day)"
+        )  # fmt: skip
+    fields = ", ".join(f"{n} ({lim['explicit']:.3g} day)" for n, lim in bound.items())
+    split = min(lim["split"] for lim in limits.values())
+    return ImplicitDiffusion(), (
+        f"implicit: at t = 0 the cells' explicit diffusion would limit the step of {fields} below dt = {dt:g} "
+        f"day (sub-cycling); split off, the limit is {split:.3g} day"
+    )
+
+
 def max_stable_dt_over_run(
     system: System, grid: Grid, y0: Mapping[str, Any], params=None, *, t_end: float, t0: float = 0.0,
     frames: int = 8, rounds: int = 4, numerics=None,

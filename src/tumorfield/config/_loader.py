@@ -9,6 +9,7 @@ their dataclasses; the model receives its own sections already typed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import tomllib
@@ -17,7 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tumorfield_kernels import ExplicitDiffusion, Grid, ImageError, ImplicitDiffusion, Numerics, substeps_from_cap
+import numpy as np
+from tumorfield_kernels import (
+    ExplicitDiffusion,
+    Grid,
+    ImageError,
+    ImplicitDiffusion,
+    Numerics,
+    choose_cell_diffusion,
+    substeps_from_cap,
+)
 
 from .. import models
 from .._schema import LIMITS, ConfigError, check_section, check_sections, section_keys
@@ -57,10 +67,26 @@ class RunConfig:
 
     @property
     def numerics(self) -> Numerics:
-        """How this run is solved: ``[numerics]`` and ``output.precision`` as the core's :class:`Numerics`."""
+        """How this run is solved: ``[numerics]`` and ``output.precision`` as the core's :class:`Numerics`
+        (``cell_diffusion = "auto"`` resolved: :attr:`cell_diffusion_choice`)."""
         section = self.numerics_section
-        diffusion = ImplicitDiffusion() if section.cell_diffusion == "implicit" else ExplicitDiffusion()
-        return Numerics(diffusion, substeps_from_cap(section.max_substeps), dtype=self.output.precision)
+        return Numerics(self.cell_diffusion_choice[0], substeps_from_cap(section.max_substeps),
+                        dtype=self.output.precision)  # fmt: skip
+
+    @functools.cached_property
+    def cell_diffusion_choice(self) -> tuple[ExplicitDiffusion | ImplicitDiffusion, str]:
+        """The cell diffusion of this run and why: as ``numerics.cell_diffusion`` says, or for ``"auto"``
+        the core's :func:`~tumorfield_kernels.choose_cell_diffusion` from the initial state and ``dt``
+        (decided from the config alone, so a resumed run decides the same)."""
+        chosen = self.numerics_section.cell_diffusion
+        if chosen != "auto":
+            return (ImplicitDiffusion() if chosen == "implicit" else ExplicitDiffusion()), f"{chosen}: as configured"
+        model, grid = self.model, self.grid
+        system = model.system
+        initial = model.initial_state(grid)
+        state = {n: initial.get(n, np.zeros(() if n in system.scalars else grid.shape)) for n in system.fields}
+        numerics = Numerics(dtype=self.output.precision)
+        return choose_cell_diffusion(system, grid, state, model.params(grid), dt=self.time.dt, numerics=numerics)
 
     @property
     def n_frames(self) -> int:

@@ -149,12 +149,14 @@ class NumericsSection:
     """``[numerics]``: how the core advances cell fields (``simulate(cell_diffusion=, max_substeps=)``)."""
 
     cell_diffusion: str = key(
-        "explicit",
+        "auto",
         "",
-        'Diffusion of the cell fields: `"explicit"` (in their SSP-RK2 step; dt ∝ Δx²) or `"implicit"` '
+        'Diffusion of the cell fields: `"explicit"` (in their SSP-RK2 step; dt ∝ Δx²), `"implicit"` '
         "(split off, MPRK22 with tridiagonal solves per axis: non-negative, conservative, second order; "
-        "dt then limited by taxis and decay only). See docs/numerics.md.",
-        one_of("explicit", "implicit"),
+        'dt then limited by taxis and decay only) or `"auto"`: implicit where, at t = 0, the explicit '
+        "diffusion would limit the step below dt, explicit otherwise (the run log says which and why). "
+        "See docs/numerics.md.",
+        one_of("auto", "explicit", "implicit"),
     )
     max_substeps: int = key(
         64,

@@ -80,6 +80,7 @@ def _metadata(config, argv, target: OutputTarget) -> dict:
         "created": _now(),
         "dt": config.time.dt,
         "steps_per_save": config.steps_per_save,
+        "cell_diffusion": config.cell_diffusion_choice[1],  # what numerics.cell_diffusion resolved to, and why
         "target": str(target.final.resolve()),  # informational: never read back
         # covered by meta_sha256; flat (16,), row-major: netCDF-C (xarray's netcdf4 engine) reads 1D attributes only
         "grid_affine": np.asarray(config.grid.world_affine(), dtype=np.float64).ravel(),
@@ -176,6 +177,7 @@ class Run:
             _give_up(file, target)
             raise
         log(f"writing {target.current} ({config.n_frames} frames, grid {config.grid.shape}, {config.output.precision})")
+        log(f"cell diffusion {config.cell_diffusion_choice[1]}")
         return cls(config, file, target, frame, 0, log, problem)
 
     @classmethod
@@ -207,6 +209,7 @@ class Run:
             _give_up(file, target, keep=True)
             raise
         log(f"resuming {path} at t = {step * config.time.dt:.6g} day ({file.n_committed}/{config.n_frames} frames)")
+        log(f"cell diffusion {config.cell_diffusion_choice[1]}")  # decided from the config alone: as at the start
         return cls(config, file, target, state, step, log)
 
     def execute(self) -> Outcome:
