@@ -18,7 +18,7 @@ import copy
 import dataclasses
 import math
 
-from .._schema import ConfigError, check_section, section_keys, suggest
+from .._schema import ConfigError, check_section, section_keys
 from ._problem import INITIAL
 
 
@@ -43,8 +43,8 @@ def initial_entry(spec, name: str, entry) -> tuple[float, float, float]:
         model = config.model
         allowed = type(model).initial_keys
         if key not in allowed:
-            rule = (f"is not an [initial] key that model {model.name!r} can differentiate its initial state in; "
-                    + (suggest(key, allowed, "fittable [initial] key") if allowed else "it has none"))  # fmt: skip
+            those = f"those are {', '.join(repr(INITIAL + k) for k in allowed)}" if allowed else "it has none"
+            rule = f"is not an [initial] key the initial state of model {model.name!r} is differentiable in; {those}"
             raise ConfigError(where, name, rule)
         try:
             model.initial_values(config.grid)
