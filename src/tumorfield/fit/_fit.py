@@ -216,7 +216,8 @@ class Fit:
     def run(self, log: Callable[[str], None] = lambda _: None, values=None) -> FitResult:
         """Fit: L-BFGS from the ``init`` values, then the Gauss–Newton uncertainty at the optimum.
 
-        ``values`` (one per observation row) replaces the observed values, same rows and sigmas.
+        ``values`` (one per observation row, in the model's units: ``self.data.value`` after any conversion)
+        replaces the observed values, same rows and sigmas.
         """
         _setup_jax(next(iter(self.spec.arms.values())))
         arrays, fit, clock = self._arrays(values), self.spec.fit, _Clock()
