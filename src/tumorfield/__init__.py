@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # the same names for type checkers and documentation tools (r
 
     from .fit import Fit as Fit
     from .fit import FitResult as FitResult
+    from .fit import open_fit as open_fit
     from .io import open_trajectory as open_trajectory
     from .problem import Problem as Problem
 
@@ -87,6 +88,7 @@ __all__ = [
     "Fit",
     "FitResult",
     "Problem",
+    "open_fit",
     "open_trajectory",
     "__version__",
 ]
@@ -125,6 +127,7 @@ _SOURCES = {
     "step_limits": "tumorfield_kernels",
     "Fit": "tumorfield.fit",
     "FitResult": "tumorfield.fit",
+    "open_fit": "tumorfield.fit",
     "open_trajectory": "tumorfield.io",
     "Problem": "tumorfield.problem",
 }

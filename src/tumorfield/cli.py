@@ -117,7 +117,24 @@ def _verified(path: Path):
     return run
 
 
+def _stored_fit(path: Path):
+    """The fit file at ``path`` read back (:func:`tumorfield.fit.open_fit`), or None if it is not one (schema
+    ``tumorfield-fit/…``): inspect and plot read both kinds of file."""
+    from .fit._reader import NotAFitFile, is_fit_file, open_fit
+
+    if not is_fit_file(path):
+        return None
+    try:
+        return open_fit(path)
+    except NotAFitFile as error:
+        raise InputError(str(error)) from None
+
+
 def _cmd_inspect(args, argv) -> int:
+    stored = _stored_fit(Path(args.file))
+    if stored is not None:
+        print(stored.summary())
+        return EXIT_OK
     with _verified(Path(args.file)) as run:
         meta = run.metadata
         print(f"file:        {run.path}")
@@ -151,6 +168,15 @@ def _cmd_plot(args, argv) -> int:
     from .plot import PlotError, plot_file, write_movie
 
     path = Path(args.file)
+    stored = _stored_fit(path)
+    if stored is not None:
+        from .fit._reader import plot_fit
+
+        if args.movie is not None:
+            raise InputError(f"{path} is a fit file ({stored.schema}): it has no fields to animate (--movie)")
+        for p in plot_fit(stored, args.output):
+            print(p)
+        return EXIT_OK
     _verified(path).close()  # a missing, foreign or damaged file is bad input
     try:
         if args.movie is not None:  # checked before any figure is drawn
@@ -174,6 +200,10 @@ def _cmd_compare(args, argv) -> int:
     from .plot import PlotError, compare_files
 
     for file in args.files:
+        stored = _stored_fit(Path(file))
+        if stored is not None:
+            raise InputError(f"{file} is a fit file ({stored.schema}): compare takes trajectories; "
+                             f"`tumorfield plot {file} -o DIR` draws its data against the prediction")  # fmt: skip
         _open_stored(Path(file)).close()  # a missing or foreign file is bad input
     try:
         written = compare_files(args.files, args.output, labels=args.labels, field=args.field, scalars=args.scalars)
@@ -394,12 +424,18 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--profile-points", type=int, default=9, metavar="N",
                      help="profile values scanned over estimate·exp(±3 SE/estimate) (default 9)")  # fmt: skip
 
-    inspect = _add_parser(sub, "inspect", "summarise a trajectory file", "tumorfield inspect ptx.h5 | less")
-    inspect.add_argument("file", metavar="FILE", help="a trajectory (HDF5 written by run, resume or sweep)")
+    inspect = _add_parser(sub, "inspect", "summarise a trajectory file or a fit's FIT.h5",
+                          "tumorfield inspect ptx.h5 | less")  # fmt: skip
+    inspect.add_argument("file", metavar="FILE", help="a trajectory (HDF5 written by run, resume or sweep) or a FIT.h5")
 
     plot = _add_parser(sub, "plot", "PNG snapshots of every field, each time series once, a movie",
                        "tumorfield plot ptx.h5 -o figures --movie tumor m2")  # fmt: skip
-    plot.add_argument("file", metavar="FILE", help="a trajectory (HDF5 written by run, resume or sweep)")
+    plot.add_argument(
+        "file",
+        metavar="FILE",
+        help="a trajectory (HDF5 written by run, resume or sweep), or a FIT.h5: "
+        "data against prediction per arm and observable, residuals, the loss, a calibration's scans",
+    )
     plot.add_argument("-o", "--output", required=True, help="directory for the figures")
     plot.add_argument("--snapshots", type=int, default=4, help="frames shown per field (default 4)")
     plot.add_argument("--movie", nargs="*", metavar="FIELD", default=None,

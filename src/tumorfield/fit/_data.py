@@ -1,10 +1,17 @@
-"""Observations: the fit's CSV (``arm,t,observable,value,sigma``), read and checked before any compute.
+"""Observations: the fit's CSV (``arm,t,observable,value,sigma[,units]``), read and checked before any compute.
 
 One row is one measurement ``y`` of an observable (any ``/scalars`` name of the arm's run) at
-time ``t`` (days, on the arm's step grid ``t = k·dt``, ``0 ≤ t ≤ time.t_end``) with standard
-deviation ``sigma`` (``normal``: of ``y``; ``lognormal``: of ``log y``, so ``y > 0``).
-Replicates are rows with the same arm, time and observable. Every problem is a
-:class:`~tumorfield._schema.ConfigError` naming the file, the line, the column and the rule.
+time ``t`` (days, ``0 ≤ t ≤ time.t_end``) with standard deviation ``sigma`` (``normal``: of ``y``;
+``lognormal``: of ``log y``, so ``y > 0``). A time on the arm's step grid (``t = k·dt``) is compared
+with the prediction after step ``k``; a time between steps ``k`` and ``k + 1`` (a scalar fit's
+``interpolate``) with the prediction interpolated linearly in time between them
+(``(1 − w)·ŷ_k + w·ŷ_{k+1}``, ``w = t/dt − k``; for a smooth series the error is at most
+``dt²/8 · max|ÿ|``). Replicates are rows with the same arm, time and observable.
+
+Units: with a ``units`` column, a row's value (and, normal likelihood, its sigma) is converted to the
+model's units of its observable on the arm's grid (:mod:`._units`); a ``scale`` of the observable
+(``[fit.observables]``) states that the data are ``scale ×`` the model's observable. Every problem
+is a :class:`~tumorfield._schema.ConfigError` naming the file, the line, the column and the rule.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +27,8 @@ import numpy as np
 from .._schema import ConfigError, suggest
 
 COLUMNS = ("arm", "t", "observable", "value", "sigma")
+UNITS = "units"
+"""The optional column of each row's units (empty: the model's units of the observable)."""
 STEP_TOLERANCE = 1e-9
 """Relative tolerance of ``t = k·dt`` (the rule of ``time.t_end`` and ``time.save_every``)."""
 
@@ -31,11 +40,26 @@ class ArmGrid:
     observables: tuple[str, ...]
     dt: float
     t_end: float
+    units: Mapping[str, str] = field(default_factory=dict)
+    """Observable → the model's units on this arm's grid, as pint reads them (:func:`._units.model_units`)."""
+    ndim: int = 0
+    """The arm's grid dimension (for messages: what ``mm^d`` means there)."""
+
+
+@dataclass(frozen=True)
+class Scale:
+    """``[fit.observables] NAME = { scale, units }``: the data of NAME are ``scale ×`` the model's observable,
+    in the model's units times ``units`` (e.g. ``units = "mm"``: a 2D area times a slab thickness)."""
+
+    scale: float = 1.0
+    units: str = ""
 
 
 @dataclass(frozen=True)
 class Observations:
-    """Checked rows: per-row arrays, ``step = t/dt`` of the row's arm, and the source line numbers."""
+    """Checked rows: per-row arrays (``value`` and ``sigma`` in the model's units of the observable), the step
+    ``k`` at or before ``t`` and the weight ``w = t/dt − k`` of step ``k + 1`` (0 on the step grid), the source
+    line numbers, and each row as given (value, sigma, units; ``value = given_value · factor``)."""
 
     arm: np.ndarray
     t: np.ndarray
@@ -44,6 +68,24 @@ class Observations:
     sigma: np.ndarray
     step: np.ndarray
     line: np.ndarray
+    weight: np.ndarray | None = None
+    given_value: np.ndarray | None = None
+    given_sigma: np.ndarray | None = None
+    given_units: np.ndarray | None = None
+    factor: np.ndarray | None = None
+
+    def __post_init__(self):
+        n = len(self.t)
+        defaults = {"weight": np.zeros(n), "given_value": self.value, "given_sigma": self.sigma,
+                    "given_units": np.full(n, "", dtype=object), "factor": np.ones(n)}  # fmt: skip
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+
+    @property
+    def last_step(self) -> np.ndarray:
+        """The last step each row's prediction needs (``k``, or ``k + 1`` between steps)."""
+        return self.step + (self.weight > 0)
 
     def __len__(self) -> int:
         return len(self.t)
@@ -63,10 +105,15 @@ def _number(text: str, line: int, column: str) -> float:
     return value
 
 
-def _step(t: float, grid: ArmGrid, arm: str, line: int) -> int:
-    """``k`` with ``t = k·dt``; refuses times off the arm's step grid or outside ``[0, t_end]``."""
+def _step(t: float, grid: ArmGrid, arm: str, line: int, interpolate: bool) -> tuple[int, float]:
+    """``(k, w)`` with ``t = (k + w)·dt``, ``0 ≤ w < 1``; refuses times outside ``[0, t_end]`` and, unless
+    ``interpolate``, times off the arm's step grid (``w`` is 0 within a relative 1e-9 of a step)."""
+    if not 0 <= t <= grid.t_end * (1 + STEP_TOLERANCE):
+        raise ConfigError(f"line {line}: t", t, f"must lie in [0, {grid.t_end}] day (time.t_end of arm {arm!r})")
     k = round(t / grid.dt)
-    if abs(k * grid.dt - t) > STEP_TOLERANCE * max(1.0, abs(t)):
+    if abs(k * grid.dt - t) <= STEP_TOLERANCE * max(1.0, abs(t)):
+        return k, 0.0
+    if not interpolate:
         raise ConfigError(
             f"line {line}: t",
             t,
@@ -74,12 +121,43 @@ def _step(t: float, grid: ArmGrid, arm: str, line: int) -> int:
             f"(dt = {grid.dt} day); the nearest are {k * grid.dt:.6g} and "
             f"{(k + (1 if k * grid.dt < t else -1)) * grid.dt:.6g}",
         )
-    if not 0 <= t <= grid.t_end * (1 + STEP_TOLERANCE):
-        raise ConfigError(f"line {line}: t", t, f"must lie in [0, {grid.t_end}] day (time.t_end of arm {arm!r})")
-    return k
+    k = math.floor(t / grid.dt)
+    return k, min(max(t / grid.dt - k, 0.0), 1.0)
 
 
-def _row(row: Mapping[str, str], line: int, arms: Mapping[str, ArmGrid], lognormal: bool) -> tuple:
+_VOLUME_RULE = {1: "a 1D run's volume is a length in mm, or a volume per mm² of cross-section",
+                2: "a 2D run's volume is an area in mm², or a volume per mm of slab thickness",
+                3: "a 3D run's volume is in mm³"}  # fmt: skip
+
+
+def _converted(value, sigma, units, observable, grid, arm, line, scale, lognormal) -> tuple[float, float, float]:
+    """``(value, sigma, factor)`` in the model's units of ``observable`` (``scale`` divided out); ``units`` ""
+    keeps the numbers as given (today's behaviour, the user's responsibility)."""
+    s = scale or Scale()
+    f = 1.0
+    if units:
+        from . import _units
+
+        model = grid.units.get(observable)
+        if model is None:
+            raise ConfigError(f"line {line}: units", units, f"the model declares no units for {observable!r}")
+        f, why = _units.factor(units, _units.target_units(model, s.units))
+        if f is None:
+            meaning = f" on its {grid.ndim}D grid ({_VOLUME_RULE[grid.ndim]})" if "mm" in model and grid.ndim else ""
+            scaled = f" times the scale's {_units.shown(s.units)}" if s.units else ""
+            raise ConfigError(
+                f"line {line}: units",
+                units,
+                f"{observable} of arm {arm!r} is in {_units.shown(model)}{scaled}{meaning}; {why}. A conversion "
+                f'between them is yours to state: [fit.observables] {observable} = {{ scale = …, units = "…" }} '
+                "(data = scale × the model's value; docs/fitting.md, Units)",
+            )
+    f /= s.scale
+    return value * f, sigma if lognormal else sigma * abs(f), f
+
+
+def _row(row: Mapping[str, str], line: int, arms: Mapping[str, ArmGrid], lognormal: bool, interpolate: bool = False,
+         scales: Mapping[str, Scale] | None = None) -> tuple:  # fmt: skip
     arm, observable = (row["arm"] or "").strip(), (row["observable"] or "").strip()
     if arm not in arms:
         raise ConfigError(f"line {line}: arm", arm, suggest(arm, arms, "arm (not in [fit] arms)"))
@@ -89,16 +167,23 @@ def _row(row: Mapping[str, str], line: int, arms: Mapping[str, ArmGrid], lognorm
             f"line {line}: observable", observable, suggest(observable, grid.observables, f"observable of arm {arm!r}")
         )
     t = _number(row["t"], line, "t")
-    value, sigma = _number(row["value"], line, "value"), _number(row["sigma"], line, "sigma")
-    if sigma <= 0:
-        raise ConfigError(f"line {line}: sigma", sigma, "must be > 0")
-    if lognormal and value <= 0:
-        raise ConfigError(f"line {line}: value", value, 'must be > 0 with likelihood = "lognormal"')
-    return arm, t, observable, value, sigma, _step(t, grid, arm, line), line
+    given, given_sigma = _number(row["value"], line, "value"), _number(row["sigma"], line, "sigma")
+    if given_sigma <= 0:
+        raise ConfigError(f"line {line}: sigma", given_sigma, "must be > 0")
+    if lognormal and given <= 0:
+        raise ConfigError(f"line {line}: value", given, 'must be > 0 with likelihood = "lognormal"')
+    units = (row.get(UNITS) or "").strip()
+    scale = (scales or {}).get(observable)
+    value, sigma, f = _converted(given, given_sigma, units, observable, grid, arm, line, scale, lognormal)
+    step, weight = _step(t, grid, arm, line, interpolate)
+    return arm, t, observable, value, sigma, step, line, weight, given, given_sigma, units, f
 
 
-def read_observations(path: str | Path, arms: Mapping[str, ArmGrid], likelihood: str) -> Observations:
-    """Read and check the CSV at ``path`` against ``arms`` (name → :class:`ArmGrid`)."""
+def read_observations(path: str | Path, arms: Mapping[str, ArmGrid], likelihood: str, *, interpolate: bool = False,
+                      scales: Mapping[str, Scale] | None = None) -> Observations:  # fmt: skip
+    """Read and check the CSV at ``path`` against ``arms`` (name → :class:`ArmGrid`); ``interpolate``: accept
+    times between steps (a scalar fit interpolates its predictions there); ``scales``: observable → its
+    ``[fit.observables]`` :class:`Scale`."""
     path = Path(path)
     try:
         with path.open(newline="") as handle:
@@ -110,7 +195,7 @@ def read_observations(path: str | Path, arms: Mapping[str, ArmGrid], likelihood:
                     ",".join(reader.fieldnames or ()),
                     f"must name the columns {','.join(COLUMNS)} (missing: {', '.join(missing)})",
                 )
-            rows = [_row(row, reader.line_num, arms, likelihood == "lognormal") for row in reader]
+            rows = [_row(row, reader.line_num, arms, likelihood == "lognormal", interpolate, scales) for row in reader]
     except OSError as error:
         raise ConfigError("fit.data", str(path), f"cannot be read: {error.strerror}", str(path)) from None
     except ConfigError as error:
@@ -118,5 +203,5 @@ def read_observations(path: str | Path, arms: Mapping[str, ArmGrid], likelihood:
     if not rows:
         raise ConfigError("fit.data", str(path), "holds no observations (only a header, or nothing)", str(path))
     columns = list(zip(*rows, strict=True))
-    kinds = (str, float, str, float, float, np.int64, np.int64)
+    kinds = (str, float, str, float, float, np.int64, np.int64, float, float, float, object, float)
     return Observations(*(np.asarray(c, dtype=k) for c, k in zip(columns, kinds, strict=True)))

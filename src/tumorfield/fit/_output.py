@@ -3,7 +3,8 @@
 Layout (every array float64 unless said; names are UTF-8 strings)::
 
     /                      attrs: status, converged, n_iterations, loss, message, likelihood,
-                           n_observations, reduced_chi2, and the provenance of a run file
+                           n_observations, reduced_chi2, warnings (strings), at_bound (names),
+                           chi2_warning (reduced χ² above its limit), and the provenance of a run file
                            (schema = "tumorfield-fit/1", config = the resolved fit file, model,
                            versions, git commit, device, command line, created, ...)
     /fit/parameters        (n,) names, in the order of every per-parameter array
@@ -15,6 +16,8 @@ Layout (every array float64 unless said; names are UTF-8 strings)::
     /fit/prediction/<arm>/t              (s,) day, every step from 0
     /fit/prediction/<arm>/<observable>   (s,) at the estimate
     /fit/data/{arm, observable}          (m,) strings; {t, value, sigma, prediction, residual} (m,)
+                           (value, sigma, prediction in the model's units); given_value, given_sigma,
+                           given_units (as in the CSV), factor (value = factor · given_value)
     /fit/arms/<arm>        attrs: config (the arm's resolved run config), path
     /fit/profile/<name>/{value, loss, converged} (k,); /points (k, n) natural units, every parameter
                            attrs: lower, upper (95 % profile interval, NaN: not reached), minimum_loss
@@ -29,7 +32,7 @@ import numpy as np
 
 from ..run._job import _metadata
 from ..run._output import OutputTarget
-from ._uncertainty import strongest_pairs
+from ._uncertainty import chi2_limit, strongest_pairs
 
 FORMAT = "tumorfield-fit/1"
 _PER_ARM = ("dt", "steps_per_save", "grid_affine", "input_images")  # per arm: in each arm's stored config
@@ -67,12 +70,14 @@ def _write_result(h5: h5py.File, result) -> None:
 
 
 def _write_data(fit, observations, prediction, residuals) -> None:
-    """``/fit/data``: the scalar observations with the prediction and residual at the estimate."""
+    """``/fit/data``: the scalar observations with the prediction and residual at the estimate; the rows as
+    given (value, sigma, units) and the factor to the model's units."""
     data = fit.create_group("data")
     _strings(data, "arm", observations.arm)
     _strings(data, "observable", observations.observable)
-    for name in ("t", "value", "sigma"):
-        data.create_dataset(name, data=getattr(observations, name))
+    _strings(data, "given_units", observations.given_units)
+    for name in ("t", "value", "sigma", "given_value", "given_sigma", "factor"):
+        data.create_dataset(name, data=np.asarray(getattr(observations, name), np.float64))
     data.create_dataset("prediction", data=np.asarray(prediction, np.float64))
     data.create_dataset("residual", data=np.asarray(residuals, np.float64))
 
@@ -107,6 +112,9 @@ def write_fit(target: OutputTarget, result, argv) -> str:
             n_observations=len(result.data),
             reduced_chi2=result.reduced_chi2,
         )
+        h5.attrs.create("warnings", np.asarray([str(w) for w in result.warnings], dtype=object), dtype=_TEXT)
+        h5.attrs.create("at_bound", np.asarray(result.at_bound, dtype=object), dtype=_TEXT)
+        h5.attrs["chi2_warning"] = result.chi2_warning
         _write_result(h5, result)
         for arm, config in result.spec.arms.items():
             group = h5.create_group(f"fit/arms/{arm}")
@@ -116,18 +124,24 @@ def write_fit(target: OutputTarget, result, argv) -> str:
 
 def summary(result) -> str:
     """The closing table: estimates, standard errors, strongest correlations, then the warnings."""
+    at_bound = list(result.at_bound)
+    w = max(14, *(len(n) + 2 for n in result.names))
+    bounded = f" — at a bound: {', '.join(at_bound)}" if at_bound else ""
+    limit = chi2_limit(len(result.data) - len(result.names))
+    chi2 = f" (> {limit:.3g}: see the warnings)" if result.chi2_warning else ""
     lines = [
-        f"fit {result.status} after {result.n_iterations} iterations: {result.message}",
-        f"loss (½ Σ r²) {result.loss:.6g}, {len(result.data)} observations, reduced χ² {result.reduced_chi2:.3g}",
+        f"fit {result.status} after {result.n_iterations} iterations{bounded}: {result.message}",
+        f"loss (½ Σ r²) {result.loss:.6g}, {len(result.data)} observations, reduced χ² {result.reduced_chi2:.3g}"
+        + chi2,
         "",
-        f"{'parameter':<14}{'estimate':>13}{'std. error':>13}{'rel. SE':>9}{'initial':>12}   bounds",
+        f"{'parameter':<{w}}{'estimate':>13}{'std. error':>13}{'rel. SE':>9}{'initial':>12}   bounds",
     ]
     for i, name in enumerate(result.names):
         value, se = result.estimate[i], result.std_error[i]
         rel = f"{se / abs(value):.1%}" if np.isfinite(se) and value else "—"
         lines.append(
-            f"{name:<14}{value:>13.6g}{se:>13.4g}{rel:>9}{result.initial[i]:>12.6g}   "
-            f"[{result.lower[i]:g}, {result.upper[i]:g}]"
+            f"{name:<{w}}{value:>13.6g}{se:>13.4g}{rel:>9}{result.initial[i]:>12.6g}   "
+            f"[{result.lower[i]:g}, {result.upper[i]:g}]" + ("   AT BOUND" if name in at_bound else "")
         )
     pairs = strongest_pairs(result.correlation, 5)
     if pairs:
