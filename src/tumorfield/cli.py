@@ -258,7 +258,10 @@ def _cmd_fit(args, argv) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)  # the optimiser and the likelihood in float64, fields as configured
+    from ._inputs import read_toml
     from .fit._fit import run_fit
+
+    read_toml(args.config)  # a regular file of at most 1 MiB of UTF-8 TOML, not nested too deeply, else exit 2
 
     result = run_fit(args.config, args.output, args.set, overwrite=args.overwrite, argv=argv, log=_log,
                      profiles=args.profile, profile_points=args.profile_points)  # fmt: skip

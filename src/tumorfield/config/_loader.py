@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 from tumorfield_kernels import ExplicitDiffusion, Grid, ImageError, ImplicitDiffusion, Numerics, substeps_from_cap
 
 from .. import models
+from .._inputs import parse_toml, read_text
 from .._schema import LIMITS, ConfigError, check_section, check_sections, section_keys
 from ._memory import check_memory
 from ._sections import GENERIC_SECTIONS, ModelSection, NumericsSection, OutputSection, RunSection, TimeSection
@@ -93,13 +93,8 @@ def _parse_override(item: str) -> tuple[str, str, Any]:
 
 
 def _parse_toml(text: str) -> dict[str, Any]:
-    """``tomllib.loads`` with every failure (syntax, nesting too deep for the parser) a :class:`ConfigError`."""
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError("(TOML syntax)", None, str(error)) from None
-    except RecursionError:
-        raise ConfigError("(TOML syntax)", None, "arrays or tables nested too deeply") from None
+    """``tomllib.loads`` with every failure (syntax, nesting too deep) a :class:`ConfigError`."""
+    return parse_toml(text)
 
 
 def _whole(value: float, dt: float, path: str, what: str) -> int:
@@ -125,24 +120,9 @@ def loads(text: str, source: str = "<string>", overrides: Sequence[str] = ()) ->
 
 
 def _read_text(path: Path) -> str:
-    """The UTF-8 text of a config file of at most ``LIMITS["config_bytes"]``; anything else is a ConfigError."""
-    limit = LIMITS["config_bytes"]
-    try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
-    except OSError as error:
-        raise ConfigError("(file)", str(path), f"cannot be read: {error.strerror}", str(path)) from None
-    if len(data) > limit:
-        raise ConfigError("(file)", str(path), f"is larger than {limit // 1024} KiB; a configuration is a "
-                          f"TOML file of a few KiB", str(path))  # fmt: skip
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ConfigError("(file)", str(path), f"is not UTF-8 text (byte 0x{data[error.start]:02x} at offset "
-                          f"{error.start}); a configuration is a TOML file", str(path)) from None  # fmt: skip
-    if "\0" in text:
-        raise ConfigError("(file)", str(path), "contains NUL bytes: a binary file, not TOML", str(path))
-    return text
+    """The UTF-8 text of a config file (:func:`tumorfield._inputs.read_text`: a regular file of at most
+    ``LIMITS["config_bytes"]``); anything else is a ConfigError."""
+    return read_text(path, what="a TOML configuration")
 
 
 def load(path: str | os.PathLike, overrides: Sequence[str] = ()) -> RunConfig:
