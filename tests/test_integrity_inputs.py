@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_integrity_common import small_disk, tumorfield, write_config
+from test_integrity_common import DATA, small_disk, tumorfield, write_config, write_fit_files
 
 from tumorfield.config import _memory
 
@@ -171,21 +171,10 @@ def test_an_uncompressed_output_larger_than_the_free_disk_is_refused_before_comp
 # --- every user-named text input: regular files of bounded size, UTF-8, bounded nesting --------------
 
 
-FIT = """[fit]
-arms = { a = "arm.toml" }
-data = "data.csv"
-[fit.parameters]
-r = { init = 0.6, lower = 0.1, upper = 5.0 }
-"""
-DATA = "arm,t,observable,value,sigma\na,0.1,max_u,0.6,0.05\n"
-
-
 @pytest.fixture
 def fit_dir(tmp_path) -> Path:
     """A fit file (one arm, the 16² Fisher–KPP config, t_end 0.2 day) and a data file of one row."""
-    write_config(tmp_path / "arm.toml")
-    (tmp_path / "fit.toml").write_text(FIT)
-    (tmp_path / "data.csv").write_text(DATA)
+    write_fit_files(tmp_path)
     return tmp_path
 
 
