@@ -214,6 +214,7 @@ def _add_sweep_parsers(sub) -> None:
     sweep.add_argument("--coordinator", help="HOST:PORT of process 0 (with --num-processes, --process-id)")
     sweep.add_argument("--num-processes", type=int, default=None)
     sweep.add_argument("--process-id", type=int, default=None)
+    _add_cache(sweep)
     collect = sub.add_parser("collect", help="one CSV row per sweep member: swept values, status, final scalars")
     collect.add_argument("directory", help="a sweep directory (with manifest.csv)")
     collect.add_argument("-o", "--output", required=True, help="CSV table to write")
@@ -273,6 +274,13 @@ def _add_set(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help=help)
 
 
+def _add_cache(parser: argparse.ArgumentParser) -> None:
+    """``--compilation-cache DIR`` of the commands that compile (run, resume, sweep, fit)."""
+    parser.add_argument("--compilation-cache", default=None, metavar="DIR",
+                        help="persistent JAX compilation cache (or 'off'); before $TUMORFIELD_COMPILATION_CACHE and "
+                        "run.compilation_cache; resume never takes it from the file (see docs/cli.md)")  # fmt: skip
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tumorfield", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action=_Version, nargs=0, help="print versions and the default device, and exit")
@@ -282,8 +290,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--output", required=True, help="output HDF5 file")
     _add_set(run, "override a config key (value in TOML syntax); repeatable")
     run.add_argument("--overwrite", action="store_true", help="replace OUTPUT once the new run has succeeded")
+    _add_cache(run)
     resume = sub.add_parser("resume", help="continue an interrupted or killed run from its last checkpoint")
     resume.add_argument("file")
+    _add_cache(resume)
     inspect = sub.add_parser("inspect", help="summarise a trajectory file")
     inspect.add_argument("file")
     plot = sub.add_parser("plot", help="PNG snapshots of every field, each time series once, a movie")
@@ -305,6 +315,7 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("-o", "--output", required=True, help="output HDF5 file (FIT.h5)")
     _add_set(fit, "override a key of every arm's run config (fit.KEY: of the fit file); repeatable")
     fit.add_argument("--overwrite", action="store_true", help="replace OUTPUT")
+    _add_cache(fit)
     fit.add_argument("--profile", action="append", default=[], metavar="NAME",
                      help="also compute the profile likelihood of this fitted parameter; repeatable")  # fmt: skip
     fit.add_argument("--profile-points", type=int, default=9, metavar="N",
@@ -387,7 +398,12 @@ def main(argv: list[str] | None = None) -> int:
         import jax
 
         jax.config.update("jax_enable_x64", True)
+    cache = getattr(args, "compilation_cache", None)
     try:
+        if cache is not None:
+            from . import _compile_log
+
+            _compile_log.request(cache)  # before the environment and any config (never a file's contents)
         return _run_command(args, argv)
     except Exception:
         traceback.print_exc()
@@ -395,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     finally:
         restore()
+        if cache is not None:
+            _compile_log.request(None)
 
 
 if __name__ == "__main__":

@@ -19,16 +19,12 @@ from typing import Any
 from tumorfield_kernels import ExplicitDiffusion, Grid, ImageError, ImplicitDiffusion, Numerics, substeps_from_cap
 
 from .. import models
+from .._compile_log import cache_directory
 from .._inputs import parse_toml, read_text
 from .._schema import LIMITS, ConfigError, check_section, check_sections, section_keys
 from ._memory import check_memory
 from ._sections import GENERIC_SECTIONS, ModelSection, NumericsSection, OutputSection, RunSection, TimeSection
 from ._toml import to_toml
-
-
-def _default_cache() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "tumorfield", "jax")
 
 
 @dataclass(frozen=True)
@@ -69,9 +65,10 @@ class RunConfig:
 
     @property
     def compilation_cache(self) -> str | None:
-        """Directory of the persistent compilation cache, None when ``run.compilation_cache = "off"``."""
-        value = self.run.compilation_cache
-        return None if value == "off" else (value or _default_cache())
+        """Directory of the persistent compilation cache (None: off) for a run of this config read from the
+        user's own file: :func:`tumorfield._compile_log.cache_directory` (the command line and the
+        environment come before ``run.compilation_cache``)."""
+        return cache_directory(self.run.compilation_cache)
 
     @property
     def text(self) -> str:
