@@ -276,8 +276,10 @@ def _cmd_fit(args, argv) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)  # the optimiser and the likelihood in float64, fields as configured
+    from ._inputs import read_toml
     from .fit._fit import run_fit
 
+    read_toml(args.config_path)  # a regular file of at most 1 MiB of UTF-8 TOML, not nested too deeply, else exit 2
     sets = args.set if args.config_path == args.config else _here_relative(args.set)
     result = run_fit(args.config_path, args.output, sets, overwrite=args.overwrite, argv=argv, log=_log,
                      profiles=args.profile, profile_points=args.profile_points)  # fmt: skip
@@ -374,6 +376,13 @@ def _add_parser(sub, name: str, help: str, example: str, description: str = "") 
                           "exit codes and details: docs/cli.md", formatter_class=_Formatter)  # fmt: skip
 
 
+def _add_cache(parser: argparse.ArgumentParser) -> None:
+    """``--compilation-cache DIR`` of the commands that compile (run, resume, sweep, fit)."""
+    parser.add_argument("--compilation-cache", default=None, metavar="DIR",
+                        help="persistent JAX compilation cache (or 'off'); before $TUMORFIELD_COMPILATION_CACHE and "
+                        "run.compilation_cache; resume never takes it from the file (see docs/cli.md)")  # fmt: skip
+
+
 def _parser() -> argparse.ArgumentParser:
     """The whole command line; imports nothing beyond the standard library (no JAX)."""
     parser = argparse.ArgumentParser(prog="tumorfield", description=_DESCRIPTION, epilog=_EXIT_CODES,
@@ -388,10 +397,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--output", required=True, help="output HDF5 file")
     _add_set(run, "override a config key (value in TOML syntax); repeatable")
     run.add_argument("--overwrite", action="store_true", help="replace OUTPUT once the new run has succeeded")
+    _add_cache(run)
 
     resume = _add_parser(sub, "resume", "continue an interrupted or killed run from its last checkpoint",
                          "tumorfield resume ptx.h5")  # fmt: skip
     resume.add_argument("file", metavar="FILE", help="the run's HDF5 file (or its .NAME.PID.partial); verified first")
+    _add_cache(resume)
 
     sweep = _add_parser(sub, "sweep", "run the members of a sweep file in vmapped batches",
                         "tumorfield sweep sweep.toml -o runs/ --set grid.shape=[32,32]",
@@ -404,6 +415,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--coordinator", help="HOST:PORT of process 0 (with --num-processes, --process-id)")
     sweep.add_argument("--num-processes", type=int, default=None, help="number of processes (with --coordinator)")
     sweep.add_argument("--process-id", type=int, default=None, help="this process's number, 0 … N-1")
+    _add_cache(sweep)
 
     collect = _add_parser(sub, "collect", "one CSV row per sweep member: swept values, status, final scalars",
                           "tumorfield collect runs/ -o runs/table.csv")  # fmt: skip
@@ -419,6 +431,7 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("-o", "--output", required=True, help="output HDF5 file (FIT.h5)")
     _add_set(fit, "override a key of every arm's run config (fit.KEY: of the fit file); repeatable")
     fit.add_argument("--overwrite", action="store_true", help="replace OUTPUT")
+    _add_cache(fit)
     fit.add_argument("--profile", action="append", default=[], metavar="NAME",
                      help="also compute the profile likelihood of this fitted parameter; repeatable")  # fmt: skip
     fit.add_argument("--profile-points", type=int, default=9, metavar="N",
@@ -556,7 +569,12 @@ def main(argv: list[str] | None = None) -> int:
         import jax
 
         jax.config.update("jax_enable_x64", True)
+    cache = getattr(args, "compilation_cache", None)
     try:
+        if cache is not None:
+            from . import _compile_log
+
+            _compile_log.request(cache)  # before the environment and any config (never a file's contents)
         return _run_command(args, argv)
     except Exception:
         traceback.print_exc()
@@ -564,6 +582,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     finally:
         restore()
+        if cache is not None:
+            _compile_log.request(None)
 
 
 if __name__ == "__main__":

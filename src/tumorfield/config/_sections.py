@@ -129,7 +129,9 @@ class RunSection:
         "",
         "",
         'Directory of the persistent JAX compilation cache; `""` = '
-        '`~/.cache/tumorfield/jax` (or `$XDG_CACHE_HOME`), `"off"` disables it.',
+        '`~/.cache/tumorfield/jax` (or `$XDG_CACHE_HOME`), `"off"` disables it. `--compilation-cache` and '
+        "`$TUMORFIELD_COMPILATION_CACHE` come first; `resume` never uses the value stored in a file "
+        "(docs/cli.md).",
     )
     seed: int = key(0, "", "Random seed, recorded in the output (for models with random initial data).", non_negative)
     progress: str = key(

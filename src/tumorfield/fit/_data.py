@@ -18,19 +18,23 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .._schema import ConfigError, suggest
+from .._inputs import open_text
+from .._schema import LIMITS, ConfigError, suggest
 
 COLUMNS = ("arm", "t", "observable", "value", "sigma")
 UNITS = "units"
 """The optional column of each row's units (empty: the model's units of the observable)."""
 STEP_TOLERANCE = 1e-9
 """Relative tolerance of ``t = k·dt`` (the rule of ``time.t_end`` and ``time.save_every``)."""
+SIGMA_FLOOR = 1e-12
+"""Smallest ``sigma`` relative to ``|value|`` (normal) or absolute (lognormal: the sd of ``log y``)."""
 
 
 @dataclass(frozen=True)
@@ -95,11 +99,16 @@ class Observations:
         return np.flatnonzero(self.arm == arm)
 
 
+def _shown(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters for a message."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _number(text: str, line: int, column: str) -> float:
     try:
         value = float(text)
     except (TypeError, ValueError):
-        raise ConfigError(f"line {line}: {column}", text, "must be a number") from None
+        raise ConfigError(f"line {line}: {column}", _shown(str(text)), "must be a number") from None
     if not math.isfinite(value):
         raise ConfigError(f"line {line}: {column}", text, "must be a finite number")
     return value
@@ -123,6 +132,20 @@ def _step(t: float, grid: ArmGrid, arm: str, line: int, interpolate: bool) -> tu
         )
     k = math.floor(t / grid.dt)
     return k, min(max(t / grid.dt - k, 0.0), 1.0)
+
+
+def _sigma(sigma: float, value: float, line: int, lognormal: bool) -> None:
+    """Refuse a ``sigma`` so small that the residual ``(y − prediction)/sigma`` (lognormal: of
+    ``log y``) loses all meaning or overflows: below :data:`SIGMA_FLOOR` times the value's scale
+    (``|value|``; 1 for ``log y``), or not a normal float."""
+    if sigma <= 0:
+        raise ConfigError(f"line {line}: sigma", sigma, "must be > 0")
+    scale = 1.0 if lognormal else abs(value)
+    floor = max(SIGMA_FLOOR * scale, sys.float_info.min)
+    if sigma < floor:
+        of = "(sigma of log value)" if lognormal else f"× |value| = {floor:.3g}"
+        raise ConfigError(f"line {line}: sigma", sigma, f"must be ≥ {SIGMA_FLOOR:g} {of} and a normal float "
+                          f"(≥ {sys.float_info.min:.3g}): a smaller sigma makes the residuals overflow")  # fmt: skip
 
 
 _VOLUME_RULE = {1: "a 1D run's volume is a length in mm, or a volume per mm² of cross-section",
@@ -168,10 +191,9 @@ def _row(row: Mapping[str, str], line: int, arms: Mapping[str, ArmGrid], lognorm
         )
     t = _number(row["t"], line, "t")
     given, given_sigma = _number(row["value"], line, "value"), _number(row["sigma"], line, "sigma")
-    if given_sigma <= 0:
-        raise ConfigError(f"line {line}: sigma", given_sigma, "must be > 0")
     if lognormal and given <= 0:
         raise ConfigError(f"line {line}: value", given, 'must be > 0 with likelihood = "lognormal"')
+    _sigma(given_sigma, given, line, lognormal)
     units = (row.get(UNITS) or "").strip()
     scale = (scales or {}).get(observable)
     value, sigma, f = _converted(given, given_sigma, units, observable, grid, arm, line, scale, lognormal)
@@ -183,23 +205,36 @@ def read_observations(path: str | Path, arms: Mapping[str, ArmGrid], likelihood:
                       scales: Mapping[str, Scale] | None = None) -> Observations:  # fmt: skip
     """Read and check the CSV at ``path`` against ``arms`` (name → :class:`ArmGrid`); ``interpolate``: accept
     times between steps (a scalar fit interpolates its predictions there); ``scales``: observable → its
-    ``[fit.observables]`` :class:`Scale`."""
+    ``[fit.observables]`` :class:`Scale`. The file: a regular file of at most
+    :data:`~tumorfield._inputs.CSV_BYTES` of UTF-8 text (:func:`~tumorfield._inputs.open_text`), every column
+    named once, at most ``LIMITS["observations"]`` rows."""
     path = Path(path)
     try:
-        with path.open(newline="") as handle:
+        with open_text(path, key="fit.data") as handle:
             reader = csv.DictReader(handle)
-            missing = [c for c in COLUMNS if c not in (reader.fieldnames or ())]
-            if missing:
-                raise ConfigError(
-                    "line 1 (header)",
-                    ",".join(reader.fieldnames or ()),
-                    f"must name the columns {','.join(COLUMNS)} (missing: {', '.join(missing)})",
-                )
-            rows = [_row(row, reader.line_num, arms, likelihood == "lognormal", interpolate, scales) for row in reader]
-    except OSError as error:
-        raise ConfigError("fit.data", str(path), f"cannot be read: {error.strerror}", str(path)) from None
+            try:
+                header = reader.fieldnames or ()
+                missing = [c for c in COLUMNS if c not in header]
+                if missing:
+                    raise ConfigError(
+                        "line 1 (header)",
+                        _shown(",".join(header)),
+                        f"must name the columns {','.join(COLUMNS)} (missing: {', '.join(missing)})",
+                    )
+                twice = sorted({c for c in header if header.count(c) > 1})
+                if twice:
+                    why = f"names {', '.join(twice)} more than once: every column must be named once"
+                    raise ConfigError("line 1 (header)", _shown(",".join(header)), why)
+                rows = []
+                for row in reader:
+                    if len(rows) == LIMITS["observations"]:
+                        raise ConfigError(f"line {reader.line_num}", None, f"more than {LIMITS['observations']:,} "
+                                          f"observations; that is the limit of a fit's data")  # fmt: skip
+                    rows.append(_row(row, reader.line_num, arms, likelihood == "lognormal", interpolate, scales))
+            except csv.Error as error:
+                raise ConfigError(f"line {reader.line_num + 1}", None, f"is not valid CSV ({error})") from None
     except ConfigError as error:
-        raise error.in_file(str(path)) from None
+        raise (error if error.file else error.in_file(str(path))) from None
     if not rows:
         raise ConfigError("fit.data", str(path), "holds no observations (only a header, or nothing)", str(path))
     columns = list(zip(*rows, strict=True))

@@ -77,8 +77,11 @@ class OutputLock:
                 os.close(fd)
                 raise FileBusy(errno.EBUSY, f"{target} is being written by {holder}") from None
             if _same_file(fd, path):  # not unlinked by a releasing holder in the meantime
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, f"{os.getpid()}@{socket.gethostname()}\n".encode(), 0)
+                try:  # the holder's name, for a refusal only: a full disk does not stop the lock
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, f"{os.getpid()}@{socket.gethostname()}\n".encode(), 0)
+                except OSError:
+                    pass
                 return cls(path, fd)
             os.close(fd)
 

@@ -126,9 +126,11 @@ def output_bytes(config) -> int:
     return config.n_frames * frame + scalars + 2 * state + cells * 8 + 2**20  # (one constant field)
 
 
-def _setup_jax(config) -> None:
+def _setup_jax(config, *, stored: bool = False) -> None:
+    """Compile-time logging and the persistent compilation cache; ``stored``: ``config`` was read from a
+    file's contents (``resume``), whose ``run.compilation_cache`` is never used (see :mod:`.._compile_log`)."""
     _compile_log.install()
-    _compile_log.enable_persistent_cache(config.compilation_cache)
+    _compile_log.enable_persistent_cache(_compile_log.cache_directory(None) if stored else config.compilation_cache)
 
 
 class Run:
@@ -195,7 +197,7 @@ class Run:
                 return None
             _check_input_images(path, images)  # before the config reads them again, before any write
             config = cfg.loads(text, f"{path}:/config")
-            _setup_jax(config)
+            _setup_jax(config, stored=True)  # the cache comes from the command line or environment, not the file
             file = TrajectoryFile.open_for_resume(str(path), lock=target.lock, verified=streams)
         except BaseException:
             target.release()

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..io import NotATrajectory, open_trajectory
-from ..io._guard import fault_point, free_bytes
+from ..io._guard import StorageError, fault_point, free_bytes
 from ..io._lock import FileBusy, OutputLock, final_path, partial_name
 
 
@@ -73,6 +73,9 @@ def _lock(path: Path) -> OutputLock:
     except FileBusy as error:
         raise OutputError(str(error)) from None
     except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk is exit 74, as when writing
+            raise StorageError(error.errno, f"{path}: cannot create the output's lock in {path.parent} "
+                               f"({error.strerror})") from None  # fmt: skip
         raise OutputError(f"{path}: cannot lock the output in {path.parent} ({error.strerror})") from None
 
 

@@ -15,6 +15,7 @@ import json
 import os
 from pathlib import Path
 
+from .._inputs import open_text
 from .._schema import ConfigError
 
 MANIFEST = "manifest.csv"
@@ -72,7 +73,7 @@ class Manifest:
 
     @classmethod
     def read(cls, directory: Path) -> Manifest:
-        with open(directory / MANIFEST, newline="") as f:
+        with open_text(directory / MANIFEST, key="manifest") as f:
             reader = csv.DictReader(f)
             rows = list(reader)
             fields = reader.fieldnames or []

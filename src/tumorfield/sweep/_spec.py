@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .. import config as cfg
+from .._inputs import read_toml, read_toml_text
 from .._schema import ConfigError, check_section, key, non_negative, one_of, section, section_keys
 from ..config._loader import _parse_override
 from ..config._toml import to_toml
@@ -193,7 +194,7 @@ def load_sweep(path: str | Path) -> Sweep:
     """Read and check a sweep file; every member's config is built and checked too (before any compute)."""
     path = Path(path)
     try:
-        document = tomllib.loads(path.read_text())
+        document = read_toml(path)
     except OSError as error:
         raise ConfigError("(file)", str(path), f"cannot be read: {error.strerror}", str(path)) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
@@ -207,7 +208,7 @@ def load_sweep(path: str | Path) -> Sweep:
         raise error.in_file(str(path)) from None
     base = (path.parent / values["base"]).resolve()
     try:
-        base_text = base.read_text()
+        base_text = read_toml_text(base, key="sweep.base", named_in=str(path))
     except OSError as error:
         raise ConfigError("sweep.base", values["base"], f"cannot be read ({error.strerror})", str(path)) from None
     if not all(isinstance(item, str) for item in values["set"]):
