@@ -644,18 +644,6 @@ def test_a_units_column_is_converted_and_another_dimension_refused(tmp_path):
     assert scaled.value.tolist() == [30.0] and scaled.sigma.tolist() == [3.0]
 
 
-def test_observable_scales_are_for_scalar_fits(tmp_path):
-    """``[fit.observables]`` with scans is refused before anything is read: a calibration's data are in the model's
-    units (its units column converts them), and it would not apply a scale."""
-    from tumorfield.fit import load_spec
-
-    (tmp_path / "fit.toml").write_text('[fit]\narms = { a = "arm.toml" }\n[[fit.images]]\narm = "a"\nt = 1.0\n'
-                                       'field = "u"\nfile = "u.nii.gz"\nkind = "density"\n'
-                                       "[fit.observables]\ntumour_burden = { scale = 2.0 }\n")  # fmt: skip
-    with pytest.raises(ConfigError, match=r"fit.observables = .*scales data of scalar fits"):
-        load_spec(tmp_path / "fit.toml")
-
-
 def test_a_time_between_steps_is_interpolated_in_a_fit_and_refused_elsewhere(tmp_path):
     """``t = (k + w)·dt``: accepted with ``interpolate`` (a scalar fit) as step ``k`` and weight ``w``, refused
     without (a calibration's data); on the step grid ``w = 0``. The prediction there is linear in time

@@ -53,7 +53,7 @@ def arm_grid(config) -> ArmGrid:
     return ArmGrid(names, config.time.dt, config.time.t_end, units, ndim)
 
 
-def _scales(spec: FitSpec, grids: dict[str, ArmGrid]) -> dict[str, Scale]:
+def scales(spec: FitSpec, grids: dict[str, ArmGrid]) -> dict[str, Scale]:
     """``[fit.observables]`` as :class:`Scale` s, each name an observable of some arm and its units read by pint."""
     from ._units import check_scale_units
 
@@ -133,7 +133,7 @@ class Fit:
         self.bounds = checked_bounds(spec, initial=True)
         grids = {arm: arm_grid(config) for arm, config in spec.arms.items()}
         self.data = read_observations(spec.data_path, grids, spec.fit.likelihood, interpolate=True,
-                                      scales=_scales(spec, grids))  # fmt: skip
+                                      scales=scales(spec, grids))  # fmt: skip
         self.lognormal = spec.fit.likelihood == "lognormal"
         self.groups, groups = make_groups(spec.arms, self.data, spec.names, self.bounds.init)
         n = len(spec.names)  # "held"/"held_z": parameters a profile holds fixed (none in a fit): one program for both

@@ -278,9 +278,6 @@ def _checked(values: dict[str, Any]):
     maps = {name: _sub(f"fit.maps.{name}", FitMap, e) for name, e in fit.maps.items()}
     uncertainty = _sub("fit.uncertainty", FitUncertainty, fit.uncertainty)
     observables = {name: _sub(f"fit.observables.{name}", FitObservable, e) for name, e in fit.observables.items()}
-    if observables and (images or origin or maps):
-        raise ConfigError("fit.observables", fit.observables, "scales data of scalar fits; a calibration's data are "
-                          "in the model's units (a units column converts them)")  # fmt: skip
     if not (images or origin or maps):
         if not fit.data:
             raise ConfigError("fit.data", fit.data, "is required (a CSV of observations), or give [[fit.images]]")
