@@ -185,21 +185,24 @@ def _cmd_sweep(args, argv) -> int:
         jax.distributed.initialize()  # cluster auto-detection (SLURM, …)
     runner = SweepRunner(args.sweep, args.output, overrides=args.set, argv=argv, log=_log)
     if distributed:
-        mine = members_of_process(len(runner.configs), jax.process_index(), jax.process_count())
+        mine = members_of_process(runner.n_members, jax.process_index(), jax.process_count())
         members = [int(i) for i in mine if members is None or i in members]
     results = runner.run(members)
     statuses = [r if isinstance(r, str) else r.status for r in results.values()]
-    counts = {s: statuses.count(s) for s in ("complete", "failed", "interrupted", "running")}
-    _log(f"sweep {args.output}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" of {len(results)}")
-    if counts["interrupted"] or counts["running"]:
+    counts = {s: statuses.count(s) for s in ("complete", "failed", "interrupted", "running", "pending")}
+    names = {"pending": "not started"}
+    summary = ", ".join(f"{n} {names.get(s, s)}" for s, n in counts.items() if n)
+    if counts["interrupted"] or counts["running"] or counts["pending"]:
+        _log(f"sweep {args.output}: {summary} of {len(results)}; run the same command again to continue")
         return EXIT_INTERRUPTED
+    _log(f"sweep {args.output}: {summary} of {len(results)}")
     return EXIT_NUMERICAL if counts["failed"] else EXIT_OK
 
 
 def _cmd_collect(args, argv) -> int:
     from .sweep import collect
 
-    rows = collect(args.directory, args.output)
+    rows = collect(args.directory, args.output, overwrite=args.overwrite)
     _log(f"{rows} members → {args.output}")
     return EXIT_OK
 
@@ -216,7 +219,8 @@ def _add_sweep_parsers(sub) -> None:
     sweep.add_argument("--process-id", type=int, default=None)
     collect = sub.add_parser("collect", help="one CSV row per sweep member: swept values, status, final scalars")
     collect.add_argument("directory", help="a sweep directory (with manifest.csv)")
-    collect.add_argument("-o", "--output", required=True, help="CSV table to write")
+    collect.add_argument("-o", "--output", required=True, help="CSV table to write (not a file of the sweep directory)")
+    collect.add_argument("--overwrite", action="store_true", help="replace an existing table")
 
 
 def _cmd_export(args, argv) -> int:
