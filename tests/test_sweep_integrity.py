@@ -106,7 +106,7 @@ def test_another_members_file_is_refused_naming_the_member_and_the_key(copy, sta
     shutil.copy(out / "member-0002.h5", out / "member-0000.h5")
     _set_status(out / "member-0000.h5", status)  # interrupted: it was resumed with its own config
     before = (out / "member-0000.h5").read_bytes()
-    with pytest.raises(ConfigError, match=r"member 0 .*parameters\.r = 0\.3 there, 0\.1 in this sweep"):
+    with pytest.raises(ConfigError, match=r"member 0.s file holds another run \(parameters\.r = 0\.3 there, 0\.1 in"):
         SweepRunner(sweep, out, **QUIET).run()
     assert (out / "member-0000.h5").read_bytes() == before
 
@@ -115,7 +115,7 @@ def test_a_damaged_complete_member_is_refused(copy):
     sweep, out = copy
     with h5py.File(out / "member-0001.h5", "r+") as h5:
         h5["scalars/total"][3] += 1.0
-    with pytest.raises(ConfigError, match=r"member 1 .*does not verify"):
+    with pytest.raises(ConfigError, match=r"member 1.s file does not verify"):
         SweepRunner(sweep, out, **QUIET).run()
 
 
@@ -126,7 +126,7 @@ def test_new_values_without_a_manifest_do_not_adopt_the_old_members(copy):
         SweepRunner(sweep, out, **QUIET)
     (out / MANIFEST).unlink()
     (out / JOURNAL).unlink()
-    with pytest.raises(ConfigError, match=r"member 1 .*parameters\.r = 0\.2 there, 0\.25 in this sweep"):
+    with pytest.raises(ConfigError, match=r"member 1.s file holds another run \(parameters\.r = 0\.2 there, 0\.25 in"):
         SweepRunner(sweep, out, **QUIET).run()
 
 
@@ -190,7 +190,7 @@ def test_collect_refuses_a_member_that_does_not_verify(copy):
     _, out = copy
     with h5py.File(out / "member-0002.h5", "r+") as h5:
         h5["scalars/total"][-1] = 42.0
-    with pytest.raises(ConfigError, match=r"member 2 .*does not verify"):
+    with pytest.raises(ConfigError, match=r"member 2.s file does not verify"):
         collect(out, out.parent / "t.csv")
     assert not (out.parent / "t.csv").exists()
 
@@ -214,7 +214,7 @@ def test_collect_refuses_an_edited_or_truncated_manifest(copy, edit, fragment):
 def test_collect_swept_values_come_from_the_member_files(copy):
     _, out = copy
     shutil.copy(out / "member-0002.h5", out / "member-0001.h5")  # another member's file
-    with pytest.raises(ConfigError, match=r"member 1 .*holds another run"):
+    with pytest.raises(ConfigError, match=r"member 1.s file holds another run \(parameters\.r = 0\.3 there, 0\.2 in"):
         collect(out, out.parent / "t.csv")
 
 

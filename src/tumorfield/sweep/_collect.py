@@ -64,23 +64,23 @@ def _check_output(output: Path, directory: Path, overwrite: bool) -> Path:
     return output
 
 
-def _member(path: Path, index: int, digest: str, paths: tuple[str, ...]) -> dict:
+def _member(path: Path, index: int, cells: tuple[str, ...], digest: str, paths: tuple[str, ...]) -> dict:
     """Member ``index``'s row from its file, after checking it is this member's run and verifies."""
-    where = f"member {index} ({path})"
+    refuse = lambda why: ConfigError("DIR", str(path), f"member {index}'s file {why}")  # noqa: E731
     if path.is_symlink() or not path.is_file():
-        raise ConfigError("DIR", where, "is not a regular file; a member file is written by the sweep itself")
+        raise refuse("is not a regular file; a member file is written by the sweep itself")
     try:
         with open_trajectory(path) as stored:
             stored.verify()
-            theirs = text_digest(stored.config_text)
-            if theirs != digest:
-                raise ConfigError("DIR", where, f"holds another run: the SHA-256 of its config is {theirs[:12]}…, "
-                                  f"the manifest's {digest[:12]}…")  # fmt: skip
             try:
                 document = tomllib.loads(stored.config_text)
                 values = {p: cell(get_path(document, p)) for p in paths}
             except (tomllib.TOMLDecodeError, KeyError) as error:
-                raise ConfigError("DIR", where, f"its stored config has no swept key {error}") from None
+                raise refuse(f"has no swept key {error} in its stored config") from None
+            if text_digest(stored.config_text) != digest:
+                pairs = zip(values.items(), cells, strict=True)
+                differ = "; ".join(f"{p} = {v} there, {c} in the manifest" for (p, v), c in pairs if v != c)
+                raise refuse(f"holds another run ({differ or 'its config differs from the manifest row'})")
             status = stored.status
             if status == "running":
                 status = "running" if is_locked(path) else "interrupted"
@@ -89,7 +89,7 @@ def _member(path: Path, index: int, digest: str, paths: tuple[str, ...]) -> dict
             finals = {name: float(stored.scalars[name][-1]) if n_samples else math.nan for name in stored.scalars}
             return {**values, "status": status, "t_final": t_final, "n_committed": stored.n_committed, **finals}
     except NotATrajectory as error:
-        raise ConfigError("DIR", where, f"does not verify ({error})") from None
+        raise refuse(f"does not verify ({error})") from None
 
 
 def _without_file(status: str) -> str:
@@ -111,7 +111,7 @@ def collect(directory: str | os.PathLike, output: str | os.PathLike, *, overwrit
         path = directory / file
         row = {"member": member, **dict(zip(manifest.paths, cells, strict=True))}
         if os.path.lexists(path):
-            found = _member(path, int(member), digest, manifest.paths)
+            found = _member(path, int(member), cells, digest, manifest.paths)
             row.update(found)
             columns += [name for name in found if name not in columns and name not in (*manifest.paths, *FIXED_COLUMNS)]
         else:

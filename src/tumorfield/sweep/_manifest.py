@@ -96,6 +96,17 @@ def locked(directory: Path):
         os.close(fd)
 
 
+@contextlib.contextmanager
+def _naming(path: Path):
+    """Let an ``OSError`` (a full disk) name ``path``: the CLI reports it as ``path: strerror``, exit 74."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename:
+            raise
+        raise OSError(error.errno, error.strerror, str(path)) from None
+
+
 def _damaged(path: Path, why: str, remedy: str = "") -> ManifestError:
     return ManifestError("-o", str(path.parent), f"its {path.name} is damaged ({why}){remedy}")
 
@@ -199,7 +210,8 @@ class Manifest:
             theirs = (header["members"], tuple(header["paths"]), header["rows_sha256"])
             if theirs != (n, paths, identity):
                 why = _difference(directory, header, paths, rows, n)
-                raise ManifestError("-o", str(directory), f"holds another sweep's manifest ({why}); use a new one")
+                raise ManifestError("-o", str(directory), f"holds another sweep's manifest ({why}); use a new "
+                                    f"directory")  # fmt: skip
             statuses = read_statuses(directory, n)
             return cls(directory, paths, n, identity, statuses, "ours" if _csv_is(directory, identity) else "rewrite")
         if not (directory / MANIFEST).exists():
@@ -237,10 +249,11 @@ class Manifest:
                 why = f"its {JOURNAL} was removed while the sweep ran"
                 raise ManifestError("-o", str(self.directory), why) from None
             try:
-                done = 0
-                while done < len(data):
-                    done += os.write(fd, data[done:])
-                os.fsync(fd)
+                with _naming(self.directory / JOURNAL):
+                    done = 0
+                    while done < len(data):
+                        done += os.write(fd, data[done:])
+                    os.fsync(fd)
             finally:
                 os.close(fd)
         for i, s in changes.items():
@@ -267,7 +280,7 @@ class Manifest:
             stale.unlink(missing_ok=True)
         tmp = self.directory / f".{MANIFEST}.{os.getpid()}.tmp"
         try:
-            with open(tmp, "w", newline="", encoding="utf-8") as f:
+            with _naming(self.directory / MANIFEST), open(tmp, "w", newline="", encoding="utf-8") as f:
                 writer = csv.writer(f)
                 writer.writerow(["member", *self.paths, "digest", "file", "status"])
                 for (member, cells, digest, file), status in zip(rows(), self.statuses, strict=True):
@@ -280,7 +293,7 @@ class Manifest:
 
     def _replace(self, tmp: Path, final: Path, text: str) -> None:
         try:
-            with open(tmp, "w", encoding="utf-8") as f:
+            with _naming(final), open(tmp, "w", encoding="utf-8") as f:
                 f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
@@ -294,7 +307,14 @@ class Manifest:
     def read(cls, directory: Path) -> tuple[Manifest, list[Row]]:
         """The manifest of the sweep directory ``directory`` and its rows, checked against the journal:
         as many rows as the sweep has members, row ``i`` is member ``i`` in ``member-NNNN.h5``, and the
-        rows' SHA-256 is the header's (:class:`ManifestError` naming what is wrong)."""
+        rows' SHA-256 is the header's (:class:`ManifestError` naming what is wrong, as ``DIR``)."""
+        try:
+            return cls._read(directory)
+        except ManifestError as error:
+            raise ManifestError("DIR", error.value, error.allowed) from None
+
+    @classmethod
+    def _read(cls, directory: Path) -> tuple[Manifest, list[Row]]:
         rerun = "; rerun the same `tumorfield sweep SWEEP -o DIR` to rewrite it"
         header = read_header(directory)
         if header is None:

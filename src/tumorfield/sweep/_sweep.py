@@ -25,7 +25,7 @@ from .._schema import ConfigError
 from ..config._memory import available_memory
 from ..io import NotATrajectory, open_trajectory
 from ..io._lock import is_locked
-from ..run import Interrupted, Outcome, Run
+from ..run import Interrupted, Outcome, Run, StorageError
 from ..run._signals import pending
 from ._batch import Batch, Member, batch_devices, batch_key, batch_problem, batch_size, batched_rollout, end_all
 from ._manifest import Manifest, Row, member_file
@@ -81,27 +81,25 @@ class SweepRunner:
 
     def _existing(self, index: int) -> str | None:
         """The status of member ``index``'s file (None: no file), after checking that it is this member's
-        run: its stored config's SHA-256 is the member's, a complete or failed one verifies, no other
-        process writes it. Anything else is refused (:class:`ConfigError`, exit 2) before any write."""
+        run: its stored config's SHA-256 is the member's, it verifies, no other process writes it.
+        Anything else is refused (:class:`ConfigError`, exit 2) before any write."""
         path = self.path(index)
         if not os.path.lexists(path):
             return None
-        where = f"member {index} ({path})"
+        refuse = lambda why: ConfigError("-o", str(path), f"member {index}'s file {why}")  # noqa: E731
         if path.is_symlink() or not path.is_file():
-            raise ConfigError("-o", where, "is not a regular file; a member file is written by the sweep itself")
+            raise refuse("is not a regular file; a member file is written by the sweep itself")
         if is_locked(path):
-            raise ConfigError("-o", where, "is being written by another tumorfield process")
+            raise refuse("is being written by another tumorfield process")
         try:
             with open_trajectory(path) as stored:
                 if text_digest(stored.config_text) != self.digests[index]:
-                    raise ConfigError("-o", where, f"holds another run: {self._difference(index, stored.config_text)}; "
-                                      f"move it away (the sweep then runs the member anew)")  # fmt: skip
-                if stored.status in ("complete", "failed"):
-                    stored.verify()
+                    raise refuse(f"holds another run ({self._difference(index, stored.config_text)}); move it away "
+                                 f"and the sweep runs the member anew")  # fmt: skip
+                stored.verify()  # also an interrupted one: refused here, before any member is computed
                 return stored.status
         except NotATrajectory as error:
-            raise ConfigError("-o", where, f"does not verify ({error}); move it away (the sweep then runs the member "
-                              f"anew)") from None  # fmt: skip
+            raise refuse(f"does not verify ({error}); move it away and the sweep runs the member anew") from None
 
     def _difference(self, index: int, stored_text: str) -> str:
         """The first keys whose values differ between a stored config and member ``index``'s."""
@@ -144,8 +142,10 @@ class SweepRunner:
                 if status in ("interrupted", "running") and not pending():
                     results[i] = self._resume(i)
             self._run_fresh([i for i, s in existing.items() if s is None], results)
-        finally:
-            self.manifest.publish(self.rows)
+        except BaseException:
+            self._quietly(self.manifest.publish, self.rows)
+            raise
+        self.manifest.publish(self.rows)
         return {i: results.get(i, "pending") for i in indices}
 
     def _resume(self, index: int) -> Outcome:
@@ -154,7 +154,7 @@ class SweepRunner:
             run = Run.resume(self.path(index), argv=self.argv, log=self.log)
             outcome = run.execute() if run is not None else Outcome("complete", self.path(index))
         except BaseException:
-            self.manifest.record({index: "interrupted"})
+            self._quietly(self.manifest.record, {index: "interrupted"})
             raise
         self.manifest.record({index: outcome.status})
         return outcome
@@ -196,6 +196,12 @@ class SweepRunner:
         except Interrupted:  # a signal before a member's frame 0: the started ones end interrupted
             self._end_started(members, results, "interrupted before its batch started")
             return
+        except StorageError as error:  # the disk is full: the member's file holds nothing and is removed
+            self._end_started(members, results, f"stopped: {error.strerror}")
+            why = os.strerror(error.errno) if error.errno else error.strerror
+            raise StorageError(error.errno, f"{self.path(index)}: member {index} could not be started ({why}); "
+                               f"nothing of it is kept; once there is room, run the same `tumorfield sweep` "
+                               f"again") from None  # fmt: skip
         except BaseException as error:
             self._end_started(members, results, f"stopped: {error}")
             raise
@@ -205,8 +211,8 @@ class SweepRunner:
         config = members[0].run.config
         if first:
             names = ", ".join(str(d) for d in devices)
-            self.log(f"batches of {size} members (member {members[0].index}'s group) on {len(devices)} device"
-                     f"{'s' if len(devices) > 1 else ''} ({names})")  # fmt: skip
+            self.log(f"batches of {size} member{'s' if size > 1 else ''} (member {members[0].index}'s group) on "
+                     f"{len(devices)} device{'s' if len(devices) > 1 else ''} ({names})")  # fmt: skip
         template = members[0].run.problem
 
         def rollout(n_saves, mesh, key=key, template=template):
@@ -214,19 +220,28 @@ class SweepRunner:
                 self._rollouts[key, n_saves] = batched_rollout(template, n_saves, config.steps_per_save, mesh)
             return self._rollouts[key, n_saves]
 
-        outcomes: dict[int, Outcome] = {}
         try:
             outcomes = Batch(members, rollout, size, devices, self.log).execute()
-        finally:
-            ended = {m.index: outcomes[m.index].status if m.index in outcomes else "interrupted" for m in members}
-            results.update({m.index: outcomes.get(m.index, "interrupted") for m in members})
-            self.manifest.record(ended)
+        except BaseException:  # Batch.execute has closed every member's file
+            results.update({m.index: "interrupted" for m in members})
+            self._quietly(self.manifest.record, {m.index: "interrupted" for m in members})
+            raise
+        results.update(outcomes)
+        self.manifest.record({i: o.status for i, o in outcomes.items()})
 
     def _end_started(self, members: list[Member], results: dict, message: str) -> None:
         outcomes: dict[int, Outcome] = {}
         end_all(members, outcomes, message)
         results.update(outcomes)
-        self.manifest.record({i: o.status for i, o in outcomes.items()})
+        self._quietly(self.manifest.record, {i: o.status for i, o in outcomes.items()})
+
+    def _quietly(self, update: Callable, *args) -> None:
+        """A manifest update while an error propagates: its own failure (the same full disk) is only
+        logged, so that the error that stopped the sweep is the one reported."""
+        try:
+            update(*args)
+        except (OSError, ConfigError) as error:
+            self.log(f"note: the manifest could not be updated ({error}); the member files hold every status")
 
     def _start(self, index: int, config, problem, results: dict) -> Member | None:
         """Create member ``index``'s file with frame 0; a dt beyond the limit at t = 0 fails this member alone."""
