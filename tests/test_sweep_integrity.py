@@ -294,7 +294,7 @@ def test_sigterm_stops_the_member_checks_within_a_second(tmp_path):
     finally:
         process.kill()
     assert process.returncode == 75 and "interrupted by SIGTERM while checking member" in rest, rest
-    assert waited < 1.5, waited
+    assert waited < 2.0, waited  # ~0.6 s on 2 shared cores, most of it the interpreter's exit
     assert not (tmp_path / "o").exists()  # nothing written
 
 

@@ -135,7 +135,8 @@ class Batch:
                     status, message = "interrupted", f"interrupted by {stop.signal_name}"
                 else:
                     status, message = "complete", None
-                outcomes[member.index] = Outcome("interrupted", member.run.target.current, "ending")  # if end raises
+                # should end() raise (a full disk), it has closed the file: the member stays interrupted
+                outcomes[member.index] = Outcome("interrupted", member.run.target.current, "stopped while ending")
                 outcomes[member.index] = member.run.end(status, message)
         except StorageError as error:
             end_all(self.members, outcomes, f"stopped: {error.strerror}")
@@ -158,7 +159,3 @@ def end_all(members: list[Member], outcomes: dict[int, Outcome], message: str) -
             outcomes[member.index] = run.end("interrupted", message)
         except Exception:  # the status write failed: Run.end has closed the file and released the lock
             outcomes[member.index] = Outcome("interrupted", run.target.current, message)
-
-
-def chunks(members: list, size: int) -> list[list]:
-    return [members[i : i + size] for i in range(0, len(members), max(1, size))]

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._schema import ConfigError
+from ._spec import MAX_MEMBERS
 
 FORMAT = "tumorfield-sweep-manifest/1"
 MANIFEST, JOURNAL, LOCK = "manifest.csv", "manifest.journal", ".manifest.lock"
@@ -160,9 +161,10 @@ def read_statuses(directory: Path, n: int, initial: list[str] | None = None) -> 
     return statuses
 
 
-def read_rows(directory: Path) -> tuple[tuple[str, ...], list[Row], list[str]]:
+def read_rows(directory: Path, limit: int) -> tuple[tuple[str, ...], list[Row], list[str]]:
     """The swept key paths, rows and status column of ``manifest.csv``, checked for shape only: one
-    header ``member, paths…, digest, file, status`` and rows of as many cells (:class:`ManifestError`)."""
+    header ``member, paths…, digest, file, status`` and at most ``limit`` rows of as many cells
+    (:class:`ManifestError`; reading stops at the first row too many)."""
     path = directory / MANIFEST
     rows, statuses = [], []
     try:
@@ -175,6 +177,8 @@ def read_rows(directory: Path) -> tuple[tuple[str, ...], list[Row], list[str]]:
             for fields in reader:
                 if len(fields) != width:
                     raise _damaged(path, f"row {reader.line_num} has {len(fields)} cells, the header {width}")
+                if len(rows) == limit:
+                    raise _damaged(path, f"more than the sweep's {limit} rows")
                 rows.append((fields[0], tuple(fields[1:-3]), fields[-3], fields[-2]))
                 statuses.append(fields[-1])
     except (csv.Error, UnicodeDecodeError) as error:
@@ -212,8 +216,8 @@ class Manifest:
                 why = _difference(directory, header, paths, rows, n)
                 raise ManifestError("-o", str(directory), f"holds another sweep's manifest ({why}); use a new "
                                     f"directory")  # fmt: skip
-            statuses = read_statuses(directory, n)
-            return cls(directory, paths, n, identity, statuses, "ours" if _csv_is(directory, identity) else "rewrite")
+            state = "ours" if _csv_is(directory, identity, n) else "rewrite"
+            return cls(directory, paths, n, identity, read_statuses(directory, n), state)
         if not (directory / MANIFEST).exists():
             return cls(directory, paths, n, identity, ["pending"] * n, "new")
         return cls(directory, paths, n, identity, _legacy_statuses(directory, paths, rows, n), "upgrade")
@@ -326,7 +330,7 @@ class Manifest:
         path = directory / MANIFEST
         if not path.exists():
             raise ManifestError("DIR", str(directory), f"has no {MANIFEST}{rerun}")
-        names, rows, _ = read_rows(directory)
+        names, rows, _ = read_rows(directory, n)
         if names != paths:
             raise _damaged(path, f"its swept key paths are {', '.join(names)}, the sweep's {', '.join(paths)}", rerun)
         if len(rows) != n:
@@ -348,7 +352,7 @@ def _difference(directory: Path, header: dict, paths, rows: Callable[[], Iterato
         return (f"{header['members']} members of {', '.join(header['paths'])}; this sweep has {n} of "
                 f"{', '.join(paths)}")  # fmt: skip
     try:
-        _, found, _ = read_rows(directory)
+        _, found, _ = read_rows(directory, n)
     except (ManifestError, OSError):
         found = []
     for (member, cells, digest, _), (_, c, d, _) in zip(found, rows(), strict=False):
@@ -359,12 +363,12 @@ def _difference(directory: Path, header: dict, paths, rows: Callable[[], Iterato
     return "other values or configs"
 
 
-def _csv_is(directory: Path, identity: str) -> bool:
-    """Whether ``manifest.csv`` exists, is well formed and its rows have the digest ``identity``."""
+def _csv_is(directory: Path, identity: str, n: int) -> bool:
+    """Whether ``manifest.csv`` exists, is well formed and its ``n`` rows have the digest ``identity``."""
     if not (directory / MANIFEST).exists():
         return False
     try:
-        _, rows, _ = read_rows(directory)
+        _, rows, _ = read_rows(directory, n)
     except ManifestError:
         return False
     return rows_digest(rows) == identity
@@ -374,7 +378,7 @@ def _legacy_statuses(directory: Path, paths, rows: Callable[[], Iterator[Row]], 
     """A ``manifest.csv`` without a journal (older tumorfield, whose digests are the first 16 hex digits,
     or a deleted journal): its statuses if it lists this sweep's members, else :class:`ManifestError`."""
     path = directory / MANIFEST
-    names, found, statuses = read_rows(directory)
+    names, found, statuses = read_rows(directory, MAX_MEMBERS)
     if names != paths or len(found) != n:
         raise ManifestError("-o", str(directory), f"holds the manifest of another sweep ({len(found)} members of "
                             f"{', '.join(names)}; this sweep has {n} of {', '.join(paths)}); use a new "

@@ -44,7 +44,7 @@ class SweepRunner:
         if self.directory.exists() and not self.directory.is_dir():
             raise ConfigError("-o", str(directory), "exists and is not a directory")
         self.digests = self._checked_digests()
-        self.manifest = Manifest.check(self.directory, self.sweep.paths, self.rows, self.n_members)
+        self.manifest = Manifest.check(self.directory, self.sweep.paths, lambda: self.rows(poll=True), self.n_members)
         self._rollouts: dict = {}
 
     @property
@@ -55,9 +55,11 @@ class SweepRunner:
         """Member ``index``'s checked run config (built anew: configs are not kept, see :meth:`run`)."""
         return self.sweep.member_config(index, self.overrides)
 
-    def rows(self) -> Iterator[Row]:
-        """The manifest's rows (without status), in member order."""
+    def rows(self, poll: bool = False) -> Iterator[Row]:
+        """The manifest's rows (without status), in member order; ``poll``: stop on a signal (while checking)."""
         for i, digest in enumerate(self.digests):
+            if poll and i % 65536 == 0:
+                raise_if_signalled(f"while checking the manifest (member {i} of {len(self.digests)})")
             yield str(i), tuple(cell(v) for v in self.sweep.members[i].values()), digest, member_file(i)
 
     def _checked_digests(self) -> list[str]:
