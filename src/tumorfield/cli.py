@@ -229,21 +229,24 @@ def _cmd_sweep(args, argv) -> int:
         jax.distributed.initialize()  # cluster auto-detection (SLURM, …)
     runner = SweepRunner(args.config_path, args.output, overrides=args.set, argv=argv, log=_log)
     if distributed:
-        mine = members_of_process(len(runner.configs), jax.process_index(), jax.process_count())
+        mine = members_of_process(runner.n_members, jax.process_index(), jax.process_count())
         members = [int(i) for i in mine if members is None or i in members]
     results = runner.run(members)
     statuses = [r if isinstance(r, str) else r.status for r in results.values()]
-    counts = {s: statuses.count(s) for s in ("complete", "failed", "interrupted", "running")}
-    _log(f"sweep {args.output}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" of {len(results)}")
-    if counts["interrupted"] or counts["running"]:
+    counts = {s: statuses.count(s) for s in ("complete", "failed", "interrupted", "running", "pending")}
+    names = {"pending": "not started"}
+    summary = ", ".join(f"{n} {names.get(s, s)}" for s, n in counts.items() if n)
+    if counts["interrupted"] or counts["running"] or counts["pending"]:
+        _log(f"sweep {args.output}: {summary} of {len(results)}; run the same command again to continue")
         return EXIT_INTERRUPTED
+    _log(f"sweep {args.output}: {summary} of {len(results)}")
     return EXIT_NUMERICAL if counts["failed"] else EXIT_OK
 
 
 def _cmd_collect(args, argv) -> int:
     from .sweep import collect
 
-    rows = collect(args.directory, args.output)
+    rows = collect(args.directory, args.output, overwrite=args.overwrite)
     _log(f"{rows} members → {args.output}")
     return EXIT_OK
 
@@ -420,7 +423,8 @@ def _parser() -> argparse.ArgumentParser:
     collect = _add_parser(sub, "collect", "one CSV row per sweep member: swept values, status, final scalars",
                           "tumorfield collect runs/ -o runs/table.csv")  # fmt: skip
     collect.add_argument("directory", metavar="DIR", help="a sweep directory (with manifest.csv)")
-    collect.add_argument("-o", "--output", required=True, help="CSV table to write")
+    collect.add_argument("-o", "--output", required=True, help="CSV table to write (not a file of the sweep directory)")
+    collect.add_argument("--overwrite", action="store_true", help="replace an existing table")
 
     fit = _add_parser(sub, "fit", "fit model parameters to observations of one or more arms",
                       "tumorfield fit voloshin2015/fit/fit -o FIT.h5 --set fit.data=obs.csv",

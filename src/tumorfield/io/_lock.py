@@ -102,6 +102,24 @@ class OutputLock:
         return self._fd >= 0
 
 
+def is_locked(output: str | os.PathLike) -> bool:
+    """Whether a live process holds the output lock of ``output`` (:class:`OutputLock`), asked without
+    creating anything: a sidecar left by a killed writer is not locked. (The probe holds a shared lock
+    for a moment; a writer acquiring the lock in that moment is refused as busy.)"""
+    path = lock_path(output)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as error:
+        return error.errno not in _UNSUPPORTED
+    finally:
+        os.close(fd)
+    return False
+
+
 def _same_file(fd: int, path: Path) -> bool:
     try:
         a, b = os.fstat(fd), os.stat(path, follow_symlinks=False)
