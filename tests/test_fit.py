@@ -813,3 +813,18 @@ def test_a_misfit_warns_in_the_log_the_table_and_the_file(problem, tmp_path):
     assert stored.warnings == result.warnings and stored.at_bound == result.at_bound
     assert bool(stored.attrs["chi2_warning"]) and stored.status == result.status
     np.testing.assert_array_equal(stored.estimate, result.estimate)
+
+
+def test_a_start_that_meets_the_rule_is_not_stepped_from():
+    """At a start whose gradient is within the tolerance (a fit started at its optimum), ``minimise`` stops at
+    iteration 0: no line search along a zero direction, the start returned as converged."""
+    import jax.numpy as jnp
+
+    from tumorfield.fit._optimise import make_step, minimise
+
+    optimiser, step = make_step(lambda z, a: jnp.sum((z - a["centre"]) ** 2), 20)
+    arrays = {"centre": jnp.asarray([1.0, -2.0])}
+    found = minimise(optimiser, step, jnp.asarray([1.0, -2.0]), arrays, max_iterations=10, tolerance=1e-6)
+    assert found.converged and found.n_iterations == 0 and "at the start" in found.message
+    moved = minimise(optimiser, step, jnp.asarray([0.0, 0.0]), arrays, max_iterations=10, tolerance=1e-6)
+    assert moved.converged and moved.n_iterations >= 1 and np.allclose(moved.z, [1.0, -2.0], atol=1e-5)

@@ -164,6 +164,9 @@ def minimise(optimiser, step, z0, arrays, *, max_iterations: int, tolerance: flo
     if not np.isfinite(history.loss[0]):
         return Minimum(np.asarray(z), history.loss[0], "failed", False, "the loss at the start values is not finite",
                        history)  # fmt: skip
+    if history.gradient[0] <= tolerance:  # the start meets the rule: no line search along a zero direction
+        message = f"largest gradient component {history.gradient[0]:.3g} ≤ tolerance {tolerance:g} at the start"
+        return Minimum(np.asarray(z), history.loss[0], "converged", True, message, history)
     state = optimiser.init(z)
     for iteration in range(1, max_iterations + 1):
         new_z, state, value, grad, trials = jax.block_until_ready(step(z, state, value, grad, arrays))
