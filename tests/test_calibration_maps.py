@@ -260,3 +260,15 @@ def test_bad_origin_map_and_continuation_are_refused_before_compute(box, body, k
     with pytest.raises(ConfigError) as error:
         Calibration(load_spec(_fit_file(directory, text)))
     assert key in str(error.value) and message in str(error.value), str(error.value)
+
+
+def test_a_scan_time_beyond_the_arm_is_refused_in_one_line(box):
+    """``t = 1e308`` (``t/dt`` overflows a float) and a time after the arm's ``time.t_end``: the key, the value
+    and the rule, before any compute."""
+    directory, _ = box
+    for t in ("1e308", "41.0"):
+        text = _fit_file(directory, "{scans}\n[fit.parameters]\nrho = { init = 0.05, lower = 0.005, upper = 0.2 }\n")
+        path = directory / "late.toml"
+        path.write_text(open(text).read().replace("t = 40.0", f"t = {t}"))
+        with pytest.raises(ConfigError, match=r"fit.images\[1\].t = .*must lie in \(0, 40.0\] day"):
+            Calibration(load_spec(path))

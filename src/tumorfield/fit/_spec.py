@@ -19,13 +19,13 @@ and the rule. The arms' run configs are loaded by :func:`tumorfield.config.load`
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import config as cfg
+from .._inputs import read_toml
 from .._schema import REQUIRED, ConfigError, check_section, key, one_of, positive, section, section_keys
 from ..config._loader import _parse_override
 from ..config._toml import to_toml
@@ -241,12 +241,7 @@ def _split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def _document(path: Path, overrides: Sequence[str]) -> dict[str, Any]:
-    try:
-        document = tomllib.loads(path.read_text())
-    except OSError as error:
-        raise ConfigError("(file)", str(path), f"cannot be read: {error.strerror}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError("(TOML syntax)", None, str(error)) from None
+    document = read_toml(path)  # a regular file of at most 1 MiB of UTF-8 TOML, not nested too deeply
     for item in overrides:
         _, name, value = _parse_override(item)
         document.setdefault("fit", {})[name] = value
@@ -318,7 +313,7 @@ def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> FitSpec:
         values = check_section("fit", _document(path, mine).get("fit", {}), section_keys(FitSection))
         fit, parameters, images, origin, maps, uncertainty, observables = _checked(values)
     except ConfigError as error:
-        raise error.in_file(str(path)) from None
+        raise (error if error.file else error.in_file(str(path))) from None
     base = path.parent
     arms = {name: cfg.load(base / arm_path, for_arms) for name, arm_path in fit.arms.items()}
     images = tuple(dataclasses.replace(image, file=str((base / image.file).resolve())) for image in images)
