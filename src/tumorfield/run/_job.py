@@ -14,7 +14,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tumorfield_kernels import positivity_violations
+from tumorfield_kernels import check_initial, positivity_violations
 
 from .. import _compile_log
 from ..config._loader import stored_fields
@@ -299,6 +299,10 @@ def _frame_zero(config, problem: Problem) -> tuple[dict, dict]:
     (:class:`ConfigError`). The diagnostics include ``substeps`` (0 at t = 0: no step yet)."""
     from ..config import ConfigError
 
+    try:  # a NaN or a negative density at t = 0: refused naming the field and the cell, nothing written
+        check_initial(problem.system, problem.grid, problem.y0)
+    except ValueError as error:
+        raise ConfigError("initial state", config.model.name, str(error), config.source) from None
     frame = problem.initial_frame()
     dt, cap = config.time.dt, problem.numerics.substeps.cap
     too_large = positivity_violations(problem.system, problem.grid, frame, problem.params, dt=dt,
