@@ -295,6 +295,35 @@ def uncertainty_bands(root: str | Path, arm: str, reference: str, names, t) -> d
     return out
 
 
+def ratio_figure(plt, data: Mapping[str, dict], reference: str, uncertainty=None):
+    """``time_courses.png``: per series of :data:`TIME_COURSES`, every arm of ``data`` (arm → :func:`_series`)
+    divided by ``reference`` on a linear axis, a line at 1, and the 5–95 % band of the same ratio over the
+    parameter sets of ``uncertainty`` (``uncertainty.py``'s output directory) where it has both arms."""
+    others = [arm for arm in data if arm != reference]
+    t_ref = data[reference][TIME_COURSES[0]][0]
+    bands = {arm: uncertainty_bands(uncertainty, arm, reference, TIME_COURSES, t_ref) for arm in others} \
+        if uncertainty else {}  # fmt: skip
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5), constrained_layout=True, sharex=True)
+    for ax, name in zip(axes.flat, TIME_COURSES, strict=True):
+        units, long_name = data[reference][name][2], data[reference][name][3]
+        for k, arm in enumerate(others):
+            ratio = _ratio_on(t_ref, data[arm][name][:2], data[reference][name][:2])
+            ax.plot(t_ref, ratio, color=f"C{k}", label=arm)
+            band = bands.get(arm, {}).get(name)
+            if band is not None:
+                ax.fill_between(t_ref, band[0], band[1], color=f"C{k}", alpha=0.2, lw=0,
+                                label=f"{arm}: 5–95 % of {band[2]} parameter sets")  # fmt: skip
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_title(textwrap.fill(f"{long_name} [{pretty_units(units)}]", 48), fontsize=9)
+        ax.set_ylabel(f"{name}: arm / {reference} arm", fontsize=8)
+        ax.set_gid(name)
+    for ax in axes[-1]:
+        ax.set_xlabel("time (day)")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(f"every arm over the {reference} arm (1: no difference)", fontsize=11)
+    return fig
+
+
 def figures(paths: Mapping[str, str | Path], outdir: str | Path, uncertainty: str | Path | None = None) -> list[Path]:
     """The figures of the arms ``paths`` (HDF5 files), into ``outdir``:
 
@@ -316,27 +345,7 @@ def figures(paths: Mapping[str, str | Path], outdir: str | Path, uncertainty: st
     written = []
     data = {arm: _series(path, TIME_COURSES) for arm, path in paths.items()}
     reference = REFERENCE_ARM if REFERENCE_ARM in paths else next(iter(paths))
-    others = [arm for arm in paths if arm != reference]
-    t_ref = data[reference][TIME_COURSES[0]][0]
-    bands = {arm: uncertainty_bands(uncertainty, arm, reference, TIME_COURSES, t_ref) for arm in others} \
-        if uncertainty else {}  # fmt: skip
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5), constrained_layout=True, sharex=True)
-    for ax, name in zip(axes.flat, TIME_COURSES, strict=True):
-        units, long_name = data[reference][name][2], data[reference][name][3]
-        for k, arm in enumerate(others):
-            ratio = _ratio_on(t_ref, data[arm][name][:2], data[reference][name][:2])
-            ax.plot(t_ref, ratio, color=f"C{k}", label=arm)
-            band = bands.get(arm, {}).get(name)
-            if band is not None:
-                ax.fill_between(t_ref, band[0], band[1], color=f"C{k}", alpha=0.2, lw=0,
-                                label=f"{arm}: 5–95 % of {band[2]} parameter sets")  # fmt: skip
-        ax.axhline(1.0, color="k", lw=0.8)
-        ax.set_title(textwrap.fill(f"{long_name} [{pretty_units(units)}]", 48), fontsize=9)
-        ax.set_ylabel(f"{name}: arm / {reference} arm", fontsize=8)
-    for ax in axes[-1]:
-        ax.set_xlabel("time (day)")
-    axes.flat[0].legend(fontsize=7)
-    fig.suptitle(f"every arm over the {reference} arm (1: no difference)", fontsize=11)
+    fig = ratio_figure(plt, data, reference, uncertainty)
     path = outdir / "time_courses.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)

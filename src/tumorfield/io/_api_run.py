@@ -67,7 +67,8 @@ def _parameters_json(params) -> str:
         return ""
     out = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        key = jax.tree_util.keystr(path) or "params"
+        parts = [getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))) for k in path]
+        key = ".".join(str(part) for part in parts) or "params"
         value = np.asarray(leaf) if hasattr(leaf, "shape") or isinstance(leaf, (int, float)) else None
         if value is None:
             continue
