@@ -13,7 +13,10 @@ read a CLI run. What an API run does not have, the file does not pretend to have
 - the per-step series (``/scalars``, from ``SaveAt(observe=...)``) start at the first step:
   ``simulate`` records no sample at ``t0``;
 - ``writer = "tumorfield.io.write_trajectory"`` says where the file came from; ``parameters`` (JSON)
-  holds the numbers of ``params`` where they are given.
+  holds the numbers of ``params`` where they are given;
+- with a ``model``, the warnings of ``tumorfield run`` (its confined fields narrower than 4 cells in the
+  first frame, or on the walls at the end) go into the ``warnings`` attribute and are issued as
+  Python warnings (``UserWarning``).
 """
 
 from __future__ import annotations
@@ -137,6 +140,8 @@ def write_trajectory(
     from ._writer import FORMAT, TrajectoryFile
     from .xdmf import write_xdmf
 
+    if compression not in ("gzip", "lzf", "none"):
+        raise ValueError(f"write_trajectory: compression={compression!r}: allowed are 'gzip', 'lzf', 'none'")
     frames, t, state, step, n_valid, status, message = _contents(trajectory, grid)
     if system is None and model is not None:
         system = model.system
@@ -170,13 +175,14 @@ def write_trajectory(
     constant_fields = dict(model.constant_fields(grid)) if model is not None else {}
     constant_fields.update(constants or {})
     attributes = _metadata(grid, declared.name, precision, dt, t, t_samples, params, metadata, FORMAT)
+    notes = _warnings(model, grid, frames, state, float(t[-1]), status)
     target = OutputTarget.new(path, overwrite=overwrite)
     file = None
     try:
         file = TrajectoryFile.create(
             str(target.current), grid=grid, system=stored, model=declared, output=output, metadata=attributes,
             scalar_names=tuple(observed), state_dtypes={n: np.asarray(v).dtype for n, v in state.items()},
-            constant_fields=constant_fields, lock=target.lock, fields=names,
+            constant_fields=constant_fields, lock=target.lock, fields=names, warnings=tuple(notes),
         )  # fmt: skip
         file.commit({n: frames[n] for n in file.frame_names}, t,
                     t_samples if t_samples is not None else np.zeros(0), observed, state, step)  # fmt: skip
@@ -197,6 +203,24 @@ def write_trajectory(
         except (OSError, StorageError):
             Path(str(final.with_suffix(".xdmf")) + ".tmp").unlink(missing_ok=True)
     return final
+
+
+def _warnings(model, grid, frames, state, t_last: float, status: str) -> list[str]:
+    """The warnings ``tumorfield run`` gives (``tumorfield.run._warnings``: the model's confined fields, at
+    the first frame and at the last state), each also as a Python ``UserWarning``."""
+    import warnings
+
+    from ..run._warnings import final_warnings, initial_warnings
+
+    if model is None:
+        return []
+    first = {name: value[0] for name, value in frames.items()}
+    notes = initial_warnings(model, grid, first)
+    if status in ("complete", "failed"):
+        notes += final_warnings(model, state, first, t_last)
+    for note in notes:
+        warnings.warn(note, UserWarning, stacklevel=3)
+    return notes
 
 
 def _contents(trajectory, grid):
