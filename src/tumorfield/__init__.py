@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # the same names for type checkers and documentation tools (r
     from .fit import Fit as Fit
     from .fit import FitResult as FitResult
     from .io import open_trajectory as open_trajectory
+    from .io import write_trajectory as write_trajectory
     from .problem import Problem as Problem
 
 __version__ = "0.1.0"
@@ -88,6 +89,7 @@ __all__ = [
     "FitResult",
     "Problem",
     "open_trajectory",
+    "write_trajectory",
     "__version__",
 ]
 
@@ -126,6 +128,7 @@ _SOURCES = {
     "Fit": "tumorfield.fit",
     "FitResult": "tumorfield.fit",
     "open_trajectory": "tumorfield.io",
+    "write_trajectory": "tumorfield.io",
     "Problem": "tumorfield.problem",
 }
 """Where each public name lives; :func:`__getattr__` imports it from there on first use."""
