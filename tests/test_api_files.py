@@ -34,8 +34,9 @@ def api_run(tmp_path_factory):
                        saveat=tf.SaveAt(every=0.1, observe=observe))  # fmt: skip
     vessels = 0.5 + np.asarray(GRID.mesh()[1])
     path = tmp_path_factory.mktemp("api") / "api.h5"
-    written = write_trajectory(path, traj, GRID, model=model, params=params,
-                               constants={"vessels": (vessels, "1", "vessel density")})  # fmt: skip
+    with pytest.warns(UserWarning, match="'u' reaches the walls of the box at t = 0.2 day"):  # a 1 × 1.5 mm box
+        written = write_trajectory(path, traj, GRID, model=model, params=params,
+                                   constants={"vessels": (vessels, "1", "vessel density")})  # fmt: skip
     assert written == path
     return path, traj, vessels
 
@@ -53,6 +54,7 @@ def test_an_api_run_is_a_run_file_for_every_reader(api_run, tmp_path, capsys):
         assert run.metadata["writer"] == "tumorfield.io.write_trajectory" and run.config_text == ""
         assert run.metadata["model"] == "fisher_kpp" and '"D"' in run.metadata["parameters"]
         np.testing.assert_array_equal(run.constants["vessels"], vessels)
+        assert len(run.warnings) == 1 and run.warnings[0].startswith("'u' reaches the walls")  # as a CLI run
     assert cli.main(["inspect", str(path)]) == 0
     out = capsys.readouterr().out
     assert "status:      complete" in out and "writer:" in out and "3 committed" in out
