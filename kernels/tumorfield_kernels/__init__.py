@@ -14,6 +14,7 @@ system) → :mod:`._rollout` (frames and failure detection) → :mod:`._api`; wh
 
 from ._api import advance as advance
 from ._api import cast_floats as cast_floats
+from ._api import check_initial as check_initial
 from ._api import choose_cell_diffusion as choose_cell_diffusion
 from ._api import initial_frame as initial_frame
 from ._api import max_stable_dt as max_stable_dt
@@ -82,6 +83,7 @@ __all__ = [
     "WithGrid",
     "advance",
     "cast_floats",
+    "check_initial",
     "failure_message",
     "from_spectral",
     "image_geometry",

@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # the same names for type checkers and documentation tools (r
     from .fit import FitResult as FitResult
     from .fit import open_fit as open_fit
     from .io import open_trajectory as open_trajectory
+    from .io import write_trajectory as write_trajectory
     from .problem import Problem as Problem
 
 __version__ = "0.1.0"
@@ -90,6 +91,7 @@ __all__ = [
     "Problem",
     "open_fit",
     "open_trajectory",
+    "write_trajectory",
     "__version__",
 ]
 
@@ -129,6 +131,7 @@ _SOURCES = {
     "FitResult": "tumorfield.fit",
     "open_fit": "tumorfield.fit",
     "open_trajectory": "tumorfield.io",
+    "write_trajectory": "tumorfield.io",
     "Problem": "tumorfield.problem",
 }
 """Where each public name lives; :func:`__getattr__` imports it from there on first use."""

@@ -80,7 +80,7 @@ def _cmd_resume(args, argv) -> int:
     return _exit_code(run.execute())
 
 
-_PROVENANCE = ("schema", "model", "precision", "device", "tumorfield_version", "git_commit", "jax_version",
+_PROVENANCE = ("schema", "writer", "model", "precision", "device", "tumorfield_version", "git_commit", "jax_version",
                "created", "command_line", "seed")  # fmt: skip
 
 
@@ -96,12 +96,20 @@ def _open_stored(path: Path):
         raise InputError(str(error)) from None
 
 
-def _array_line(name: str, data, units: str, long_name: str) -> str:
-    """One ``inspect`` line: name, dtype, shape, units, range and description of an array."""
+def _columns(rows: list[list[str]]) -> list[str]:
+    """``inspect``'s table lines: every column padded to its longest entry plus two spaces (at least 16
+    for the name), so that no name runs into the next column (``paclitaxel_bound  float32``)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))] if rows else []
+    widths[:1] = [max(14, widths[0])] if widths else []
+    return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def _array_row(name: str, data, units: str, long_name: str) -> list[str]:
+    """One ``inspect`` row: name, dtype, shape, units, range and description of an array."""
     import numpy as np
 
     rng = f"min {np.nanmin(data):.4g}, max {np.nanmax(data):.4g}" if data.size else "empty"
-    return f"  {name:<16}{data.dtype} {data.shape} [{units}] {rng}  {long_name}"
+    return [name, str(data.dtype), str(data.shape), f"[{units}]", rng, long_name]
 
 
 def _verified(path: Path):
@@ -139,6 +147,8 @@ def _cmd_inspect(args, argv) -> int:
         meta = run.metadata
         print(f"file:        {run.path}")
         print(f"status:      {run.status}" + (f" ({run.message})" if run.message is not None else ""))
+        for line in run.warnings:
+            print(f"warning:     {line}")
         for key in _PROVENANCE:
             if key in meta:
                 print(f"{key + ':':<12} {meta[key]}")  # a space also after the longer keys
@@ -149,18 +159,26 @@ def _cmd_inspect(args, argv) -> int:
             print("input images:")
             for key, image in run.input_images.items():
                 print(f"  {key:<16}{image.path}  sha256 {image.sha256[:12]}")
+        fields = [_array_row(name, f[:], f.units, f.long_name) for name, f in {**run.fields, **run.variables}.items()]
+        constants = [_array_row(name, run.constants[name], run.constants.units[name], run.constants.long_names[name])
+                     for name in run.constants]  # fmt: skip
+        lines = _columns(fields + constants)  # one layout for both tables
         print("fields:")
-        for name, field in {**run.fields, **run.variables}.items():
-            print(_array_line(name, field[:], field.units, field.long_name))
-        if run.constants:
+        print("\n".join(lines[: len(fields)]))
+        if constants:
             print("constants:")
-            for name in run.constants:
-                print(_array_line(name, run.constants[name], run.constants.units[name], run.constants.long_names[name]))
+            print("\n".join(lines[len(fields) :]))
         print(f"scalars:     {run.n_scalars_committed} time points")
-        for name in run.scalars if run.n_scalars_committed else ():
-            print(f"  {name:<16}[{run.scalars.units[name]}] last {run.scalars[name][-1]:.6g}")
-        print("config:")
-        print("  " + run.config_text.rstrip().replace("\n", "\n  "))
+        names = list(run.scalars) if run.n_scalars_committed else []
+        rows = [[name, f"[{run.scalars.units[name]}]", f"last {run.scalars[name][-1]:.6g}"] for name in names]
+        if rows:
+            print("\n".join(_columns(rows)))
+        if run.config_text.strip():
+            print("config:")
+            print("  " + run.config_text.rstrip().replace("\n", "\n  "))
+        else:
+            writer = meta.get("writer", "")
+            print("config:      none" + (f" (written by {writer} from an API run: no TOML config)" if writer else ""))
     return EXIT_OK
 
 

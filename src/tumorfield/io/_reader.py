@@ -580,6 +580,11 @@ class StoredTrajectory:
         message = self.metadata.get("message")
         return str(message) if message else None
 
+    @property
+    def warnings(self) -> list[str]:
+        """What the run warned about, once each (root attribute ``warnings``, one per line; [] if none)."""
+        return [line for line in str(self.metadata.get("warnings") or "").splitlines() if line.strip()]
+
     @cached_property
     def grid(self) -> Grid:
         """The run's :class:`Grid`: shape and box from the cell centres, the affine from the root

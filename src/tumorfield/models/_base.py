@@ -98,6 +98,11 @@ class Model(abc.ABC):
     """``{key: Observable(units, long_name)}`` of every key that ``observe`` returns; declared where each is
     computed (:class:`~tumorfield.models.Observables`). The writer refuses a key missing here."""
 
+    confined: ClassVar[tuple[str, ...]] = ()
+    """Fields that start inside the box and should stay away from its walls (the tumour): a run warns,
+    once, where one of them is narrower than 4 cells at t = 0 or ends on a wall of the box at 10 % of its
+    maximum or more (``tumorfield.run._warnings``; the log and the file's ``warnings``)."""
+
     scalar_observables: ClassVar[dict[str, str]] = {}
     """Scalar ODE variable → the key of ``observe`` that returns it unchanged every step: the file
     stores that series once, as the observable (the checkpoint still holds the variable)."""

@@ -113,6 +113,7 @@ class FisherKPP(Model):
     section_types: ClassVar[dict[str, type]] = {"parameters": FisherParameters, "initial": FisherInitial}
     fields: ClassVar[dict[str, Field]] = FIELDS
     observables: ClassVar[Observables] = OBSERVABLES
+    confined: ClassVar[tuple[str, ...]] = ("u",)
 
     def __init__(self, sections):
         super().__init__(sections)

@@ -207,6 +207,7 @@ class Glioma(Model):
     batchable_sections = ("parameters",)
     fields: ClassVar[dict[str, Field]] = FIELDS
     observables: ClassVar[Observables] = OBSERVABLES
+    confined: ClassVar[tuple[str, ...]] = ("tumor",)
 
     def __init__(self, sections):
         super().__init__(sections)

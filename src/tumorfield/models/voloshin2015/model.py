@@ -45,6 +45,7 @@ class Voloshin2015(Model):
 
     fields: ClassVar[dict[str, Field]] = FIELDS
     observables: ClassVar[Observables] = OBSERVABLES
+    confined: ClassVar[tuple[str, ...]] = ("tumor",)
     scalar_observables: ClassVar[dict[str, str]] = {
         "burden": "metastatic_burden",
         "circulating": "circulating_cells",
