@@ -139,6 +139,22 @@ def _face_rows(w, n, ndim, dtype):
     return jnp.concatenate([w, jnp.zeros_like(w[:1])], axis=0)
 
 
+def mprk22_first(v, rows):
+    """MPRK22's first stage along axis 0 (backward Euler, ``(I − τA) u⁽¹⁾ = u``), face weights as
+    ``n`` rows (:func:`_face_rows`)."""
+    return _tridiagonal_solve(rows, rows, v)
+
+
+def mprk22_second(v, v1, rows, stage_rows):
+    """MPRK22's second stage along axis 0 from ``u = v``, its first stage ``v1`` and the face-weight
+    rows at both (:func:`mprk22_axis`)."""
+    ratio = _ratio(v, v1)
+    ratio_next = jnp.concatenate([ratio[1:], jnp.zeros_like(ratio[:1])], axis=0)  # s_{k+1}; 0 past the wall
+    back = 0.5 * (rows * ratio_next + stage_rows)
+    ahead = 0.5 * (rows * ratio + stage_rows)
+    return _tridiagonal_solve(back, ahead, v)
+
+
 def mprk22_axis(u, face_weight, axis, stage_weight=None):
     """One MPRK22 step of ``u_t = ∂_x(D ∂_x u)`` along ``axis``.
 
@@ -153,16 +169,12 @@ def mprk22_axis(u, face_weight, axis, stage_weight=None):
     n, ndim, dtype = u.shape[axis], u.ndim, u.dtype
     v = _to_front(u, axis)
     w = _face_rows(face_weight if jnp.ndim(face_weight) == 0 else _to_front(face_weight, axis), n, ndim, dtype)
-    v1 = _tridiagonal_solve(w, w, v)
+    v1 = mprk22_first(v, w)
     if stage_weight is None:
         w1 = w
     else:
         w1 = _face_rows(_to_front(stage_weight(_from_front(v1, axis)), axis), n, ndim, dtype)
-    ratio = _ratio(v, v1)
-    ratio_next = jnp.concatenate([ratio[1:], jnp.zeros_like(ratio[:1])], axis=0)  # s_{k+1}; 0 past the wall
-    back = 0.5 * (w * ratio_next + w1)
-    ahead = 0.5 * (w * ratio + w1)
-    return _from_front(_tridiagonal_solve(back, ahead, v), axis)
+    return _from_front(mprk22_second(v, v1, w, w1), axis)
 
 
 def _mask_faces(w, mask, axis):
@@ -189,7 +201,7 @@ class SplitDiffusion(eqx.Module):
     mask: Any = None
 
     @classmethod
-    def build(cls, coefficients: dict, spacing, dt, dtype, mask=None):
+    def build(cls, coefficients: dict, spacing, dt, dtype, mask=None, slabs=None):
         """``coefficients``: field name → its ``D`` (a number, a cell array or :class:`StateDependent`);
         ``mask``: the domain (a cell array, 1 inside, 0 outside) or None."""
         tau = 0.5 * jnp.asarray(dt, dtype)
