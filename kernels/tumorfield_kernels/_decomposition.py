@@ -42,6 +42,7 @@ from jax.sharding import PartitionSpec as P
 
 from . import _spectral as spectral
 from . import _stencils as stencils
+from ._diffusion import _face_rows, mprk22_first, mprk22_second
 
 
 class OneDevice:
@@ -193,9 +194,9 @@ class Slabs(eqx.Module):
         return jax.shard_map(body, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
 
     def check_system(self, system, numerics) -> None:
-        """ValueError naming a feature the decomposition does not take."""
-        if numerics.cell_diffusion.split_fields(system):
-            raise ValueError("ImplicitDiffusion() is not decomposed over devices yet; use ExplicitDiffusion()")
+        """ValueError naming a feature the decomposition does not take (every feature of a
+        :class:`System` is taken at present; 1D grids and sizes the device count does not divide are
+        refused by :meth:`of`)."""
 
     # -- halo exchange -----------------------------------------------------------------------------
 
@@ -221,6 +222,22 @@ class Slabs(eqx.Module):
             by_dtype.setdefault(jnp.dtype(f.dtype), []).append(i)
         for indices in by_dtype.values():
             padded = self._exchange(jnp.stack([fields[i] for i in indices]), width)
+            for k, i in enumerate(indices):
+                out[i] = padded[k]
+        return out
+
+    def _above(self, fields):
+        """Inside a ``shard_map``: every local field with one ghost layer above (the next slab's first
+        row; one ``lax.ppermute`` for all, stacked per dtype), a copy of the last row at the high wall."""
+        out = [None] * len(fields)
+        by_dtype = {}
+        for i, f in enumerate(fields):
+            by_dtype.setdefault(jnp.dtype(f.dtype), []).append(i)
+        _, at_high = self._walls()
+        for indices in by_dtype.values():
+            x = jnp.stack([fields[i] for i in indices])
+            above = lax.ppermute(x[:, :1], self.axis, [(i + 1, i) for i in range(self.n - 1)])
+            padded = jnp.concatenate([x, jnp.where(at_high, x[:, -1:], above)], axis=1)
             for k, i in enumerate(indices):
                 out[i] = padded[k]
         return out
@@ -295,6 +312,91 @@ class Slabs(eqx.Module):
                 speed = speed + lax.pmax(jnp.max(velocity), self.axis)
             speeds.append(speed)
         return speeds
+
+    # -- implicit sweeps along axis 0 --------------------------------------------------------------
+
+    def face_rows(self, d, mask, coefficient, dx):
+        """``coefficient · D_{k+½}/Δx²`` (harmonic face mean, times :func:`._stencils.face_open` of
+        ``mask`` when given) on the faces along axis 0 as ``n`` rows split with the cells: row ``k`` is
+        face ``k + ½``, the last row (the wall) 0 (:func:`._diffusion._face_rows`). One ghost row from
+        the slab above."""
+        split = _Split((d, mask, coefficient), self.shape)
+
+        def body(fields, replicated):
+            d_p, mask_p, c = split.rebuild(self._above(fields), replicated)
+            rows = c * stencils.face_diffusivity(d_p, 0) / dx**2
+            if mask_p is not None:
+                rows = rows * stencils.face_open(mask_p, 0).astype(rows.dtype)
+            m = self.shape[0] // self.n
+            last = (lax.broadcasted_iota(jnp.int32, rows.shape, 0) == m - 1) & self._walls()[1]
+            return jnp.where(last, jnp.zeros((), rows.dtype), rows)
+
+        in_specs = ([self.field_spec()] * len(split.fields), [P()] * len(split.replicated))
+        return self._shard_map(body, in_specs, self.field_spec())(split.fields, split.replicated)
+
+    def _transpose(self, arrays, forward: bool):
+        """Inside a ``shard_map``: local arrays between the x-slab and the transposed layout, one
+        ``all_to_all`` for all of them (stacked per dtype)."""
+        out = [None] * len(arrays)
+        by_dtype = {}
+        for i, a in enumerate(arrays):
+            by_dtype.setdefault(jnp.dtype(a.dtype), []).append(i)
+        for indices in by_dtype.values():
+            x = jnp.stack([arrays[i] for i in indices])
+            x = (
+                lax.all_to_all(x, self.axis, 2, 1, tiled=True)
+                if forward
+                else lax.all_to_all(x, self.axis, 1, 2, tiled=True)
+            )
+            for k, i in enumerate(indices):
+                out[i] = x[k]
+        return out
+
+    def sweep0(self, fields, rows, stage_rows):
+        """One MPRK22 step along axis 0 of each of ``fields`` (:func:`._diffusion.mprk22_axis`), with
+        face-weight ``rows`` (a number, or ``n`` rows split with the cells: :meth:`face_rows`) and, for a
+        state-dependent ``D``, ``stage_rows[i](u1)`` the rows at the first stage (None: ``D`` constant).
+
+        The fields and their row arrays are transposed together (one ``all_to_all``), solved along the
+        now whole axis 0 and transposed back together; a state-dependent field returns its first stage
+        instead, whose rows are evaluated on the slabs (the model's ``D``) and transposed for the second
+        stage (one ``all_to_all`` each way more)."""
+        ndim, n0 = len(self.shape), self.shape[0]
+        split = _Split((list(fields), list(rows)), self.shape)
+        dependent = [i for i, fn in enumerate(stage_rows) if fn is not None]
+
+        def whole_rows(r, like):
+            return r if jnp.ndim(r) else _face_rows(r, n0, ndim, like.dtype)
+
+        def first(fields_x, replicated):
+            us, rs = split.rebuild(self._transpose(fields_x, True), replicated)
+            back, kept = [], []
+            for i, (v, r) in enumerate(zip(us, rs, strict=True)):
+                r = whole_rows(r, v)
+                v1 = mprk22_first(v, r)
+                back.append(v1 if i in dependent else mprk22_second(v, v1, r, r))
+                if i in dependent:
+                    kept.append((v, v1, r))
+            return self._transpose(back, False), kept
+
+        in_specs = ([self.field_spec()] * len(split.fields), [P()] * len(split.replicated))
+        out_specs = ([self.field_spec()] * len(fields), [(self.spectral_spec(),) * 3] * len(dependent))
+        out, kept = self._shard_map(first, in_specs, out_specs)(split.fields, split.replicated)
+        if not dependent:
+            return out
+        stage = [stage_rows[i](out[i]) for i in dependent]
+
+        def second(kept, stage_x):
+            stage_y = self._transpose(stage_x, True)
+            new = [mprk22_second(v, v1, r, r1) for (v, v1, r), r1 in zip(kept, stage_y, strict=True)]
+            return self._transpose(new, False)
+
+        in_specs = ([(self.spectral_spec(),) * 3] * len(dependent), [self.field_spec()] * len(dependent))
+        new = self._shard_map(second, in_specs, [self.field_spec()] * len(dependent))(kept, stage)
+        out = list(out)
+        for i, u in zip(dependent, new, strict=True):
+            out[i] = u
+        return out
 
     # -- spectral transforms -----------------------------------------------------------------------
 
