@@ -24,7 +24,13 @@ without the sub-cycling branch; ``--cell-diffusion``):
    node, assumed, not measured here). ``--efficiency`` scales ``B`` (NCCL's all-to-all reaches about
    0.7–0.8 of it). The prediction is written beside the measured one-device step; where the machine
    has ``N`` accelerators the decomposed step is measured too (``measured_decomposed_s``);
-4. **1024³**: the per-device memory of the step extrapolated from the largest size (bytes per cell).
+4. **without a GPU** (this script on a CPU) the one-device GPU step is *estimated*: the bytes XLA's
+   cost analysis says one step accesses (``cost_analysis()["bytes accessed"]`` of the one-device step,
+   as XLA:CPU fuses it) at the HBM bandwidth ``--hbm-gbs`` (3350 GB/s: H100 SXM, HBM3, datasheet),
+   and the prediction is made from that estimate too (``predicted_from_estimate``);
+5. **1024³**: the bytes sent per device per step scaled from the largest size (all-to-alls move
+   slabs: × cells; halo exchanges move faces: × n₁n₂), the one-device step scaled with the cells,
+   and the per-device memory of the step (bytes per cell of the largest size).
 
 Writes ``decomposed_<platform>_<n>_<time>.json`` under ``--out``.
 """
@@ -57,7 +63,6 @@ def _force_host_devices(argv) -> None:
 _force_host_devices(sys.argv[1:])
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import Mesh  # noqa: E402
 
@@ -159,6 +164,29 @@ def mesh_devices(n: int):
     return jax.devices("cpu")[:n], False
 
 
+def bytes_accessed(p) -> float:
+    """XLA's estimate of the bytes one one-device step reads and writes (cost analysis)."""
+    import tumorfield_kernels as tk
+
+    start = tk.initial_frame(p.system, p.grid, p.y0, p.params, numerics=p.numerics)
+    stepper = tk.make_stepper(p.system, p.grid, p.params, p.dt, p.numerics)
+
+    def step(state, carried):
+        return stepper.step(state, carried, stepper.dt * 0)[:2]
+
+    cost = jax.jit(step).lower(start, stepper.prepare(start)).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost.get("bytes accessed", 0.0))
+
+
+def prediction(one: float, n: int, sent: float, launches: int, args) -> dict:
+    """``one / n + sent / B + launches × λ`` (module docstring)."""
+    compute = one / n
+    communication = sent / (args.link_gbs * 1e9 * args.efficiency) + launches * args.latency_us * 1e-6
+    return {"one_device_s": one, "compute_s": compute, "communication_s": communication,
+            "step_s": compute + communication, "speedup": one / (compute + communication)}  # fmt: skip
+
+
 def one_size(shape, args) -> dict:
     n = args.devices
     p = problem(shape, args.cell_diffusion)
@@ -171,42 +199,69 @@ def one_size(shape, args) -> dict:
             decomposed, dcall = step_loop(p, mesh, args.steps)
     else:
         decomposed, dcall = step_loop(p, mesh, args.steps)
-    text = decomposed.as_text()
-    per_step = collectives(loop_body(text), n)
+    per_step = collectives(loop_body(decomposed.as_text()), n)
     sent = sum(v["sent_bytes"] for v in per_step.values())
     launches = sum(v["count"] for v in per_step.values())
-    bandwidth = args.link_gbs * 1e9 * args.efficiency
-    communication = sent / bandwidth + launches * args.latency_us * 1e-6
+    accessed = bytes_accessed(p)
+    estimate = accessed / (args.hbm_gbs * 1e9)
+    on_gpu = jax.devices()[0].platform == "gpu"
     result = {
         "shape": list(shape),
         "cells": int(np.prod(shape)),
         "one_device_step_s": one,
         "one_device_memory": memory(compiled),
+        "one_device_bytes_accessed": accessed,
+        "estimated_gpu_step_s": estimate,
         "devices": n,
-        "hlo_from": "measured devices" if measurable else f"{n} forced CPU host devices",
+        "hlo_from": f"{n} {devices[0].platform} devices",
         "per_step": per_step,
         "sent_bytes_per_device_per_step": sent,
+        "halo_bytes_per_device_per_step": per_step["collective-permute"]["sent_bytes"],
+        "transpose_bytes_per_device_per_step": per_step["all-to-all"]["sent_bytes"],
         "collectives_per_step": launches,
         "decomposed_memory_per_device": memory(decomposed),
-        "predicted": {
-            "compute_s": one / n,
-            "communication_s": communication,
-            "step_s": one / n + communication,
-            "speedup": one / (one / n + communication),
-            "link_bandwidth_gbs": args.link_gbs,
-            "efficiency": args.efficiency,
-            "latency_us": args.latency_us,
-        },
+        "predicted": prediction(one, n, sent, launches, args),
     }
+    if not on_gpu:
+        result["predicted_from_estimate"] = prediction(estimate, n, sent, launches, args)
     if measurable:
         result["measured_decomposed_s"] = best_step_seconds(decomposed, dcall, args.steps, args.repeats)
+    shown = result["predicted"] if on_gpu else result["predicted_from_estimate"]
     print(
-        f"{label(shape):>9}: one device {1e3 * one:8.2f} ms/step; {n} devices: {launches} collectives, "
-        f"{sent / 2**20:8.2f} MiB sent per device per step → predicted {1e3 * result['predicted']['step_s']:8.2f} "
-        f"ms/step ({result['predicted']['speedup']:.2f}×)",
+        f"{label(shape):>9}: one device {1e3 * one:8.2f} ms/step measured ({devices[0].platform})"
+        + ("" if on_gpu else f", {1e3 * estimate:7.3f} ms/step estimated on the GPU")
+        + f"; {n} devices: {launches} collectives, {sent / 2**20:8.3f} MiB sent per device per step → "
+        f"predicted {1e3 * shown['step_s']:8.3f} ms/step ({shown['speedup']:.2f}×)",
         flush=True,
     )
     return result
+
+
+def extrapolate(largest: dict, args, size: int = 1024) -> dict:
+    """The largest size's figures scaled to ``size``³ (module docstring)."""
+    _, n1, n2 = largest["shape"]
+    volume = size**3 / largest["cells"]
+    area = size * size / (n1 * n2)
+    transpose = largest["transpose_bytes_per_device_per_step"] * volume
+    halo = largest["halo_bytes_per_device_per_step"] * area
+    rest = largest["sent_bytes_per_device_per_step"] - largest["transpose_bytes_per_device_per_step"]
+    rest -= largest["halo_bytes_per_device_per_step"]  # all-reduces of a few numbers: as they are
+    on_gpu = jax.devices()[0].platform == "gpu"
+    one = (largest["one_device_step_s"] if on_gpu else largest["estimated_gpu_step_s"]) * volume
+    sent = transpose + halo + rest
+    return {
+        "shape": [size] * 3,
+        "from_shape": largest["shape"],
+        "devices": args.devices,
+        "transpose_bytes_per_device_per_step": transpose,
+        "halo_bytes_per_device_per_step": halo,
+        "sent_bytes_per_device_per_step": sent,
+        "one_device_step_s": one,
+        "one_device_step_from": "measured" if on_gpu else "estimated (bytes accessed / HBM bandwidth)",
+        "predicted": prediction(one, args.devices, sent, largest["collectives_per_step"], args),
+        "one_device_memory_bytes": largest["one_device_memory"]["total"] / largest["cells"] * size**3,
+        "per_device_memory_bytes": largest["decomposed_memory_per_device"]["total"] / largest["cells"] * size**3,
+    }
 
 
 def main(argv=None):
@@ -218,6 +273,7 @@ def main(argv=None):
     parser.add_argument("--link-gbs", type=float, default=450.0, help="GB/s one way per GPU (NVLink 4, H100 SXM)")
     parser.add_argument("--efficiency", type=float, default=1.0, help="fraction of --link-gbs reached (1)")
     parser.add_argument("--latency-us", type=float, default=10.0, help="µs per collective (10, assumed)")
+    parser.add_argument("--hbm-gbs", type=float, default=3350.0, help="GB/s of GPU memory (H100 SXM HBM3)")
     parser.add_argument("--steps", type=int, default=None, help="steps per timed call (20; 4 with --quick)")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls, best taken (5; 2 with --quick)")
     parser.add_argument("--quick", action="store_true", help="16³, few steps (CPU smoke test)")
@@ -230,24 +286,26 @@ def main(argv=None):
           f"{args.cell_diffusion} cell diffusion")  # fmt: skip
     sizes = [one_size(parse_size(s), args) for s in args.sizes]
     largest = max(sizes, key=lambda r: r["cells"])
-    per_cell_one = largest["one_device_memory"]["total"] / largest["cells"]
-    per_cell_mesh = largest["decomposed_memory_per_device"]["total"] / largest["cells"]
     result = {
         "benchmark": "bench_decomposed",
         "device": str(device),
         "device_kind": getattr(device, "device_kind", None),
         "jax_version": jax.__version__,
-        "model": "voloshin2015 (3D, ptx arm's model, max_substeps = 1)",
+        "model": "voloshin2015 (3D, the ptx arm's model, max_substeps = 1)",
         "cell_diffusion": args.cell_diffusion,
+        "link": {"gbs_one_way": args.link_gbs, "efficiency": args.efficiency, "latency_us": args.latency_us,
+                 "source": "NVLink 4, H100 SXM: 18 links, 900 GB/s bidirectional per GPU (NVIDIA datasheet)"},
+        "hbm_gbs": args.hbm_gbs,
         "sizes": sizes,
-        "extrapolated_1024": {
-            "from_shape": largest["shape"],
-            "one_device_bytes": per_cell_one * 1024**3,
-            "per_device_bytes": per_cell_mesh * 1024**3,
-            "devices": args.devices,
-        },
-        "note": "predicted = one-device step / N + sent bytes / (link GB/s × efficiency) + collectives × latency",
-    }
+        "extrapolated_1024": extrapolate(largest, args),
+        "note": "predicted = one-device step / N + sent bytes / (link GB/s × efficiency) + collectives × latency; "
+        "without a GPU the one-device GPU step is estimated from XLA's bytes accessed at the HBM bandwidth",
+    }  # fmt: skip
+    x = result["extrapolated_1024"]
+    print(f"1024³ on {args.devices}: {x['sent_bytes_per_device_per_step'] / 2**30:.2f} GiB sent per device per step, "
+          f"predicted {1e3 * x['predicted']['step_s']:.1f} ms/step against {1e3 * x['one_device_step_s']:.1f} on one "
+          f"device; memory {x['per_device_memory_bytes'] / 2**30:.1f} GiB per device "
+          f"({x['one_device_memory_bytes'] / 2**30:.1f} GiB on one)")  # fmt: skip
     write_result(args.out, "decomposed", len(args.sizes), result)
 
 
