@@ -201,9 +201,11 @@ rank = 40
 
 def test_scalar_data_join_the_scans(box):
     """``[fit] data`` with ``[[fit.images]]``: the residuals are the scans' then the data's; the data's
-    prediction is the observable of an independent run; and the data narrow ρ's Gauss–Newton error."""
+    prediction is the observable of an independent run (between steps: interpolated linearly in time, as
+    in a scalar fit); and the data narrow ρ's Gauss–Newton error."""
     directory, truth = box
-    rows = [f"box,{t},tumor_mass,{m},{0.02 * m}" for t, m in _masses(truth, (10, 30))]
+    rows = [f"box,{t},tumor_mass,{m},{0.02 * m}" for t, m in _masses(truth, (10.0, 30.0))]
+    rows.append(f"box,25.5,tumor_mass,{_masses(truth, (25.5,))[0][1]},1.0")
     (directory / "mass.csv").write_text("arm,t,observable,value,sigma\n" + "\n".join(rows) + "\n")
     body = """{data}
 {scans}
@@ -216,21 +218,24 @@ method = "laplace"
     both = Calibration(load_spec(_fit_file(directory, body.replace("{data}", 'data = "mass.csv"'), days=(20,))))
     theta = jnp.asarray([TRUTH["rho"]])
     r, ok, _ = both.residuals(theta, {}, both.arrays)
-    assert bool(ok) and r.shape == (16 * 16 + 2,)
+    assert bool(ok) and r.shape == (16 * 16 + 3,)
     _, observed, _ = both.solve(theta, {})
     coarse = eqx.tree_at(lambda p: p.params, both.problems["box"], with_values(both.problems["box"].params,
                          ("rho",), theta))  # fmt: skip
-    np.testing.assert_allclose(both.data_prediction(observed), [m for _, m in _masses(coarse, (10, 30))], rtol=1e-10)
+    (m10, m30, m25, m26) = [m for _, m in _masses(coarse, (10.0, 30.0, 25.0, 26.0))]
+    expected = [m10, m30, 0.5 * (m25 + m26)]
+    np.testing.assert_allclose(both.data_prediction(observed), expected, rtol=1e-10)
     se_scan = _scalar_uncertainty(only_scan, theta, {}).std_error[0]
     se_both = _scalar_uncertainty(both, theta, {}).std_error[0]
     assert se_both < 0.9 * se_scan, (se_scan, se_both)
 
 
 def _masses(problem: Problem, days) -> list[tuple[float, float]]:
-    """``(t, ∫u dV)`` of a plain run of ``problem`` at ``days``."""
+    """``(t, ∫u dV)`` of a plain run of ``problem`` at ``days`` (multiples of a half day)."""
     traj = tf.simulate(problem.system, problem.grid, problem.y0, t_end=float(max(days)), dt=problem.dt,
-                       params=problem.params, numerics=problem.numerics, saveat=tf.SaveAt(every=10.0))  # fmt: skip
-    return [(float(d), float(np.sum(traj["tumor"][d // 10]) * problem.grid.cell_volume)) for d in days]
+                       params=problem.params, numerics=problem.numerics,
+                       saveat=tf.SaveAt(every=problem.dt))  # fmt: skip
+    return [(d, float(np.sum(traj["tumor"][round(d / problem.dt)]) * problem.grid.cell_volume)) for d in days]
 
 
 @pytest.mark.parametrize(
@@ -255,3 +260,15 @@ def test_bad_origin_map_and_continuation_are_refused_before_compute(box, body, k
     with pytest.raises(ConfigError) as error:
         Calibration(load_spec(_fit_file(directory, text)))
     assert key in str(error.value) and message in str(error.value), str(error.value)
+
+
+def test_a_scan_time_beyond_the_arm_is_refused_in_one_line(box):
+    """``t = 1e308`` (``t/dt`` overflows a float) and a time after the arm's ``time.t_end``: the key, the value
+    and the rule, before any compute."""
+    directory, _ = box
+    for t in ("1e308", "41.0"):
+        text = _fit_file(directory, "{scans}\n[fit.parameters]\nrho = { init = 0.05, lower = 0.005, upper = 0.2 }\n")
+        path = directory / "late.toml"
+        path.write_text(open(text).read().replace("t = 40.0", f"t = {t}"))
+        with pytest.raises(ConfigError, match=r"fit.images\[1\].t = .*must lie in \(0, 40.0\] day"):
+            Calibration(load_spec(path))

@@ -155,9 +155,11 @@ def test_positivity_violation_in_the_solver_exits_3(tmp_path, cache):
 
 
 def test_dt_beyond_the_stability_limit_at_start_is_bad_input(tmp_path, cache):
+    """With explicit cell diffusion (``cell_diffusion = "auto"`` would take the implicit one here: its log
+    says so, and the run goes through)."""
     out = tmp_path / "out.h5"
-    result = cli("run", write_config(tmp_path), "-o", out, "--set", "parameters.D=1.0",
-                 "--set", "numerics.max_substeps=1", cache=cache)  # fmt: skip
+    result = cli("run", write_config(tmp_path), "-o", out, "--set", "parameters.D=1.0", "--set",
+                 "numerics.max_substeps=1", "--set", "numerics.cell_diffusion=explicit", cache=cache)  # fmt: skip
     assert result.returncode == 2, result.stderr
     (line,) = result.stderr.strip().splitlines()[-1:]
     assert "run.toml: time.dt = 0.01: " in line and "positivity limit" in line and "at t = 0" in line
@@ -166,23 +168,28 @@ def test_dt_beyond_the_stability_limit_at_start_is_bad_input(tmp_path, cache):
 
 def test_subcycling_forced_by_cell_diffusion_logs_the_implicit_hint(tmp_path, cache):
     """D = 1 mm²/day on 16² cells of 1/16 mm: the explicit limit is ≈ 0.001 day, dt = 0.01 runs by
-    sub-cycling, and the log says that implicit cell diffusion would take that dt (taxis and growth
-    allow far more)."""
+    sub-cycling with explicit cell diffusion, and the log says that implicit cell diffusion would take
+    that dt (taxis and growth allow far more); the default ``"auto"`` takes it, and says why."""
     out = tmp_path / "out.h5"
-    result = cli("run", write_config(tmp_path, t_end=0.1, save_every=0.05), "-o", out,
-                 "--set", "parameters.D=1.0", cache=cache)  # fmt: skip
+    result = cli("run", write_config(tmp_path, t_end=0.1, save_every=0.05), "-o", out, "--set",
+                 "parameters.D=1.0", "--set", "numerics.cell_diffusion=explicit", cache=cache)  # fmt: skip
     assert result.returncode == 0, result.stderr
     (sub,) = [line for line in result.stderr.splitlines() if "sub-cycling:" in line][:1]
     assert "explicit sub-steps (numerics.max_substeps = 64)" in sub
     (hint,) = [line for line in result.stderr.splitlines() if "hint:" in line]
     assert "binds the step of u (limit 0.000" in hint and 'numerics.cell_diffusion = "implicit"' in hint
     assert int(read(out)["scalars/substeps"].max()) >= 2
-    # with implicit cell diffusion the same dt needs no sub-cycling and gives no hint
+    # by default ("auto") the same dt runs with implicit cell diffusion: no sub-cycling, no hint
     implicit = cli("run", write_config(tmp_path, t_end=0.1, save_every=0.05), "-o", tmp_path / "implicit.h5",
-                   "--set", "parameters.D=1.0", "--set", 'numerics.cell_diffusion="implicit"', cache=cache)  # fmt: skip
+                   "--set", "parameters.D=1.0", cache=cache)  # fmt: skip
     assert implicit.returncode == 0, implicit.stderr
     assert "hint:" not in implicit.stderr and "sub-cycling:" not in implicit.stderr
+    assert "cell diffusion implicit: at t = 0 the cells' explicit diffusion would limit the step of u" in (
+        implicit.stderr
+    )
     assert int(read(tmp_path / "implicit.h5")["scalars/substeps"].max()) == 1
+    with h5py.File(tmp_path / "implicit.h5") as h5:
+        assert h5.attrs["cell_diffusion"].startswith("implicit: ")
 
 
 def _wait_for_frames(path: Path, proc: subprocess.Popen, n: int, timeout=120) -> None:

@@ -172,3 +172,19 @@ def test_model_sections_and_cross_checks_are_validated_by_the_loader(override, k
         cfg.load(path, [override])
     assert info.value.key_path == key
     assert str(info.value).startswith(f"{path}: {key} = ") and fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "kind", "why"),
+    [
+        ([], "ExplicitDiffusion", "explicit: at t = 0 the step dt = 0.05 day is within the explicit limit"),
+        (["parameters.D=1.0"], "ImplicitDiffusion", "implicit: at t = 0 the cells' explicit diffusion would limit"),
+        (["parameters.D=1.0", "numerics.cell_diffusion=explicit"], "ExplicitDiffusion", "explicit: as configured"),
+    ],
+)
+def test_cell_diffusion_auto_takes_the_implicit_one_where_diffusion_binds_the_step(overrides, kind, why):
+    """The default ``numerics.cell_diffusion = "auto"``: implicit where the explicit diffusion limit (Δx²/4D
+    in 2D: 0.00098 day at D = 1 mm²/day on 1/16 mm cells) is below dt, explicit where dt is within it."""
+    config = cfg.load(ROOT / "experiments" / "examples" / "fisher_kpp.toml", overrides)
+    assert type(config.numerics.cell_diffusion).__name__ == kind
+    assert config.cell_diffusion_choice[1].startswith(why), config.cell_diffusion_choice[1]

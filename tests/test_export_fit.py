@@ -145,3 +145,23 @@ def test_the_cli_exports_a_calibration(fit_file, tmp_path, capsys):
     printed = capsys.readouterr().out.split()
     assert printed and all(p.endswith(".nii.gz") and (tmp_path / "cli" / p.split("/")[-1]).exists() for p in printed)
     assert any("initial_tumor" in p for p in printed)
+
+
+def test_a_calibration_is_read_back_inspected_and_plotted(fit_file, tmp_path, capsys):
+    """``tf.open_fit`` reads a calibration (tumorfield-fit/2): parameters with the origin, scans with their metrics
+    and images, maps and forecasts; ``inspect`` summarises it and ``plot`` draws each scan's observed and
+    predicted field and the loss."""
+    import tumorfield as tf
+
+    stored = tf.open_fit(fit_file)
+    assert stored.is_calibration and stored.schema == "tumorfield-fit/2" and "rho" in stored.names
+    assert [s.t for s in stored.scans] == [10.0, 20.0] and all("dice" in " ".join(s.metrics) for s in stored.scans)
+    images = stored.scan_images(stored.scans[0].index)
+    assert images["observed"].shape == images["prediction"].shape == (N, N)
+    assert set(stored.maps) == {"D_w"} and ("patient", 30.0) in stored.forecast
+    assert cli.main(["inspect", str(fit_file)]) == cli.EXIT_OK
+    shown = capsys.readouterr().out
+    assert "calibration from scans" in shown and "scan " in shown and "map D_w" in shown
+    assert cli.main(["plot", str(fit_file), "-o", str(tmp_path)]) == cli.EXIT_OK
+    drawn = sorted(p.split("/")[-1] for p in capsys.readouterr().out.split())
+    assert drawn == ["fit_loss.png", *sorted(f"scan_{s.index}.png" for s in stored.scans)], drawn

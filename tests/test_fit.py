@@ -10,6 +10,8 @@ directory serves the later ``Fit`` objects and the CLI run).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import h5py
 import jax
 import jax.numpy as jnp
@@ -54,6 +56,7 @@ arms = {{ a = "arm.toml" }}
 data = "obs.csv"
 likelihood = "lognormal"
 max_iterations = 40
+tolerance = 1e-4
 [fit.parameters]
 r = {{ init = 0.6, lower = 0.1, upper = {r_upper} }}
 s_c = {{ init = 2.0, lower = 0.1, upper = {s_upper} }}
@@ -130,7 +133,11 @@ def test_standard_errors_match_the_scatter_over_noise_draws(problem):
     estimates, errors = [], []
     for _ in range(8):
         result = fit.run(values=clean * np.exp(NOISE * rng.standard_normal(clean.shape)))
-        assert result.converged, result.message
+        # float32 fields: the last iteration may rise at the loss's noise floor (~1e-6 of it): stalled, and the
+        # estimate is then the lowest point of the history
+        floor = result.status == "stalled" and "the loss rose by" in result.message
+        assert result.converged or floor, result.message
+        assert result.loss == min(result.history["loss"])
         estimates.append(result.estimate)
         errors.append(result.std_error)
     scatter, se = np.std(estimates, axis=0, ddof=1), np.mean(errors, axis=0)
@@ -276,6 +283,21 @@ def test_cli_writes_fit_h5_and_prints_the_table(problem, capsys):
         t = h5["fit/prediction/a/t"][()]
         assert t[0] == 0.0 and t[-1] == pytest.approx(5.0) and h5["fit/prediction/a/max_u"].shape == t.shape
         assert h5["fit/data/value"].shape == (len(DAYS) * len(OBSERVABLES),)
+    # the file reads back (tf.open_fit), inspect summarises it, plot draws data against prediction per observable
+    stored = tf.open_fit(out)
+    assert stored.schema == "tumorfield-fit/1" and stored.names == ("r", "s_c") and stored.status == "converged"
+    assert stored.estimates["r"] == pytest.approx(float(h5py.File(out)["fit/estimate"][0]))
+    assert stored.data["value"].shape == (10,) and "max_u" in stored.predictions["a"] and "[fit]" in stored.config
+    assert cli.main(["inspect", str(out)]) == cli.EXIT_OK
+    shown = capsys.readouterr().out
+    assert "schema:      tumorfield-fit/1 (scalar fit)" in shown and "tumour_burden" in shown
+    assert next(line for line in shown.splitlines() if line.startswith("r ")).split()[1] == f"{stored.estimate[0]:.6g}"
+    assert cli.main(["plot", str(out), "-o", str(directory / "figures")]) == cli.EXIT_OK
+    drawn = capsys.readouterr().out.split()
+    assert sorted(Path(p).name for p in drawn) == ["fit_a_max_u.png", "fit_a_tumour_burden.png", "fit_loss.png"]
+    assert all(Path(p).stat().st_size > 1000 for p in drawn)
+    assert cli.main(["compare", str(out), "-o", str(directory / "c")]) == cli.EXIT_INPUT
+    assert "is a fit file (tumorfield-fit/1)" in capsys.readouterr().err
     assert cli.main(["fit", str(directory / "fit.toml"), "-o", str(out)]) == cli.EXIT_INPUT  # exists
     assert "exists" in capsys.readouterr().err
     other = directory / "other.h5"
@@ -341,7 +363,6 @@ def _replace_first_row(good: str, **columns) -> str:
 BAD = {
     "unknown arm": ({"data": lambda g: _replace_first_row(g, arm="b")}, "line 2: arm = 'b'"),
     "unknown observable": ({"data": lambda g: _replace_first_row(g, observable="volume")}, "observable = 'volume'"),
-    "t off the step grid": ({"data": lambda g: _replace_first_row(g, t="1.01")}, "whole number of time steps"),
     "t beyond t_end": ({"data": lambda g: _replace_first_row(g, t="6.0")}, "must lie in [0, 5.0]"),
     "sigma not positive": ({"data": lambda g: _replace_first_row(g, sigma="0")}, "sigma = 0.0: must be > 0"),
     "lognormal value not positive": ({"data": lambda g: _replace_first_row(g, value="-1")}, "must be > 0 with"),
@@ -354,6 +375,39 @@ BAD = {
     "lower at 0": ({"fit": {"init = 0.6, lower = 0.1": "init = 0.6, lower = 0.0"}}, "needs 0 < lower < upper"),
     "unknown [fit] key": ({"fit": {"max_iterations": "max_iteration"}}, "did you mean 'max_iterations'"),
     "bad likelihood": ({"fit": {'"lognormal"': '"poisson"'}}, "allowed values are 'normal', 'lognormal'"),
+}
+
+
+def _with_units(good: str, units: str) -> str:
+    """The CSV with a ``units`` column, ``units`` on every row."""
+    header, *rows = good.splitlines()
+    return "\n".join([header + ",units", *(row + f",{units}" for row in rows)]) + "\n"
+
+
+BAD |= {
+    "a volume of another dimension": ({"data": lambda g: _with_units(g, "mm^3")}, "2D run's volume is an area"),
+    "units pint does not know": ({"data": lambda g: _with_units(g, "bogons")}, "pint does not know"),
+    "scale of an unknown observable": (
+        {"fit": {"[fit.parameters]": "[fit.observables]\nvolume = { scale = 2.0 }\n[fit.parameters]"}},
+        "fit.observables.volume = 'volume'",
+    ),
+    "initial key not differentiable": (
+        {"fit": {"s_c = { init": '"initial.centre" = { init'}},
+        "fit.parameters.initial.centre = 'initial.centre': is not an [initial] key",
+    ),
+    "initial key without bounds": (
+        {"fit": {"s_c = { init = 2.0, lower = 0.1, upper = 10.0 }": '"initial.radius" = { init = 0.3 }'}},
+        "fit.parameters.initial.radius.lower = None: is required for an [initial] key",
+    ),
+    "initial key outside its rule": (
+        {
+            "fit": {
+                "s_c = { init = 2.0, lower = 0.1,": '"initial.amplitude" = { init = 0.5, lower = 0.1,',
+                "upper = 10": "upper = 2",
+            }
+        },
+        "fit.parameters.initial.amplitude.upper = 2.0: arm 'a': initial.amplitude = 2.0: must lie in [0, 1]",
+    ),
 }
 
 
@@ -556,3 +610,221 @@ def test_the_export_key_changes_with_everything_that_changes_the_program(problem
     assert _export.export_key(fit._static(), (z.astype(jnp.float32), *args[1:])) != key
     monkeypatch.setattr(_export, "code_version", lambda: "an edited source file")
     assert _export.export_key(fit._static(), args) != key
+
+
+# --- fits on real measurements (issue 26): units, times between steps, initial keys, honest status -------
+
+
+def test_a_units_column_is_converted_and_another_dimension_refused(tmp_path):
+    """Rows with units are converted to the model's units of the observable on the arm's grid (sigma too,
+    under the normal likelihood; the sd of log y is unchanged); a mm³ volume against a 2D model (mm²) is
+    refused unless ``[fit.observables]`` states the conversion; rows without units are as given."""
+    from tumorfield.fit._data import ArmGrid, Scale, read_observations
+
+    arms = {"a": ArmGrid(("tumour_burden", "max_u"), 0.05, 5.0, {"tumour_burden": "mm**2", "max_u": "1"}, 2)}
+    path = tmp_path / "obs.csv"
+    path.write_text("arm,t,observable,value,sigma,units\na,1.0,tumour_burden,0.02,0.001,cm^2\n"
+                    "a,1.0,max_u,40,5,%\na,2.0,tumour_burden,3.0,0.1,\n")  # fmt: skip
+    normal = read_observations(path, arms, "normal")
+    np.testing.assert_allclose(normal.value, [2.0, 0.4, 3.0])
+    np.testing.assert_allclose(normal.sigma, [0.1, 0.05, 0.1])
+    np.testing.assert_allclose(normal.factor, [100.0, 0.01, 1.0])
+    assert normal.given_units.tolist() == ["cm^2", "%", ""] and normal.given_value.tolist() == [0.02, 40, 3.0]
+    np.testing.assert_allclose(read_observations(path, arms, "lognormal").sigma, [0.001, 5, 0.1])
+    path.write_text("arm,t,observable,value,sigma,units\na,1.0,tumour_burden,60.0,6.0,mm^3\n")
+    with pytest.raises(ConfigError) as refused:
+        read_observations(path, arms, "normal")
+    message = str(refused.value)
+    print(f"\n{message}")
+    assert message.startswith(f"{path}: line 2: units = 'mm^3': tumour_burden of arm 'a' is in mm²")
+    assert "a 2D run's volume is an area in mm², or a volume per mm of slab thickness" in message
+    assert "[fit.observables] tumour_burden = { scale" in message
+    # stated: the data are 2 mm × the model's area (a slab), so 60 mm³ is 30 mm² of the model's
+    scaled = read_observations(path, arms, "normal", scales={"tumour_burden": Scale(2.0, "mm")})
+    assert scaled.value.tolist() == [30.0] and scaled.sigma.tolist() == [3.0]
+
+
+def test_a_time_between_steps_is_interpolated_in_a_fit_and_refused_elsewhere(tmp_path):
+    """``t = (k + w)·dt``: accepted with ``interpolate`` (a scalar fit) as step ``k`` and weight ``w``, refused
+    without (a calibration's data); on the step grid ``w = 0``. The prediction there is linear in time
+    between the two steps and exactly the step's value on the grid."""
+    from tumorfield.fit._data import ArmGrid, read_observations
+    from tumorfield.fit._problem import interpolated
+
+    arms = {"a": ArmGrid(("tumour_burden",), 0.1, 2.0)}
+    path = tmp_path / "obs.csv"
+    path.write_text("arm,t,observable,value,sigma\na,1.033,tumour_burden,1,0.1\na,0.3,tumour_burden,1,0.1\n")
+    with pytest.raises(ConfigError, match="whole number of time steps"):
+        read_observations(path, arms, "normal")
+    found = read_observations(path, arms, "normal", interpolate=True)
+    assert found.step.tolist() == [10, 3] and found.weight[1] == 0.0 and found.last_step.tolist() == [11, 3]
+    np.testing.assert_allclose(found.weight[0], 0.33, rtol=1e-9)
+    series = np.stack([np.exp(0.1 * np.arange(21.0))])[None]  # (arms, obs, steps)
+    at = interpolated(series, 0, np.zeros(2, int), found.step, found.weight)
+    np.testing.assert_allclose(at[0], 0.67 * np.exp(1.0) + 0.33 * np.exp(1.1), rtol=1e-12)
+    assert at[1] == series[0, 0, 3]
+
+
+def test_data_between_steps_fit_like_data_on_them(problem):
+    """The fixture's data moved 0.02 day before each step (0.98, 1.98, …: between steps 19 and 20, …), the same
+    noise on the truth's series there: every row's prediction is the linear interpolation of the predicted
+    series, and the estimates agree with the on-grid fit's to a small fraction of a standard error. (The
+    same program as the fixture's: the iteration's export is reused.)"""
+    directory, clean, fit = problem
+    on_grid = fit.run()
+    truth = jnp.asarray([TRUTH[n] for n in fit.names])
+    _, (_, _, series) = fit._jacobian(truth, fit.arrays)
+    series, group = np.asarray(series[0][0]), fit.groups[0]
+    t = np.arange(series.shape[1]) * group.dt
+    noisy = np.loadtxt(directory / "obs.csv", delimiter=",", skiprows=1, usecols=3)
+    lines = ["arm,t,observable,value,sigma"]
+    for (day, name), ratio in zip([(d, n) for d in DAYS for n in OBSERVABLES], noisy / clean, strict=True):
+        off = day - 0.02
+        value = np.interp(off, t, series[group.observables.index(name)]) * ratio
+        lines.append(f"a,{off!r},{name},{float(value)!r},{NOISE}")
+    (directory / "obs_between.csv").write_text("\n".join(lines) + "\n")
+    (directory / "between.toml").write_text(FIT.format(r_upper=5.0, s_upper=10.0).replace("obs.csv", "obs_between.csv"))
+    between = Fit.load(directory / "between.toml")
+    assert np.all(between.data.weight > 0.5) and np.all(between.data.weight < 0.7)
+    result = between.run()
+    assert result.converged, result.message
+    for i in range(len(result.data)):
+        arm, name = result.data.arm[i], result.data.observable[i]
+        expected = np.interp(result.data.t[i], result.predictions[arm]["t"], result.predictions[arm][name])
+        assert result.data_prediction[i] == pytest.approx(expected, rel=1e-12)
+    shift = (result.estimate - on_grid.estimate) / on_grid.std_error
+    print(f"\non grid {on_grid.estimate}, between steps {result.estimate}: {shift} SE")
+    assert np.all(np.abs(shift) < 0.1), shift
+
+
+SMALL_ARM = """[model]
+name = "fisher_kpp"
+[grid]
+shape = [8, 8]
+length = [2.0, 2.0]
+[time]
+t_end = 1.0
+dt = 0.1
+save_every = 1.0
+[parameters]
+D = 2e-3
+r = 1.0
+chi = 0.0
+[initial]
+amplitude = 0.5
+radius = {radius}
+"""
+
+
+def test_an_initial_key_is_fitted_through_the_traced_seed(tmp_path):
+    """``"initial.radius"``: the fit's loss at radius ρ (the seed rebuilt in the traced program) is that of the
+    arm configured with radius ρ; the traced seed's derivative in the radius is the closed form's,
+    ``∂/∂ρ a·e^{−r²/ρ²} = a·e^{−r²/ρ²}·2r²/ρ³``."""
+    from tumorfield.models.fisher_kpp import FisherKPP
+
+    for name, radius in (("arm.toml", 0.3), ("arm45.toml", 0.45)):
+        (tmp_path / name).write_text(SMALL_ARM.format(radius=radius))
+    (tmp_path / "obs.csv").write_text(
+        "arm,t,observable,value,sigma\n" + "".join(f"a,{t},tumour_burden,{0.3 * (1 + t)},0.05\n" for t in (0.5, 1.0))
+    )
+    base = '[fit]\narms = { a = "ARM" }\ndata = "obs.csv"\nlikelihood = "lognormal"\n[fit.parameters]\n'
+    base += "r = { init = 1.0, lower = 0.1, upper = 5.0 }\n"
+    seed = '"initial.radius" = { init = 0.3, lower = 0.1, upper = 1.0 }\n'
+    (tmp_path / "seed.toml").write_text(base.replace("ARM", "arm.toml") + seed)
+    (tmp_path / "plain.toml").write_text(base.replace("ARM", "arm45.toml"))
+    seeded, plain = Fit.load(tmp_path / "seed.toml"), Fit.load(tmp_path / "plain.toml")
+    assert seeded.names == ("r", "initial.radius") and seeded.groups[0].initial_at is FisherKPP.initial_state_at
+    assert plain.groups[0].initial_at is None
+    assert seeded.loss([1.2, 0.45]) == pytest.approx(plain.loss([1.2]), rel=1e-6)
+    grid, values = seeded.groups[0].problem.grid, {k: v[0] for k, v in seeded.arrays["groups"][0]["seed"].items()}
+
+    def mass(radius):
+        return jnp.sum(FisherKPP.initial_state_at({**values, "radius": radius}, {"D": 0.0, "r": 1.0}, grid)[0]["u"])
+
+    r2 = sum((m - c) ** 2 for m, c in zip(grid.mesh(), values["centre"], strict=True))
+    expected = np.sum(0.5 * np.exp(-r2 / 0.45**2) * 2 * r2 / 0.45**3)
+    assert float(jax.grad(mass)(jnp.asarray(0.45))) == pytest.approx(expected, rel=1e-10)
+
+
+def test_initial_state_at_is_each_models_initial_state():
+    """The JAX closed form of every model's initial state equals its NumPy ``initial_state`` (fisher_kpp with and
+    without chemotaxis, voloshin2015 with its invasion origin, a glioma seed); an image is refused, named."""
+    from tumorfield.models.fisher_kpp import FisherKPP
+    from tumorfield.models.glioma import Glioma
+    from tumorfield.models.voloshin2015 import Voloshin2015
+
+    grid = tf.Grid((8, 8), (4.0, 4.0))
+    models = [
+        FisherKPP.from_sections({"parameters": {"chi": 0.05}, "initial": {"radius": 0.7, "centre": [1.5, 2.0]}}),
+        FisherKPP.from_sections({"parameters": {"chi": 0.0}, "initial": {"amplitude": 0.4}}),
+        Voloshin2015.from_sections({"initial": {"tumor_radius": 0.9, "m1": 0.03}}),
+        Glioma.from_sections({"initial": {"tumor": {"centre": [2.0, 2.5], "radius": 1.5, "amplitude": 0.7}}}),
+    ]
+    for model in models:
+        expected = model.initial_state(grid)
+        values = {k: jnp.asarray(v) for k, v in model.initial_values(grid).items()}
+        state, params = type(model).initial_state_at(values, model.params(grid), grid)
+        assert set(state) == set(expected), model.name
+        for name in expected:
+            np.testing.assert_allclose(np.asarray(state[name]), expected[name], rtol=1e-12, atol=1e-15, err_msg=name)
+        assert set(type(model).initial_keys) <= set(values)
+    _, params = Voloshin2015.initial_state_at({**models[2].initial_values(grid), "tumor_radius": jnp.asarray(1.1)},
+                                              models[2].params(grid), grid)  # fmt: skip
+    assert float(params.initial_radius) == pytest.approx(1.1)
+    image = Glioma.from_sections({"initial": {"tumor": {"image": "seg.nii.gz", "labels": {"1": 0.8}}}})
+    with pytest.raises(ConfigError, match=r"initial.tumor = .*is an image"):
+        image.initial_values(grid)
+
+
+def test_convergence_is_said_only_when_the_loss_fell():
+    """A last iteration whose loss rose is ``stalled`` (the message says it rose, by how much) and the estimate is
+    the lowest point; a small fall within the tolerance converges, and says it fell."""
+    from tumorfield.fit._optimise import History, _lowest, _stop
+
+    def history(*losses):
+        return History(list(losses), [np.array([float(i)]) for i in range(len(losses))], [1e-3] * len(losses),
+                       [1] * len(losses))  # fmt: skip
+
+    rose = history(5.0, 2.0, 2.0 + 1.68e-6)
+    status, converged, message = _stop(rose, True, 1e-6)
+    assert (status, converged) == ("stalled", False) and "the loss rose by 1.68e-06" in message, message
+    assert _lowest(rose) == 1
+    status, converged, message = _stop(history(5.0, 2.0, 2.0 - 1e-7), True, 1e-6)
+    assert (status, converged) == ("converged", True) and message.startswith("the loss fell by 1e-07"), message
+    assert _stop(history(5.0, 2.0, np.inf), True, 1e-6)[0] == "stalled"
+    assert _lowest(history(5.0, 2.0, 1.0)) == 2
+
+
+def test_a_misfit_warns_in_the_log_the_table_and_the_file(problem, tmp_path):
+    """Data three times the model's (a units mistake): the reduced χ² ≫ 1 is a warning in the log, in the table and
+    in FIT.h5 (attributes ``warnings``, ``chi2_warning``, ``at_bound``), read back by ``tf.open_fit``."""
+    from tumorfield.fit._uncertainty import fit_warnings
+
+    assert fit_warnings(1.3, 10, 2) == [] and fit_warnings(4.5, 30, 2) and fit_warnings(5.0, 3, 2) == []
+    _, clean, fit = problem
+    said = []
+    result = fit.run(values=3.0 * clean, log=said.append)
+    assert result.chi2_warning and result.reduced_chi2 > 4, result.reduced_chi2
+    assert any(line.startswith("warning: reduced χ²") and "do not describe these data" in line for line in said)
+    table = result.summary()
+    assert "see the warnings" in table and "warning: reduced χ²" in table
+    path = result.write(tmp_path / "FIT.h5")
+    stored = tf.open_fit(path)
+    assert stored.warnings == result.warnings and stored.at_bound == result.at_bound
+    assert bool(stored.attrs["chi2_warning"]) and stored.status == result.status
+    np.testing.assert_array_equal(stored.estimate, result.estimate)
+
+
+def test_a_start_that_meets_the_rule_is_not_stepped_from():
+    """At a start whose gradient is within the tolerance (a fit started at its optimum), ``minimise`` stops at
+    iteration 0: no line search along a zero direction, the start returned as converged."""
+    import jax.numpy as jnp
+
+    from tumorfield.fit._optimise import make_step, minimise
+
+    optimiser, step = make_step(lambda z, a: jnp.sum((z - a["centre"]) ** 2), 20)
+    arrays = {"centre": jnp.asarray([1.0, -2.0])}
+    found = minimise(optimiser, step, jnp.asarray([1.0, -2.0]), arrays, max_iterations=10, tolerance=1e-6)
+    assert found.converged and found.n_iterations == 0 and "at the start" in found.message
+    moved = minimise(optimiser, step, jnp.asarray([0.0, 0.0]), arrays, max_iterations=10, tolerance=1e-6)
+    assert moved.converged and moved.n_iterations >= 1 and np.allclose(moved.z, [1.0, -2.0], atol=1e-5)

@@ -45,6 +45,24 @@ def write_config(path: Path, cache: str | Path = "off", *, n=16, t_end=0.2, save
     return path
 
 
+FIT = """[fit]
+arms = { a = "arm.toml" }
+data = "data.csv"
+[fit.parameters]
+r = { init = 0.6, lower = 0.1, upper = 5.0 }
+"""
+DATA = "arm,t,observable,value,sigma\na,0.1,max_u,0.6,0.05\n"
+
+
+def write_fit_files(directory: Path) -> Path:
+    """A fit file ``directory/fit.toml`` of one arm (:data:`CONFIG`, 16², t_end 0.2 day) and data of one
+    row; returns the fit file."""
+    write_config(directory / "arm.toml")
+    (directory / "data.csv").write_text(DATA)
+    (directory / "fit.toml").write_text(FIT)
+    return directory / "fit.toml"
+
+
 def tumorfield(*args) -> tuple[int, list[str], str]:
     """``tumorfield ARGS`` in this process: exit code, stderr lines and stdout."""
     out, err = io.StringIO(), io.StringIO()

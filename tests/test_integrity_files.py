@@ -16,7 +16,9 @@ import pytest
 from test_integrity_common import sha, small_disk, tumorfield, write_config
 
 from tumorfield import cli
+from tumorfield._schema import ConfigError
 from tumorfield.io import open_trajectory
+from tumorfield.io._label import meta_digest
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +98,43 @@ def _edit(kind: str, path: Path) -> None:
             offset, size = _chunk(h5, "u", 2) if kind == "frame-bit-flip" else (None, None)
             if kind == "time-edited":
                 h5["t"][2] = 0.11
+        elif kind in _CRAFTED:
+            _CRAFTED[kind](h5)
     if kind == "frame-bit-flip":
         _flip(path, offset + size // 2)
+
+
+def _live(h5: h5py.File) -> h5py.Group:
+    return next(g for g in h5["checkpoint"].values() if int(g.attrs["frames"]) == int(h5.attrs["n_committed"]))
+
+
+def _unallocated(group: h5py.Group, name: str, shape: tuple, chunks: tuple) -> None:
+    """Replace ``group[name]`` by a chunked float32 dataset of ``shape`` with no chunk written: a few
+    hundred bytes in the file, read back as zeros of any size (``(5, 60000, 60000)``: 72 GB)."""
+    del group[name]
+    group.create_dataset(name, shape=shape, maxshape=(None, *shape[1:]), chunks=chunks, dtype="f4")
+
+
+def _grow(h5: h5py.File, frames: int = 0, samples: int = 0) -> None:
+    """Claim ``frames`` committed frames or ``samples`` per-step samples: counters, the live label and
+    the datasets' lengths agree (chunked datasets grow for free)."""
+    slot = _live(h5)
+    for name, key, count in (("n_committed", "frames", frames), ("n_scalars_committed", "scalars", samples)):
+        if count:
+            slot.attrs.modify(key, count)
+            h5.attrs.modify(name, count)
+    for ds in [h5["t"], h5["u"], h5["c"]] if frames else h5["scalars"].values():
+        ds.resize(frames or samples, axis=0)
+
+
+_CRAFTED = {
+    "frames-beyond-the-grid": lambda h5: _unallocated(h5, "u", (5, 60000, 60000), (1, 1000, 1000)),
+    "checkpoint-beyond-the-grid": lambda h5: _unallocated(_live(h5), "u", (5, 60000, 60000), (1, 1000, 1000)),
+    "frames-not-stored": lambda h5: _unallocated(h5, "u", (5, 16, 16), (1, 16, 16)),
+    "n-committed-huge": lambda h5: _grow(h5, frames=10**11),
+    "n-scalars-committed-huge": lambda h5: _grow(h5, samples=10**9),
+}
+"""Memory bombs of a few hundred KB (issue 25): shapes beyond the grid and config, or unwritten chunks."""
 
 
 KINDS = {
@@ -114,6 +151,12 @@ KINDS = {
     "checkpoint-edited": "the checkpoint of frame 4 does not match its checksum",
     "frame-bit-flip": "damaged tumorfield trajectory",
     "time-edited": "the committed frames do not match their checksum",
+    "frames-beyond-the-grid": "dataset /u has shape (5, 60000, 60000); a series is (T,) or (T, *grid) with the "
+    "grid (16, 16)",
+    "checkpoint-beyond-the-grid": "has shape (5, 60000, 60000); the grid is (16, 16)",
+    "frames-not-stored": "dataset /u stores 0 of the 5 chunks of its 5 committed rows",
+    "n-committed-huge": "n_committed = 100,000,000,000: more than the 5 frames its config plans",
+    "n-scalars-committed-huge": "n_scalars_committed = 1,000,000,000: more than the 21 samples its config plans",
 }
 
 
@@ -264,3 +307,56 @@ def test_a_full_disk_never_destroys_an_older_output(disk, tmp_path, cache):
     assert f"tumorfield resume {partial}" in err[-1]
     with open_trajectory(partial) as run:
         assert run.status == "interrupted" and run.n_committed >= 1
+
+
+# --- no path or executable location from a file's contents -------------------------------------------
+
+
+def test_resume_never_compiles_into_a_cache_the_file_names(tmp_path, good, cache):
+    """JAX's persistent cache loads native code without checks: ``resume`` of a file whose stored config
+    (digests recomputed, as a crafted file would have) names a cache directory neither creates nor uses
+    it; the cache comes from the environment (here the module's, warm: every program is a hit)."""
+    planted = tmp_path / "planted-cache"
+    path = _interrupted(good, tmp_path / "crafted.h5")
+    with h5py.File(path, "r+") as h5:
+        config = h5.attrs["config"]
+        start = config.index('compilation_cache = "')
+        h5.attrs["config"] = config[:start] + f'compilation_cache = "{planted}"' + config[config.index("\n", start) :]
+        live = next(g for g in h5["checkpoint"].values() if int(g.attrs["frames"]) == 3)
+        live.attrs.modify("meta_sha256", np.array(meta_digest(h5.attrs).encode(), dtype="S64"))
+    with open_trajectory(path) as run:
+        assert str(planted) in run.config_text and run.verify()  # the file verifies: it is "genuine"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "TUMORFIELD_COMPILATION_CACHE": cache}
+    result = subprocess.run([sys.executable, "-m", "tumorfield.cli", "resume", path], env=env, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    line = [x for x in result.stderr.splitlines() if "persistent cache:" in x][-1]  # the whole run's count
+    hits = int(line.split("persistent cache: ")[1].split(" hits")[0])
+    assert not planted.exists() and hits > 0, line
+    with open_trajectory(path) as run:
+        assert run.status == "complete" and run.n_committed == 5
+
+
+def test_the_compilation_cache_comes_from_the_command_line_then_the_environment(tmp_path, monkeypatch):
+    from tumorfield import _compile_log
+    from tumorfield.config._loader import loads
+
+    for name in ("TUMORFIELD_COMPILATION_CACHE", "JAX_COMPILATION_CACHE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    config = loads(write_config(tmp_path / "run.toml", tmp_path / "configured").read_text())
+    assert config.compilation_cache == str(tmp_path / "configured")  # the user's own config file
+    assert _compile_log.cache_directory(None) == str(tmp_path / "xdg" / "tumorfield" / "jax")  # a stored config
+    monkeypatch.setenv("TUMORFIELD_COMPILATION_CACHE", str(tmp_path / "environment"))
+    assert config.compilation_cache == _compile_log.cache_directory(None) == str(tmp_path / "environment")
+    args = cli._parser().parse_args(["resume", "--compilation-cache", "off", "x.h5"])
+    _compile_log.request(args.compilation_cache)
+    try:
+        assert config.compilation_cache is None and _compile_log.cache_directory(None) is None
+    finally:
+        _compile_log.request(None)
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    with pytest.raises(ConfigError, match="is writable by every user"):
+        _compile_log.enable_persistent_cache(str(shared))

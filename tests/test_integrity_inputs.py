@@ -3,12 +3,14 @@ the value and the allowed range, no traceback, nothing written."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
-from test_integrity_common import small_disk, tumorfield, write_config
+from test_integrity_common import DATA, small_disk, tumorfield, write_config, write_fit_files
 
 from tumorfield.config import _memory
 
@@ -81,8 +83,8 @@ def test_binary_huge_or_deep_configs_are_refused(tmp_path, content, fragments):
     assert not (tmp_path / "out.h5").exists()
 
 
-def test_a_device_as_config_is_read_no_further_than_the_limit(tmp_path):
-    refused(*tumorfield("run", "/dev/zero", "-o", tmp_path / "out.h5"), "larger than 1024 KiB")
+def test_a_device_as_config_is_refused_unread(tmp_path):
+    refused(*tumorfield("run", "/dev/zero", "-o", tmp_path / "out.h5"), "is a character device", "regular file")
 
 
 def test_an_over_long_output_name_is_refused(tmp_path, fisher):
@@ -164,3 +166,134 @@ def test_an_uncompressed_output_larger_than_the_free_disk_is_refused_before_comp
                         "--set", "time.save_every=0.01", "--set", "output.compression=none")  # fmt: skip
     refused(*result, "the output needs about", "MiB free", "output.compression")
     assert list(disk.iterdir()) == []
+
+
+# --- every user-named text input: regular files of bounded size, UTF-8, bounded nesting --------------
+
+
+@pytest.fixture
+def fit_dir(tmp_path) -> Path:
+    """A fit file (one arm, the 16² Fisher–KPP config, t_end 0.2 day) and a data file of one row."""
+    write_fit_files(tmp_path)
+    return tmp_path
+
+
+def _hostile(path: Path, kind: str) -> str:
+    """Make ``path`` a FIFO, a directory or a link to ``/dev/null`` (a device that cannot exhaust memory
+    where a reader reads it, unlike ``/dev/zero``); returns what the refusal says it is.
+    A reader blocked on the FIFO is released after 20 s (the test then fails instead of hanging)."""
+    if kind == "fifo":
+        os.mkfifo(path)
+        timer = threading.Timer(20, _release_fifo, [path])
+        timer.daemon = True
+        timer.start()
+        return "is a FIFO"
+    if kind == "directory":
+        path.mkdir()
+        return "is a directory"
+    path.symlink_to("/dev/null")
+    return "is a character device"
+
+
+def _release_fifo(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+
+HOSTILE = ["fifo", "directory", "device"]
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+@pytest.mark.parametrize("which", ["fit file", "fit data", "arm config"])
+def test_fit_inputs_that_are_not_regular_files_are_refused_unread(fit_dir, which, kind):
+    name = {"fit file": "other.toml", "fit data": "data.csv", "arm config": "arm.toml"}[which]
+    path = fit_dir / name
+    path.unlink(missing_ok=True)
+    what = _hostile(path, kind)
+    fit = fit_dir / "other.toml" if which == "fit file" else fit_dir / "fit.toml"
+    line = refused(*tumorfield("fit", fit, "-o", fit_dir / "FIT.h5"), str(path), what, "must be a regular file")
+    assert ("fit.data = " in line) == (which == "fit data")
+    assert not (fit_dir / "FIT.h5").exists()
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+@pytest.mark.parametrize("which", ["sweep file", "sweep base"])
+def test_sweep_inputs_that_are_not_regular_files_are_refused_unread(tmp_path, which, kind):
+    """``base = "/dev/zero"`` grew to 23 GB; a FIFO blocked forever (and swallowed SIGTERM)."""
+    write_config(tmp_path / "base.toml")
+    sweep = tmp_path / "sweep.toml"
+    base = tmp_path / "hostile.toml" if which == "sweep base" else tmp_path / "base.toml"
+    text = f'[sweep]\nbase = "{base}"\n[sweep.parameters]\n"parameters.r" = [0.5, 1.0]\n'
+    if which == "sweep base":
+        sweep.write_text(text)
+        what = _hostile(base, kind)
+    else:
+        what = _hostile(sweep, kind)
+    line = refused(*tumorfield("sweep", sweep, "-o", tmp_path / "out"), what, "must be a regular file")
+    assert ("sweep.base = " in line) == (which == "sweep base")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "content, fragments",
+    [
+        (b"[fit]\ndata = '\xff'\n", ("fit.toml", "not UTF-8 text (byte 0xff at offset 14)")),
+        (b"a = " + b"[" * 5000 + b"]" * 5000 + b"\n", ("nested too deeply",)),  # the parser's RecursionError
+        (b"[fit]\nx." + b".".join([b"k"] * 100) + b" = 1\n", ("nested too deeply", "at most 32 levels")),
+        (b"#" * (2**20 + 1), ("larger than 1024 KiB",)),
+    ],
+)
+def test_fit_files_that_are_binary_deep_or_huge_are_refused(fit_dir, content, fragments):
+    (fit_dir / "fit.toml").write_bytes(content)
+    refused(*tumorfield("fit", fit_dir / "fit.toml", "-o", fit_dir / "FIT.h5"), *fragments)
+
+
+@pytest.mark.parametrize(
+    "base, fragments",
+    [
+        ("/etc/passwd", ("sweep.base = '/etc/passwd'", "is not a valid TOML file")),
+        (b"a = " + b"[" * 5000 + b"]" * 5000 + b"\n", ("sweep.base", "nested too deeply")),
+        (b"[model]\nname = '\xfe'\n", ("sweep.base", "not UTF-8 text (byte 0xfe at offset 16)")),
+        (b"#" * (2**20 + 1), ("sweep.base", "larger than 1024 KiB")),
+    ],
+)
+def test_a_sweep_base_that_is_not_toml_is_refused(tmp_path, base, fragments):
+    if isinstance(base, bytes):
+        (tmp_path / "base.toml").write_bytes(base)
+        base = tmp_path / "base.toml"
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(f'[sweep]\nbase = "{base}"\n[sweep.parameters]\n"parameters.r" = [0.5, 1.0]\n')
+    line = refused(*tumorfield("sweep", sweep, "-o", tmp_path / "out"), *fragments)
+    assert line.startswith(f"tumorfield: error: {sweep}: ")
+
+
+def _long_field(rows: str) -> str:
+    return rows + 'a,0.1,max_u,"' + "1" * (200 * 1024) + '",0.05\n'
+
+
+@pytest.mark.parametrize(
+    "data, fragments",
+    [
+        (b"arm,t,observable,value,sigma\na,0.1,max_u,\xff,0.05\n", ("fit.data", "not UTF-8 text (byte 0xff")),
+        (b"arm,t,observable,value,sigma\x00\n", ("fit.data", "contains NUL bytes")),
+        (_long_field(DATA).encode(), ("line 3", "field larger than field limit (131072)")),
+        (b"arm,t,observable,value,sigma\na,1e308,max_u,0.6,0.05\n", ("line 2: t = 1e+308", "must lie in [0, 0.2]")),
+        (b"arm,t,observable,value,sigma\na,0.1,max_u,0.6,1e-320\n", ("line 2: sigma = 1e-320", "a normal float")),
+        (b"arm,t,observable,value,sigma\na,0.1,max_u,0.6,1e-15\n", ("sigma = 1e-15", "≥ 1e-12 × |value|")),
+        (b"arm,t,observable,value,sigma,sigma\na,0.1,max_u,0.6,0.05,9\n", ("header", "names sigma more than once")),
+        (b"arm,t,observable,value,sigma\n" + b"#" * (64 * 2**20), ("fit.data", "larger than 65536 KiB")),
+    ],
+)
+def test_fit_data_that_is_binary_malformed_or_extreme_is_refused(fit_dir, data, fragments):
+    (fit_dir / "data.csv").write_bytes(data)
+    line = refused(*tumorfield("fit", fit_dir / "fit.toml", "-o", fit_dir / "FIT.h5"), *fragments)
+    assert f"{fit_dir / 'data.csv'}: " in line
+    assert not (fit_dir / "FIT.h5").exists()
+
+
+def test_fit_data_from_a_spreadsheet_with_a_byte_order_mark_is_read(fit_dir):
+    from tumorfield.fit._data import ArmGrid, read_observations
+
+    (fit_dir / "data.csv").write_bytes(b"\xef\xbb\xbf" + DATA.encode())
+    rows = read_observations(fit_dir / "data.csv", {"a": ArmGrid(("max_u",), 0.01, 0.2)}, "normal")
+    assert list(rows.arm) == ["a"] and list(rows.step) == [10]

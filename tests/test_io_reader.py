@@ -213,7 +213,7 @@ def test_inspect_shows_constants_and_variables(written, tmp_path, capsys):
     assert cli.main(["inspect", str(tmp_path / "constant.h5")]) == 0
     out = capsys.readouterr().out
     assert "status:      complete" in out and "5 committed" in out and "constants:" in out
-    assert "  vessels" in out and "  m " in out and "[mm^2] last" in out and 'name = "test"' in out
+    assert "  vessels" in out and "  m " in out and "[mm^2]  last" in out and 'name = "test"' in out
 
 
 # --- a real run, through the CLI ---------------------------------------------------------------

@@ -62,7 +62,7 @@ PARAMETERS = '"parameters.k_i" = [0.5, 2.0]\n"dosing.anakinra.0.dose_mg_per_kg" 
 def batched(tmp_path_factory):
     directory = tmp_path_factory.mktemp("sweep")
     runner = SweepRunner(_sweep_file(directory, PARAMETERS), directory / "out", log=lambda m: None)
-    assert len(runner.configs) == 4
+    assert runner.n_members == 4
     results = runner.run()
     return directory, runner, results
 
@@ -209,34 +209,35 @@ def _cli_with_test_model(argv: list[str], env: dict) -> list[str]:
     return [sys.executable, "-c", code]
 
 
+def _process_argv(sweep: Path, out: Path, port: int, k: int) -> list[str]:
+    return ["sweep", str(sweep), "-o", str(out), "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+            "--process-id", str(k)]  # fmt: skip
+
+
 def test_two_devices_and_two_processes_give_the_same_members(tmp_path, blow_up_model):
+    """On a CPU a batch stays on one device unless ``[sweep] devices`` asks for more (host devices share
+    the cores; the batch was once padded to fill the memory when split, ~10⁶ members); asked, it is split
+    over two (padded to a multiple of 2); two processes split the members. All give the same members."""
     sweep = _blow_up_sweep(tmp_path, values="[0.1, 0.2, 0.3, 0.4, 0.5]")
     SweepRunner(sweep, tmp_path / "one", log=lambda m: None).run()
     reference = {i: _read(tmp_path / "one" / f"member-{i:04d}.h5") for i in range(5)}
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    argv = ["sweep", str(sweep), "-o", str(tmp_path / "devices")]
+    argv = ["sweep", str(sweep), "-o", str(tmp_path / "host")]
+    one_device = subprocess.run(_cli_with_test_model(argv, env), capture_output=True, text=True, env=env, timeout=300)
+    assert one_device.returncode == 0, one_device.stderr
+    assert "batches of 5 members (member 0's group) on 1 device (cpu:0)" in one_device.stderr
+    asked = tmp_path / "asked.toml"
+    asked.write_text(sweep.read_text().replace('design = "list"', 'design = "list"\ndevices = 2'))
+    argv = ["sweep", str(asked), "-o", str(tmp_path / "devices")]
     two_devices = subprocess.run(_cli_with_test_model(argv, env), capture_output=True, text=True, env=env, timeout=300)
     assert two_devices.returncode == 0, two_devices.stderr
+    assert "batches of 6 members (member 0's group) on 2 devices (cpu:0, cpu:1)" in two_devices.stderr
     assert "batch of 5" in two_devices.stderr  # one batch, padded to 6 over the 2 devices
     port = _free_port()
     plain_env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     processes = [
         subprocess.Popen(
-            _cli_with_test_model(
-                [
-                    "sweep",
-                    str(sweep),
-                    "-o",
-                    str(tmp_path / "processes"),
-                    "--coordinator",
-                    f"127.0.0.1:{port}",
-                    "--num-processes",
-                    "2",
-                    "--process-id",
-                    str(k),
-                ],
-                plain_env,
-            ),
+            _cli_with_test_model(_process_argv(sweep, tmp_path / "processes", port, k), plain_env),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -248,7 +249,7 @@ def test_two_devices_and_two_processes_give_the_same_members(tmp_path, blow_up_m
     assert [p.returncode for p in processes] == [0, 0], [o[1][-2000:] for o in outputs]
     assert "batch of 3" in outputs[0][1] and "batch of 2" in outputs[1][1]  # members 0, 2, 4 and 1, 3
     for i in range(5):
-        for where in ("devices", "processes"):
+        for where in ("host", "devices", "processes"):
             fields, scalars, status = _read(tmp_path / where / f"member-{i:04d}.h5")
             assert status == "complete"
             _close(fields, reference[i][0])

@@ -8,6 +8,8 @@ diagnostics ``scalars``, the fields, the frame times and the stored ``config``).
 from __future__ import annotations
 
 import math
+import textwrap
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -232,8 +234,107 @@ def summary(paths: Mapping[str, str | Path]) -> dict:
 # --- figures ---------------------------------------------------------------------------------
 
 
-def figures(paths: Mapping[str, str | Path], outdir: str | Path) -> list[Path]:
-    """Time courses of every arm and endpoint snapshot panels, drawn from the HDF5 files."""
+TIME_COURSES = ("tumor_volume", "metastatic_burden", "m2_fraction", "mean_leakiness", "il1b_mean", "invasion_distance")
+"""The series of the time-course figures (labels and units read from the files)."""
+REFERENCE_ARM = "ptx"
+"""The arm the other arms are divided by in ``time_courses.png`` (the study's comparisons are against PTX)."""
+
+
+def pretty_units(units: str) -> str:
+    """CF units as a label shows them: ``mm2`` → mm², ``mm3`` → mm³ (a 2D run's volume is an area)."""
+    return str(units).replace("mm2", "mm²").replace("mm3", "mm³")
+
+
+def _series(path, names) -> dict:
+    """``name → (t, values, units, long_name)`` of the per-step series ``names`` in the file ``path``."""
+    with open_trajectory(path) as run:
+        t = np.asarray(run.scalars_t)
+        return {name: (t, np.asarray(run.scalars[name]), run.scalars.units[name], run.scalars.long_names[name])
+                for name in names}  # fmt: skip
+
+
+def _ratio_on(t, numerator, denominator) -> np.ndarray:
+    """``numerator / denominator`` (each ``(t, values)``) at the times ``t``: NaN where the denominator
+    is 0 or not finite (a ratio that is undefined is not drawn)."""
+    a = np.interp(t, numerator[0], numerator[1]) if not np.array_equal(numerator[0], t) else numerator[1]
+    b = np.interp(t, denominator[0], denominator[1]) if not np.array_equal(denominator[0], t) else denominator[1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = a / b
+    return np.where(np.isfinite(ratio) & (np.abs(b) > 1e-300), ratio, np.nan)
+
+
+def uncertainty_bands(root: str | Path, arm: str, reference: str, names, t) -> dict:
+    """5–95 % bands over the parameter sets of ``uncertainty.py``'s output ``root`` of ``arm``/``reference``
+    for every series in ``names``, at the times ``t``: ``name → (p5, p95, n_sets)``; {} where ``root`` has no
+    member files of both arms. Sets are paired by their row in the arms' manifests (the same hypercube)."""
+    import csv
+
+    root = Path(root)
+    manifests = {a: root / a / "manifest.csv" for a in (arm, reference)}
+    if not all(m.exists() for m in manifests.values()):
+        return {}
+    rows = {}
+    for a, manifest in manifests.items():
+        with open(manifest, newline="") as f:
+            rows[a] = list(csv.DictReader(f))
+    ratios = {name: [] for name in names}
+    for row, ref_row in zip(rows[arm], rows[reference], strict=False):
+        files = root / arm / row["file"], root / reference / ref_row["file"]
+        if row["status"] != "complete" or ref_row["status"] != "complete" or not all(f.exists() for f in files):
+            continue
+        mine, theirs = _series(files[0], names), _series(files[1], names)
+        for name in names:
+            ratios[name].append(_ratio_on(t, mine[name][:2], theirs[name][:2]))
+    out = {}
+    for name, curves in ratios.items():
+        if len(curves) >= 2:
+            stack = np.vstack(curves)
+            with warnings.catch_warnings():  # all sets undefined at a time (0/0 at t = 0): NaN, not drawn
+                warnings.simplefilter("ignore", RuntimeWarning)
+                out[name] = (np.nanpercentile(stack, 5, axis=0), np.nanpercentile(stack, 95, axis=0), len(curves))
+    return out
+
+
+def ratio_figure(plt, data: Mapping[str, dict], reference: str, uncertainty=None):
+    """``time_courses.png``: per series of :data:`TIME_COURSES`, every arm of ``data`` (arm → :func:`_series`)
+    divided by ``reference`` on a linear axis, a line at 1, and the 5–95 % band of the same ratio over the
+    parameter sets of ``uncertainty`` (``uncertainty.py``'s output directory) where it has both arms."""
+    others = [arm for arm in data if arm != reference]
+    t_ref = data[reference][TIME_COURSES[0]][0]
+    bands = {arm: uncertainty_bands(uncertainty, arm, reference, TIME_COURSES, t_ref) for arm in others} \
+        if uncertainty else {}  # fmt: skip
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5), constrained_layout=True, sharex=True)
+    for ax, name in zip(axes.flat, TIME_COURSES, strict=True):
+        units, long_name = data[reference][name][2], data[reference][name][3]
+        for k, arm in enumerate(others):
+            ratio = _ratio_on(t_ref, data[arm][name][:2], data[reference][name][:2])
+            ax.plot(t_ref, ratio, color=f"C{k}", label=arm)
+            band = bands.get(arm, {}).get(name)
+            if band is not None:
+                ax.fill_between(t_ref, band[0], band[1], color=f"C{k}", alpha=0.2, lw=0,
+                                label=f"{arm}: 5–95 % of {band[2]} parameter sets")  # fmt: skip
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_title(textwrap.fill(f"{long_name} [{pretty_units(units)}]", 48), fontsize=9)
+        ax.set_ylabel(f"{name}: arm / {reference} arm", fontsize=8)
+        ax.set_gid(name)
+    for ax in axes[-1]:
+        ax.set_xlabel("time (day)")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(f"every arm over the {reference} arm (1: no difference)", fontsize=11)
+    return fig
+
+
+def figures(paths: Mapping[str, str | Path], outdir: str | Path, uncertainty: str | Path | None = None) -> list[Path]:
+    """The figures of the arms ``paths`` (HDF5 files), into ``outdir``:
+
+    - ``time_courses.png``: every arm divided by the PTX arm (:data:`REFERENCE_ARM`, else the first),
+      per series of :data:`TIME_COURSES`, on linear axes: the study's claims are ratios (PTX+anakinra
+      over PTX: a 1.2× burden), which a log axis over nine decades hides. With ``uncertainty`` (the
+      output directory of ``uncertainty.py``), the 5–95 % band of the same ratio over its parameter sets;
+    - ``time_courses_absolute.png``: the series themselves, linear axes, labels and units from the files
+      (a 2D run's tumour volume in mm², a 3D run's in mm³);
+    - ``endpoint_snapshots.png``: the last frame of tumour, M2, leakiness and IL1β per arm.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -242,25 +343,25 @@ def figures(paths: Mapping[str, str | Path], outdir: str | Path) -> list[Path]:
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     written = []
-    panels = (
-        ("tumor_volume", "primary tumour (mm² or mm³)", False),
-        ("metastatic_burden", "metastatic burden (cells)", True),
-        ("m2_fraction", "M2 fraction in tumour", False),
-        ("mean_leakiness", "mean vessel leakiness", False),
-        ("il1b_mean", "IL1β in tumour (pM)", False),
-        ("invasion_distance", "invasion distance (mm)", False),
-    )
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7), constrained_layout=True)
-    for ax, (name, label, log) in zip(axes.flat, panels, strict=True):
-        for arm, path in paths.items():
-            with open_trajectory(path) as run:
-                ax.plot(run.scalars_t, run.scalars[name], label=arm)
-        ax.set_xlabel("time (day)")
-        ax.set_ylabel(label)
-        if log:
-            ax.set_yscale("log")
-    axes.flat[0].legend(fontsize=8)
+    data = {arm: _series(path, TIME_COURSES) for arm, path in paths.items()}
+    reference = REFERENCE_ARM if REFERENCE_ARM in paths else next(iter(paths))
+    fig = ratio_figure(plt, data, reference, uncertainty)
     path = outdir / "time_courses.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5), constrained_layout=True, sharex=True)
+    for ax, name in zip(axes.flat, TIME_COURSES, strict=True):
+        units, long_name = data[reference][name][2], data[reference][name][3]
+        for arm in paths:
+            ax.plot(data[arm][name][0], data[arm][name][1], label=arm)
+        ax.set_title(textwrap.fill(long_name, 48), fontsize=9)
+        ax.set_ylabel(f"{name} ({pretty_units(units)})", fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("time (day)")
+    axes.flat[0].legend(fontsize=7)
+    path = outdir / "time_courses_absolute.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     written.append(path)

@@ -5,7 +5,9 @@ Usage::
     python experiments/voloshin2015/reproduce.py [-o out/voloshin2015] [--set grid.shape=[32,32,32] ...]
 
 Writes ``<out>/<arm>.h5`` per arm, ``<out>/summary.json`` (endpoints, the ratios
-and targets of brief §5) and ``<out>/figures/``. ``--set`` overrides are passed to
+and targets of brief §5) and ``<out>/figures/`` (``analysis.figures``: every arm over the PTX arm
+on linear axes, with the 5–95 % bands of ``uncertainty.py``'s output where ``--uncertainty DIR``, by
+default ``<out>/uncertainty``, holds it). ``--set`` overrides are passed to
 every arm (e.g. the 3D variant: ``--set grid.shape=[32,32,32] --set grid.length=[8.0,8.0,8.0]``).
 """
 
@@ -45,6 +47,9 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override, all arms")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--no-figures", action="store_true")
+    parser.add_argument(
+        "--uncertainty", metavar="DIR", help="uncertainty.py's output: 5–95 %% bands (default: OUT/uncertainty)"
+    )
     args = parser.parse_args(argv)
     outdir = Path(args.output)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -53,7 +58,8 @@ def main(argv=None) -> int:
     result["overrides"] = args.set
     (outdir / "summary.json").write_text(json.dumps(jsonable(result), indent=2))
     if not args.no_figures:
-        figures(paths, outdir / "figures")
+        bands = Path(args.uncertainty) if args.uncertainty else outdir / "uncertainty"
+        figures(paths, outdir / "figures", uncertainty=bands if bands.is_dir() else None)
     for name, target in result.get("targets", {}).items():
         values = ", ".join(
             f"{k}={v:.3g}" if v == v else f"{k}=undefined" for k, v in target.items() if isinstance(v, float)

@@ -15,6 +15,8 @@ one grid into slabs over the devices of a mesh (``simulate(..., mesh=)``).
 
 from ._api import advance as advance
 from ._api import cast_floats as cast_floats
+from ._api import check_initial as check_initial
+from ._api import choose_cell_diffusion as choose_cell_diffusion
 from ._api import initial_frame as initial_frame
 from ._api import max_stable_dt as max_stable_dt
 from ._api import max_stable_dt_over_run as max_stable_dt_over_run
@@ -83,6 +85,7 @@ __all__ = [
     "WithGrid",
     "advance",
     "cast_floats",
+    "check_initial",
     "check_split",
     "failure_message",
     "from_spectral",
@@ -98,6 +101,7 @@ __all__ = [
     "positivity_violations",
     "simulate",
     "step_limits",
+    "choose_cell_diffusion",
     "substeps_from_cap",
     "to_spectral",
     "transport",

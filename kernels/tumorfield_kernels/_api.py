@@ -19,6 +19,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._decomposition import Slabs
 from ._grid import Grid
@@ -112,6 +113,52 @@ def _prepare_state(system: System, grid: Grid, initial: Mapping[str, Any], dtype
     return state
 
 
+def signed_fields(system: System) -> tuple[str, ...]:
+    """The fields whose values may be negative: attractants that only steer taxis (a potential, e.g.
+    ``c`` of ``Taxis(field="u", attractant="c")`` that no taxis moves). Every other field is a density or
+    a concentration, ``≥ 0`` (the positivity limits and the schemes assume it)."""
+    moved = {term.field for term in system.taxis}
+    return tuple(term.attractant for term in system.taxis if term.attractant not in moved)
+
+
+def check_initial(system: System, grid: Grid, state: Mapping[str, Any], *, t: float = 0.0,
+                  negative: bool = True) -> None:  # fmt: skip
+    """Refuse (``ValueError``, before any compute) a start state with a non-finite value in any field or,
+    with ``negative``, a negative value in a field that must be ``≥ 0`` (all but :func:`signed_fields`);
+    the message names the field, the cell and its value. Traced states are not checked."""
+    if not _is_concrete(state):
+        return
+    signed = set(signed_fields(system))
+    for name in system.fields:
+        if name in system.quasi_steady or name not in state:
+            continue  # solved from the others at every stage; its start value is not used
+        value = np.asarray(state[name])
+        finite = np.isfinite(value)
+        if not finite.all():
+            bad = np.flatnonzero(~finite.ravel())[0]
+            raise ValueError(
+                f"initial[{name!r}] is not finite at t = {t:.6g} day {_where(value, bad, grid)}: every value of a "
+                "start state must be a finite number"
+            )
+        if negative and name not in signed and value.size and float(value.min()) < 0:
+            bad = int(np.argmin(value.ravel()))
+            raise ValueError(
+                f"initial[{name!r}] is negative at t = {t:.6g} day {_where(value, bad, grid)}: {name!r} is a density "
+                f"or concentration (≥ 0; only an attractant that nothing moves by taxis may be signed); its "
+                f"minimum is {float(value.min()):.6g} in {int(np.sum(value < 0))} of {value.size} cells"
+            )
+
+
+def _where(value: np.ndarray, flat: int, grid: Grid) -> str:
+    """``at cell (i, j) (y=… mm, x=… mm), value …`` of a grid field's flat index (a scalar: its value)."""
+    if value.ndim == 0:
+        return f"(scalar variable, value {value.item()})"
+    index = np.unravel_index(int(flat), value.shape)
+    coords = ", ".join(f"{axis}={grid.coordinates(a)[i]:.4g} mm" for a, (axis, i) in
+                       enumerate(zip(grid.axis_names, index, strict=True)))  # fmt: skip
+    return f"at cell {tuple(int(i) for i in index)} ({coords}), value {value[index]}"
+
+
 def cast_floats(tree, dtype):
     """``tree`` with every floating leaf (Python float or array) cast to ``dtype``; other leaves kept.
 
@@ -185,6 +232,36 @@ def step_limits(system: System, grid: Grid, y0: Mapping[str, Any], params=None, 
         }
         for name in explicit
     }
+
+
+def choose_cell_diffusion(
+    system: System, grid: Grid, y0: Mapping[str, Any], params=None, *, dt: float, numerics=None
+) -> tuple[ExplicitDiffusion | ImplicitDiffusion, str]:
+    """The cell diffusion that serves a step of ``dt`` best at ``y0`` (t = 0), and why (one sentence).
+
+    :class:`ImplicitDiffusion` where some field's explicit limit (:func:`step_limits`) is below ``dt``
+    and its split limit is above the explicit one — the cells' explicit diffusion is what would make
+    the step sub-cycle; :class:`ExplicitDiffusion` otherwise (every field stable at ``dt`` with it —
+    cheaper per step —, taxis or decay binding anyway, or a field the implicit diffusion cannot take,
+    e.g. one with fixed wall values). Decided once, from the start (a resumed run decides the same).
+    """
+    try:
+        limits = step_limits(system, grid, y0, params, numerics=numerics)
+    except ValueError as error:
+        return ExplicitDiffusion(), f"explicit: the implicit cell diffusion does not apply ({error})"
+    bound = {n: lim for n, lim in limits.items() if lim["explicit"] < dt and lim["split"] > lim["explicit"] * 1.001}
+    if not bound:
+        limit = min((lim["explicit"] for lim in limits.values()), default=math.inf)
+        return ExplicitDiffusion(), (
+            f"explicit: at t = 0 the step dt = {dt:g} day is within the explicit limit ({limit:.3g} day)"
+            if limit >= dt else f"explicit: taxis or decay, not diffusion, bind the step (limit {limit:.3g} day)"
+        )  # fmt: skip
+    fields = ", ".join(f"{n} ({lim['explicit']:.3g} day)" for n, lim in bound.items())
+    split = min(lim["split"] for lim in limits.values())
+    return ImplicitDiffusion(), (
+        f"implicit: at t = 0 the cells' explicit diffusion would limit the step of {fields} below dt = {dt:g} "
+        f"day (sub-cycling); split off, the limit is {split:.3g} day"
+    )
 
 
 def max_stable_dt_over_run(
@@ -274,6 +351,8 @@ def advance(
     if saveat.every is not None:
         raise ValueError(f"SaveAt(every={saveat.every}) is simulate's; advance saves every steps_per_save steps")
     dtype = numerics.float_dtype
+    if throw and _is_concrete((state, dt, t0, step)):  # the start of a run (step 0) must also be ≥ 0
+        check_initial(system, grid, state, t=float(t0) + int(step) * float(dt), negative=int(step) == 0)
     if throw and _is_concrete((state, params, dt, t0)):
         _refuse_large_dt(system, grid, state, params, float(dt), float(t0) + int(step) * float(dt), numerics, mesh)
     traj = _advance_jit(
@@ -370,4 +449,5 @@ def initial_frame(
     """
     slabs = Slabs.of(mesh, grid)
     state, params, numerics = _inputs(system, grid, y0, params, numerics, slabs)
+    check_initial(system, grid, state, t=t)
     return _first_frame(system, grid, state, params, jnp.asarray(t, numerics.float_dtype), numerics, slabs)

@@ -376,6 +376,34 @@ def domain_mask(system: System, params, dtype):
     return jnp.asarray(evaluate(system.domain, params), dtype)
 
 
+def _refuse_maps_in_transforms(system: System, name: str, coefficients: dict) -> None:
+    """Refuse (at trace time, before any compute) a coefficient of a field solved by a DCT that varies in
+    space: the transform diagonalises ``D∇² − k`` for one ``D`` and ``k`` over the whole box, so a map
+    there would be multiplied into the eigenvalues and give a wrong answer without an error."""
+    for what, value in coefficients.items():
+        if is_zero(value) or jnp.ndim(value) == 0:
+            continue
+        if name in system.quasi_steady:
+            how = "quasi-steady, solved by a DCT over the whole box"
+            fix = f"give {name!r} a time derivative (not quasi-steady) with methods={{{name!r}: 'local'}}"
+        else:
+            source = (
+                "its method" if name in dict(system.method_items) else "the default for a field with decay and no taxis"
+            )
+            how = f"advanced spectrally (methods={{{name!r}: 'exponential'}}, {source}: a DCT over the whole box)"
+            fix = f"advance it with methods={{{name!r}: 'local'}} (finite volumes take a cell-array {what})"
+        raise ValueError(
+            f"System.{what}[{name!r}]: its function of params returned an array of shape {tuple(jnp.shape(value))}, "
+            f"varying in space, but {name!r} is {how}, which needs one {what} for the whole box; {fix}"
+        )
+
+
+def _check_map_shape(where: str, value, grid: Grid) -> None:
+    """A cell-array coefficient must have the grid's shape (a number broadcasts)."""
+    if not isinstance(value, StateDependent) and jnp.ndim(value) > 0 and tuple(jnp.shape(value)) != tuple(grid.shape):
+        raise ValueError(f"{where}: a cell array of shape {tuple(jnp.shape(value))}; the grid's shape is {grid.shape}")
+
+
 def plan(
     system: System, grid: Grid, params, dt, dtype, cell_diffusion: CellDiffusion, slabs=None
 ) -> tuple[dict[str, FieldScheme], tuple[QuasiSteadySolve, ...], SplitDiffusion | None]:
@@ -394,6 +422,7 @@ def plan(
 
     def generator(name, wall):
         d, k = value(system.diffusion, name), value(system.decay, name)
+        _refuse_maps_in_transforms(system, name, {"diffusion": d, "decay": k} if not is_zero(d) else {})
         if is_zero(system.diffusion.get(name, 0.0)):
             return jnp.asarray(-jnp.asarray(k, dtype), dtype), False
         dirichlet = wall is not None
@@ -423,6 +452,7 @@ def plan(
         elif system.method(name) == "local":
             diffusion = system.diffusion.get(name, 0.0)
             d = diffusion if isinstance(diffusion, StateDependent) else value(system.diffusion, name)
+            _check_map_shape(f"System.diffusion[{name!r}]", d, grid)
             wall = walls[name][0] if name in walls else None
             if name in split:
                 split_coefficients[name] = d

@@ -180,9 +180,11 @@ def face_diffusivity(diffusivity, axis):
 
 
 def _dirichlet_wall_fluxes(u, axis, dx, diffusivity, wall_value):
-    """Diffusive fluxes through the two walls for ``u = g`` there (ghost cell ``2g − u_edge``)."""
+    """Diffusive fluxes through the two walls for ``u = g`` there (ghost cell ``2g − u_edge``); a cell-array
+    ``D`` has the edge cell's value on its wall face (the half cell between its centre and the wall)."""
     lo, hi = _edges(u, axis)
-    return 2.0 * diffusivity * (lo - wall_value) / dx, 2.0 * diffusivity * (wall_value - hi) / dx
+    d_lo, d_hi = _edges(diffusivity, axis) if jnp.ndim(diffusivity) > 0 else (diffusivity, diffusivity)
+    return 2.0 * d_lo * (lo - wall_value) / dx, 2.0 * d_hi * (wall_value - hi) / dx
 
 
 def axis_flux(u, axis, dx, diffusivity, taxis_terms, open_faces=None):

@@ -26,9 +26,9 @@ class StateDependent(eqx.Module):
 
 
 Coefficient = float | Callable[[Any], Any] | StateDependent
-"""A constant, a function of ``params``, or, for the diffusion of local fields,
-:class:`StateDependent`. Non-zero constants are stored as array leaves, so a
-changed value reuses the compiled rollout (:func:`coefficient_leaf`)."""
+"""A constant, a function of ``params``, or, for the diffusion of local fields, a cell array
+(a map of ``grid.shape``) or :class:`StateDependent`. Non-zero constants are stored as array
+leaves, so a changed value reuses the compiled rollout (:func:`coefficient_leaf`)."""
 
 
 class WithGrid(eqx.Module):
@@ -59,14 +59,24 @@ def coefficient_leaf(value):
     """A coefficient as stored in a :class:`System`: callables and :class:`StateDependent` as
     they are; an exact zero as the Python float ``0.0`` (static: it removes a term, so it is part
     of what a rollout is compiled for); any other number as a float64 array leaf (traced, so a new
-    value reuses the compiled rollout); a traced array as it is."""
-    if callable(value) or isinstance(value, (StateDependent, jax.core.Tracer, jax.Array)):
+    value reuses the compiled rollout); a cell array (a map of ``D`` or ``χ``) as a float64 array
+    leaf; a traced array as it is."""
+    if callable(value) or isinstance(value, (StateDependent, jax.core.Tracer)):
         return value
+    if isinstance(value, jax.Array):
+        value = np.asarray(value)
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer, np.ndarray)):
         return value  # refused with the key and value by System.__check_init__
+    if isinstance(value, np.ndarray) and not np.issubdtype(value.dtype, np.number):
+        return value  # idem
     if np.ndim(value) != 0:
-        return value
+        return np.asarray(value, np.float64)
     return 0.0 if float(value) == 0.0 else np.asarray(value, np.float64)
+
+
+def is_cell_array(value) -> bool:
+    """Whether a stored coefficient is a cell array (a map over the grid), not a number or a function."""
+    return not callable(value) and not isinstance(value, StateDependent) and np.ndim(value) > 0
 
 
 def is_zero(value) -> bool:
@@ -75,10 +85,10 @@ def is_zero(value) -> bool:
 
 
 def _concrete_number(value):
-    """``float(value)`` for a stored number, None for callables and traced values."""
+    """``float(value)`` for a stored number, None for callables, traced values and cell arrays."""
     if isinstance(value, float):
         return value
-    if isinstance(value, np.ndarray):
+    if isinstance(value, np.ndarray) and value.ndim == 0 and np.issubdtype(value.dtype, np.number):
         return float(value)
     return None
 
@@ -91,9 +101,24 @@ def _mapping(mapping, what, leaf=False) -> dict:
     return {name: coefficient_leaf(value) if leaf else value for name, value in mapping.items()}
 
 
-def _check_number(where: str, value, rule: str | None, state_ok: bool = False) -> None:
-    """Refuse a stored coefficient that is neither a function nor a number (≥ 0 unless ``rule`` is None)."""
+def _check_number(where: str, value, rule: str | None, state_ok: bool = False, map_ok: bool = False) -> None:
+    """Refuse a stored coefficient that is neither a function nor a number (≥ 0 unless ``rule`` is None);
+    ``map_ok``: a cell array of such numbers is accepted too (its shape is checked against the grid
+    when the stepper is built)."""
     if callable(value) or isinstance(value, jax.core.Tracer):
+        return
+    if is_cell_array(value) and isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.number):
+        if not map_ok:
+            raise TypeError(
+                f"{where}: a cell array of shape {value.shape}; this coefficient takes a number or a function of "
+                "params (cell arrays: diffusion and taxis chi of fields advanced with local stencils)"
+            )
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"{where}: a cell array of shape {value.shape} with non-finite values")
+        if rule is not None and float(np.min(value)) < 0:
+            raise ValueError(
+                f"{where}: a cell array of shape {value.shape} with minimum {float(np.min(value))}: {rule}"
+            )
         return
     number = _concrete_number(value)
     if number is None or number != number:
@@ -111,7 +136,11 @@ class System(eqx.Module):
 
     with zero-flux boundaries. ``D_f`` (mm²/day) and ``k_f`` (1/day) are
     constants or functions of ``params``; ``D_f`` of a local field may also
-    depend on the state (:class:`StateDependent`). ``R`` is
+    be a cell array of the grid's shape (a map: harmonic face means, ``docs/numerics.md`` §1b; a
+    field with a map ``D`` is local by default) or depend on the state (:class:`StateDependent`).
+    A ``D`` that varies in space — a map, or a function of ``params`` that returns one — is refused
+    for fields solved by a DCT (exponential and quasi-steady fields: one ``D`` for the whole box),
+    naming the field and ``methods={name: "local"}``. ``R`` is
     ``reaction(state, params, t)`` returning rates (field units per day) for
     any subset of fields; a reaction wrapped as :class:`WithGrid` is called
     ``reaction(state, params, t, grid)`` with the :class:`Grid` (for
@@ -218,11 +247,13 @@ class System(eqx.Module):
                 if isinstance(value, StateDependent):
                     self._check_state_dependent(what, name)
                 else:
-                    _check_number(f"System.{what}[{name!r}]", value, "must be ≥ 0")
+                    _check_number(f"System.{what}[{name!r}]", value, "must be ≥ 0", map_ok=what == "diffusion")
+                    if is_cell_array(value):
+                        self._check_diffusion_map(name)
         for term in self.taxis:
             if not isinstance(term, Taxis):
                 raise TypeError(f"System.taxis entries must be Taxis, got {type(term).__name__}")
-            _check_number(f"Taxis(field={term.field!r}).chi", term.chi, None, state_ok=True)
+            _check_number(f"Taxis(field={term.field!r}).chi", term.chi, None, state_ok=True, map_ok=True)
             for role in ("field", "attractant"):
                 if getattr(term, role) not in names:
                     raise ValueError(f"Taxis.{role}={getattr(term, role)!r}: no such field; fields are {self.fields}")
@@ -290,6 +321,20 @@ class System(eqx.Module):
                 f"System.dirichlet={list(self.dirichlet)}: fixed wall values and a domain mask do not combine"
             )
 
+    def _check_diffusion_map(self, name):
+        """A cell-array ``D`` (a map) is for fields advanced with local (finite-volume) stencils only."""
+        where = f"System.diffusion[{name!r}] (a cell array)"
+        if name in self.quasi_steady:
+            raise ValueError(
+                f"{where}: {name!r} is quasi-steady, solved by a DCT over the whole box, which needs one D; give a "
+                f"number, or give {name!r} a time derivative (not quasi-steady) with methods={{{name!r}: 'local'}}"
+            )
+        if dict(self.method_items).get(name) == "exponential":
+            raise ValueError(
+                f"{where}: the 'exponential' method (a DCT) needs one D for the whole box; use "
+                f"methods={{{name!r}: 'local'}} (finite volumes take a cell-array D)"
+            )
+
     def _check_state_dependent(self, what, name):
         where = f"System.{what}[{name!r}]=StateDependent(...)"
         if what != "diffusion":
@@ -316,5 +361,5 @@ class System(eqx.Module):
         if name in overrides:
             return overrides[name]
         has_decay = not is_zero(self.decay.get(name, 0.0))
-        variable_d = isinstance(self.diffusion.get(name), StateDependent)
+        variable_d = isinstance(self.diffusion.get(name), StateDependent) or is_cell_array(self.diffusion.get(name))
         return "exponential" if has_decay and not self.taxis_on(name) and not variable_d else "local"

@@ -47,7 +47,9 @@ if TYPE_CHECKING:  # the same names for type checkers and documentation tools (r
 
     from .fit import Fit as Fit
     from .fit import FitResult as FitResult
+    from .fit import open_fit as open_fit
     from .io import open_trajectory as open_trajectory
+    from .io import write_trajectory as write_trajectory
     from .problem import Problem as Problem
 
 __version__ = "0.1.0"
@@ -87,7 +89,9 @@ __all__ = [
     "Fit",
     "FitResult",
     "Problem",
+    "open_fit",
     "open_trajectory",
+    "write_trajectory",
     "__version__",
 ]
 
@@ -125,7 +129,9 @@ _SOURCES = {
     "step_limits": "tumorfield_kernels",
     "Fit": "tumorfield.fit",
     "FitResult": "tumorfield.fit",
+    "open_fit": "tumorfield.fit",
     "open_trajectory": "tumorfield.io",
+    "write_trajectory": "tumorfield.io",
     "Problem": "tumorfield.problem",
 }
 """Where each public name lives; :func:`__getattr__` imports it from there on first use."""

@@ -59,7 +59,9 @@ class Key:
 # --- limits and rules ----------------------------------------------------------------------
 
 LIMITS: dict[str, Any] = {
-    "config_bytes": 2**20,  # size of a config file
+    "config_bytes": 2**20,  # size of a TOML input (run config, sweep file and base, fit file)
+    "csv_bytes": 64 * 2**20,  # size of a CSV input (fit data, a sweep's manifest)
+    "observations": 10**6,  # rows of a fit's data
     "steps": 10**9,  # time steps of a run (t_end / dt)
     "frames": 10**6,  # saved frames of a run
     "t_end_days": 1e6,  # end time (day)

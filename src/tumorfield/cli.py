@@ -80,7 +80,7 @@ def _cmd_resume(args, argv) -> int:
     return _exit_code(run.execute())
 
 
-_PROVENANCE = ("schema", "model", "precision", "device", "tumorfield_version", "git_commit", "jax_version",
+_PROVENANCE = ("schema", "writer", "model", "precision", "device", "tumorfield_version", "git_commit", "jax_version",
                "created", "command_line", "seed")  # fmt: skip
 
 
@@ -96,12 +96,20 @@ def _open_stored(path: Path):
         raise InputError(str(error)) from None
 
 
-def _array_line(name: str, data, units: str, long_name: str) -> str:
-    """One ``inspect`` line: name, dtype, shape, units, range and description of an array."""
+def _columns(rows: list[list[str]]) -> list[str]:
+    """``inspect``'s table lines: every column padded to its longest entry plus two spaces (at least 16
+    for the name), so that no name runs into the next column (``paclitaxel_bound  float32``)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))] if rows else []
+    widths[:1] = [max(14, widths[0])] if widths else []
+    return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def _array_row(name: str, data, units: str, long_name: str) -> list[str]:
+    """One ``inspect`` row: name, dtype, shape, units, range and description of an array."""
     import numpy as np
 
     rng = f"min {np.nanmin(data):.4g}, max {np.nanmax(data):.4g}" if data.size else "empty"
-    return f"  {name:<16}{data.dtype} {data.shape} [{units}] {rng}  {long_name}"
+    return [name, str(data.dtype), str(data.shape), f"[{units}]", rng, long_name]
 
 
 def _verified(path: Path):
@@ -117,11 +125,30 @@ def _verified(path: Path):
     return run
 
 
+def _stored_fit(path: Path):
+    """The fit file at ``path`` read back (:func:`tumorfield.fit.open_fit`), or None if it is not one (schema
+    ``tumorfield-fit/…``): inspect and plot read both kinds of file."""
+    from .fit._reader import NotAFitFile, is_fit_file, open_fit
+
+    if not is_fit_file(path):
+        return None
+    try:
+        return open_fit(path)
+    except NotAFitFile as error:
+        raise InputError(str(error)) from None
+
+
 def _cmd_inspect(args, argv) -> int:
+    stored = _stored_fit(Path(args.file))
+    if stored is not None:
+        print(stored.summary())
+        return EXIT_OK
     with _verified(Path(args.file)) as run:
         meta = run.metadata
         print(f"file:        {run.path}")
         print(f"status:      {run.status}" + (f" ({run.message})" if run.message is not None else ""))
+        for line in run.warnings:
+            print(f"warning:     {line}")
         for key in _PROVENANCE:
             if key in meta:
                 print(f"{key + ':':<12} {meta[key]}")  # a space also after the longer keys
@@ -132,18 +159,26 @@ def _cmd_inspect(args, argv) -> int:
             print("input images:")
             for key, image in run.input_images.items():
                 print(f"  {key:<16}{image.path}  sha256 {image.sha256[:12]}")
+        fields = [_array_row(name, f[:], f.units, f.long_name) for name, f in {**run.fields, **run.variables}.items()]
+        constants = [_array_row(name, run.constants[name], run.constants.units[name], run.constants.long_names[name])
+                     for name in run.constants]  # fmt: skip
+        lines = _columns(fields + constants)  # one layout for both tables
         print("fields:")
-        for name, field in {**run.fields, **run.variables}.items():
-            print(_array_line(name, field[:], field.units, field.long_name))
-        if run.constants:
+        print("\n".join(lines[: len(fields)]))
+        if constants:
             print("constants:")
-            for name in run.constants:
-                print(_array_line(name, run.constants[name], run.constants.units[name], run.constants.long_names[name]))
+            print("\n".join(lines[len(fields) :]))
         print(f"scalars:     {run.n_scalars_committed} time points")
-        for name in run.scalars if run.n_scalars_committed else ():
-            print(f"  {name:<16}[{run.scalars.units[name]}] last {run.scalars[name][-1]:.6g}")
-        print("config:")
-        print("  " + run.config_text.rstrip().replace("\n", "\n  "))
+        names = list(run.scalars) if run.n_scalars_committed else []
+        rows = [[name, f"[{run.scalars.units[name]}]", f"last {run.scalars[name][-1]:.6g}"] for name in names]
+        if rows:
+            print("\n".join(_columns(rows)))
+        if run.config_text.strip():
+            print("config:")
+            print("  " + run.config_text.rstrip().replace("\n", "\n  "))
+        else:
+            writer = meta.get("writer", "")
+            print("config:      none" + (f" (written by {writer} from an API run: no TOML config)" if writer else ""))
     return EXIT_OK
 
 
@@ -151,6 +186,15 @@ def _cmd_plot(args, argv) -> int:
     from .plot import PlotError, plot_file, write_movie
 
     path = Path(args.file)
+    stored = _stored_fit(path)
+    if stored is not None:
+        from .fit._reader import plot_fit
+
+        if args.movie is not None:
+            raise InputError(f"{path} is a fit file ({stored.schema}): it has no fields to animate (--movie)")
+        for p in plot_fit(stored, args.output):
+            print(p)
+        return EXIT_OK
     _verified(path).close()  # a missing, foreign or damaged file is bad input
     try:
         if args.movie is not None:  # checked before any figure is drawn
@@ -174,6 +218,10 @@ def _cmd_compare(args, argv) -> int:
     from .plot import PlotError, compare_files
 
     for file in args.files:
+        stored = _stored_fit(Path(file))
+        if stored is not None:
+            raise InputError(f"{file} is a fit file ({stored.schema}): compare takes trajectories; "
+                             f"`tumorfield plot {file} -o DIR` draws its data against the prediction")  # fmt: skip
         _open_stored(Path(file)).close()  # a missing or foreign file is bad input
     try:
         written = compare_files(args.files, args.output, labels=args.labels, field=args.field, scalars=args.scalars)
@@ -199,21 +247,24 @@ def _cmd_sweep(args, argv) -> int:
         jax.distributed.initialize()  # cluster auto-detection (SLURM, …)
     runner = SweepRunner(args.config_path, args.output, overrides=args.set, argv=argv, log=_log)
     if distributed:
-        mine = members_of_process(len(runner.configs), jax.process_index(), jax.process_count())
+        mine = members_of_process(runner.n_members, jax.process_index(), jax.process_count())
         members = [int(i) for i in mine if members is None or i in members]
     results = runner.run(members)
     statuses = [r if isinstance(r, str) else r.status for r in results.values()]
-    counts = {s: statuses.count(s) for s in ("complete", "failed", "interrupted", "running")}
-    _log(f"sweep {args.output}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" of {len(results)}")
-    if counts["interrupted"] or counts["running"]:
+    counts = {s: statuses.count(s) for s in ("complete", "failed", "interrupted", "running", "pending")}
+    names = {"pending": "not started"}
+    summary = ", ".join(f"{n} {names.get(s, s)}" for s, n in counts.items() if n)
+    if counts["interrupted"] or counts["running"] or counts["pending"]:
+        _log(f"sweep {args.output}: {summary} of {len(results)}; run the same command again to continue")
         return EXIT_INTERRUPTED
+    _log(f"sweep {args.output}: {summary} of {len(results)}")
     return EXIT_NUMERICAL if counts["failed"] else EXIT_OK
 
 
 def _cmd_collect(args, argv) -> int:
     from .sweep import collect
 
-    rows = collect(args.directory, args.output)
+    rows = collect(args.directory, args.output, overwrite=args.overwrite)
     _log(f"{rows} members → {args.output}")
     return EXIT_OK
 
@@ -246,8 +297,10 @@ def _cmd_fit(args, argv) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)  # the optimiser and the likelihood in float64, fields as configured
+    from ._inputs import read_toml
     from .fit._fit import run_fit
 
+    read_toml(args.config_path)  # a regular file of at most 1 MiB of UTF-8 TOML, not nested too deeply, else exit 2
     sets = args.set if args.config_path == args.config else _here_relative(args.set)
     result = run_fit(args.config_path, args.output, sets, overwrite=args.overwrite, argv=argv, log=_log,
                      profiles=args.profile, profile_points=args.profile_points)  # fmt: skip
@@ -344,6 +397,13 @@ def _add_parser(sub, name: str, help: str, example: str, description: str = "") 
                           "exit codes and details: docs/cli.md", formatter_class=_Formatter)  # fmt: skip
 
 
+def _add_cache(parser: argparse.ArgumentParser) -> None:
+    """``--compilation-cache DIR`` of the commands that compile (run, resume, sweep, fit)."""
+    parser.add_argument("--compilation-cache", default=None, metavar="DIR",
+                        help="persistent JAX compilation cache (or 'off'); before $TUMORFIELD_COMPILATION_CACHE and "
+                        "run.compilation_cache; resume never takes it from the file (see docs/cli.md)")  # fmt: skip
+
+
 def _parser() -> argparse.ArgumentParser:
     """The whole command line; imports nothing beyond the standard library (no JAX)."""
     parser = argparse.ArgumentParser(prog="tumorfield", description=_DESCRIPTION, epilog=_EXIT_CODES,
@@ -358,10 +418,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--output", required=True, help="output HDF5 file")
     _add_set(run, "override a config key (value in TOML syntax); repeatable")
     run.add_argument("--overwrite", action="store_true", help="replace OUTPUT once the new run has succeeded")
+    _add_cache(run)
 
     resume = _add_parser(sub, "resume", "continue an interrupted or killed run from its last checkpoint",
                          "tumorfield resume ptx.h5")  # fmt: skip
     resume.add_argument("file", metavar="FILE", help="the run's HDF5 file (or its .NAME.PID.partial); verified first")
+    _add_cache(resume)
 
     sweep = _add_parser(sub, "sweep", "run the members of a sweep file in vmapped batches",
                         "tumorfield sweep sweep.toml -o runs/ --set grid.shape=[32,32]",
@@ -374,11 +436,13 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--coordinator", help="HOST:PORT of process 0 (with --num-processes, --process-id)")
     sweep.add_argument("--num-processes", type=int, default=None, help="number of processes (with --coordinator)")
     sweep.add_argument("--process-id", type=int, default=None, help="this process's number, 0 … N-1")
+    _add_cache(sweep)
 
     collect = _add_parser(sub, "collect", "one CSV row per sweep member: swept values, status, final scalars",
                           "tumorfield collect runs/ -o runs/table.csv")  # fmt: skip
     collect.add_argument("directory", metavar="DIR", help="a sweep directory (with manifest.csv)")
-    collect.add_argument("-o", "--output", required=True, help="CSV table to write")
+    collect.add_argument("-o", "--output", required=True, help="CSV table to write (not a file of the sweep directory)")
+    collect.add_argument("--overwrite", action="store_true", help="replace an existing table")
 
     fit = _add_parser(sub, "fit", "fit model parameters to observations of one or more arms",
                       "tumorfield fit voloshin2015/fit/fit -o FIT.h5 --set fit.data=obs.csv",
@@ -389,17 +453,24 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("-o", "--output", required=True, help="output HDF5 file (FIT.h5)")
     _add_set(fit, "override a key of every arm's run config (fit.KEY: of the fit file); repeatable")
     fit.add_argument("--overwrite", action="store_true", help="replace OUTPUT")
+    _add_cache(fit)
     fit.add_argument("--profile", action="append", default=[], metavar="NAME",
                      help="also compute the profile likelihood of this fitted parameter; repeatable")  # fmt: skip
     fit.add_argument("--profile-points", type=int, default=9, metavar="N",
                      help="profile values scanned over estimate·exp(±3 SE/estimate) (default 9)")  # fmt: skip
 
-    inspect = _add_parser(sub, "inspect", "summarise a trajectory file", "tumorfield inspect ptx.h5 | less")
-    inspect.add_argument("file", metavar="FILE", help="a trajectory (HDF5 written by run, resume or sweep)")
+    inspect = _add_parser(sub, "inspect", "summarise a trajectory file or a fit's FIT.h5",
+                          "tumorfield inspect ptx.h5 | less")  # fmt: skip
+    inspect.add_argument("file", metavar="FILE", help="a trajectory (HDF5 written by run, resume or sweep) or a FIT.h5")
 
     plot = _add_parser(sub, "plot", "PNG snapshots of every field, each time series once, a movie",
                        "tumorfield plot ptx.h5 -o figures --movie tumor m2")  # fmt: skip
-    plot.add_argument("file", metavar="FILE", help="a trajectory (HDF5 written by run, resume or sweep)")
+    plot.add_argument(
+        "file",
+        metavar="FILE",
+        help="a trajectory (HDF5 written by run, resume or sweep), or a FIT.h5: "
+        "data against prediction per arm and observable, residuals, the loss, a calibration's scans",
+    )
     plot.add_argument("-o", "--output", required=True, help="directory for the figures")
     plot.add_argument("--snapshots", type=int, default=4, help="frames shown per field (default 4)")
     plot.add_argument("--movie", nargs="*", metavar="FIELD", default=None,
@@ -520,7 +591,12 @@ def main(argv: list[str] | None = None) -> int:
         import jax
 
         jax.config.update("jax_enable_x64", True)
+    cache = getattr(args, "compilation_cache", None)
     try:
+        if cache is not None:
+            from . import _compile_log
+
+            _compile_log.request(cache)  # before the environment and any config (never a file's contents)
         return _run_command(args, argv)
     except Exception:
         traceback.print_exc()
@@ -528,6 +604,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     finally:
         restore()
+        if cache is not None:
+            _compile_log.request(None)
 
 
 if __name__ == "__main__":

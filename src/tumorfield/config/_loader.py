@@ -9,14 +9,15 @@ their dataclasses; the model receives its own sections already typed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tumorfield_kernels import (
     ExplicitDiffusion,
     Grid,
@@ -24,19 +25,17 @@ from tumorfield_kernels import (
     ImplicitDiffusion,
     Numerics,
     check_split,
+    choose_cell_diffusion,
     substeps_from_cap,
 )
 
 from .. import models
+from .._compile_log import cache_directory
+from .._inputs import parse_toml, read_text
 from .._schema import LIMITS, ConfigError, check_section, check_sections, section_keys
 from ._memory import check_memory
 from ._sections import GENERIC_SECTIONS, ModelSection, NumericsSection, OutputSection, RunSection, TimeSection
 from ._toml import to_toml
-
-
-def _default_cache() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "tumorfield", "jax")
 
 
 @dataclass(frozen=True)
@@ -65,10 +64,26 @@ class RunConfig:
 
     @property
     def numerics(self) -> Numerics:
-        """How this run is solved: ``[numerics]`` and ``output.precision`` as the core's :class:`Numerics`."""
+        """How this run is solved: ``[numerics]`` and ``output.precision`` as the core's :class:`Numerics`
+        (``cell_diffusion = "auto"`` resolved: :attr:`cell_diffusion_choice`)."""
         section = self.numerics_section
-        diffusion = ImplicitDiffusion() if section.cell_diffusion == "implicit" else ExplicitDiffusion()
-        return Numerics(diffusion, substeps_from_cap(section.max_substeps), dtype=self.output.precision)
+        return Numerics(self.cell_diffusion_choice[0], substeps_from_cap(section.max_substeps),
+                        dtype=self.output.precision)  # fmt: skip
+
+    @functools.cached_property
+    def cell_diffusion_choice(self) -> tuple[ExplicitDiffusion | ImplicitDiffusion, str]:
+        """The cell diffusion of this run and why: as ``numerics.cell_diffusion`` says, or for ``"auto"``
+        the core's :func:`~tumorfield_kernels.choose_cell_diffusion` from the initial state and ``dt``
+        (decided from the config alone, so a resumed run decides the same)."""
+        chosen = self.numerics_section.cell_diffusion
+        if chosen != "auto":
+            return (ImplicitDiffusion() if chosen == "implicit" else ExplicitDiffusion()), f"{chosen}: as configured"
+        model, grid = self.model, self.grid
+        system = model.system
+        initial = model.initial_state(grid)
+        state = {n: initial.get(n, np.zeros(() if n in system.scalars else grid.shape)) for n in system.fields}
+        numerics = Numerics(dtype=self.output.precision)
+        return choose_cell_diffusion(system, grid, state, model.params(grid), dt=self.time.dt, numerics=numerics)
 
     @property
     def n_frames(self) -> int:
@@ -77,9 +92,10 @@ class RunConfig:
 
     @property
     def compilation_cache(self) -> str | None:
-        """Directory of the persistent compilation cache, None when ``run.compilation_cache = "off"``."""
-        value = self.run.compilation_cache
-        return None if value == "off" else (value or _default_cache())
+        """Directory of the persistent compilation cache (None: off) for a run of this config read from the
+        user's own file: :func:`tumorfield._compile_log.cache_directory` (the command line and the
+        environment come before ``run.compilation_cache``)."""
+        return cache_directory(self.run.compilation_cache)
 
     @property
     def text(self) -> str:
@@ -101,13 +117,8 @@ def _parse_override(item: str) -> tuple[str, str, Any]:
 
 
 def _parse_toml(text: str) -> dict[str, Any]:
-    """``tomllib.loads`` with every failure (syntax, nesting too deep for the parser) a :class:`ConfigError`."""
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError("(TOML syntax)", None, str(error)) from None
-    except RecursionError:
-        raise ConfigError("(TOML syntax)", None, "arrays or tables nested too deeply") from None
+    """``tomllib.loads`` with every failure (syntax, nesting too deep) a :class:`ConfigError`."""
+    return parse_toml(text)
 
 
 def _whole(value: float, dt: float, path: str, what: str) -> int:
@@ -133,24 +144,9 @@ def loads(text: str, source: str = "<string>", overrides: Sequence[str] = ()) ->
 
 
 def _read_text(path: Path) -> str:
-    """The UTF-8 text of a config file of at most ``LIMITS["config_bytes"]``; anything else is a ConfigError."""
-    limit = LIMITS["config_bytes"]
-    try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
-    except OSError as error:
-        raise ConfigError("(file)", str(path), f"cannot be read: {error.strerror}", str(path)) from None
-    if len(data) > limit:
-        raise ConfigError("(file)", str(path), f"is larger than {limit // 1024} KiB; a configuration is a "
-                          f"TOML file of a few KiB", str(path))  # fmt: skip
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ConfigError("(file)", str(path), f"is not UTF-8 text (byte 0x{data[error.start]:02x} at offset "
-                          f"{error.start}); a configuration is a TOML file", str(path)) from None  # fmt: skip
-    if "\0" in text:
-        raise ConfigError("(file)", str(path), "contains NUL bytes: a binary file, not TOML", str(path))
-    return text
+    """The UTF-8 text of a config file (:func:`tumorfield._inputs.read_text`: a regular file of at most
+    ``LIMITS["config_bytes"]``); anything else is a ConfigError."""
+    return read_text(path, what="a TOML configuration")
 
 
 def load(path: str | os.PathLike, overrides: Sequence[str] = ()) -> RunConfig:

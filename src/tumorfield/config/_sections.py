@@ -135,7 +135,9 @@ class RunSection:
         "",
         "",
         'Directory of the persistent JAX compilation cache; `""` = '
-        '`~/.cache/tumorfield/jax` (or `$XDG_CACHE_HOME`), `"off"` disables it.',
+        '`~/.cache/tumorfield/jax` (or `$XDG_CACHE_HOME`), `"off"` disables it. `--compilation-cache` and '
+        "`$TUMORFIELD_COMPILATION_CACHE` come first; `resume` never uses the value stored in a file "
+        "(docs/cli.md).",
     )
     seed: int = key(0, "", "Random seed, recorded in the output (for models with random initial data).", non_negative)
     progress: str = key(
@@ -163,12 +165,14 @@ class NumericsSection:
     """``[numerics]``: how the core advances cell fields (``simulate(cell_diffusion=, max_substeps=)``)."""
 
     cell_diffusion: str = key(
-        "explicit",
+        "auto",
         "",
-        'Diffusion of the cell fields: `"explicit"` (in their SSP-RK2 step; dt ∝ Δx²) or `"implicit"` '
+        'Diffusion of the cell fields: `"explicit"` (in their SSP-RK2 step; dt ∝ Δx²), `"implicit"` '
         "(split off, MPRK22 with tridiagonal solves per axis: non-negative, conservative, second order; "
-        "dt then limited by taxis and decay only). See docs/numerics.md.",
-        one_of("explicit", "implicit"),
+        'dt then limited by taxis and decay only) or `"auto"`: implicit where, at t = 0, the explicit '
+        "diffusion would limit the step below dt, explicit otherwise (the run log says which and why). "
+        "See docs/numerics.md.",
+        one_of("auto", "explicit", "implicit"),
     )
     max_substeps: int = key(
         64,

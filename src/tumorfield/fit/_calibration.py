@@ -297,7 +297,7 @@ class Calibration:
             return sorted({round(d / dt) for d in days})
         steps = {s.step for s in self.scans if s.arm == arm}
         if self.data is not None and len(self.data.rows(arm)):
-            steps.add(max(1, int(self.data.step[self.data.rows(arm)].max())))  # the run reaches the last datum
+            steps.add(max(1, int(self.data.last_step[self.data.rows(arm)].max())))  # the run reaches the last datum
         return sorted(steps)
 
     def solve(self, theta, z_maps, days=None) -> tuple[dict, dict, jax.Array]:
@@ -335,8 +335,10 @@ class Calibration:
             rows = self.data.rows(arm)
             names = self._observed(arm)
             stacked = jnp.stack([series[n].astype(out.dtype) for n in names])
-            which = np.searchsorted(names, self.data.observable[rows])
-            out = out.at[rows].set(stacked[which, self.data.step[rows]])
+            which, step = np.searchsorted(names, self.data.observable[rows]), self.data.step[rows]
+            w = jnp.asarray(self.data.weight[rows], out.dtype)  # between steps: linear in time
+            after = stacked[which, np.minimum(step + 1, stacked.shape[1] - 1)]
+            out = out.at[rows].set((1 - w) * stacked[which, step] + w * after)
         return out
 
     def residuals(self, theta, z_maps, arrays):
@@ -419,10 +421,11 @@ def _observations(spec):
     """The scalar data of ``[fit] data`` checked against the arms (None without)."""
     if spec.data_path is None:
         return None
-    from ._fit import arm_grid
+    from ._fit import arm_grid, scales
 
     grids = {arm: arm_grid(config) for arm, config in spec.arms.items()}
-    return read_observations(spec.data_path, grids, spec.fit.likelihood)
+    return read_observations(spec.data_path, grids, spec.fit.likelihood, interpolate=True,
+                             scales=scales(spec, grids))  # fmt: skip
 
 
 def _with_target(scan: Scan, target) -> Scan:

@@ -20,17 +20,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _compile_log
-from .._schema import ConfigError, section_keys
+from .._schema import ConfigError, section_keys, suggest
+from ..io._writer import cf_units
 from ..run._job import _setup_jax
-from ._data import ArmGrid, Observations, read_observations
+from ._data import ArmGrid, Observations, Scale, read_observations
 from ._export import CachedStep
 from ._optimise import Minimum, make_step, minimise
 from ._output import reserved, summary, write_fit
-from ._problem import evaluate, make_groups, order, with_values_observed
+from ._problem import INITIAL, evaluate, interpolated, make_groups, order, with_values_observed
 from ._profile import Profile, profile, profile_warnings
 from ._spec import FitSpec, load_spec
 from ._transform import Bounds, bounds, check_leaf, natural
-from ._uncertainty import Uncertainty, gauss_newton, warnings
+from ._uncertainty import Uncertainty, fit_warnings, gauss_newton, warnings
 
 
 def _observables(config) -> tuple[str, ...]:
@@ -43,8 +44,31 @@ def _observables(config) -> tuple[str, ...]:
 
 
 def arm_grid(config) -> ArmGrid:
-    """What the scalar data of an arm are checked against (its observables, dt, t_end)."""
-    return ArmGrid(_observables(config), config.time.dt, config.time.t_end)
+    """What the scalar data of an arm are checked against (its observables and their units on its grid, dt,
+    t_end)."""
+    from ._units import model_units
+
+    names, declared, ndim = _observables(config), config.model.observables, config.grid.ndim
+    units = {name: model_units(declared[name].units, ndim) for name in names if name in declared}
+    return ArmGrid(names, config.time.dt, config.time.t_end, units, ndim)
+
+
+def scales(spec: FitSpec, grids: dict[str, ArmGrid]) -> dict[str, Scale]:
+    """``[fit.observables]`` as :class:`Scale` s, each name an observable of some arm and its units read by pint."""
+    from ._units import check_scale_units
+
+    known = sorted({name for grid in grids.values() for name in grid.observables})
+    out = {}
+    for name, entry in spec.observables.items():
+        if name not in known:
+            error = ConfigError(f"fit.observables.{name}", name, suggest(name, known, "observable of the arms"))
+            raise error.in_file(spec.source)
+        try:
+            check_scale_units(name, entry.units)
+        except ConfigError as error:
+            raise error.in_file(spec.source) from None
+        out[name] = Scale(entry.scale, entry.units)
+    return out
 
 
 @dataclass
@@ -72,6 +96,11 @@ class FitResult:
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     profiles: dict[str, Profile] = field(default_factory=dict)
+    at_bound: list[str] = field(default_factory=list)
+    """Parameters that ended at a bound of their transform (within 1e-3 of its log-width)."""
+    chi2_warning: bool = False
+    """Whether the reduced χ² exceeds its limit (:func:`._uncertainty.chi2_limit`): the model or the sigmas do
+    not describe the data."""
 
     status = property(lambda self: self.minimum.status)
     converged = property(lambda self: self.minimum.converged)
@@ -101,9 +130,10 @@ class Fit:
 
     def __init__(self, spec: FitSpec):
         self.spec = spec
-        self.bounds = checked_bounds(spec)
+        self.bounds = checked_bounds(spec, initial=True)
         grids = {arm: arm_grid(config) for arm, config in spec.arms.items()}
-        self.data = read_observations(spec.data_path, grids, spec.fit.likelihood)
+        self.data = read_observations(spec.data_path, grids, spec.fit.likelihood, interpolate=True,
+                                      scales=scales(spec, grids))  # fmt: skip
         self.lognormal = spec.fit.likelihood == "lognormal"
         self.groups, groups = make_groups(spec.arms, self.data, spec.names, self.bounds.init)
         n = len(spec.names)  # "held"/"held_z": parameters a profile holds fixed (none in a fit): one program for both
@@ -186,7 +216,8 @@ class Fit:
     def run(self, log: Callable[[str], None] = lambda _: None, values=None) -> FitResult:
         """Fit: L-BFGS from the ``init`` values, then the Gauss–Newton uncertainty at the optimum.
 
-        ``values`` (one per observation row) replaces the observed values, same rows and sigmas.
+        ``values`` (one per observation row, in the model's units: ``self.data.value`` after any conversion)
+        replaces the observed values, same rows and sigmas.
         """
         _setup_jax(next(iter(self.spec.arms.values())))
         arrays, fit, clock = self._arrays(values), self.spec.fit, _Clock()
@@ -207,7 +238,10 @@ class Fit:
         finite = problem is None and np.all(np.isfinite(jacobian))
         uncertainty = gauss_newton(jacobian, r) if finite else _undetermined(len(estimate))
         data = self.data if values is None else dataclasses.replace(self.data, value=np.asarray(values, np.float64))
-        return self._result(minimum, estimate, uncertainty, r, series, timings, data)
+        result = self._result(minimum, estimate, uncertainty, r, series, timings, data)
+        for warning in result.warnings:
+            log(f"warning: {warning}")
+        return result
 
     def profile(self, result: FitResult, name: str, *, points: int = 9, span: float = 3.0,
                 log: Callable[[str], None] = lambda _: None) -> Profile:  # fmt: skip
@@ -246,23 +280,29 @@ class Fit:
             for a, arm in enumerate(group.arms):
                 predictions[arm] = {"t": t, **{k: np.asarray(values[a, i]) for i, k in enumerate(group.observables)}}
                 rows = group.rows[a]
-                at_rows[rows] = [predictions[arm][self.data.observable[i]][self.data.step[i]] for i in rows]
+                index = np.searchsorted(group.observables, self.data.observable[rows])
+                d = self.data
+                at_rows[rows] = interpolated(np.asarray(values), a, index, d.step[rows], d.weight[rows])
         return predictions, at_rows
 
     def _result(self, minimum, estimate, uncertainty: Uncertainty, r, series, timings, data) -> FitResult:
         residuals = np.empty(len(self.data))
         residuals[self._order] = r
         predictions, at_rows = self._predictions(series)
-        found = warnings(self.names, estimate, uncertainty)
+        chi2 = fit_warnings(uncertainty.reduced_chi2, len(self.data), len(self.names))
+        at_bound = self.bounds.at_bound(estimate)
+        found = chi2 + warnings(self.names, estimate, uncertainty)
         found += [
-            f"{n} ended at a bound of its transform: widen [lower, upper], or its SE means little"
-            for n in self.bounds.at_bound(estimate)
+            f"{n} ended at a bound of its transform ({self._side(n, estimate)}): widen [lower, upper] if the model "
+            "allows, else the data ask for more than it does; its SE means little there"
+            for n in at_bound
         ]
         h = minimum.history
         path = self.bounds.to_natural(np.stack(h.z))
         history = {"loss": np.asarray(h.loss), "gradient": np.asarray(h.gradient), "trials": np.asarray(h.trials)}
         history |= {name: path[:, i] for i, name in enumerate(self.names)}
-        units = {name: q.units for name, q in next(iter(self.spec.arms.values())).model.observables.items()}
+        first = next(iter(self.spec.arms.values()))
+        units = {name: cf_units(q.units, first.grid.ndim)[0] for name, q in first.model.observables.items()}
         return FitResult(
             self.spec,
             self.names,
@@ -283,27 +323,47 @@ class Fit:
             units,
             found,
             timings,
+            at_bound=at_bound,
+            chi2_warning=bool(chi2),
         )
 
+    def _side(self, name: str, estimate) -> str:
+        i = self.names.index(name)
+        lower = abs(np.log(estimate[i] / self.bounds.lower[i])) < abs(np.log(estimate[i] / self.bounds.upper[i]))
+        return f"lower = {self.bounds.lower[i]:g}" if lower else f"upper = {self.bounds.upper[i]:g}"
 
-def checked_bounds(spec: FitSpec, also: Sequence[str] = ()) -> Bounds:
+
+def checked_bounds(spec: FitSpec, also: Sequence[str] = (), *, initial: bool = False) -> Bounds:
     """The fitted parameters' bounds, after checking that every arm runs one model that has them (and
-    ``also``, e.g. the parameters of maps) as leaves."""
+    ``also``, e.g. the parameters of maps) as leaves; with ``initial`` (a scalar fit), names ``"initial.KEY"``
+    are ``[initial]`` keys of the model (:mod:`._initial`)."""
+    from ._initial import initial_entry
+
     first = next(iter(spec.arms.values()))
     model = first.model
+    seeds = [n for n in spec.names if n.startswith(INITIAL)]
+    own = {n: e for n, e in spec.parameters.items() if n not in seeds}
     try:
-        if "parameters" not in model.section_types:
-            raise ConfigError("fit.parameters", list(spec.names), f"model {model.name!r} has no [parameters]")
-        keys = section_keys(model.section_types["parameters"])
         for arm, config in spec.arms.items():
             if type(config.model) is not type(model):
                 raise ConfigError(f"fit.arms.{arm}", config.source, f"runs model {config.model.name!r}; the arms "
                                   f"share the fitted parameters, so all must run {model.name!r}")  # fmt: skip
-            for name in dict.fromkeys((*spec.names, *also)):
+        if seeds and not initial:
+            raise ConfigError(f"fit.parameters.{seeds[0]}", seeds[0], "an [initial] key is fitted by a scalar fit; a "
+                              "calibration fits the initial tumour with [fit.origin]")  # fmt: skip
+        if (own or also) and "parameters" not in model.section_types:
+            raise ConfigError("fit.parameters", list(own), f"model {model.name!r} has no [parameters]")
+        keys = section_keys(model.section_types["parameters"]) if "parameters" in model.section_types else {}
+        for config in spec.arms.values():
+            for name in dict.fromkeys((*own, *also)):
                 check_leaf(config.model.params(config.grid), name, model.name, keys)
-        return bounds(spec.parameters, model.params(first.grid), model.name, keys)
+        found = bounds(own, model.params(first.grid), model.name, keys)
+        entries = {n: (found.init[i], found.lower[i], found.upper[i]) for i, n in enumerate(found.names)}
+        entries |= {n: initial_entry(spec, n, spec.parameters[n]) for n in seeds}
     except ConfigError as error:
         raise error.in_file(spec.source) from None
+    columns = np.asarray([entries[n] for n in spec.names], np.float64).reshape(len(spec.names), 3).T
+    return Bounds(spec.names, *(np.array(c) for c in columns))
 
 
 class _Clock:

@@ -105,8 +105,24 @@ class Minimum:
 
 
 def _stop(history: History, moved: bool, tolerance: float) -> tuple[str, bool, str] | None:
-    """``(status, converged, message)`` once the last iteration meets a stopping rule, else None."""
+    """``(status, converged, message)`` once the last iteration meets a stopping rule, else None.
+
+    Converged: the largest gradient component ≤ ``tolerance``, or the loss fell (``0 ≤`` fall) by at most
+    ``tolerance · max(1, |loss|)``; and the loss did not rise. A loss that rose (float noise at the floor of
+    the loss's precision, or a line search that ended on a worse point) or that is not finite is
+    ``stalled``: the message says by how much it rose, and :func:`minimise` reports the lowest point."""
     before, after, gradient = history.loss[-2], history.loss[-1], history.gradient[-1]
+    if not np.isfinite(after) or after > before:
+        change = f"rose by {after - before:.3g} (to {after:.8g})" if np.isfinite(after) else f"became {after}"
+        return (
+            "stalled",
+            False,
+            (
+                f"the loss {change} in the last iteration: the line search ended on a worse point, at the "
+                f"precision of the loss (largest gradient component {gradient:.3g}); the estimate is the lowest "
+                "point found"
+            ),
+        )
     if gradient <= tolerance:
         return "converged", True, f"largest gradient component {gradient:.3g} ≤ tolerance {tolerance:g}"
     if not moved:
@@ -119,13 +135,11 @@ def _stop(history: History, moved: bool, tolerance: float) -> tuple[str, bool, s
             ),
         )
     if before - after <= tolerance * max(1.0, abs(after)):
+        fell = f"fell by {before - after:.3g}" if before > after else "did not change"
         return (
             "converged",
             True,
-            (
-                f"the loss fell by {before - after:.3g} in the last iteration, ≤ tolerance "
-                f"{tolerance:g} × max(1, |loss|)"
-            ),
+            f"the loss {fell} in the last iteration, ≤ tolerance {tolerance:g} × max(1, |loss|)",
         )
     return None
 
@@ -150,6 +164,9 @@ def minimise(optimiser, step, z0, arrays, *, max_iterations: int, tolerance: flo
     if not np.isfinite(history.loss[0]):
         return Minimum(np.asarray(z), history.loss[0], "failed", False, "the loss at the start values is not finite",
                        history)  # fmt: skip
+    if history.gradient[0] <= tolerance:  # the start meets the rule: no line search along a zero direction
+        message = f"largest gradient component {history.gradient[0]:.3g} ≤ tolerance {tolerance:g} at the start"
+        return Minimum(np.asarray(z), history.loss[0], "converged", True, message, history)
     state = optimiser.init(z)
     for iteration in range(1, max_iterations + 1):
         new_z, state, value, grad, trials = jax.block_until_ready(step(z, state, value, grad, arrays))
@@ -159,6 +176,18 @@ def minimise(optimiser, step, z0, arrays, *, max_iterations: int, tolerance: flo
         stop = _stop(history, bool(jnp.any(new_z != z)), tolerance)
         z = new_z
         if stop is not None:
-            return Minimum(np.asarray(z), history.loss[-1], *stop, history)
+            best = _lowest(history)
+            return Minimum(history.z[best].copy(), history.loss[best], *stop, history)
     message = f"stopped after max_iterations = {max_iterations} without meeting the tolerance"
-    return Minimum(np.asarray(z), history.loss[-1], "max_iterations", False, message, history)
+    best = _lowest(history)
+    return Minimum(history.z[best].copy(), history.loss[best], "max_iterations", False, message, history)
+
+
+def _lowest(history: History) -> int:
+    """The iteration of the lowest finite loss: the last one unless the loss rose (its first such entry)."""
+    losses = np.asarray(history.loss, np.float64)
+    finite = np.isfinite(losses)
+    if not finite.any():
+        return len(losses) - 1
+    best = int(np.argmin(np.where(finite, losses, np.inf)))
+    return len(losses) - 1 if losses[-1] == losses[best] else best

@@ -3,7 +3,8 @@
 Layout (every array float64 unless said; names are UTF-8 strings)::
 
     /                      attrs: status, converged, n_iterations, loss, message, likelihood,
-                           n_observations, reduced_chi2, and the provenance of a run file
+                           n_observations, reduced_chi2, warnings (strings), at_bound (names),
+                           chi2_warning (reduced χ² above its limit), and the provenance of a run file
                            (schema = "tumorfield-fit/1", config = the resolved fit file, model,
                            versions, git commit, device, command line, created, ...)
     /fit/parameters        (n,) names, in the order of every per-parameter array
@@ -15,6 +16,8 @@ Layout (every array float64 unless said; names are UTF-8 strings)::
     /fit/prediction/<arm>/t              (s,) day, every step from 0
     /fit/prediction/<arm>/<observable>   (s,) at the estimate
     /fit/data/{arm, observable}          (m,) strings; {t, value, sigma, prediction, residual} (m,)
+                           (value, sigma, prediction in the model's units); given_value, given_sigma,
+                           given_units (as in the CSV), factor (value = factor · given_value)
     /fit/arms/<arm>        attrs: config (the arm's resolved run config), path
     /fit/profile/<name>/{value, loss, converged} (k,); /points (k, n) natural units, every parameter
                            attrs: lower, upper (95 % profile interval, NaN: not reached), minimum_loss
@@ -23,13 +26,16 @@ Layout (every array float64 unless said; names are UTF-8 strings)::
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 
 import h5py
 import numpy as np
 
+from ..io._guard import USERBLOCK, GuardedFile, StorageError, free_bytes
 from ..run._job import _metadata
 from ..run._output import OutputTarget
-from ._uncertainty import strongest_pairs
+from ._uncertainty import chi2_limit, strongest_pairs
 
 FORMAT = "tumorfield-fit/1"
 _PER_ARM = ("dt", "steps_per_save", "grid_affine", "input_images")  # per arm: in each arm's stored config
@@ -67,22 +73,34 @@ def _write_result(h5: h5py.File, result) -> None:
 
 
 def _write_data(fit, observations, prediction, residuals) -> None:
-    """``/fit/data``: the scalar observations with the prediction and residual at the estimate."""
+    """``/fit/data``: the scalar observations with the prediction and residual at the estimate; the rows as
+    given (value, sigma, units) and the factor to the model's units."""
     data = fit.create_group("data")
     _strings(data, "arm", observations.arm)
     _strings(data, "observable", observations.observable)
-    for name in ("t", "value", "sigma"):
-        data.create_dataset(name, data=getattr(observations, name))
+    _strings(data, "given_units", observations.given_units)
+    for name in ("t", "value", "sigma", "given_value", "given_sigma", "factor"):
+        data.create_dataset(name, data=np.asarray(getattr(observations, name), np.float64))
     data.create_dataset("prediction", data=np.asarray(prediction, np.float64))
     data.create_dataset("residual", data=np.asarray(residuals, np.float64))
+
+
+MIN_FREE = 2**20
+"""Bytes the output's file system must have free before a fit starts (a ``FIT.h5`` is a few hundred KiB)."""
 
 
 @contextlib.contextmanager
 def reserved(path, *, overwrite: bool):
     """The output target of ``FIT.h5``, checked and locked before any compute (an
-    :class:`~tumorfield.run.OutputError` if it cannot be used); a file left unfinished is removed."""
+    :class:`~tumorfield.run.OutputError` if it cannot be used, a :class:`StorageError` if its file
+    system has less than :data:`MIN_FREE` bytes free); a file left unfinished is removed."""
     target = OutputTarget.new(path, overwrite=overwrite)
     try:
+        free = free_bytes(target.final.parent)
+        if free is not None and free < MIN_FREE:
+            raise StorageError(errno.ENOSPC, f"{target.final}: {free} bytes are free in {target.final.parent}, a "
+                               f"fit needs at least {MIN_FREE // 1024} KiB for its output (No space left on device); "
+                               f"nothing was computed or written")  # fmt: skip
         yield target
     except BaseException:
         target.discard()
@@ -91,12 +109,83 @@ def reserved(path, *, overwrite: bool):
         target.release()
 
 
+@contextlib.contextmanager
+def _guarded(target: OutputTarget):
+    """``FIT.h5`` written at ``target.current`` (``.NAME.PID.partial``, created exclusively next to its
+    final name) through :class:`~tumorfield.io._guard.GuardedFile`: every HDF5 flush journaled and
+    fsynced, and the first failed write (disk full, quota, I/O error) stops all later writes, so HDF5
+    never sees a failure (no crash) and the writer raises :class:`StorageError` (exit 74) naming the
+    file. The root's ``status`` is ``"writing"`` in a first flush; the caller writes everything and
+    the real status, which reach the disk in one journaled flush, so a killed writer leaves a partial
+    that says ``"writing"``, never ``"converged"``. Closed in ``finally``; the caller moves the file
+    onto its name (an atomic rename) only after that."""
+    guard = GuardedFile(target.current, create=True)
+    h5 = None
+    try:
+        h5 = h5py.File(guard, "w", userblock_size=USERBLOCK)
+        h5.attrs["status"] = "writing"
+        _flush(h5, guard)
+        try:
+            yield h5
+        except Exception:
+            guard.check()  # an HDF5 error after a failed write is that failure
+            raise
+        _flush(h5, guard)
+        h5.close()
+        guard.check()
+    except StorageError:
+        why = guard.error.strerror or str(guard.error)
+        older = f"; {target.final} is untouched" if target.had_old else ""
+        raise StorageError(guard.error.errno or errno.EIO, f"{target.final}: writing the result failed ({why}); "
+                           f"nothing was kept{older}: make room and run the fit again") from None  # fmt: skip
+    except BaseException:
+        guard.error = guard.error or OSError("abandoned")  # HDF5's closing writes are dropped: the partial goes
+        raise
+    finally:
+        try:
+            if h5 is not None and h5.id.valid:
+                h5.close()
+        except Exception:
+            pass  # only after a failure (the guard drops every write): that failure is being raised
+        guard.close()
+
+
+def _flush(h5: h5py.File, guard: GuardedFile) -> None:
+    """HDF5 flush (journaled, ending in fsync), then :class:`StorageError` if any write failed."""
+    try:
+        h5.flush()
+    except Exception:
+        guard.check()
+        raise
+    guard.check()
+
+
+def _finish(target: OutputTarget) -> str:
+    """Move the written file onto its name (atomic) and make the rename durable."""
+    path = target.finish("complete")
+    try:
+        fd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return str(path)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return str(path)
+
+
 def write_fit(target: OutputTarget, result, argv) -> str:
-    """Write ``result`` at ``target.current`` (``.NAME.PID.partial``), then move it onto its name."""
+    """Write ``result`` at ``target.current`` (``.NAME.PID.partial``, :func:`_guarded`), then move it onto its name."""
     first = next(iter(result.spec.arms.values()))
-    with h5py.File(target.current, "w") as h5:
+    with _guarded(target) as h5:
         provenance = {k: v for k, v in _metadata(first, argv, target).items() if k not in _PER_ARM}
         h5.attrs.update({**provenance, "schema": FORMAT, "config": result.spec.text})
+        _write_result(h5, result)
+        for arm, config in result.spec.arms.items():
+            group = h5.create_group(f"fit/arms/{arm}")
+            group.attrs.update(config=config.text, path=config.source, dt=config.time.dt)
         h5.attrs.update(
             status=result.status,
             converged=result.converged,
@@ -107,27 +196,32 @@ def write_fit(target: OutputTarget, result, argv) -> str:
             n_observations=len(result.data),
             reduced_chi2=result.reduced_chi2,
         )
-        _write_result(h5, result)
-        for arm, config in result.spec.arms.items():
-            group = h5.create_group(f"fit/arms/{arm}")
-            group.attrs.update(config=config.text, path=config.source, dt=config.time.dt)
-    return str(target.finish("complete"))
+        h5.attrs.create("warnings", np.asarray([str(w) for w in result.warnings], dtype=object), dtype=_TEXT)
+        h5.attrs.create("at_bound", np.asarray(result.at_bound, dtype=object), dtype=_TEXT)
+        h5.attrs["chi2_warning"] = result.chi2_warning
+    return _finish(target)
 
 
 def summary(result) -> str:
     """The closing table: estimates, standard errors, strongest correlations, then the warnings."""
+    at_bound = list(result.at_bound)
+    w = max(14, *(len(n) + 2 for n in result.names))
+    bounded = f" — at a bound: {', '.join(at_bound)}" if at_bound else ""
+    limit = chi2_limit(len(result.data) - len(result.names))
+    chi2 = f" (> {limit:.3g}: see the warnings)" if result.chi2_warning else ""
     lines = [
-        f"fit {result.status} after {result.n_iterations} iterations: {result.message}",
-        f"loss (½ Σ r²) {result.loss:.6g}, {len(result.data)} observations, reduced χ² {result.reduced_chi2:.3g}",
+        f"fit {result.status} after {result.n_iterations} iterations{bounded}: {result.message}",
+        f"loss (½ Σ r²) {result.loss:.6g}, {len(result.data)} observations, reduced χ² {result.reduced_chi2:.3g}"
+        + chi2,
         "",
-        f"{'parameter':<14}{'estimate':>13}{'std. error':>13}{'rel. SE':>9}{'initial':>12}   bounds",
+        f"{'parameter':<{w}}{'estimate':>13}{'std. error':>13}{'rel. SE':>9}{'initial':>12}   bounds",
     ]
     for i, name in enumerate(result.names):
         value, se = result.estimate[i], result.std_error[i]
         rel = f"{se / abs(value):.1%}" if np.isfinite(se) and value else "—"
         lines.append(
-            f"{name:<14}{value:>13.6g}{se:>13.4g}{rel:>9}{result.initial[i]:>12.6g}   "
-            f"[{result.lower[i]:g}, {result.upper[i]:g}]"
+            f"{name:<{w}}{value:>13.6g}{se:>13.4g}{rel:>9}{result.initial[i]:>12.6g}   "
+            f"[{result.lower[i]:g}, {result.upper[i]:g}]" + ("   AT BOUND" if name in at_bound else "")
         )
     pairs = strongest_pairs(result.correlation, 5)
     if pairs:
@@ -181,15 +275,13 @@ def _write_posterior(fit, result) -> None:
 
 
 def write_calibration(target: OutputTarget, result, argv) -> str:
-    """Write a calibration's ``result`` at ``target.current``, then move it onto its name."""
+    """Write a calibration's ``result`` at ``target.current`` (:func:`_guarded`), then move it onto its name."""
     spec = result.calibration.spec
     first = next(iter(spec.arms.values()))
-    with h5py.File(target.current, "w") as h5:
+    with _guarded(target) as h5:
         provenance = {k: v for k, v in _metadata(first, argv, target).items() if k not in _PER_ARM}
         h5.attrs.update({**provenance, "schema": CALIBRATION_FORMAT, "config": spec.text})
         minimum = result.minimum
-        h5.attrs.update(status=minimum.status, converged=minimum.converged, n_iterations=minimum.n_iterations,
-                        loss=minimum.loss, message=minimum.message, method=spec.uncertainty.method)  # fmt: skip
         fit = h5.create_group("fit")
         _strings(fit, "parameters", result.names)
         u = result.calibration.unknowns
@@ -209,7 +301,9 @@ def write_calibration(target: OutputTarget, result, argv) -> str:
             group = h5.create_group(f"fit/arms/{arm}")
             group.attrs.update(config=config.text, path=config.source, dt=config.time.dt)
             group.attrs["grid_affine"] = config.grid.world_affine().ravel()
-    return str(target.finish("complete"))
+        h5.attrs.update(status=minimum.status, converged=minimum.converged, n_iterations=minimum.n_iterations,
+                        loss=minimum.loss, message=minimum.message, method=spec.uncertainty.method)  # fmt: skip
+    return _finish(target)
 
 
 def calibration_summary(result) -> str:

@@ -12,6 +12,13 @@ only as far as its group's last observation, with the fields saved at the end on
 two-level checkpointed steps, about ``√(F · steps)`` states (``F ≤`` :data:`MAX_FRAMES`), whatever
 the run's save interval; the rollout checks positivity and finiteness at the end of every frame.
 
+A datum between steps ``k`` and ``k + 1`` (``t = (k + w)·dt``) is compared with the series interpolated
+linearly in time, ``ŷ = ŷ_k + w·(ŷ_{k+1} − ŷ_k)`` (exactly ``ŷ_k`` on the step grid, ``w = 0``).
+
+A fitted ``"initial.KEY"`` (an ``initial_keys`` entry of the model) rebuilds each arm's initial state in
+the traced program from the closed form ``Model.initial_state_at`` of the arm's initial values (a traced
+input, so arms with other seeds share the group), with the fitted value in place of the arm's own.
+
 Residuals (dimensionless) of observation ``i`` with prediction ``ŷ_i``:
 
 .. math::  r_i = (ŷ_i − y_i)/σ_i \\ (\\text{normal}),\\qquad r_i = (\\log ŷ_i − \\log y_i)/σ_i \\ (\\text{lognormal}),
@@ -25,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import equinox as eqx
@@ -37,6 +44,9 @@ from tumorfield_kernels import RESULTS, SaveAt, SqrtCheckpointed, simulate
 from ..problem import Observer, Problem
 from ._data import Observations
 from ._transform import with_values
+
+INITIAL = "initial."
+"""Prefix of a fitted name that is an ``[initial]`` key of the model (``"initial.radius"``)."""
 
 ARM_AXIS = "arm"  # the vmap axis of a group's arms: they decide together whether a step is sub-cycled
 
@@ -58,6 +68,8 @@ class Group:
     frames: int
     steps_per_frame: int
     rows: tuple[np.ndarray, ...]
+    initial_at: Callable | None = None
+    """``Model.initial_state_at`` of the arms' model where an initial key is fitted, else None."""
 
     @property
     def dt(self) -> float:
@@ -82,12 +94,18 @@ class Group:
         numerics = self.problem.numerics.forward_mode()
         return dataclasses.replace(self, problem=eqx.tree_at(lambda p: p.numerics, self.problem, numerics))
 
-    def series(self, names, theta, leaves, initial):
+    def series(self, names, theta, leaves, initial, seed):
         """Every observable after every step 0…n of one arm (the ``leaves`` of its problem's arrays) at
-        ``theta`` (``(obs, n + 1)``, float64 with x64), and whether the run succeeded."""
+        ``theta`` (``(obs, n + 1)``, float64 with x64), and whether the run succeeded. ``seed``: the arm's
+        initial values (``Model.initial_values``), from which fitted initial keys rebuild ``initial``."""
         dynamic, static = eqx.partition(self.problem, eqx.is_array)
         problem = eqx.combine(jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(dynamic), leaves), static)
-        params = with_values(problem.params, names, theta)
+        own = [i for i, n in enumerate(names) if not n.startswith(INITIAL)]
+        params = with_values(problem.params, [names[i] for i in own], [theta[i] for i in own])
+        if self.initial_at is not None:
+            fitted = {n[len(INITIAL) :]: theta[i] for i, n in enumerate(names) if n.startswith(INITIAL)}
+            values = {k: jnp.asarray(fitted.get(k, v)).astype(jnp.result_type(float)) for k, v in seed.items()}
+            initial, params = self.initial_at(values, params, problem.grid)
         traj = simulate(
             problem.system, problem.grid, initial, t_end=self.n_steps * self.dt, dt=self.dt, params=params,
             numerics=problem.numerics, saveat=SaveAt(every=self.steps_per_frame * self.dt, observe=problem.observe),
@@ -138,17 +156,22 @@ def make_groups(arms: Mapping, data: Observations, names, theta0) -> tuple[list[
         rows = tuple(data.rows(m) for m in members)
         picked = np.concatenate(rows)
         observables = tuple(sorted(str(name) for name in set(data.observable[picked])))
-        frames, per_frame = _frames(data.step[picked])
+        frames, per_frame = _frames(data.last_step[picked])
         template = problems[members[0]].without_initial()
         if len(members) == 1:  # not vmapped (_each_arm): no axis to decide the sub-cycling over
             template = _arm_problem(arms[members[0]], None, axis_name=None).without_initial()
         template = eqx.tree_at(lambda p: p.observe, template, Observer(template.observe.fn, template.grid, observables))
-        group = Group(tuple(members), template, observables, frames, per_frame, rows)
+        seeded = any(n.startswith(INITIAL) for n in names)
+        initial_at = type(arms[members[0]].model).initial_state_at if seeded else None
+        group = Group(tuple(members), template, observables, frames, per_frame, rows, initial_at)
         starts = []
+        own = [i for i, n in enumerate(names) if not n.startswith(INITIAL)]
         for m in members:
-            problem = problems[m]
-            problem = eqx.tree_at(lambda p: p.params, problem, with_values(problem.params, names, theta0))
-            starts.append((jax.tree_util.tree_leaves(problem.arrays()), problem.y0))
+            problem, config = problems[m], arms[m]
+            params = with_values(problem.params, [names[i] for i in own], [theta0[i] for i in own])
+            problem = eqx.tree_at(lambda p: p.params, problem, params)
+            seed = config.model.initial_values(config.grid) if seeded else {}
+            starts.append((jax.tree_util.tree_leaves(problem.arrays()), problem.y0, seed))
         groups.append(group)
         arrays.append(group_arrays(group, data, starts))
     return groups, arrays
@@ -159,7 +182,8 @@ def _padded(values: list[np.ndarray], width: int, fill) -> np.ndarray:
 
 
 def group_arrays(group: Group, data: Observations, starts) -> dict:
-    """The traced inputs of a group: stacked problem arrays and initial states, padded data ``(arms, rows)``."""
+    """The traced inputs of a group: stacked problem arrays, initial states and initial values (``seed``), padded
+    data ``(arms, rows)``: observable index, step ``k``, weight ``w`` of step ``k + 1``, value, sigma."""
     width = max(len(r) for r in group.rows)
     index = [np.searchsorted(group.observables, data.observable[r]).astype(np.int32) for r in group.rows]
 
@@ -169,8 +193,10 @@ def group_arrays(group: Group, data: Observations, starts) -> dict:
     return {
         "problem": jax.tree_util.tree_map(stack, *[s[0] for s in starts]),
         "initial": jax.tree_util.tree_map(stack, *[s[1] for s in starts]),
+        "seed": jax.tree_util.tree_map(stack, *[s[2] for s in starts]),
         "index": _padded(index, width, 0),
         "step": _padded([data.step[r].astype(np.int32) for r in group.rows], width, 0),
+        "weight": _padded([data.weight[r] for r in group.rows], width, 0.0),
         "value": _padded([data.value[r] for r in group.rows], width, 1.0),
         "sigma": _padded([data.sigma[r] for r in group.rows], width, 1.0),
     }
@@ -192,14 +218,23 @@ def residual(prediction, value, sigma, lognormal: bool):
     return (prediction - value) / sigma
 
 
-def _each_arm(fn, arrays, initial):
-    """``jax.vmap(fn)(arrays, initial)`` over a group's arms; a group of one arm is not vmapped
+def _each_arm(fn, arrays, initial, seed):
+    """``jax.vmap(fn)(arrays, initial, seed)`` over a group's arms; a group of one arm is not vmapped
     (the same values, but tracing and lowering the fit's iteration under ``vmap`` took ~35 % longer:
     11–14 s against 8–10 s for the PTX arm at 32² on a 2-core CPU)."""
     if jax.tree_util.tree_leaves(initial)[0].shape[0] > 1:
-        return jax.vmap(fn, axis_name=ARM_AXIS)(arrays, initial)
-    out = fn(*jax.tree_util.tree_map(lambda x: x[0], (arrays, initial)))
+        return jax.vmap(fn, axis_name=ARM_AXIS)(arrays, initial, seed)
+    out = fn(*jax.tree_util.tree_map(lambda x: x[0], (arrays, initial, seed)))
     return jax.tree_util.tree_map(lambda x: x[None], out)
+
+
+def interpolated(values, arm, index, step, weight):
+    """``values[arm, index, step]``, or between steps ``ŷ_k + w·(ŷ_{k+1} − ŷ_k)`` where ``weight`` ``w > 0``
+    (``values``: ``(arms, obs, n + 1)``; NumPy or JAX arrays)."""
+    xp = jnp if isinstance(values, jax.Array) else np
+    last = values.shape[-1] - 1
+    lo, hi = values[arm, index, step], values[arm, index, xp.minimum(step + 1, last)]
+    return xp.where(weight > 0, lo + weight * (hi - lo), lo)
 
 
 def evaluate(groups, arrays, names, theta, lognormal: bool):
@@ -208,9 +243,10 @@ def evaluate(groups, arrays, names, theta, lognormal: bool):
     each group's ``(arms, obs, n + 1)`` series."""
     out, good, series = [], [], []
     for group, arr in zip(groups, arrays, strict=True):
-        values, ok = _each_arm(lambda a, s, g=group: g.series(names, theta, a, s), arr["problem"], arr["initial"])
+        values, ok = _each_arm(lambda a, s, d, g=group: g.series(names, theta, a, s, d), arr["problem"],
+                               arr["initial"], arr["seed"])  # fmt: skip
         arm = jnp.arange(len(group.arms))[:, None]
-        prediction = values[arm, arr["index"], arr["step"]]
+        prediction = interpolated(values, arm, arr["index"], arr["step"], arr["weight"])
         r = residual(prediction, arr["value"], arr["sigma"], lognormal)
         out.append(r[group.mask])
         good.append(ok)

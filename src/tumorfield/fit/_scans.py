@@ -110,6 +110,9 @@ def load_scans(spec, problems: dict) -> tuple[Scan, ...]:
         if image.field not in system.fields or image.field in system.scalars:
             fields = [f for f in system.fields if f not in system.scalars]
             raise ConfigError(f"{where}.field", image.field, f"must be a grid field of the arm's model: {fields}")
+        t_end = spec.arms[image.arm].time.t_end
+        if not 0 < image.t <= t_end * (1 + 1e-9):  # first: t/dt is then finite
+            raise ConfigError(f"{where}.t", image.t, f"must lie in (0, {t_end}] day (time.t_end of arm {image.arm!r})")
         step = round(image.t / dt)
         if step < 1 or abs(step * dt - image.t) > 1e-9 * max(1.0, image.t):
             raise ConfigError(f"{where}.t", image.t, f"must be a positive whole number of the arm's steps (dt = {dt})")

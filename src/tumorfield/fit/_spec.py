@@ -19,13 +19,13 @@ and the rule. The arms' run configs are loaded by :func:`tumorfield.config.load`
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import config as cfg
+from .._inputs import read_toml
 from .._schema import REQUIRED, ConfigError, check_section, key, one_of, positive, section, section_keys
 from ..config._loader import _parse_override
 from ..config._toml import to_toml
@@ -37,6 +37,11 @@ def _tables_rule(where: str):
         return f"{where}[{bad[0]}] must be a table ([[{where}]])" if bad else None
 
     return rule
+
+
+def _tables_rule_named(value) -> str | None:
+    bad = [name for name, entry in value.items() if not isinstance(entry, dict)]
+    return f"{bad[0]} must be a table {{ scale = …, units = … }}" if bad else None
 
 
 def _arms_rule(value) -> str | None:
@@ -88,7 +93,20 @@ class FitSection:
         positive,
     )
     max_linesearch_steps: int = key(20, "", "Largest number of trials of one line search.", positive)
-    parameters: dict = key({}, "", "Parameter name → { init, lower, upper } (natural units).", _parameters_rule)
+    parameters: dict = key(
+        {},
+        "",
+        "Parameter name → { init, lower, upper } (natural units); also an "
+        '[initial] key of the model, "initial.KEY" (docs/fitting.md).',
+        _parameters_rule,
+    )
+    observables: dict = key(
+        {},
+        "",
+        "Observable name → { scale, units }: its data are scale × the model's "
+        "observable (docs/fitting.md, Units); scalar fits only.",
+        _tables_rule_named,
+    )
     images: list = key([], "", "`[[fit.images]]`: the scans (docs/calibration.md).", _tables_rule("fit.images"))
     origin: dict = key({}, "", "`[fit.origin]`: the unknown initial tumour of one field (docs/calibration.md).")
     maps: dict = key({}, "", "`[fit.maps]`: spatially varying parameters with a Gaussian prior (docs/calibration.md).")
@@ -180,6 +198,14 @@ class FitParameter:
     upper: float = key(None, "as the parameter", "Upper bound; default: the documented range's, if finite.")
 
 
+@section
+class FitObservable:
+    """One entry of ``[fit.observables]``: the data of this observable are ``scale ×`` the model's value."""
+
+    scale: float = key(1.0, "as units", "Factor from the model's observable to the data's quantity.", positive)
+    units: str = key("", "", 'Units of scale (pint), e.g. "mm" for a slab thickness; "": dimensionless.')
+
+
 @dataclass(frozen=True)
 class FitSpec:
     """A checked fit file: the typed ``[fit]`` section, its parameters, the arms' run configs."""
@@ -196,6 +222,7 @@ class FitSpec:
     uncertainty: FitUncertainty = dataclasses.field(default_factory=FitUncertainty)
     arm_overrides: tuple[str, ...] = ()
     """The ``--set`` items applied to every arm's run config (a coarser grid of a continuation adds one)."""
+    observables: dict[str, FitObservable] = dataclasses.field(default_factory=dict)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -214,12 +241,7 @@ def _split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def _document(path: Path, overrides: Sequence[str]) -> dict[str, Any]:
-    try:
-        document = tomllib.loads(path.read_text())
-    except OSError as error:
-        raise ConfigError("(file)", str(path), f"cannot be read: {error.strerror}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError("(TOML syntax)", None, str(error)) from None
+    document = read_toml(path)  # a regular file of at most 1 MiB of UTF-8 TOML, not nested too deeply
     for item in overrides:
         _, name, value = _parse_override(item)
         document.setdefault("fit", {})[name] = value
@@ -250,6 +272,7 @@ def _checked(values: dict[str, Any]):
     origin = _sub("fit.origin", FitOrigin, fit.origin) if fit.origin else None
     maps = {name: _sub(f"fit.maps.{name}", FitMap, e) for name, e in fit.maps.items()}
     uncertainty = _sub("fit.uncertainty", FitUncertainty, fit.uncertainty)
+    observables = {name: _sub(f"fit.observables.{name}", FitObservable, e) for name, e in fit.observables.items()}
     if not (images or origin or maps):
         if not fit.data:
             raise ConfigError("fit.data", fit.data, "is required (a CSV of observations), or give [[fit.images]]")
@@ -264,7 +287,7 @@ def _checked(values: dict[str, Any]):
         raise ConfigError("fit.continuation", fit.continuation, "is for calibrations from scans ([[fit.images]])")
     if origin is not None:
         _check_origin_keys(fit.origin, origin)
-    return fit, parameters, images, origin, maps, uncertainty
+    return fit, parameters, images, origin, maps, uncertainty, observables
 
 
 def _check_origin_keys(raw: dict, origin: FitOrigin) -> None:
@@ -288,13 +311,13 @@ def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> FitSpec:
     mine, for_arms = _split_overrides(overrides)
     try:
         values = check_section("fit", _document(path, mine).get("fit", {}), section_keys(FitSection))
-        fit, parameters, images, origin, maps, uncertainty = _checked(values)
+        fit, parameters, images, origin, maps, uncertainty, observables = _checked(values)
     except ConfigError as error:
-        raise error.in_file(str(path)) from None
+        raise (error if error.file else error.in_file(str(path))) from None
     base = path.parent
     arms = {name: cfg.load(base / arm_path, for_arms) for name, arm_path in fit.arms.items()}
     images = tuple(dataclasses.replace(image, file=str((base / image.file).resolve())) for image in images)
     data_path = base / fit.data if fit.data else None
     text = _resolved_text(values, parameters)
     return FitSpec(str(path), fit, parameters, arms, data_path, text, images, origin, maps, uncertainty,
-                   tuple(for_arms))  # fmt: skip
+                   tuple(for_arms), observables)  # fmt: skip

@@ -132,6 +132,8 @@ def with_values(params, names: Sequence[str], values):
     Dict parameters are updated, Modules rebuilt with ``eqx.tree_at`` (which skips range
     checks: keep ``values`` inside the ranges, as :class:`Bounds` does).
     """
+    if not len(names):
+        return params
     leaves = [params[n] if isinstance(params, Mapping) else getattr(params, n) for n in names]
     cast = [jnp.asarray(v).astype(jnp.result_type(leaf)) for v, leaf in zip(values, leaves, strict=True)]
     if isinstance(params, Mapping):

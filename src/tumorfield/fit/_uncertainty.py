@@ -16,6 +16,7 @@ the model is close to linear in ``θ`` over ±SE.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,6 +59,28 @@ def from_hessian(hessian: np.ndarray, residuals: np.ndarray) -> Uncertainty:
     np.fill_diagonal(correlation, 1.0)
     chi2 = float(np.sum(np.square(residuals)))
     return Uncertainty(std_error, correlation, hessian, chi2 / (m - n) if m > n else float("nan"))
+
+
+CHI2_LIMIT = 4.0
+"""A reduced χ² above this says the model or the sigmas do not describe the data: with right sigmas and
+``m − n ≥ 10`` degrees of freedom its 99.9 % quantile is below 3."""
+
+
+def chi2_limit(dof: int) -> float:
+    """The reduced χ² above which :func:`fit_warnings` warns: :data:`CHI2_LIMIT`, or 1 + 4 standard deviations
+    of the reduced χ² (``√(2/dof)``) where that is larger (fewer than 4 degrees of freedom), so that chance
+    alone rarely trips it."""
+    return max(CHI2_LIMIT, 1.0 + 4.0 * math.sqrt(2.0 / dof)) if dof > 0 else math.inf
+
+
+def fit_warnings(reduced_chi2: float, m: int, n: int) -> list[str]:
+    """The goodness-of-fit warning: the reduced χ² of ``m`` observations and ``n`` parameters ≫ 1."""
+    limit = chi2_limit(m - n)
+    if not (math.isfinite(reduced_chi2) and reduced_chi2 > limit):
+        return []
+    return [f"reduced χ² {reduced_chi2:.3g} > {limit:.3g}: the model or the sigmas do not describe these data "
+            f"(misfit √χ²ᵣ ≈ {math.sqrt(reduced_chi2):.2g} sigmas per observation; check units, scales and sigmas) — "
+            "the standard errors assume they do"]  # fmt: skip
 
 
 def warnings(names, estimate, uncertainty: Uncertainty) -> list[str]:

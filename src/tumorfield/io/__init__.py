@@ -2,10 +2,12 @@
 
 :func:`open_trajectory` is the one reader of the format (layout in
 :mod:`tumorfield.io._reader`); analysis scripts need nothing else of tumorfield.
-The writer (:mod:`tumorfield.io._writer`) is internal to ``tumorfield run``.
+The writer (:mod:`tumorfield.io._writer`) is internal to ``tumorfield run``; :func:`write_trajectory`
+writes a run made through the API (``tumorfield.simulate``) in the same format.
 Images (NIfTI) in and out: :func:`read_image`, :func:`write_nifti` (:mod:`tumorfield.io._image`).
 """
 
+from ._api_run import write_trajectory as write_trajectory
 from ._image import ImageError as ImageError
 from ._image import InputImage as InputImage
 from ._image import check_probability as check_probability
@@ -35,5 +37,6 @@ __all__ = [
     "open_trajectory",
     "read_image",
     "write_nifti",
+    "write_trajectory",
     "write_xdmf",
 ]

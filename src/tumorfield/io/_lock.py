@@ -77,8 +77,11 @@ class OutputLock:
                 os.close(fd)
                 raise FileBusy(errno.EBUSY, f"{target} is being written by {holder}") from None
             if _same_file(fd, path):  # not unlinked by a releasing holder in the meantime
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, f"{os.getpid()}@{socket.gethostname()}\n".encode(), 0)
+                try:  # the holder's name, for a refusal only: a full disk does not stop the lock
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, f"{os.getpid()}@{socket.gethostname()}\n".encode(), 0)
+                except OSError:
+                    pass
                 return cls(path, fd)
             os.close(fd)
 
@@ -97,6 +100,24 @@ class OutputLock:
     @property
     def held(self) -> bool:
         return self._fd >= 0
+
+
+def is_locked(output: str | os.PathLike) -> bool:
+    """Whether a live process holds the output lock of ``output`` (:class:`OutputLock`), asked without
+    creating anything: a sidecar left by a killed writer is not locked. (The probe holds a shared lock
+    for a moment; a writer acquiring the lock in that moment is refused as busy.)"""
+    path = lock_path(output)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as error:
+        return error.errno not in _UNSUPPORTED
+    finally:
+        os.close(fd)
+    return False
 
 
 def _same_file(fd: int, path: Path) -> bool:

@@ -33,16 +33,19 @@ also per frame under its own name) are read the same way. Only the first ``n_com
 frames (and ``n_scalars_committed`` samples of ``/scalars``) are valid: after a ``kill -9``
 datasets can be longer. The reader never returns anything past them. The commit protocol
 that guarantees this is described in :mod:`tumorfield.io._writer`. Opening checks the
-label (its checkpoint slot, its counters, the run attributes against ``meta_sha256``);
+label (its checkpoint slot, its counters, the run attributes against ``meta_sha256``) and,
+before any dataset is read, every dataset's shape against the grid and the stored config
+(:func:`_check_layout`: a crafted file cannot make a reader allocate what its grid and config
+do not plan);
 :meth:`StoredTrajectory.checkpoint` checks the state it returns and
 :meth:`StoredTrajectory.verify` every committed frame and sample.
 """
 
 from __future__ import annotations
 
+import math
 import operator
 import os
-import tomllib
 from collections.abc import Iterator, Mapping
 from functools import cached_property
 from typing import Any
@@ -51,6 +54,8 @@ import h5py
 import numpy as np
 from tumorfield_kernels import Grid
 
+from .._inputs import parse_toml
+from .._schema import LIMITS
 from ._guard import GuardedFile, has_pending_journal
 from ._label import AXES as _AXES
 from ._label import (
@@ -59,6 +64,7 @@ from ._label import (
     DamagedTrajectory,
     Label,
     Streams,
+    frame_names,
     read_label,
     verified_state,
     verified_streams,
@@ -144,7 +150,9 @@ def _open_checked(path: str) -> tuple[h5py.File, Label]:
     try:
         why = _problem(h5, path)
         if why is None:
-            return h5, read_label(h5, path)
+            label = read_label(h5, path)
+            _check_layout(h5, path, label)
+            return h5, label
     except NotATrajectory:
         h5.close()
         raise
@@ -153,6 +161,123 @@ def _open_checked(path: str) -> tuple[h5py.File, Label]:
         raise _damaged(path, error) from None
     h5.close()
     raise NotATrajectory(why)
+
+
+_CHUNK_BYTES = 2**20
+"""Largest HDF5 chunk of a per-frame or per-step dataset beyond one frame (the writer's are one frame,
+or 1024 and 4096 values): reading one frame never decompresses more than this or that frame."""
+
+
+def _stored_config(h5: h5py.File, path: str) -> dict:
+    """The stored config (the root attribute ``config``) parsed; ``{}`` if there is none."""
+    text = _text(h5.attrs.get("config", ""))
+    if not isinstance(text, str):
+        raise DamagedTrajectory(f"{path}: damaged tumorfield trajectory (attribute 'config' is not text)")
+    try:
+        return parse_toml(text)
+    except ValueError as error:
+        raise DamagedTrajectory(f"{path}: damaged tumorfield trajectory (attribute 'config' is not valid TOML: "
+                                f"{error})") from None  # fmt: skip
+
+
+def _planned(config: dict, path: str) -> tuple[int, int]:
+    """``(frames, samples)`` the stored ``config`` plans (``[time]``: ``t_end / save_every + 1`` frames,
+    ``t_end / dt + 1`` per-step samples); the limits of any run where its ``[time]`` is incomplete."""
+    frames, samples = LIMITS["frames"], LIMITS["steps"] + 1
+    time = config.get("time")
+    values = [time.get(key) if isinstance(time, dict) else None for key in ("t_end", "dt", "save_every")]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return frames, samples
+    t_end, dt, save_every = (float(v) for v in values)
+    with np.errstate(all="ignore"):
+        steps, per_save = np.round(np.divide([t_end, save_every], dt)) if dt > 0 else (np.nan, np.nan)
+    if not (np.isfinite(steps) and np.isfinite(per_save) and 1 <= per_save and 0 <= steps < samples):
+        raise DamagedTrajectory(f"{path}: damaged tumorfield trajectory (the stored config's [time] plans no run "
+                                f"of at most {LIMITS['steps']:,} steps: t_end = {t_end}, dt = {dt}, "
+                                f"save_every = {save_every})")  # fmt: skip
+    return min(frames, int(steps) // int(per_save) + 1), int(steps) + 1
+
+
+def _configured_shape(config: dict) -> tuple[int, ...] | None:
+    """``grid.shape`` of the stored config, if it gives one (a grid from an image does not)."""
+    grid = config.get("grid")
+    shape = grid.get("shape") if isinstance(grid, dict) else None
+    ok = isinstance(shape, list) and shape and all(isinstance(n, int) and not isinstance(n, bool) for n in shape)
+    return tuple(shape) if ok else None
+
+
+def _check_layout(h5: h5py.File, path: str, label: Label) -> None:
+    """Refuse, before any dataset is read, a file whose datasets the reader could not read in bounded
+    memory and time: the grid (the cell-centre axes) within the limits of a run and equal to the stored
+    config's ``grid.shape``; every per-frame dataset ``(T,)`` or ``(T, *grid)`` and every per-step one
+    ``(S,)``, with ``T`` ≤ the frames and ``S`` ≤ the steps + 1 the config plans, ``n_committed`` ≤ T
+    and ``n_scalars_committed`` ≤ S; constants and checkpoint arrays of the grid's shape (or ``()``);
+    plain numbers; chunks of at most one frame or 1 MiB; every committed frame's chunks stored (an
+    unallocated dataset reads as its fill value, of any size). A :class:`DamagedTrajectory` names the
+    dataset and the rule."""
+    config = _stored_config(h5, path)
+    frames, samples = _planned(config, path)
+
+    def refuse(what: str) -> DamagedTrajectory:
+        return DamagedTrajectory(f"{path}: damaged tumorfield trajectory ({what})")
+
+    if label.n > frames or label.s > samples:
+        count, value, limit = ("frames", label.n, frames) if label.n > frames else ("samples", label.s, samples)
+        key = "n_committed" if count == "frames" else "n_scalars_committed"
+        raise refuse(f"{key} = {value:,}: more than the {limit:,} {count} its config plans")
+    grid = []
+    for axis in (a for a in _AXES if a in h5):
+        ds = _numeric(h5[axis], refuse)
+        if ds.ndim != 1 or not 2 <= ds.shape[0] <= LIMITS["axis_cells"]:
+            raise refuse(f"dataset /{axis} has shape {ds.shape}; a grid axis has 2 to {LIMITS['axis_cells']:,} cells")
+        _stored(ds, ds.shape[0], refuse)
+        grid.append(ds.shape[0])
+    grid = tuple(grid)
+    if math.prod(grid) > LIMITS["cells"]:
+        raise refuse(f"the grid {grid} has {math.prod(grid):,} cells; at most {LIMITS['cells']:,}")
+    configured = _configured_shape(config)
+    if configured is not None and configured != grid:
+        raise refuse(f"the grid axes give the shape {grid}, the stored config grid.shape = {list(configured)}")
+    series = [(h5[name], frames, label.n) for name in ("t", *frame_names(h5))]
+    series += [(ds, samples, label.s) for ds in h5["scalars"].values()]
+    for ds, most, committed in series:
+        ds = _numeric(ds, refuse)
+        if ds.ndim not in (1, 1 + len(grid)) or (ds.ndim > 1 and ds.shape[1:] != grid):
+            raise refuse(f"dataset {ds.name} has shape {ds.shape}; a series is (T,) or (T, *grid) with the grid {grid}")
+        if ds.shape[0] > most:
+            raise refuse(f"dataset {ds.name} has {ds.shape[0]:,} rows, more than the {most:,} its config plans")
+        row = ds.dtype.itemsize * math.prod(ds.shape[1:])
+        if ds.chunks is not None and math.prod(ds.chunks) * ds.dtype.itemsize > max(row, _CHUNK_BYTES):
+            raise refuse(f"dataset {ds.name} has chunks {ds.chunks}, larger than one frame and than 1 MiB")
+        _stored(ds, committed, refuse)
+    fixed = list(h5["constant"].values()) if "constant" in h5 else []
+    fixed += [ds for slot in h5["checkpoint"].values() if isinstance(slot, h5py.Group) for ds in slot.values()]
+    for ds in fixed:
+        ds = _numeric(ds, refuse)
+        if ds.shape not in ((), grid):
+            raise refuse(f"dataset {ds.name} has shape {ds.shape}; the grid is {grid}")
+        _stored(ds, ds.shape[0] if ds.shape else 1, refuse)
+
+
+def _numeric(ds, refuse) -> h5py.Dataset:
+    """``ds`` if it is a dataset of plain numbers (no strings, records or array elements)."""
+    if not isinstance(ds, h5py.Dataset):
+        raise refuse(f"{ds.name} is not a dataset")
+    if ds.dtype.kind not in "biuf" or ds.dtype.itemsize > 8 or ds.dtype.shape != ():
+        raise refuse(f"dataset {ds.name} has dtype {ds.dtype}; plain numbers of at most 8 bytes are stored")
+    return ds
+
+
+def _stored(ds: h5py.Dataset, rows: int, refuse) -> None:
+    """Refuse ``ds`` unless its first ``rows`` rows are in the file (chunks allocated, or contiguous storage)."""
+    if not ds.shape or ds.chunks is None:
+        if ds.id.get_storage_size() < (ds.nbytes if rows else 0):
+            raise refuse(f"dataset {ds.name} stores {ds.id.get_storage_size():,} of its {ds.nbytes:,} bytes")
+        return
+    needed = -(-rows // ds.chunks[0]) * math.prod(-(-n // c) for n, c in zip(ds.shape[1:], ds.chunks[1:], strict=True))
+    if ds.id.get_num_chunks() < needed:
+        raise refuse(f"dataset {ds.name} stores {ds.id.get_num_chunks():,} of the {needed:,} chunks of its "
+                     f"{rows:,} committed rows")  # fmt: skip
 
 
 def grid_from(axes, coordinates: Mapping[str, np.ndarray], affine=None) -> Grid:
@@ -455,6 +580,11 @@ class StoredTrajectory:
         message = self.metadata.get("message")
         return str(message) if message else None
 
+    @property
+    def warnings(self) -> list[str]:
+        """What the run warned about, once each (root attribute ``warnings``, one per line; [] if none)."""
+        return [line for line in str(self.metadata.get("warnings") or "").splitlines() if line.strip()]
+
     @cached_property
     def grid(self) -> Grid:
         """The run's :class:`Grid`: shape and box from the cell centres, the affine from the root
@@ -474,8 +604,8 @@ class StoredTrajectory:
 
     @cached_property
     def config(self) -> dict[str, Any]:
-        """:attr:`config_text` parsed with :mod:`tomllib`."""
-        return tomllib.loads(self.config_text)
+        """:attr:`config_text` parsed (:func:`tumorfield._inputs.parse_toml`: nesting bounded)."""
+        return parse_toml(self.config_text)
 
     @property
     def verifiable(self) -> bool:

@@ -51,7 +51,7 @@ __all__ = ["FORMAT", "STATUSES", "FileBusy", "StorageError", "TrajectoryFile"]
 STATUSES = ("running", "complete", "interrupted", "failed")
 _STATUS_DTYPE = "S16"  # fixed size: rewritten in place, never reallocated
 _DIGEST_DTYPE = "S64"
-_TEXT_ATTRIBUTES = ("message", "resumed")
+_TEXT_ATTRIBUTES = ("message", "resumed", "warnings")
 """Variable-length strings, created empty: rewriting one changes its heap object, never the object
 header's layout (which adding or deleting an attribute may reorganise, around the label)."""
 
@@ -224,14 +224,15 @@ def _create_checkpoint(h5, *, grid, system, model, state_dtypes) -> None:
             _describe(ds, units, f"checkpoint of {long_name}", grid.ndim)
 
 
-def _root_attributes(h5: h5py.File, metadata: Mapping[str, Any]) -> None:
-    """The label and status attributes first (fixed size, in the first object-header chunk), then ``metadata``."""
+def _root_attributes(h5: h5py.File, metadata: Mapping[str, Any], warnings=()) -> None:
+    """The label and status attributes first (fixed size, in the first object-header chunk), then ``metadata``;
+    ``warnings`` (one per line) is the initial value of that text attribute."""
     h5.attrs["schema"] = FORMAT
     h5.attrs.create("n_committed", np.int64(0))
     h5.attrs.create("n_scalars_committed", np.int64(0))
     h5.attrs.create("status", np.array(b"running", dtype=_STATUS_DTYPE))
     for key in _TEXT_ATTRIBUTES:
-        h5.attrs.create(key, _text(""))
+        h5.attrs.create(key, _text("\n".join(warnings) if key == "warnings" else ""))
     for key, value in metadata.items():
         if key not in h5.attrs:
             h5.attrs[key] = value
@@ -307,9 +308,10 @@ class TrajectoryFile:
         constant_fields: Mapping[str, tuple[np.ndarray, str, str]] | None = None,
         fields: tuple[str, ...] | None = None,
         lock: OutputLock | None = None,
+        warnings: tuple[str, ...] = (),
     ) -> TrajectoryFile:
         """Create ``path`` (which must not exist) with no frames committed, under the output ``lock``
-        (taken here if not given).
+        (taken here if not given); ``warnings``: the root attribute's first value (one per line).
 
         ``fields`` (default: every field of ``system``) get per-frame datasets, except the ODE
         variables an observable of ``scalar_names`` records every step (:func:`carried_variables`:
@@ -322,7 +324,7 @@ class TrajectoryFile:
         try:
             guard = GuardedFile(path, create=True)
             h5 = h5py.File(guard, "w", userblock_size=USERBLOCK)
-            _root_attributes(h5, metadata)
+            _root_attributes(h5, metadata, warnings)
             t, axes = _create_axes(h5, grid)
             carried = carried_variables(model, scalar_names)
             fields = tuple(f for f in (system.fields if fields is None else fields) if f not in carried)
@@ -443,12 +445,23 @@ class TrajectoryFile:
         slot.attrs.modify("t", np.float64(t))
         return free
 
-    def set_status(self, status: str, message: str | None = None, *, resumed: str | None = None) -> None:
-        """Rewrite ``status`` (and ``message``, ``resumed``) in place and flush."""
+    @property
+    def warnings(self) -> list[str]:
+        """The root attribute ``warnings``, one warning per line ([] if none, or a file without it)."""
+        text = self.h5.attrs.get("warnings", b"")
+        text = text.decode() if isinstance(text, bytes) else str(text)
+        return [line for line in text.splitlines() if line.strip()]
+
+    def set_status(self, status: str, message: str | None = None, *, resumed: str | None = None,
+                   warnings=None) -> None:  # fmt: skip
+        """Rewrite ``status`` (and ``message``, ``resumed``, ``warnings``: a list, one per line) in place and
+        flush. ``warnings`` is not written to a file created before the attribute existed (adding an
+        attribute may reorganise the object header around the label)."""
         assert status in STATUSES
         self.h5.attrs.modify("status", np.array(status.encode(), dtype=_STATUS_DTYPE))
         self._flush()  # in place, journaled in the userblock: works on a full disk
-        for key, value in (("message", message), ("resumed", resumed)):
+        lines = None if warnings is None or "warnings" not in self.h5.attrs else "\n".join(warnings)
+        for key, value in (("message", message), ("resumed", resumed), ("warnings", lines)):
             if value is not None:
                 self.h5.attrs.modify(key, _text(value))
         self._flush()
@@ -492,6 +505,19 @@ class TrajectoryFile:
             _abandon(h5, guard, lock if owns_lock else None)
             raise
         return cls(h5, guard, lock, owns_lock, streams)
+
+    def last_state(self, names) -> dict[str, np.ndarray]:
+        """The fields ``names`` of the last commit's state (its checkpoint slot, not verified; {} if none)."""
+        if self._live is None:
+            return {}
+        slot = self.h5["checkpoint"][self._live]
+        return {name: slot[name][()] for name in names if name in slot}
+
+    def first_frame(self, names) -> dict[str, np.ndarray]:
+        """Frame 0 of the per-frame fields among ``names`` ({} before the first commit)."""
+        if self._n == 0:
+            return {}
+        return {name: self.h5[name][0] for name in names if name in self._frame_names}
 
     def checkpoint(self) -> tuple[dict[str, np.ndarray], int]:
         """The full state and step number of the last commit (verified against its digest)."""

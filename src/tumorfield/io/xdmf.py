@@ -18,9 +18,15 @@ def write_xdmf(h5_path: str, xdmf_path: str | None = None) -> str | None:
     field a hyperslab of its ``(T, ...)`` dataset. The coordinates and the constant fields
     (``/constant/<name>``, stored once) are Domain-level items that every frame references,
     so a viewer shows a constant at every time without the file or the sidecar repeating it.
-    Returns the sidecar's path, or None
-    for 1D grids (XDMF has no 1D rectilinear topology).
+    Every reference carries the ``Dimensions`` of the item it points at: VTK's XDMF 2 reader (ParaView's)
+    prints "Dimensions of Attribute not set" once per frame for an attribute whose data item does not
+    say them.
+
+    Returns the sidecar's path, or None — writing none, and removing a sidecar of that name left by an
+    earlier run — for 1D grids (XDMF has no 1D rectilinear topology) and for files that hold no
+    time-dependent field (sweep members that store scalars only: a viewer has nothing to show).
     """
+    default = xdmf_path is None
     xdmf_path = xdmf_path or os.path.splitext(h5_path)[0] + ".xdmf"
     href = os.path.basename(h5_path)
     with open_trajectory(h5_path) as run:
@@ -29,7 +35,9 @@ def write_xdmf(h5_path: str, xdmf_path: str | None = None) -> str | None:
         fields = list(run.field_names)
         dtypes = {name: run.fields[name].dtype for name in fields}
         constants = {name: run.constants[name].dtype for name in run.constants}
-    if len(axes) < 2:
+    if len(axes) < 2 or not fields:
+        if default and os.path.isfile(xdmf_path):
+            os.unlink(xdmf_path)  # it described another run's file of this name
         return None
 
     dims = " ".join(map(str, shape))
@@ -66,9 +74,9 @@ def _hdf_item(parent: ET.Element, source: str, dims: str, dtype: np.dtype, **att
     return item
 
 
-def _reference(parent: ET.Element, name: str) -> ET.Element:
-    """A ``DataItem`` that points at the Domain-level item ``name`` (the data is read once)."""
-    item = ET.SubElement(parent, "DataItem", Reference="XML")
+def _reference(parent: ET.Element, name: str, dims: str) -> ET.Element:
+    """A ``DataItem`` that points at the Domain-level item ``name`` (the data is read once), of shape ``dims``."""
+    item = ET.SubElement(parent, "DataItem", Reference="XML", Dimensions=dims)
     item.text = f'/Xdmf/Domain/DataItem[@Name="{name}"]'
     return item
 
@@ -79,7 +87,7 @@ def _frame(k, time, href, axes, shape, dims, topology_type, fields, dtypes, cons
     ET.SubElement(grid, "Topology", TopologyType=topology_type, Dimensions=dims)
     geometry = ET.SubElement(grid, "Geometry", GeometryType="VXVYVZ" if len(shape) == 3 else "VXVY")
     for name in reversed(axes):
-        _reference(geometry, f"coordinate {name}")
+        _reference(geometry, f"coordinate {name}", str(shape[axes.index(name)]))
     for name in fields:
         attribute = ET.SubElement(grid, "Attribute", Name=name, AttributeType="Scalar", Center="Node")
         hyperslab = ET.SubElement(attribute, "DataItem", ItemType="HyperSlab", Dimensions=dims, Type="HyperSlab")
@@ -94,5 +102,5 @@ def _frame(k, time, href, axes, shape, dims, topology_type, fields, dtypes, cons
         _hdf_item(hyperslab, f"{href}:/{name}", " ".join(map(str, (n, *shape))), dtypes[name])
     for name in constants:
         attribute = ET.SubElement(grid, "Attribute", Name=name, AttributeType="Scalar", Center="Node")
-        _reference(attribute, f"constant {name}")
+        _reference(attribute, f"constant {name}", dims)
     return grid

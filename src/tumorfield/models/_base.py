@@ -56,6 +56,27 @@ class Model(abc.ABC):
     def initial_state(self, grid: Grid) -> dict[str, np.ndarray]:
         """Initial value of every time-dependent field (and scalar variable)."""
 
+    initial_keys: ClassVar[tuple[str, ...]] = ()
+    """``[initial]`` keys (``"radius"``; below a table ``"tumor.radius"``) whose number the initial state is a
+    closed form of, computed by :meth:`initial_state_at` from traced values: a fit may fit them as
+    ``"initial.KEY"``. The default has none."""
+
+    def initial_values(self, grid: Grid) -> dict[str, np.ndarray]:
+        """Every number the closed form of :meth:`initial_state_at` takes (``initial_keys`` among them), in this
+        configuration: arms with other [initial] values share one compiled rollout. Raise
+        :class:`~tumorfield._schema.ConfigError` naming the key where this configuration's initial state is
+        not that closed form (e.g. an image)."""
+        from .._schema import ConfigError
+
+        raise ConfigError("initial", None, f"model {self.name!r} has no initial state in closed form to fit")
+
+    @staticmethod
+    def initial_state_at(values: Mapping[str, Any], params, grid: Grid) -> tuple[dict[str, Any], Any]:
+        """``(initial state, params)`` from ``values`` (those of :meth:`initial_values`, any of them traced):
+        :meth:`initial_state` in JAX, and ``params`` with whatever depends on the initial state. Differentiable
+        in every entry of ``initial_keys``; a function of its arguments alone."""
+        raise NotImplementedError
+
     @staticmethod
     @abc.abstractmethod
     def observe(state, params, t, grid: Grid) -> dict[str, Any]:
@@ -76,6 +97,11 @@ class Model(abc.ABC):
     observables: ClassVar[Mapping[str, Observable]]
     """``{key: Observable(units, long_name)}`` of every key that ``observe`` returns; declared where each is
     computed (:class:`~tumorfield.models.Observables`). The writer refuses a key missing here."""
+
+    confined: ClassVar[tuple[str, ...]] = ()
+    """Fields that start inside the box and should stay away from its walls (the tumour): a run warns,
+    once, where one of them is narrower than 4 cells at t = 0 or ends on a wall of the box at 10 % of its
+    maximum or more (``tumorfield.run._warnings``; the log and the file's ``warnings``)."""
 
     scalar_observables: ClassVar[dict[str, str]] = {}
     """Scalar ODE variable → the key of ``observe`` that returns it unchanged every step: the file

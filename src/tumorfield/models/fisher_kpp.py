@@ -99,7 +99,7 @@ OBSERVABLES = Observables()
 
 
 @OBSERVABLES.declare(
-    tumour_burden=Observable("mm² (2D) or mm³ (3D), density × volume", "tumour burden ∫ u"),
+    tumour_burden=Observable("mm^d, density × volume", "tumour burden ∫ u"),
     max_u=Observable("1", "maximum tumour cell density"),
 )
 def _observe(u, dv: float):
@@ -113,6 +113,7 @@ class FisherKPP(Model):
     section_types: ClassVar[dict[str, type]] = {"parameters": FisherParameters, "initial": FisherInitial}
     fields: ClassVar[dict[str, Field]] = FIELDS
     observables: ClassVar[Observables] = OBSERVABLES
+    confined: ClassVar[tuple[str, ...]] = ("u",)
 
     def __init__(self, sections):
         super().__init__(sections)
@@ -141,6 +142,23 @@ class FisherKPP(Model):
         if self._chemotaxis:
             state["c"] = np.zeros(grid.shape)
         return state
+
+    initial_keys = ("amplitude", "radius")
+
+    def initial_values(self, grid: Grid) -> dict[str, np.ndarray]:
+        init = self.initial
+        centre = init.centre or [side / 2 for side in grid.length]
+        return {"amplitude": np.asarray(init.amplitude, np.float64), "radius": np.asarray(init.radius, np.float64),
+                "centre": np.asarray(centre, np.float64)}  # fmt: skip
+
+    @staticmethod
+    def initial_state_at(values, params, grid: Grid):
+        """The seed ``amplitude · exp(−|x − centre|²/radius²)`` of :meth:`initial_state`, in JAX."""
+        r2 = sum((jnp.asarray(m) - values["centre"][i]) ** 2 for i, m in enumerate(grid.mesh()))
+        state = {"u": values["amplitude"] * jnp.exp(-r2 / values["radius"] ** 2)}
+        if "chi" in params:  # the chemotaxis system (chi > 0): the attractant c starts at 0
+            state["c"] = jnp.zeros(grid.shape, r2.dtype)
+        return state, params
 
     @staticmethod
     def observe(state, params, t, grid: Grid):

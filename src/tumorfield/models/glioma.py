@@ -175,7 +175,9 @@ OBSERVABLES = Observables()
 @OBSERVABLES.declare(
     volume_t1=Observable("mm^d, volume where u ≥ 0.8", "T1Gd-visible volume"),
     volume_flair=Observable("mm^d, volume where u ≥ 0.16", "FLAIR-visible volume"),
-    total_cells=Observable("cells (3D; cells per mm of slab thickness in 2D), n_cell ∫ u dV", "total tumour cells"),
+    total_cells=Observable(
+        "cells/mm (2D) or cells (3D), n_cell ∫ u dV; in 2D per mm of slab thickness", "total tumour cells"
+    ),
     radius_flair=Observable("mm, of a disc (2D) or sphere (3D) of volume_flair", "FLAIR-visible equivalent radius"),
     tumor_mass=Observable("mm^d, ∫ u dV", "tumour mass"),
 )
@@ -205,6 +207,7 @@ class Glioma(Model):
     batchable_sections = ("parameters",)
     fields: ClassVar[dict[str, Field]] = FIELDS
     observables: ClassVar[Observables] = OBSERVABLES
+    confined: ClassVar[tuple[str, ...]] = ("tumor",)
 
     def __init__(self, sections):
         super().__init__(sections)
@@ -311,6 +314,27 @@ class Glioma(Model):
 
     def initial_state(self, grid: Grid) -> dict[str, np.ndarray]:
         return {"tumor": self.maps(grid)["tumor"].copy()}
+
+    initial_keys = ("tumor.radius", "tumor.amplitude")
+
+    def initial_values(self, grid: Grid) -> dict[str, np.ndarray]:
+        spec = self.initial.tumor
+        if "image" in spec:
+            raise ConfigError("initial.tumor", spec, "is an image, not a seed { centre, radius, amplitude }: only a "
+                              "seed's radius and amplitude are a closed form to fit")  # fmt: skip
+        self.maps(grid)  # the seed's checks (inside the grid and the domain)
+        return {"tumor.radius": np.asarray(float(spec.get("radius", 2.0))),
+                "tumor.amplitude": np.asarray(float(spec.get("amplitude", 0.8))),
+                "tumor.centre": np.asarray(spec["centre"], np.float64)}  # fmt: skip
+
+    @staticmethod
+    def initial_state_at(values, params, grid: Grid):
+        """The seed of :func:`_seed` times the domain, in JAX (world coordinates, as :meth:`initial_state`)."""
+        centre = values["tumor.centre"]
+        world = jnp.asarray(grid.world_coordinates(centre.shape[0]).reshape(centre.shape[0], -1))
+        r2 = jnp.sum((world - centre[:, None]) ** 2, axis=0).reshape(grid.shape)
+        seed = values["tumor.amplitude"] * jnp.exp(-r2 / values["tumor.radius"] ** 2)
+        return {"tumor": seed * params["domain"]}, params
 
     @staticmethod
     def observe(state, params, t, grid: Grid):

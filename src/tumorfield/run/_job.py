@@ -14,7 +14,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tumorfield_kernels import positivity_violations
+from tumorfield_kernels import check_initial, positivity_violations
 
 from .. import _compile_log
 from ..config._loader import stored_fields
@@ -25,6 +25,7 @@ from ..problem import Problem, run_mesh
 from ._loop import LIMIT_NAME, chunk_loop
 from ._output import OutputError, OutputTarget
 from ._signals import StopFlag, pending
+from ._warnings import confined, final_warnings, initial_warnings
 
 
 class Interrupted(Exception):
@@ -80,6 +81,7 @@ def _metadata(config, argv, target: OutputTarget) -> dict:
         "created": _now(),
         "dt": config.time.dt,
         "steps_per_save": config.steps_per_save,
+        "cell_diffusion": config.cell_diffusion_choice[1],  # what numerics.cell_diffusion resolved to, and why
         "target": str(target.final.resolve()),  # informational: never read back
         # covered by meta_sha256; flat (16,), row-major: netCDF-C (xarray's netcdf4 engine) reads 1D attributes only
         "grid_affine": np.asarray(config.grid.world_affine(), dtype=np.float64).ravel(),
@@ -125,9 +127,11 @@ def output_bytes(config) -> int:
     return config.n_frames * frame + scalars + 2 * state + cells * 8 + 2**20  # (one constant field)
 
 
-def _setup_jax(config) -> None:
+def _setup_jax(config, *, stored: bool = False) -> None:
+    """Compile-time logging and the persistent compilation cache; ``stored``: ``config`` was read from a
+    file's contents (``resume``), whose ``run.compilation_cache`` is never used (see :mod:`.._compile_log`)."""
     _compile_log.install()
-    _compile_log.enable_persistent_cache(config.compilation_cache)
+    _compile_log.enable_persistent_cache(_compile_log.cache_directory(None) if stored else config.compilation_cache)
 
 
 class Run:
@@ -162,12 +166,13 @@ class Run:
             frame, scalars0 = _frame_zero(config, problem)
             _raise_if_signalled()
             state0 = {name: np.asarray(v) for name, v in frame.items()}
+            warnings = initial_warnings(config.model, config.grid, state0)
             file = TrajectoryFile.create(
                 str(target.current), grid=config.grid, system=config.model.system, model=config.model,
                 output=config.output, metadata=_metadata(config, argv, target), scalar_names=tuple(scalars0),
                 state_dtypes={name: v.dtype for name, v in state0.items()},
                 constant_fields=config.model.constant_fields(config.grid), lock=target.lock,
-                fields=stored_fields(config),
+                fields=stored_fields(config), warnings=tuple(warnings),
             )  # fmt: skip
             file.commit({n: state0[n][None] for n in file.frame_names}, np.zeros(1), np.zeros(1),
                         {n: v[None] for n, v in scalars0.items()}, state0, 0)  # fmt: skip
@@ -176,6 +181,9 @@ class Run:
             _give_up(file, target)
             raise
         log(f"writing {target.current} ({config.n_frames} frames, grid {config.grid.shape}, {config.output.precision})")
+        log(f"cell diffusion {config.cell_diffusion_choice[1]}")
+        for warning in warnings:
+            log(f"warning: {warning}")
         return cls(config, file, target, frame, 0, log, problem)
 
     @classmethod
@@ -193,7 +201,7 @@ class Run:
                 return None
             _check_input_images(path, images)  # before the config reads them again, before any write
             config = cfg.loads(text, f"{path}:/config")
-            _setup_jax(config)
+            _setup_jax(config, stored=True)  # the cache comes from the command line or environment, not the file
             file = TrajectoryFile.open_for_resume(str(path), lock=target.lock, verified=streams)
         except BaseException:
             target.release()
@@ -202,11 +210,13 @@ class Run:
             state, step = file.checkpoint()
             chunk = min(config.run.chunk_frames, config.n_frames - file.n_committed)
             file.check_space(chunk, chunk * config.steps_per_save)  # a full disk: refused before any write
-            file.set_status("running", resumed=f"{_now()}: {shlex.join(argv)}")
+            # the message of the interruption is history now: the status says what the file is
+            file.set_status("running", "", resumed=f"{_now()}: {shlex.join(argv)}")
         except BaseException:
             _give_up(file, target, keep=True)
             raise
         log(f"resuming {path} at t = {step * config.time.dt:.6g} day ({file.n_committed}/{config.n_frames} frames)")
+        log(f"cell diffusion {config.cell_diffusion_choice[1]}")  # decided from the config alone: as at the start
         return cls(config, file, target, state, step, log)
 
     def execute(self) -> Outcome:
@@ -248,12 +258,33 @@ class Run:
         outcome = self._end("interrupted", None, sidecar=False, status_written=True)
         return StorageError(error.errno, f"{error.strerror}; once that is fixed: tumorfield resume {outcome.path}")
 
+    def _end_warnings(self, status: str) -> list[str] | None:
+        """The file's warnings with those of the last state added (a run that ended: ``complete`` or
+        ``failed``), each new one logged; None where nothing is new. Never raises: a warning is not
+        worth losing the run's ending over."""
+        if status not in ("complete", "failed"):
+            return None
+        try:
+            names = confined(self.config.model, self.config.model.system.fields)
+            last = self.file.last_state(names)
+            t_last = float(self.file.h5["t"][self.file.n_committed - 1]) if self.file.n_committed else 0.0
+            found = final_warnings(self.config.model, last, self.file.first_frame(names), t_last)
+            known = self.file.warnings
+        except Exception as error:  # noqa: BLE001
+            self.log(f"warning: the end-of-run checks failed ({type(error).__name__}: {error})")
+            return None
+        new = [w for w in found if w not in known]
+        for warning in new:
+            self.log(f"warning: {warning}")
+        return known + new if new else None
+
     def _end(self, status: str, message: str | None, sidecar: bool = True, status_written: bool = False) -> Outcome:
-        """Write the final status, close, move the file where it belongs, write the sidecar, unlock."""
+        """Write the final status (and the warnings of the last state), close, move the file where it
+        belongs, write the sidecar, unlock."""
         try:
             try:
                 if not status_written:
-                    self.file.set_status(status, message)
+                    self.file.set_status(status, message, warnings=self._end_warnings(status))
             finally:
                 self.file.close()
             path = self.target.finish(status)
@@ -299,6 +330,10 @@ def _frame_zero(config, problem: Problem) -> tuple[dict, dict]:
     (:class:`ConfigError`). The diagnostics include ``substeps`` (0 at t = 0: no step yet)."""
     from ..config import ConfigError
 
+    try:  # a NaN or a negative density at t = 0: refused naming the field and the cell, nothing written
+        check_initial(problem.system, problem.grid, problem.y0)
+    except ValueError as error:
+        raise ConfigError("initial state", config.model.name, str(error), config.source) from None
     frame = problem.initial_frame()
     dt, cap = config.time.dt, problem.numerics.substeps.cap
     too_large = positivity_violations(problem.system, problem.grid, frame, problem.params, dt=dt,
@@ -321,6 +356,11 @@ def _verified(path: Path) -> tuple[str, str, object, dict]:
         if stored.n_committed == 0:
             raise OutputError(f"{path} holds no committed frame (its run was killed while creating it); "
                               f"run the configuration again")  # fmt: skip
+        if not stored.config_text.strip():
+            writer = stored.metadata.get("writer") or "a program without a config"
+            raise OutputError(f"{path} was written by {writer} (an API run): it stores no config, so resume cannot "
+                              f"continue it; continue it with tumorfield.advance from open_trajectory(path)"
+                              f".checkpoint()")  # fmt: skip
         if not stored.verifiable:
             raise OutputError(f"{path} was written without checksums (by an older tumorfield), so it cannot "
                               f"be verified and is not continued; run its configuration again")  # fmt: skip

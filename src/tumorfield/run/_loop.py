@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
-from tumorfield_kernels import failure_message, step_limits
+from tumorfield_kernels import ExplicitDiffusion, failure_message, step_limits
 
 from .. import _compile_log
 from .._progress import Progress
@@ -82,7 +82,7 @@ class _SubcyclingLog:
         t = float(traj.t[n_valid - 1])
         self.log(f"{self.label}sub-cycling: by t = {t:.6g} day a step of dt = {config.time.dt} day needed "
                  f"{needed} explicit sub-steps ({LIMIT_NAME} = {cap}); see /scalars/substeps")  # fmt: skip
-        if self.most == 1 and config.numerics_section.cell_diffusion == "explicit":
+        if self.most == 1 and isinstance(config.numerics.cell_diffusion, ExplicitDiffusion):
             hint = implicit_hint(config, traj.final_state, self.run.problem.params, t)
             if hint:
                 self.log(hint)

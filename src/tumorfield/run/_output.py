@@ -21,9 +21,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from ..io import NotATrajectory, open_trajectory
-from ..io._guard import fault_point, free_bytes
+from ..io._guard import StorageError, fault_point, free_bytes
 from ..io._lock import FileBusy, OutputLock, final_path, partial_name
 
 
@@ -73,6 +74,9 @@ def _lock(path: Path) -> OutputLock:
     except FileBusy as error:
         raise OutputError(str(error)) from None
     except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk is exit 74, as when writing
+            raise StorageError(error.errno, f"{path}: cannot create the output's lock in {path.parent} "
+                               f"({error.strerror})") from None  # fmt: skip
         raise OutputError(f"{path}: cannot lock the output in {path.parent} ({error.strerror})") from None
 
 
@@ -236,3 +240,42 @@ class OutputTarget:
     def release(self) -> None:
         """Give up the output lock (idempotent)."""
         self.lock.release()
+
+
+def check_file_output(final: str | os.PathLike, *, overwrite: bool, what: str) -> Path:
+    """Check, before any work, the path a command writes one whole file to (``collect``'s table):
+    refused (:class:`OutputError`) if its directory does not exist or is not writable, it is a
+    symbolic link, it exists and is not a regular file (a directory, a device such as
+    ``/dev/stdout``), it exists without ``overwrite``, or its name is too long. Write it with
+    :func:`write_atomically`."""
+    final = Path(final)
+    if not final.parent.is_dir():
+        raise OutputError(f"{final}: directory {final.parent} does not exist; create it first")
+    _check_name(final)
+    if final.is_symlink():
+        raise OutputError(f"{final} is a symbolic link; give the path of a regular file for the {what}")
+    _check_kind(final, what)
+    if final.exists() and not overwrite:
+        raise OutputError(f"{final} exists; pass --overwrite to replace it")
+    if not os.access(final.parent, os.W_OK):
+        raise OutputError(f"{final}: directory {final.parent} is not writable")
+    return final
+
+
+def write_atomically(final: Path, write: Callable[[IO[str]], None]) -> None:
+    """Write the text file ``final`` whole: ``write(f)`` into ``.NAME.PID.tmp`` next to it (created
+    exclusively, not following links), fsync, rename onto ``final``; the temporary is removed whatever
+    happens, so ``final`` is either untouched or the new file. A failed write names ``final``."""
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)  # a process of this PID that was killed
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC, 0o666)
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(final)) from None
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -12,28 +12,40 @@
     "parameters.k_i" = [0.5, 2.0]
     "dosing.anakinra.0.dose_mg_per_kg" = { lower = 1.0, upper = 50.0, scale = "log" }
 
-Every member's config is built and checked by the run-config loader before any compute.
+Every member's config is built and checked by the run-config loader before any compute. The
+members' swept values are computed from the axes on access (:class:`Members`), so a design of 10⁶
+members is not held as 10⁶ dicts; a design whose manifest would exceed :data:`MAX_MANIFEST_BYTES`
+is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
+import json
 import math
+import operator
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from .. import config as cfg
+from .._inputs import read_toml, read_toml_text
 from .._schema import ConfigError, check_section, key, non_negative, one_of, section, section_keys
 from ..config._loader import _parse_override
 from ..config._toml import to_toml
+from ..run import Interrupted
+from ..run._signals import pending
 
 DESIGNS = ("grid", "lhs", "list")
 MAX_MEMBERS = 1_000_000
+"""The most members a design may have (checked before the design is expanded)."""
+MAX_MANIFEST_BYTES = 64 * 2**20
+"""The largest ``manifest.csv`` a sweep may have (64 MiB: about 5·10⁵ members of one swept float)."""
+MAX_BATCH = 1024
+"""The most members of one vmapped batch when ``[sweep] batch = 0`` (each holds its config and problem in memory)."""
 
 
 @section
@@ -46,7 +58,10 @@ class SweepSection:
     samples: int = key(0, "members", "Number of Latin-hypercube samples (`lhs` only).", non_negative)
     seed: int = key(0, "", "Seed of the Latin hypercube (`lhs` only).", non_negative)
     set: list = key([], "", "`section.key=value` overrides applied to every member, as `run --set`.")
-    batch: int = key(0, "members", "Largest vmap batch; 0: as many as fit the memory.", non_negative)
+    batch: int = key(0, "members", f"Largest vmap batch; 0: as many as fit half the free memory, at most {MAX_BATCH}.",
+                     non_negative)  # fmt: skip
+    devices: int = key(0, "", "Local devices a batch is split over; 0: every local GPU/TPU, and one device on a CPU "
+                       "(host devices share its cores).", non_negative)  # fmt: skip
     parameters: dict = key(doc="Swept config key paths → `[lower, upper]`/`{lower, upper, scale}` (lhs) or lists.")
 
 
@@ -107,6 +122,11 @@ def _axes(section_values: dict) -> tuple[Axis, ...]:
 def latin_hypercube(axes: tuple[Axis, ...], samples: int, seed: int) -> list[tuple]:
     """``samples`` points, one per stratum of every axis (McKay et al., Technometrics 21, 1979):
     ``u = (π(i) + U)/n`` per axis, mapped linearly (or in ``log``) onto ``[lower, upper]``."""
+    return list(zip(*_lhs_columns(axes, samples, seed), strict=True))
+
+
+def _lhs_columns(axes: tuple[Axis, ...], samples: int, seed: int) -> list[list]:
+    """The points of :func:`latin_hypercube` as one list of values per axis."""
     rng = np.random.default_rng(seed)
     columns = []
     for axis in axes:
@@ -115,8 +135,52 @@ def latin_hypercube(axes: tuple[Axis, ...], samples: int, seed: int) -> list[tup
             column = np.exp(np.log(axis.lower) + u * (np.log(axis.upper) - np.log(axis.lower)))
         else:
             column = axis.lower + u * (axis.upper - axis.lower)
-        columns.append([int(round(v)) if axis.integer else float(v) for v in column])
-    return list(zip(*columns, strict=True))
+        columns.append(np.rint(column).astype(np.int64).tolist() if axis.integer else column.tolist())
+    return columns
+
+
+class Members(Sequence):
+    """The members' swept values, ``members[i] == {path: value, …}``, computed from one column of values
+    per axis on access: a ``grid`` design indexes the columns in mixed radix (the last axis varies
+    fastest, as ``itertools.product``), the others zip them."""
+
+    def __init__(self, paths: tuple[str, ...], columns: tuple[Sequence, ...], product: bool):
+        self.paths, self.columns, self.product = paths, columns, product
+        self._n = math.prod(len(c) for c in columns) if product else len(columns[0])
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._n))]
+        index = operator.index(index)
+        if index < 0:
+            index += self._n
+        if not 0 <= index < self._n:
+            raise IndexError(f"member {index} of {self._n}")
+        if not self.product:
+            return {path: column[index] for path, column in zip(self.paths, self.columns, strict=True)}
+        values = []
+        for column in reversed(self.columns):
+            index, digit = divmod(index, len(column))
+            values.append(column[digit])
+        return dict(zip(self.paths, reversed(values), strict=True))
+
+    def __repr__(self) -> str:
+        return f"<Members {self._n} of {', '.join(self.paths)}>"
+
+
+def raise_if_signalled(doing: str) -> None:
+    """Stop with :class:`~tumorfield.run.Interrupted` (exit 75) if SIGTERM/SIGUSR1/SIGINT arrived
+    (:func:`~tumorfield.run._signals.pending`); ``doing`` says where, e.g. ``"while checking member 3 of 10"``."""
+    if pending():
+        raise Interrupted(f"interrupted by {pending()} {doing}; nothing was computed")
+
+
+def cell(value) -> str:
+    """A swept value as manifest text that reads back as the same TOML/JSON value (lists, strings, numbers)."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 @dataclass(frozen=True)
@@ -128,7 +192,7 @@ class Sweep:
     axes: tuple[Axis, ...]
     base_text: str
     base_source: str
-    members: tuple[dict[str, Any], ...]
+    members: Members
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -185,15 +249,33 @@ def _child(node, part: str, so_far: str):
 
 
 def config_digest(config: cfg.RunConfig) -> str:
-    """First 16 hex digits of the SHA-256 of a member's resolved config."""
-    return hashlib.sha256(config.text.encode()).hexdigest()[:16]
+    """The SHA-256 (64 hex digits) of a member's resolved config, as stored in its file (``/config``)."""
+    return text_digest(config.text)
+
+
+def text_digest(text: str) -> str:
+    """The SHA-256 (hex) of a resolved config's text: what the manifest's ``digest`` column holds."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def get_path(document: dict, path: str):
+    """``document[section][key][index]…``: the value at a swept key path (KeyError if there is none)."""
+    node = document
+    for part in path.split("."):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            raise KeyError(path)
+    return node
 
 
 def load_sweep(path: str | Path) -> Sweep:
     """Read and check a sweep file; every member's config is built and checked too (before any compute)."""
     path = Path(path)
     try:
-        document = tomllib.loads(path.read_text())
+        document = read_toml(path)
     except OSError as error:
         raise ConfigError("(file)", str(path), f"cannot be read: {error.strerror}", str(path)) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
@@ -207,7 +289,7 @@ def load_sweep(path: str | Path) -> Sweep:
         raise error.in_file(str(path)) from None
     base = (path.parent / values["base"]).resolve()
     try:
-        base_text = base.read_text()
+        base_text = read_toml_text(base, key="sweep.base", named_in=str(path))
     except OSError as error:
         raise ConfigError("sweep.base", values["base"], f"cannot be read ({error.strerror})", str(path)) from None
     if not all(isinstance(item, str) for item in values["set"]):
@@ -217,17 +299,67 @@ def load_sweep(path: str | Path) -> Sweep:
     return Sweep(str(path), SweepSection(**values), axes, base_text, str(base), _expand(axes, values))
 
 
-def _expand(axes, values) -> tuple[dict[str, Any], ...]:
+def _expand(axes, values) -> Members:
     design = values["design"]
+    paths = tuple(axis.path for axis in axes)
     if design == "grid":
         count = math.prod(len(a.values) for a in axes)
-        rows = itertools.product(*(a.values for a in axes)) if count <= MAX_MEMBERS else ()
-    elif design == "list":
-        count = len(axes[0].values)
-        rows = zip(*(a.values for a in axes), strict=True)
     else:
-        count = values["samples"]
-        rows = latin_hypercube(axes, count, values["seed"]) if count <= MAX_MEMBERS else ()
+        count = len(axes[0].values) if design == "list" else values["samples"]
     if count > MAX_MEMBERS:
         raise ConfigError("sweep.parameters", count, f"the design has {count} members; at most {MAX_MEMBERS}")
-    return tuple({axis.path: value for axis, value in zip(axes, row, strict=True)} for row in rows)
+    if design == "lhs":
+        members = Members(paths, tuple(_lhs_columns(axes, count, values["seed"])), product=False)
+    else:
+        members = Members(paths, tuple(a.values for a in axes), product=design == "grid")
+    _check_manifest_size(members)
+    return members
+
+
+def _quoted_bytes(text: str) -> int:
+    """The bytes of ``text`` as a CSV cell (quoted where it holds a comma, quote or line break)."""
+    quoted = any(ch in text for ch in ',"\r\n')
+    return len(text.encode()) + (2 + text.count('"') if quoted else 0)
+
+
+def _column_bytes(column) -> int:
+    """The bytes of a column's cells (numbers: their ``repr``, which is their JSON)."""
+    total = 0
+    for k, value in enumerate(column):
+        if k % 65536 == 0:
+            raise_if_signalled("while sizing the manifest")
+        total += len(repr(value)) if type(value) in (int, float) else _quoted_bytes(cell(value))
+    return total
+
+
+def _digits_total(n: int, width: int = 1) -> int:
+    """``Σ len(f"{i:0{width}d}")`` over ``i < n``."""
+    total, low = 0, 0
+    for digits in range(1, len(str(max(n - 1, 0))) + 1):
+        high = min(n, 10**digits)
+        total += max(0, high - low) * max(digits, width)
+        low = high
+    return total
+
+
+def manifest_bytes(members: Members) -> int:
+    """The size of the sweep's ``manifest.csv`` with every status at its longest (``interrupted``):
+    per row the member number, the cells, a 64-digit digest, ``member-NNNN.h5``, separators."""
+    n = len(members)
+    header = len(",".join(("member", *members.paths, "digest", "file", "status"))) + 2  # CSV lines end in \r\n
+    cells = 0
+    for column in members.columns:
+        cells += _column_bytes(column) * (n // len(column) if members.product else 1)
+    fixed = n * (64 + len("interrupted") + len("member-.h5") + len(members.paths) + 5)
+    return header + cells + fixed + _digits_total(n) + _digits_total(n, width=4)
+
+
+def _check_manifest_size(members: Members) -> None:
+    """Refuse a design whose ``manifest.csv`` would exceed :data:`MAX_MANIFEST_BYTES`."""
+    size = manifest_bytes(members)
+    if size > MAX_MANIFEST_BYTES:
+        n = len(members)
+        raise ConfigError("sweep.parameters", n,
+                          f"the manifest of {n} members would take {size / 2**20:.0f} MiB and exceed "
+                          f"{MAX_MANIFEST_BYTES // 2**20} MiB (about {int(MAX_MANIFEST_BYTES / (size / n))} members "
+                          f"of these values): split the sweep into several")  # fmt: skip

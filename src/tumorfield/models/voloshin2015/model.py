@@ -45,6 +45,7 @@ class Voloshin2015(Model):
 
     fields: ClassVar[dict[str, Field]] = FIELDS
     observables: ClassVar[Observables] = OBSERVABLES
+    confined: ClassVar[tuple[str, ...]] = ("tumor",)
     scalar_observables: ClassVar[dict[str, str]] = {
         "burden": "metastatic_burden",
         "circulating": "circulating_cells",
@@ -137,6 +138,33 @@ class Voloshin2015(Model):
             "burden": np.zeros(()),
             "seeded": np.zeros(()),
         }
+
+    initial_keys = ("tumor_radius", "tumor_density", "interface_width", "m1", "m2")
+
+    def initial_values(self, grid: Grid) -> dict[str, np.ndarray]:
+        return {name: np.asarray(getattr(self.initial, name), np.float64) for name in self.initial_keys}
+
+    @staticmethod
+    def initial_state_at(values, params: Parameters, grid: Grid):
+        """:meth:`initial_state` in JAX, and ``params.initial_radius`` (the invasion diagnostics' origin) set to
+        the tumour radius of ``values``."""
+        import equinox as eqx
+        import jax.numpy as jnp
+
+        r = jnp.asarray(radial_distance(grid.mesh(), box_centre(grid.length)))
+        edge = (r - values["tumor_radius"]) / values["interface_width"]
+        tumor = values["tumor_density"] * 0.5 * (1.0 - jnp.tanh(edge))
+        zeros = jnp.zeros(grid.shape, tumor.dtype)
+        state = {
+            "tumor": tumor,
+            "ecm": 1.0 - 0.5 * tumor,
+            "m1": jnp.full(grid.shape, values["m1"], tumor.dtype),
+            "m2": jnp.full(grid.shape, values["m2"], tumor.dtype),
+            **{name: zeros for name in ("il1b", "leakiness", "paclitaxel", "paclitaxel_bound", "anakinra")},
+            **{name: jnp.zeros((), tumor.dtype) for name in ("circulating", "burden", "seeded")},
+        }
+        radius = jnp.asarray(values["tumor_radius"]).astype(jnp.result_type(params.initial_radius))
+        return state, eqx.tree_at(lambda p: p.initial_radius, params, radius)
 
     @staticmethod
     def observe(state, params: Parameters, t, grid: Grid) -> dict[str, Any]:
