@@ -284,6 +284,24 @@ def halo_and_transpose_bytes(text: str) -> dict:
     return totals
 
 
+def bound_gradient() -> float:
+    """The gradient of the positivity bounds (``Stepper.rate_bounds``: the rollout records them, and a
+    differentiated ``simulate`` differentiates them) with respect to the state, on 8 devices against
+    one: the global maximum of the face speeds is an all-gather of every slab's maxima and a max."""
+    case = keller_segel((16, 8))
+    out = {}
+    for devices in (1, 8):
+        mesh_ = None if devices == 1 else mesh(devices)
+        stepper = tk.make_stepper(case.system, case.grid, case.params, 0.01, case.numerics, mesh=mesh_)
+        start = case.start if mesh_ is None else place(case.start, mesh_)
+
+        def total(state, stepper=stepper):
+            return sum(jnp.sum(b) for b in stepper.rate_bounds(state, jnp.zeros((), jnp.float32)).values())
+
+        out[devices] = jax.jit(jax.grad(total))(start)
+    return relative(out[1], out[8])
+
+
 def run_files():
     """A fisher_kpp run with ``[run] devices = 2`` and one with 1: their stored frames and scalars."""
     import h5py
@@ -332,6 +350,7 @@ def main(path):
     started = time.perf_counter()
     report = compare_all(cases())
     report["seconds_compare"] = time.perf_counter() - started
+    report["bound_gradient"] = bound_gradient()
     t = time.perf_counter()
     report["run_files"] = run_files()
     report["run_files"]["seconds"] = time.perf_counter() - t

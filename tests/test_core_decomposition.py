@@ -67,6 +67,11 @@ def test_a_gradient_through_the_decomposed_rollout_equals_one_device(report):
 
 
 @pytest.mark.slow
+def test_the_positivity_bound_is_differentiated_as_on_one_device(report):
+    assert report["bound_gradient"] <= TOLERANCE  # the all-gather of the slabs' maxima (no pmax: no derivative)
+
+
+@pytest.mark.slow
 def test_a_decomposed_run_file_equals_a_one_device_run_file(report):
     files = report["run_files"]  # fisher_kpp with taxis, default numerics (Subcycle: the bound's exchange)
     assert files["status"] == ["complete", "complete"]

@@ -277,7 +277,7 @@ class Slabs(eqx.Module):
 
     def face_speeds_many(self, requests, spacing) -> dict:
         """:meth:`OneDevice.face_speeds_many` with one halo exchange (width 1) for all requests; the
-        local maxima of all terms and axes go in one ``pmax``."""
+        local maxima of all terms and axes go in one ``all_gather`` (``N × K`` numbers)."""
         if not requests:
             return {}
         names = tuple(requests)
@@ -290,7 +290,10 @@ class Slabs(eqx.Module):
             maxima = [_local_face_speeds(p, loc, spacing) for p, loc in zip(ghosts, local, strict=True)]
             flat = [m for per_name in maxima for per_axis in per_name for m in per_axis]
             dtype = jnp.result_type(*flat)
-            flat = iter(lax.pmax(jnp.stack([m.astype(dtype) for m in flat]), self.axis))
+            # every slab's maxima to every slab (N × K numbers) and their maximum: a pmax, but with a
+            # derivative (the rollout's bounds are outputs of a differentiated simulate)
+            every = lax.all_gather(jnp.stack([m.astype(dtype) for m in flat]), self.axis)
+            flat = iter(jnp.max(every, axis=0))
             out = []
             for per_name in maxima:
                 speeds = []
