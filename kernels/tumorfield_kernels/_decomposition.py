@@ -193,11 +193,6 @@ class Slabs(eqx.Module):
     def _shard_map(self, body, in_specs, out_specs):
         return jax.shard_map(body, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
 
-    def check_system(self, system, numerics) -> None:
-        """ValueError naming a feature the decomposition does not take (every feature of a
-        :class:`System` is taken at present; 1D grids and sizes the device count does not divide are
-        refused by :meth:`of`)."""
-
     # -- halo exchange -----------------------------------------------------------------------------
 
     def _exchange(self, x, width: int):

@@ -65,8 +65,6 @@ class Stepper(eqx.Module):
     @classmethod
     def build(cls, system: System, grid: Grid, params, dt, numerics: Numerics, slabs: Slabs | None = None) -> Stepper:
         dt = jnp.asarray(dt)
-        if slabs is not None:
-            slabs.check_system(system, numerics)
         field_schemes, solves, diffusion = schemes.plan(
             system, grid, params, dt, dt.dtype, numerics.cell_diffusion, slabs
         )
