@@ -6,7 +6,7 @@ SCENARIO ?= voloshin2015/ptx
 OUT ?= out
 SMOKE ?= /tmp/tumorfield-wheel-smoke
 
-.PHONY: venv demo test lint docs wheel-smoke bench clean
+.PHONY: venv demo test lint docs wheel-smoke bench clean examples
 
 # The package and its runtime dependencies (what `pip install tumorfield` gives a user): enough for
 # run, plot and the movie (matplotlib, imageio, imageio-ffmpeg are runtime dependencies).
@@ -39,6 +39,10 @@ test: $(VENV)/.test-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	JAX_PLATFORMS=cpu $(BIN)/python -m pytest -q -n 2 --dist loadfile  # two workers, one per core; a file's tests (and its module fixtures) stay in one
+
+# Smoke runs of the experiments' scripts (pytest -m example): outside the 15-minute suite of `make test`.
+examples: $(VENV)/.test-deps
+	JAX_PLATFORMS=cpu $(BIN)/python -m pytest -q -m example
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check --fix .

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU suite: verification tests, bench_simulate.py, bench_model.py, a 3D voloshin2015 run at
-# 256³ and (full form only) bench_glioma.py and bench_calibrate.py, each stage under its own timeout.
+# 256³, (full form only) bench_glioma.py and bench_calibrate.py, and bench_decomposed.py (one grid
+# over the machine's devices), each stage under its own timeout.
 #
 #   bash benchmarks/gpu_suite.sh [--quick] [OUTDIR]     (OUTDIR defaults to $OUT, then out/gpu_suite)
 #
@@ -11,9 +12,10 @@
 #
 # Environment: PYTHON (default: .venv/bin/python if present, else python3), BASELINE_TREE (an
 # exported tree of the commit before issue 14, where the checkout has no git history),
-# T_DEVICE, T_VERIFY, T_SIMULATE, T_MODEL, T_MODEL3D, T_GLIOMA, T_CALIBRATE (stage timeouts, s; full: 30 +
-# 100 + 80 + 180 + 60 + 120 + 180 = 750 s at most; --quick: 240 each, generous for a loaded CI machine),
-# BENCH_MODEL_ARGS, MODEL3D_ARGS, GLIOMA_ARGS, CALIBRATE_ARGS (replace the stage's default arguments).
+# T_DEVICE, T_VERIFY, T_SIMULATE, T_MODEL, T_MODEL3D, T_GLIOMA, T_CALIBRATE, T_DECOMPOSED (stage timeouts,
+# s; full: 30 + 100 + 80 + 180 + 60 + 120 + 180 + 120 = 870 s at most; --quick: 240 each, generous for a
+# loaded CI machine), BENCH_MODEL_ARGS, MODEL3D_ARGS, GLIOMA_ARGS, CALIBRATE_ARGS, DECOMPOSED_ARGS (replace
+# the stage's default arguments).
 # The glioma stage is not part of --quick (its smallest form, `bench_glioma.py --quick`, reads the 1 mm
 # maps: seconds of CPU in CI), nor is the calibration stage (`bench_calibrate.py --size 24 --quick`
 # compiles for a minute on CPU).
@@ -25,7 +27,7 @@ OUTDIR=""
 for arg in "$@"; do
     case "$arg" in
         --quick) QUICK=1 ;;
-        -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
         -*) echo "gpu_suite.sh: unknown option $arg" >&2; exit 2 ;;
         *) OUTDIR="$arg" ;;
     esac
@@ -206,11 +208,28 @@ if [ "$QUICK" != 1 ]; then
         --out "$OUTDIR/bench_calibrate" "${CALIBRATE_ARGS_A[@]}"
 fi
 
+# --- stage 7: bench_decomposed.py (one grid over all the machine's devices) -----------------------
+# The step on one device measured; the decomposed step's collectives and bytes from its HLO on as many
+# devices as the machine has (at least 2: on a one-GPU machine, 8 CPU host devices give the HLO and
+# the one-device GPU step is measured); the step predicted for an 8-GPU NVLink node from them.
+DEVICES="$("$PYTHON" -c "import jax; print(len(jax.devices()))" 2>/dev/null || echo 1)"
+if [ "${DEVICES:-1}" -lt 2 ] 2>/dev/null; then DEVICES=8; fi
+if [ "$QUICK" = 1 ]; then
+    read -r -a DECOMPOSED_ARGS_A <<<"${DECOMPOSED_ARGS:---quick --devices 2}"
+    stage decomposed "${T_DECOMPOSED:-240}" "$PYTHON" benchmarks/bench_decomposed.py --out "$OUTDIR/decomposed" \
+        "${DECOMPOSED_ARGS_A[@]}"
+else
+    read -r -a DECOMPOSED_ARGS_A <<<"${DECOMPOSED_ARGS:---sizes 128x3 256x3 --devices $DEVICES}"
+    stage decomposed "${T_DECOMPOSED:-120}" "$PYTHON" benchmarks/bench_decomposed.py --out "$OUTDIR/decomposed" \
+        "${DECOMPOSED_ARGS_A[@]}"
+fi
+
 # --- summary ------------------------------------------------------------------------------------
 "$PYTHON" - "$OUTDIR" <<'EOF' 2>&1 | tee -a "$LOG"
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
-order = ["device", "verification", "bench_simulate", "bench_model", "model_3d", "bench_glioma", "bench_calibrate"]
+order = ["device", "verification", "bench_simulate", "bench_model", "model_3d", "bench_glioma", "bench_calibrate",
+         "decomposed"]
 stages = [json.loads(line) for line in (out / "stages.jsonl").read_text().splitlines() if line.strip()]
 stages.sort(key=lambda s: order.index(s["stage"]) if s["stage"] in order else len(order))
 junit = out / "verification" / "junit.xml"

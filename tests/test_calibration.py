@@ -267,8 +267,8 @@ amplitude = {{ init = 0.5, lower = 0.05, upper = 1.0 }}
 [fit.uncertainty]
 method = "{method}"
 chains = 2
-warmup = 150
-samples = 150
+warmup = 100
+samples = 100
 """
 
 
@@ -292,7 +292,7 @@ def test_laplace_and_nuts_agree_on_a_small_problem(tmp_path):
     laplace = _scalar_uncertainty(calibration, jnp.asarray(nuts.estimate), {}).std_error
     ratio = nuts.std_error / laplace
     assert np.all((ratio > 1 / 1.5) & (ratio < 1.5)), (laplace, nuts.std_error)
-    assert nuts.samples.shape == (2, 150, 5) and nuts.names[1:3] == ("origin.centre.0", "origin.centre.1")
+    assert nuts.samples.shape == (2, 100, 5) and nuts.names[1:3] == ("origin.centre.0", "origin.centre.1")
     assert abs(nuts.estimate[0] / 0.05 - 1) < 0.1 and np.hypot(*(nuts.estimate[1:3] - 12.0)) < 1.5
 
 

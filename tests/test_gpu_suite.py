@@ -1,8 +1,9 @@
 """The GPU suite (``benchmarks/gpu_suite.sh``) in its ``--quick`` form on CPU, so that it cannot rot.
 
 It runs every stage (device, verification tests, ``bench_simulate.py``, ``bench_model.py``,
-the 3D model run) on tiny grids; each must have run, or have been skipped with a reason,
-and every JSON file it reports must parse and hold its stage's results.
+the 3D model run, ``bench_decomposed.py`` on 2 host devices) on tiny grids; each must have run,
+or have been skipped with a reason, and every JSON file it reports must parse and hold its stage's
+results.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "gpu_suite.sh"
-STAGES = ("device", "verification", "bench_simulate", "bench_model", "model_3d")
+STAGES = ("device", "verification", "bench_simulate", "bench_model", "model_3d", "decomposed")
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.example  # 75 s on 2 cores (the voloshin2015 gradient's compile): make examples
 
 HERE = Path(__file__).resolve().parents[1] / "experiments" / "voloshin2015"
 

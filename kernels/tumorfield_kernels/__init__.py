@@ -9,7 +9,8 @@ screened-Poisson solves, and a ``lax.scan`` rollout whose failures are results
 Layers: :mod:`._stencils`, :mod:`._spectral`, :mod:`._phi`, :mod:`._diffusion` (operators) →
 :mod:`._schemes` (one class per field scheme) → :mod:`._stepper` (one step of a
 system) → :mod:`._rollout` (frames and failure detection) → :mod:`._api`; what to solve
-(:mod:`._system`, :mod:`._grid`) apart from how (:mod:`._numerics`).
+(:mod:`._system`, :mod:`._grid`) apart from how (:mod:`._numerics`). :mod:`._decomposition` splits
+one grid into slabs over the devices of a mesh (``simulate(..., mesh=)``).
 """
 
 from ._api import advance as advance
@@ -22,6 +23,7 @@ from ._api import max_stable_dt_over_run as max_stable_dt_over_run
 from ._api import positivity_violations as positivity_violations
 from ._api import simulate as simulate
 from ._api import step_limits as step_limits
+from ._decomposition import check_split as check_split
 from ._grid import Grid as Grid
 from ._grid import ImageError as ImageError
 from ._grid import image_geometry as image_geometry
@@ -84,6 +86,7 @@ __all__ = [
     "advance",
     "cast_floats",
     "check_initial",
+    "check_split",
     "failure_message",
     "from_spectral",
     "image_geometry",

@@ -6,7 +6,8 @@ the numerics' strategies are static). ``simulate`` is ``advance`` plus frame 0. 
 solved (``System``, ``Grid``, ``params``, the initial state) is apart from how
 (:class:`Numerics`) and what is recorded (:class:`SaveAt`). Run-time failure is a result
 (:class:`RESULTS` in the returned :class:`Trajectory`); ``throw=True`` turns it into a
-:class:`SolverError` after the call.
+:class:`SolverError` after the call. ``mesh=`` (a one-axis ``jax.sharding.Mesh``) splits the grid
+into slabs over its devices (:mod:`._decomposition`): the same results, the fields' memory shared.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._decomposition import Slabs
 from ._grid import Grid
 from ._numerics import ExplicitDiffusion, ImplicitDiffusion, Numerics, SaveAt, Unchecked
 from ._rollout import rollout
@@ -31,8 +33,8 @@ State = dict[str, Any]
 
 
 @eqx.debug.assert_max_traces(max_traces=None)
-def _advance_impl(system, grid, state, params, dt, t0, step, n_saves, steps_per_save, numerics, observe):
-    stepper = Stepper.build(system, grid, params, dt, numerics)
+def _advance_impl(system, grid, state, params, dt, t0, step, n_saves, steps_per_save, numerics, observe, slabs=None):
+    stepper = Stepper.build(system, grid, params, dt, numerics, slabs)
     return rollout(stepper, state, step, t0, n_saves, steps_per_save, observe)
 
 
@@ -40,20 +42,21 @@ _advance_jit = eqx.filter_jit(_advance_impl)
 
 
 @eqx.filter_jit
-def _bounds_jit(system, grid, state, params, t, numerics):
-    stepper = Stepper.build(system, grid, params, jnp.zeros((), numerics.float_dtype), numerics)
+def _bounds_jit(system, grid, state, params, t, numerics, slabs=None):
+    stepper = Stepper.build(system, grid, params, jnp.zeros((), numerics.float_dtype), numerics, slabs)
     return stepper.rate_bounds(state, t)
 
 
 @eqx.filter_jit
-def _diffusion_rates_jit(system, grid, state, params, t, numerics):
+def _diffusion_rates_jit(system, grid, state, params, t, numerics, slabs=None):
     numerics = eqx.tree_at(lambda n: n.cell_diffusion, numerics, ImplicitDiffusion())
-    return Stepper.build(system, grid, params, jnp.zeros((), numerics.float_dtype), numerics).diffusion_rates(state, t)
+    stepper = Stepper.build(system, grid, params, jnp.zeros((), numerics.float_dtype), numerics, slabs)
+    return stepper.diffusion_rates(state, t)
 
 
 @eqx.filter_jit
-def _first_frame(system, grid, state, params, t, numerics):
-    stepper = Stepper.build(system, grid, params, jnp.zeros((), numerics.float_dtype), numerics)
+def _first_frame(system, grid, state, params, t, numerics, slabs=None):
+    stepper = Stepper.build(system, grid, params, jnp.zeros((), numerics.float_dtype), numerics, slabs)
     return stepper.solve_quasi_steady(state, t)
 
 
@@ -172,18 +175,24 @@ def cast_floats(tree, dtype):
     return jax.tree_util.tree_map(convert, {} if tree is None else tree)
 
 
-def _inputs(system, grid, y0, params, numerics) -> tuple[State, Any, Numerics]:
-    """The state and params as the rollout takes them, in the numerics' precision."""
+def _inputs(system, grid, y0, params, numerics, slabs=None) -> tuple[State, Any, Numerics]:
+    """The state and params as the rollout takes them, in the numerics' precision (on the mesh of
+    ``slabs``: grid-shaped arrays split into slabs, the rest replicated)."""
     numerics = _numerics(numerics)
     dtype = numerics.float_dtype
-    return _prepare_state(system, grid, y0, dtype), cast_floats(params, dtype), numerics
+    state, params = _prepare_state(system, grid, y0, dtype), cast_floats(params, dtype)
+    if slabs is not None and _is_concrete((state, params)):
+        state, params = slabs.place((state, params))
+    return state, params, numerics
 
 
 def _inverse(rate) -> float:
     return 1.0 / float(rate) if float(rate) > 0 else math.inf
 
 
-def max_stable_dt(system: System, grid: Grid, y0: Mapping[str, Any], params=None, *, t: float = 0.0, numerics=None):
+def max_stable_dt(
+    system: System, grid: Grid, y0: Mapping[str, Any], params=None, *, t: float = 0.0, numerics=None, mesh=None
+):
     """Largest ``Δt`` (days) for which each explicitly advanced field stays non-negative.
 
     Returns ``{field: Δt_max}`` for the fields with an explicit limit (local
@@ -191,10 +200,11 @@ def max_stable_dt(system: System, grid: Grid, y0: Mapping[str, Any], params=None
     Fields advanced exponentially have no limit from their diffusion or decay;
     with :class:`ImplicitDiffusion` neither has the diffusion of the cell
     fields (the limit is that of taxis and decay). :class:`Subcycle` multiplies
-    the accepted ``dt`` by up to ``max_substeps``.
+    the accepted ``dt`` by up to ``max_substeps``. ``mesh`` as in :func:`simulate`.
     """
-    state, params, numerics = _inputs(system, grid, y0, params, numerics)
-    bounds = _bounds_jit(system, grid, state, params, jnp.asarray(t, numerics.float_dtype), numerics)
+    slabs = Slabs.of(mesh, grid)
+    state, params, numerics = _inputs(system, grid, y0, params, numerics, slabs)
+    bounds = _bounds_jit(system, grid, state, params, jnp.asarray(t, numerics.float_dtype), numerics, slabs)
     return {name: _inverse(b) for name, b in bounds.items()}
 
 
@@ -293,7 +303,9 @@ def max_stable_dt_over_run(
     return limits
 
 
-def positivity_violations(system: System, grid: Grid, y0, params=None, *, dt: float, t: float = 0.0, numerics=None):
+def positivity_violations(
+    system: System, grid: Grid, y0, params=None, *, dt: float, t: float = 0.0, numerics=None, mesh=None
+):
     """The fields whose positivity limit at ``y0`` (times the numerics' sub-step cap) ``dt`` exceeds:
     ``{field: largest stable Δt}`` (days; empty when ``dt`` is within every limit). What ``advance``
     refuses at its start with ``throw=True``, and the CLI refuses at t = 0 before writing anything."""
@@ -301,7 +313,7 @@ def positivity_violations(system: System, grid: Grid, y0, params=None, *, dt: fl
     if not numerics.substeps.checks_positivity:
         return {}
     cap = numerics.substeps.cap
-    limits = max_stable_dt(system, grid, y0, params, t=t, numerics=numerics)
+    limits = max_stable_dt(system, grid, y0, params, t=t, numerics=numerics, mesh=mesh)
     return {name: cap * limit for name, limit in limits.items() if dt > cap * limit * (1 + POSITIVITY_TOLERANCE)}
 
 
@@ -315,7 +327,7 @@ def _whole_steps(value, dt, what):
 def advance(
     system: System, grid: Grid, y0: Mapping[str, Any], *, dt: float, n_saves: int, steps_per_save: int,
     params=None, numerics: Numerics | None = None, saveat: SaveAt | None = None, throw: bool = True,
-    t0: float = 0.0, step: int = 0,
+    t0: float = 0.0, step: int = 0, mesh=None,
 ) -> Trajectory:  # fmt: skip
     """Advance ``y0`` by ``n_saves × steps_per_save`` steps of ``dt`` (days) from step number ``step``.
 
@@ -331,9 +343,10 @@ def advance(
     ends the run; ``result`` says which and ``n_valid`` how many frames are solutions. With
     ``throw=True`` such an ending raises :class:`SolverError` after the call, and a ``dt`` beyond
     the limit at the start is refused (``ValueError``) before compiling; with ``throw=False``
-    nothing raises (fits and sweeps).
+    nothing raises (fits and sweeps). ``mesh`` as in :func:`simulate`.
     """
-    state, params, numerics = _inputs(system, grid, y0, params, numerics)
+    slabs = Slabs.of(mesh, grid)
+    state, params, numerics = _inputs(system, grid, y0, params, numerics, slabs)
     saveat = _saveat(saveat)
     if saveat.every is not None:
         raise ValueError(f"SaveAt(every={saveat.every}) is simulate's; advance saves every steps_per_save steps")
@@ -341,18 +354,18 @@ def advance(
     if throw and _is_concrete((state, dt, t0, step)):  # the start of a run (step 0) must also be ≥ 0
         check_initial(system, grid, state, t=float(t0) + int(step) * float(dt), negative=int(step) == 0)
     if throw and _is_concrete((state, params, dt, t0)):
-        _refuse_large_dt(system, grid, state, params, float(dt), float(t0) + int(step) * float(dt), numerics)
+        _refuse_large_dt(system, grid, state, params, float(dt), float(t0) + int(step) * float(dt), numerics, mesh)
     traj = _advance_jit(
         system, grid, state, params, jnp.asarray(dt, dtype), jnp.asarray(t0, dtype), jnp.asarray(step, jnp.int32),
-        int(n_saves), int(steps_per_save), numerics, saveat.observe,
+        int(n_saves), int(steps_per_save), numerics, saveat.observe, slabs,
     )  # fmt: skip
     if throw:
         traj = raise_if_failed(traj, lambda tr: _describe(tr, grid, float(dt), n_saves, steps_per_save, numerics))
     return traj
 
 
-def _refuse_large_dt(system, grid, state, params, dt, t, numerics) -> None:
-    too_large = positivity_violations(system, grid, state, params, dt=dt, t=t, numerics=numerics)
+def _refuse_large_dt(system, grid, state, params, dt, t, numerics, mesh=None) -> None:
+    too_large = positivity_violations(system, grid, state, params, dt=dt, t=t, numerics=numerics, mesh=mesh)
     if too_large:
         cap = numerics.substeps.cap
         detail = ", ".join(f"{name!r}: {limit / cap:.6g} day" for name, limit in too_large.items())
@@ -374,6 +387,7 @@ def _describe(traj: Trajectory, grid: Grid, dt: float, n_saves: int, steps_per_s
 def simulate(
     system: System, grid: Grid, y0: Mapping[str, Any], *, t_end: float, dt: float, params=None,
     numerics: Numerics | None = None, saveat: SaveAt | None = None, throw: bool = True, t0: float = 0.0,
+    mesh=None,
 ) -> Trajectory:  # fmt: skip
     """Solve ``system`` on ``grid`` from ``y0`` at ``t0`` to ``t_end`` (days) in steps of ``dt``.
 
@@ -387,20 +401,26 @@ def simulate(
     :class:`SqrtCheckpointed` (default) the backward pass stores about ``2√steps`` states per
     frame. ``throw`` as in :func:`advance`: with ``throw=False`` a failed run is a value
     (``result``, ``n_valid``).
+
+    ``mesh``: a one-axis ``jax.sharding.Mesh`` (``Mesh(devices, ("x",))``) whose devices share the
+    grid, split along its slowest axis into one slab per device (the device count must divide axes 0
+    and 1); the results equal one device's to round-off, the returned arrays are sharded over the
+    mesh. Halo exchanges, transposes and what crosses devices: ``docs/numerics.md`` §11.
     """
     saveat = _saveat(saveat)
     n_steps = _whole_steps(t_end - t0, dt, "t_end - t0")
     steps_per_save = n_steps if saveat.every is None else _whole_steps(saveat.every, dt, "SaveAt.every")
     if n_steps % steps_per_save:
         raise ValueError(f"t_end - t0={t_end - t0} is not a whole number of SaveAt.every={saveat.every}")
-    state0, params, numerics = _inputs(system, grid, y0, params, numerics)
+    slabs = Slabs.of(mesh, grid)
+    state0, params, numerics = _inputs(system, grid, y0, params, numerics, slabs)
     traj = advance(
         system, grid, state0, dt=dt, n_saves=n_steps // steps_per_save, steps_per_save=steps_per_save,
-        params=params, numerics=numerics, saveat=SaveAt(observe=saveat.observe), throw=throw, t0=t0,
+        params=params, numerics=numerics, saveat=SaveAt(observe=saveat.observe), throw=throw, t0=t0, mesh=mesh,
     )  # fmt: skip
     t0_ = jnp.asarray(t0, numerics.float_dtype)
-    first = _first_frame(system, grid, state0, params, t0_, numerics)
-    start_bound = _bounds_jit(system, grid, first, params, t0_, numerics) if traj.stats.rate_bound else {}
+    first = _first_frame(system, grid, state0, params, t0_, numerics, slabs)
+    start_bound = _bounds_jit(system, grid, first, params, t0_, numerics, slabs) if traj.stats.rate_bound else {}
     stats = Stats(
         {name: jnp.concatenate([start_bound[name][None], bound]) for name, bound in traj.stats.rate_bound.items()},
         jnp.concatenate([jnp.zeros((1,), traj.stats.substeps.dtype), traj.stats.substeps]),
@@ -419,11 +439,15 @@ def simulate(
     )
 
 
-def initial_frame(system: System, grid: Grid, y0: Mapping[str, Any], params=None, *, t: float = 0.0, numerics=None):
+def initial_frame(
+    system: System, grid: Grid, y0: Mapping[str, Any], params=None, *, t: float = 0.0, numerics=None, mesh=None
+):
     """The state ``simulate`` saves as its first frame: ``y0`` cast to the numerics' precision,
     uniform numbers broadcast to the grid, and the quasi-steady fields solved at time ``t``
-    (days). Use it as the start of :func:`advance` and to record frame 0 of a run.
+    (days). Use it as the start of :func:`advance` and to record frame 0 of a run. ``mesh`` as in
+    :func:`simulate`.
     """
-    state, params, numerics = _inputs(system, grid, y0, params, numerics)
+    slabs = Slabs.of(mesh, grid)
+    state, params, numerics = _inputs(system, grid, y0, params, numerics, slabs)
     check_initial(system, grid, state, t=t)
-    return _first_frame(system, grid, state, params, jnp.asarray(t, numerics.float_dtype), numerics)
+    return _first_frame(system, grid, state, params, jnp.asarray(t, numerics.float_dtype), numerics, slabs)

@@ -139,6 +139,22 @@ def _face_rows(w, n, ndim, dtype):
     return jnp.concatenate([w, jnp.zeros_like(w[:1])], axis=0)
 
 
+def mprk22_first(v, rows):
+    """MPRK22's first stage along axis 0 (backward Euler, ``(I − τA) u⁽¹⁾ = u``), face weights as
+    ``n`` rows (:func:`_face_rows`)."""
+    return _tridiagonal_solve(rows, rows, v)
+
+
+def mprk22_second(v, v1, rows, stage_rows):
+    """MPRK22's second stage along axis 0 from ``u = v``, its first stage ``v1`` and the face-weight
+    rows at both (:func:`mprk22_axis`)."""
+    ratio = _ratio(v, v1)
+    ratio_next = jnp.concatenate([ratio[1:], jnp.zeros_like(ratio[:1])], axis=0)  # s_{k+1}; 0 past the wall
+    back = 0.5 * (rows * ratio_next + stage_rows)
+    ahead = 0.5 * (rows * ratio + stage_rows)
+    return _tridiagonal_solve(back, ahead, v)
+
+
 def mprk22_axis(u, face_weight, axis, stage_weight=None):
     """One MPRK22 step of ``u_t = ∂_x(D ∂_x u)`` along ``axis``.
 
@@ -153,16 +169,12 @@ def mprk22_axis(u, face_weight, axis, stage_weight=None):
     n, ndim, dtype = u.shape[axis], u.ndim, u.dtype
     v = _to_front(u, axis)
     w = _face_rows(face_weight if jnp.ndim(face_weight) == 0 else _to_front(face_weight, axis), n, ndim, dtype)
-    v1 = _tridiagonal_solve(w, w, v)
+    v1 = mprk22_first(v, w)
     if stage_weight is None:
         w1 = w
     else:
         w1 = _face_rows(_to_front(stage_weight(_from_front(v1, axis)), axis), n, ndim, dtype)
-    ratio = _ratio(v, v1)
-    ratio_next = jnp.concatenate([ratio[1:], jnp.zeros_like(ratio[:1])], axis=0)  # s_{k+1}; 0 past the wall
-    back = 0.5 * (w * ratio_next + w1)
-    ahead = 0.5 * (w * ratio + w1)
-    return _from_front(_tridiagonal_solve(back, ahead, v), axis)
+    return _from_front(mprk22_second(v, v1, w, w1), axis)
 
 
 def _mask_faces(w, mask, axis):
@@ -180,6 +192,10 @@ class SplitDiffusion(eqx.Module):
     ``mask``: the domain (a cell array, 1 inside, 0 outside; None: the whole box), built into every
     face weight: no flux crosses a face with a cell outside. With ``mask=None`` and a number ``D``
     the weights, and so the results, are those of the unmasked scheme bit for bit.
+
+    ``slabs`` (``._decomposition.Slabs``; None: one device): the grid split along axis 0 over devices.
+    The weights along axis 0 are then ``n`` rows (:func:`_face_rows`, split with the cells), and the
+    sweeps along axis 0 run after a transpose of all fields together (:meth:`half_step`).
     """
 
     names: tuple[str, ...] = eqx.field(static=True)
@@ -187,22 +203,26 @@ class SplitDiffusion(eqx.Module):
     spacing: tuple[float, ...] = eqx.field(static=True)
     weights: tuple[tuple[Any, ...] | None, ...]
     mask: Any = None
+    slabs: Any = eqx.field(static=True, default=None)
 
     @classmethod
-    def build(cls, coefficients: dict, spacing, dt, dtype, mask=None):
+    def build(cls, coefficients: dict, spacing, dt, dtype, mask=None, slabs=None):
         """``coefficients``: field name → its ``D`` (a number, a cell array or :class:`StateDependent`);
-        ``mask``: the domain (a cell array, 1 inside, 0 outside) or None."""
+        ``mask``: the domain (a cell array, 1 inside, 0 outside) or None; ``slabs`` as above."""
         tau = 0.5 * jnp.asarray(dt, dtype)
         mask = None if mask is None else jnp.asarray(mask, dtype)
 
         def constant(d, axis, dx):
-            return _mask_faces(tau * face_diffusivity(jnp.asarray(d, dtype), axis) / dx**2, mask, axis)
+            d = jnp.asarray(d, dtype)
+            if slabs is not None and axis == 0 and (jnp.ndim(d) or mask is not None):
+                return slabs.face_rows(d, mask, tau, dx)
+            return _mask_faces(tau * face_diffusivity(d, axis) / dx**2, mask, axis)
 
         weights = tuple(
             None if isinstance(d, StateDependent) else tuple(constant(d, a, dx) for a, dx in enumerate(spacing))
             for d in coefficients.values()
         )
-        return cls(tuple(coefficients), tuple(coefficients.values()), tuple(spacing), weights, mask)
+        return cls(tuple(coefficients), tuple(coefficients.values()), tuple(spacing), weights, mask, slabs)
 
     def explicit_limit_rates(self, state, params) -> dict:
         """Per field, ``Σ_axes 2 max D/Δx²`` (1/day): the rate bound an explicit diffusion would add
@@ -223,19 +243,55 @@ class SplitDiffusion(eqx.Module):
         w = 0.5 * dt.astype(u.dtype) * face_diffusivity(d, axis) / self.spacing[axis] ** 2
         return _mask_faces(w, self.mask, axis)
 
+    def _axis_step(self, index, u, state, params, dt, axis):
+        """One MPRK22 step of field ``index`` (now ``u``) along ``axis``, on the whole array."""
+        if self.weights[index] is not None:
+            return mprk22_axis(u, self.weights[index][axis], axis)
+        weights = functools.partial(self._face_weights, index, state, params, dt, axis)
+        return mprk22_axis(u, weights(u), axis, weights)
+
     def half_step(self, state, params, dt, reverse: bool) -> dict:
         """The fields after a half step ``Δt/2`` of their diffusion: axes in order, or reversed. A
         state-dependent ``D`` is evaluated at the start and at the first stage of each axis's step
-        (the other fields as in ``state``)."""
+        (the other fields as in ``state``). On slabs the fields go axis by axis together (they are
+        independent): along axis 0 all of them after one transpose (:meth:`_slab_sweep`)."""
+        if self.slabs is not None:
+            new = {name: state[name] for name in self.names}
+            axes = range(len(self.spacing))
+            for axis in reversed(axes) if reverse else axes:
+                if axis == 0:
+                    new = self._slab_sweep(new, state, params, dt)
+                    continue
+                for index, name in enumerate(self.names):
+                    new[name] = self._axis_step(index, new[name], state, params, dt, axis)
+            return new
         new = {}
         for index, name in enumerate(self.names):
             u = state[name]
             axes = range(u.ndim)
             for axis in reversed(axes) if reverse else axes:
-                if self.weights[index] is not None:
-                    u = mprk22_axis(u, self.weights[index][axis], axis)
-                else:
-                    weights = functools.partial(self._face_weights, index, state, params, dt, axis)
-                    u = mprk22_axis(u, weights(u), axis, weights)
+                u = self._axis_step(index, u, state, params, dt, axis)
             new[name] = u
         return new
+
+    def _slab_rows(self, index, state, params, dt, u):
+        """The face-weight rows along axis 0 of state-dependent field ``index`` at ``u``, on slabs."""
+        d = self.diffusions[index].fn({**state, self.names[index]: u}, params)
+        d = jnp.broadcast_to(jnp.asarray(d, u.dtype), u.shape)
+        return self.slabs.face_rows(d, self.mask, 0.5 * dt.astype(u.dtype), self.spacing[0])
+
+    def _slab_sweep(self, fields, state, params, dt) -> dict:
+        """One MPRK22 step along axis 0 of every field, on slabs: one transpose there and back for all
+        (``._decomposition.Slabs.sweep0``), and for state-dependent ``D`` one more each way for the
+        second stage, whose weights are evaluated at the first stage on the slabs."""
+        rows, stage = [], []
+        for index, name in enumerate(self.names):
+            if self.weights[index] is not None:
+                rows.append(self.weights[index][0])
+                stage.append(None)
+            else:
+                fn = functools.partial(self._slab_rows, index, state, params, dt)
+                rows.append(fn(fields[name]))
+                stage.append(fn)
+        out = self.slabs.sweep0([fields[name] for name in self.names], rows, stage)
+        return dict(zip(self.names, out, strict=True))

@@ -27,7 +27,7 @@ advanced in time. :func:`plan` chooses each field's class from the
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -62,12 +62,26 @@ def _taxis_terms(taxis: tuple[Taxis, ...], state, params) -> list:
     ]  # fmt: skip
 
 
-def _taxis_only_bound(taxis, state, params, spacing, mask=None):
-    """Outflow-rate bound (1/day) of the explicit taxis of an exponentially advanced field."""
-    if not taxis:
-        return None
-    speeds = stencils.max_face_speed(_taxis_terms(taxis, state, params), spacing, mask)
-    return stencils.explicit_rate_bound(spacing, 0.0, 0.0, speeds)
+def _face_speeds(request, spacing, speeds):
+    """``speeds`` (per axis, precomputed from ``request``), else those of ``request = (taxis terms,
+    mask)`` on one device (:func:`._stencils.max_face_speed`)."""
+    if speeds is not None:
+        return speeds
+    return stencils.max_face_speed(request[0], spacing, request[1])
+
+
+class TransportTerm(NamedTuple):
+    """The arguments of :func:`._stencils.transport` but the spacing: what the local transport of one
+    field needs (the stepper computes the terms of all fields of a stage together, ``._decomposition``)."""
+
+    u: Any
+    diffusivity: Any
+    taxis: Any
+    wall: Any = None
+    mask: Any = None
+
+    def apply(self, spacing):
+        return stencils.transport(self.u, spacing, self.diffusivity, self.taxis, self.wall, self.mask)
 
 
 class FieldScheme(eqx.Module):
@@ -84,9 +98,14 @@ class FieldScheme(eqx.Module):
         """What the scheme carries for ``u`` at the start of a frame (None: nothing)."""
         return None
 
+    def transport_term(self, u, state, params) -> TransportTerm | None:
+        """The local transport of ``N(u)`` (None: none)."""
+        return None
+
     @abc.abstractmethod
-    def explicit_rate(self, u, reaction_rate, state, params, spacing):
-        """``N(u)`` (field units per day) given the reaction rate of this field."""
+    def explicit_rate(self, u, reaction_rate, state, params, spacing, transport=None):
+        """``N(u)`` (field units per day) given the reaction rate of this field and, where
+        :meth:`transport_term` is not None, its transport (computed here when None)."""
 
     @abc.abstractmethod
     def first_stage(self, u, carried, rate, dt):
@@ -96,9 +115,14 @@ class FieldScheme(eqx.Module):
     def second_stage(self, a, carried, memo, rate, dt):
         """``u⁺ = a + h C (N(a) − N(u))``; returns ``(u⁺, carried u⁺)``."""
 
-    def rate_bound(self, state, params, spacing):
+    def speed_request(self, state, params):
+        """``(taxis terms, mask)`` whose face speeds :meth:`rate_bound` needs (None: none)."""
+        return None
+
+    def rate_bound(self, state, params, spacing, speeds=None):
         """Largest outflow rate (1/day) of the explicit part at ``state``: ``dt · bound ≤ 1``
-        keeps the step non-negative. None where nothing explicit limits the step."""
+        keeps the step non-negative. None where nothing explicit limits the step. ``speeds``: the
+        face speeds of :meth:`speed_request`, per axis (computed here when None)."""
         return None
 
     @property
@@ -138,19 +162,25 @@ class LocalSSPRK2(_Heun):
     wall: Any = None
     mask: Any = None
 
-    def explicit_rate(self, u, reaction_rate, state, params, spacing):
+    def transport_term(self, u, state, params):
         d = evaluate(self.diffusion, params, state)
-        taxis = _taxis_terms(self.taxis, state, params)
-        rate = reaction_rate + stencils.transport(u, spacing, d, taxis, wall_value=self.wall, mask=self.mask)
-        return _minus_decay(rate, self.decay, u)
+        return TransportTerm(u, d, _taxis_terms(self.taxis, state, params), self.wall, self.mask)
+
+    def explicit_rate(self, u, reaction_rate, state, params, spacing, transport=None):
+        if transport is None:
+            transport = self.transport_term(u, state, params).apply(spacing)
+        return _minus_decay(reaction_rate + transport, self.decay, u)
 
     @property
     def limits_step(self) -> bool:
         return not (is_zero(self.diffusion) and is_zero(self.decay) and not self.taxis)
 
-    def rate_bound(self, state, params, spacing):
-        taxis = _taxis_terms(self.taxis, state, params)
-        speeds = stencils.max_face_speed(taxis, spacing, self.mask) if taxis else [0.0] * len(spacing)
+    def speed_request(self, state, params):
+        return (_taxis_terms(self.taxis, state, params), self.mask) if self.taxis else None
+
+    def rate_bound(self, state, params, spacing, speeds=None):
+        request = self.speed_request(state, params) if speeds is None else None
+        speeds = _face_speeds(request, spacing, speeds) if self.taxis else [0.0] * len(spacing)
         d = evaluate(self.diffusion, params, state)
         d = jnp.max(d) if jnp.ndim(d) else d  # face means never exceed the largest cell value
         return stencils.explicit_rate_bound(spacing, d, self.decay, speeds, self.wall is not None)
@@ -180,7 +210,7 @@ class ScalarETDRK2(FieldScheme):
         decay = jnp.asarray(decay)
         return cls(name, phi_functions(-decay * jnp.asarray(dt).astype(decay.dtype)))
 
-    def explicit_rate(self, u, reaction_rate, state, params, spacing):
+    def explicit_rate(self, u, reaction_rate, state, params, spacing, transport=None):
         return reaction_rate
 
     def first_stage(self, u, carried, rate, dt):
@@ -199,11 +229,15 @@ class PointwiseETDRK2(FieldScheme):
     taxis: tuple[Taxis, ...]
     mask: Any = None
 
-    def explicit_rate(self, u, reaction_rate, state, params, spacing):
+    def transport_term(self, u, state, params):
+        return TransportTerm(u, 0.0, _taxis_terms(self.taxis, state, params), None, self.mask) if self.taxis else None
+
+    def explicit_rate(self, u, reaction_rate, state, params, spacing, transport=None):
         if not self.taxis:
             return reaction_rate
-        taxis = _taxis_terms(self.taxis, state, params)
-        return reaction_rate + stencils.transport(u, spacing, 0.0, taxis, mask=self.mask)
+        if transport is None:
+            transport = self.transport_term(u, state, params).apply(spacing)
+        return reaction_rate + transport
 
     def first_stage(self, u, carried, rate, dt):
         e, p1, _ = self.phi
@@ -212,8 +246,15 @@ class PointwiseETDRK2(FieldScheme):
     def second_stage(self, a, carried, memo, rate, dt):
         return a + dt * self.phi[2] * (rate - memo), None
 
-    def rate_bound(self, state, params, spacing):
-        return _taxis_only_bound(self.taxis, state, params, spacing, self.mask)
+    def speed_request(self, state, params):
+        return (_taxis_terms(self.taxis, state, params), self.mask) if self.taxis else None
+
+    def rate_bound(self, state, params, spacing, speeds=None):
+        """Outflow-rate bound (1/day) of the explicit taxis (None without)."""
+        if not self.taxis:
+            return None
+        request = self.speed_request(state, params) if speeds is None else None
+        return stencils.explicit_rate_bound(spacing, 0.0, 0.0, _face_speeds(request, spacing, speeds))
 
     @property
     def limits_step(self) -> bool:
@@ -230,27 +271,48 @@ class SpectralETDRK2(PointwiseETDRK2):
 
     wall: tuple[Any, Any] | None = None
 
-    def prepare(self, u):
-        return self._forward(u - self.wall[0] if self.wall else u)
+    @property
+    def dirichlet(self) -> bool:
+        """Whether the field has fixed wall values (DST-II of ``u − g``)."""
+        return self.wall is not None
 
-    def _forward(self, x):
-        return spectral.to_spectral(x, self.wall is not None)
+    def spectral_input(self, u):
+        """What :meth:`prepare` transforms: ``u`` (``u − g`` with wall values)."""
+        return u - self.wall[0] if self.wall else u
 
-    def _field(self, u_hat):
-        u = spectral.from_spectral(u_hat, self.wall is not None)
+    def source(self, rate):
+        """What a stage transforms of the explicit rate: ``N`` (``N − k g`` with wall values)."""
+        return rate - self.wall[1] if self.wall else rate
+
+    def field(self, u):
+        """The field from the inverse transform of its coefficients (``g +`` it with wall values)."""
         return self.wall[0] + u if self.wall else u
 
-    def _rate_coefficients(self, rate):
-        return self._forward(rate - self.wall[1] if self.wall else rate)
+    def first_coefficients(self, carried, rate_hat, dt):
+        """``â = E û + h P₁ N̂(u)``."""
+        e, p1, _ = self.phi
+        return e * carried + dt * p1 * rate_hat
+
+    def second_coefficients(self, carried, memo, rate_hat, dt):
+        """``û⁺ = â + h P₂ (N̂(a) − N̂(u))``."""
+        return carried + dt * self.phi[2] * (rate_hat - memo)
+
+    def prepare(self, u):
+        return self._forward(self.spectral_input(u))
+
+    def _forward(self, x):
+        return spectral.to_spectral(x, self.dirichlet)
+
+    def _field(self, u_hat):
+        return self.field(spectral.from_spectral(u_hat, self.dirichlet))
 
     def first_stage(self, u, carried, rate, dt):
-        e, p1, _ = self.phi
-        rate_hat = self._rate_coefficients(rate)
-        a_hat = e * carried + dt * p1 * rate_hat
+        rate_hat = self._forward(self.source(rate))
+        a_hat = self.first_coefficients(carried, rate_hat, dt)
         return self._field(a_hat), a_hat, rate_hat
 
     def second_stage(self, a, carried, memo, rate, dt):
-        u_hat = carried + dt * self.phi[2] * (self._rate_coefficients(rate) - memo)
+        u_hat = self.second_coefficients(carried, memo, self._forward(self.source(rate)), dt)
         return self._field(u_hat), u_hat
 
 
@@ -268,30 +330,42 @@ class QuasiSteadySolve(eqx.Module):
     spectral: bool = eqx.field(static=True)
     wall: tuple[Any, Any] | None = None  # stacked (g, k g), (F, 1, …)
 
-    def solve(self, sources):
-        """The fields from their stacked sources ``(F, *grid)``, stacked the same way."""
+    def solve(self, sources, ops=None):
+        """The fields from their stacked sources ``(F, *grid)``, stacked the same way. ``ops``: the
+        transforms of a decomposed grid (``._decomposition.Slabs``; None: one device)."""
         if not self.spectral:
             return self.inverse * sources
+        forward = spectral.to_spectral if ops is None else ops.forward
+        inverse = spectral.from_spectral if ops is None else ops.inverse
         if self.wall is None:
-            return spectral.from_spectral(self.inverse * spectral.to_spectral(sources, batch=1), batch=1)
+            return inverse(self.inverse * forward(sources, False, 1), False, 1)
         g, kg = self.wall
-        return g + spectral.from_spectral(self.inverse * spectral.to_spectral(sources - kg, True, 1), True, 1)
+        return g + inverse(self.inverse * forward(sources - kg, True, 1), True, 1)
 
 
-def _quasi_steady_solves(names, solves, ndim) -> tuple[QuasiSteadySolve, ...]:
+def _quasi_steady_solves(names, solves, ndim, batched=False) -> tuple[QuasiSteadySolve, ...]:
     """``solves``: name → ``(inverse, spectral, wall)``; one solve per field, its operators stacked on a
     leading axis of one (a batched transform over fields of one kind measured slower on XLA:CPU;
-    ``benchmarks/README.md``)."""
+    ``benchmarks/README.md``). ``batched``: one solve per kind (spectral or not, with wall values or
+    not), as a decomposed grid takes them: one transpose each way for all its fields."""
 
     def stack(value):
         value = jnp.asarray(value)
         return (value.reshape((1,) * ndim) if value.ndim == 0 else value)[None]
 
-    out = []
+    groups = {}
     for name in names:
         inverse, is_spectral, wall = solves[name]
-        wall = None if wall is None else tuple(stack(w) for w in wall)
-        out.append(QuasiSteadySolve((name,), stack(inverse), is_spectral, wall))
+        key = (is_spectral, wall is None) if batched else name
+        groups.setdefault(key, []).append((name, stack(inverse), is_spectral, wall))
+    out = []
+    for members in groups.values():
+        is_spectral = members[0][2]
+        inverse = jnp.concatenate([m[1] for m in members]) if len(members) > 1 else members[0][1]
+        wall = None
+        if members[0][3] is not None:
+            wall = tuple(jnp.concatenate([stack(m[3][i]) for m in members]) for i in range(2))
+        out.append(QuasiSteadySolve(tuple(m[0] for m in members), inverse, is_spectral, wall))
     return tuple(out)
 
 
@@ -331,12 +405,14 @@ def _check_map_shape(where: str, value, grid: Grid) -> None:
 
 
 def plan(
-    system: System, grid: Grid, params, dt, dtype, cell_diffusion: CellDiffusion
+    system: System, grid: Grid, params, dt, dtype, cell_diffusion: CellDiffusion, slabs=None
 ) -> tuple[dict[str, FieldScheme], tuple[QuasiSteadySolve, ...], SplitDiffusion | None]:
     """Each time-dependent field's scheme, each quasi-steady field's solve and, with
     :class:`ImplicitDiffusion`, the split-off diffusion of the cell fields (None without), with operators
     (``φ``-functions of ``dt L``, inverse symbols, wall values, ``τD/Δx²``) computed once for ``dt``.
-    The scheme of a field whose diffusion is split off is its :class:`LocalSSPRK2` without diffusion."""
+    The scheme of a field whose diffusion is split off is its :class:`LocalSSPRK2` without diffusion.
+    ``slabs``: the decomposition of the grid over devices (``._decomposition.Slabs``; None: one device),
+    whose symbols are laid out as its spectral coefficients and whose quasi-steady solves are batched."""
     split = cell_diffusion.split_fields(system)
     mask = domain_mask(system, params, dtype)
     symbols = {}  # the Laplacian's eigenvalues, by "has fixed wall values"
@@ -350,7 +426,9 @@ def plan(
         if is_zero(system.diffusion.get(name, 0.0)):
             return jnp.asarray(-jnp.asarray(k, dtype), dtype), False
         dirichlet = wall is not None
-        if dirichlet not in symbols:
+        if dirichlet not in symbols and slabs is not None:
+            symbols[dirichlet] = slabs.laplacian_symbol(grid.spacing, dirichlet, dtype)
+        elif dirichlet not in symbols:
             symbols[dirichlet] = jnp.asarray(
                 spectral.laplacian_symbol(grid.shape, grid.spacing, dirichlet=dirichlet), dtype
             )
@@ -364,7 +442,7 @@ def plan(
     for name in system.quasi_steady:
         lin, is_spectral = generator(name, walls.get(name))
         solves[name] = (1.0 / (-lin), is_spectral, walls.get(name) if is_spectral else None)
-    solves = _quasi_steady_solves(system.quasi_steady, solves, grid.ndim)
+    solves = _quasi_steady_solves(system.quasi_steady, solves, grid.ndim, batched=slabs is not None)
     schemes, split_coefficients = {}, {}
     for name in system.dynamic_fields:
         taxis = system.taxis_on(name)
@@ -389,5 +467,5 @@ def plan(
                 schemes[name] = PointwiseETDRK2(name, phi, taxis, mask)
     diffusion = None
     if split_coefficients:
-        diffusion = SplitDiffusion.build(split_coefficients, grid.spacing, dt, dtype, mask)
+        diffusion = SplitDiffusion.build(split_coefficients, grid.spacing, dt, dtype, mask, slabs)
     return schemes, solves, diffusion

@@ -187,6 +187,34 @@ def _dirichlet_wall_fluxes(u, axis, dx, diffusivity, wall_value):
     return 2.0 * d_lo * (lo - wall_value) / dx, 2.0 * d_hi * (wall_value - hi) / dx
 
 
+def axis_flux(u, axis, dx, diffusivity, taxis_terms, open_faces=None):
+    """The transport flux ``D ∂u/∂x − Σ χ u ∂c/∂x`` on the interior faces of ``axis`` (None where
+    there is no transport along it), closed faces (``open_faces``, :func:`face_open`) carrying none.
+    :func:`transport` without its walls; a slab of a decomposed grid (``._decomposition``) takes it
+    on its cells and ghost layers."""
+    flux = None
+    if not _is_zero(diffusivity):
+        flux = face_diffusivity(diffusivity, axis) * _face_difference(u, axis) / dx
+    for chi, attractant in taxis_terms:
+        velocity = taxis_face_velocity(attractant, chi, axis, dx)
+        advective = velocity * upwind_face_value(u, velocity, axis, open_faces)
+        flux = -advective if flux is None else flux - advective
+    if flux is not None and open_faces is not None:
+        flux = flux * open_faces
+    return flux
+
+
+def wall_fluxes(u, axis, dx, diffusivity, wall_value, mask=None):
+    """The fluxes through the two walls of ``axis``: the fixed-value ones (:func:`transport`) where
+    ``wall_value`` is given and ``u`` diffuses, else None (zero flux)."""
+    if wall_value is None or _is_zero(diffusivity):
+        return None
+    walls = _dirichlet_wall_fluxes(u, axis, dx, diffusivity, wall_value)
+    if mask is not None:
+        walls = tuple(w * m.astype(u.dtype) for w, m in zip(walls, _edges(mask, axis), strict=True))
+    return walls
+
+
 def transport(u, spacing, diffusivity, taxis_terms, wall_value=None, mask=None):
     """Local conservative transport ``∇·(D∇u − Σ χ u ∇c)``.
 
@@ -204,21 +232,9 @@ def transport(u, spacing, diffusivity, taxis_terms, wall_value=None, mask=None):
     total = jnp.zeros_like(u)
     for axis, dx in enumerate(spacing):
         open_faces = None if mask is None else face_open(mask, axis).astype(u.dtype)
-        flux = None
-        if not _is_zero(diffusivity):
-            flux = face_diffusivity(diffusivity, axis) * _face_difference(u, axis) / dx
-        for chi, attractant in taxis_terms:
-            velocity = taxis_face_velocity(attractant, chi, axis, dx)
-            advective = velocity * upwind_face_value(u, velocity, axis, open_faces)
-            flux = -advective if flux is None else flux - advective
-        walls = None
-        if wall_value is not None and not _is_zero(diffusivity):
-            walls = _dirichlet_wall_fluxes(u, axis, dx, diffusivity, wall_value)
-            if mask is not None:
-                walls = tuple(w * m.astype(u.dtype) for w, m in zip(walls, _edges(mask, axis), strict=True))
+        flux = axis_flux(u, axis, dx, diffusivity, taxis_terms, open_faces)
         if flux is not None:
-            if open_faces is not None:
-                flux = flux * open_faces
+            walls = wall_fluxes(u, axis, dx, diffusivity, wall_value, mask)
             total = total + _divergence_of_interior_flux(flux, axis, dx, walls)
     return total
 

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from . import _schemes as schemes
+from ._decomposition import ONE_DEVICE, Slabs
 from ._diffusion import SplitDiffusion
 from ._grid import Grid
 from ._numerics import Numerics
@@ -43,6 +44,11 @@ class Stepper(eqx.Module):
     Calling a stepper, ``stepper(state, t)``, takes one whole step from a state (the quasi-steady
     fields are solved at the new time); :meth:`step` is the rollout's form, which carries the
     spectral schemes' coefficients between steps.
+
+    ``slabs`` (:class:`._decomposition.Slabs`; None: one device) decomposes the grid over the
+    devices of a mesh: every array keeps its meaning (the whole grid), the local operators of a
+    stage (all fields' transport together, all spectral transforms of a kind together, the
+    implicit sweeps) run as one ``shard_map`` each with halo exchanges and transposes.
     """
 
     schemes: dict[str, schemes.FieldScheme]
@@ -54,13 +60,21 @@ class Stepper(eqx.Module):
     numerics: Numerics
     mask: Any
     grid: Grid = eqx.field(static=True)
+    slabs: Slabs | None = eqx.field(static=True, default=None)
 
     @classmethod
-    def build(cls, system: System, grid: Grid, params, dt, numerics: Numerics) -> Stepper:
+    def build(cls, system: System, grid: Grid, params, dt, numerics: Numerics, slabs: Slabs | None = None) -> Stepper:
         dt = jnp.asarray(dt)
-        field_schemes, solves, diffusion = schemes.plan(system, grid, params, dt, dt.dtype, numerics.cell_diffusion)
+        field_schemes, solves, diffusion = schemes.plan(
+            system, grid, params, dt, dt.dtype, numerics.cell_diffusion, slabs
+        )
         mask = schemes.domain_mask(system, params, dt.dtype)
-        return cls(field_schemes, solves, diffusion, params, dt, system, numerics, mask, grid)
+        return cls(field_schemes, solves, diffusion, params, dt, system, numerics, mask, grid, slabs)
+
+    @property
+    def ops(self):
+        """The local operators: :data:`._decomposition.ONE_DEVICE`, or the slabs of a decomposed grid."""
+        return ONE_DEVICE if self.slabs is None else self.slabs
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -93,7 +107,7 @@ class Stepper(eqx.Module):
         for solve in self.solves:
             like = state[solve.names[0]]
             sources = [jnp.broadcast_to(jnp.asarray(rates.get(n, 0.0), like.dtype), like.shape) for n in solve.names]
-            state.update(zip(solve.names, solve.solve(jnp.stack(sources)), strict=True))
+            state.update(zip(solve.names, solve.solve(jnp.stack(sources), self.slabs), strict=True))
         return state
 
     def rates(self, state: State, t, field_schemes=None) -> tuple[State, State]:
@@ -103,35 +117,50 @@ class Stepper(eqx.Module):
         state = self.solve_quasi_steady(state, t)
         reaction = self._reaction(state, t)
         spacing = self.grid.spacing
+        terms = {name: scheme.transport_term(state[name], state, self.params) for name, scheme in field_schemes.items()}
+        transports = self.ops.transport_many({name: term for name, term in terms.items() if term is not None}, spacing)
         out = {}
         for name, scheme in field_schemes.items():
             u = state[name]
             rate = jnp.broadcast_to(jnp.asarray(reaction.get(name, 0.0), u.dtype), u.shape)
             if self.mask is not None and u.ndim:  # no reaction outside the domain (scalars are not fields)
                 rate = rate * self.mask
-            out[name] = scheme.explicit_rate(u, rate, state, self.params, spacing)
+            out[name] = scheme.explicit_rate(u, rate, state, self.params, spacing, transports.get(name))
         return out, state
 
     def prepare(self, state: State) -> State:
         """What the schemes carry between stages, restarted from ``state`` (spectral coefficients)."""
-        carried = {name: scheme.prepare(state[name]) for name, scheme in self.schemes.items()}
-        return {name: c for name, c in carried.items() if c is not None}
+        inputs = {name: (s.spectral_input(state[name]), s.dirichlet) for name, s in _spectral(self.schemes).items()}
+        return self.ops.forward_many(inputs)
 
     def _stages(self, field_schemes, state: State, carried: State, t, dt, first=None) -> tuple[State, State]:
         """The explicit step ``E`` of length ``dt``: ``a = A u + h B N(u, t)``,
         ``u⁺ = a + h C (N(a, t + h) − N(u, t))`` for every field; ``first``: ``rates(state, t)``."""
         n0, state = self.rates(state, t, field_schemes) if first is None else first
+        spectral, ops = _spectral(field_schemes), self.ops
+        hats = ops.forward_many({name: (s.source(n0[name]), s.dirichlet) for name, s in spectral.items()})
         stage, stage_carried, memo = dict(state), {}, {}
         for name, scheme in field_schemes.items():
-            stage[name], stage_carried[name], memo[name] = scheme.first_stage(
-                state[name], carried.get(name), n0[name], dt
-            )
+            if name in spectral:
+                stage_carried[name], memo[name] = scheme.first_coefficients(carried[name], hats[name], dt), hats[name]
+            else:
+                stage[name], stage_carried[name], memo[name] = scheme.first_stage(
+                    state[name], carried.get(name), n0[name], dt
+                )
+        fields = ops.inverse_many({name: (stage_carried[name], s.dirichlet) for name, s in spectral.items()})
+        stage.update({name: s.field(fields[name]) for name, s in spectral.items()})
         n1, _ = self.rates(stage, t + dt, field_schemes)
+        hats = ops.forward_many({name: (s.source(n1[name]), s.dirichlet) for name, s in spectral.items()})
         new, new_carried = dict(state), {}
         for name, scheme in field_schemes.items():
+            if name in spectral:
+                new_carried[name] = scheme.second_coefficients(stage_carried[name], memo[name], hats[name], dt)
+                continue
             new[name], c = scheme.second_stage(stage[name], stage_carried[name], memo[name], n1[name], dt)
             if c is not None:
                 new_carried[name] = c
+        fields = ops.inverse_many({name: (new_carried[name], s.dirichlet) for name, s in spectral.items()})
+        new.update({name: s.field(fields[name]) for name, s in spectral.items()})
         return new, new_carried
 
     def _diffuse(self, state: State, reverse: bool) -> State:
@@ -153,9 +182,9 @@ class Stepper(eqx.Module):
     def _subcycled(self, state: State, carried: State, t, n) -> tuple[State, State]:
         """``n`` explicit steps of ``dt/n`` (operators rebuilt for ``dt/n``)."""
         h = self.dt / n.astype(self.dt.dtype)
-        sub_schemes = schemes.plan(self.system, self.grid, self.params, h, self.dt.dtype, self.numerics.cell_diffusion)[
-            0
-        ]
+        sub_schemes = schemes.plan(
+            self.system, self.grid, self.params, h, self.dt.dtype, self.numerics.cell_diffusion, self.slabs
+        )[0]
 
         def body(carry):
             i, state, carried = carry
@@ -194,9 +223,12 @@ class Stepper(eqx.Module):
         of the bound (:meth:`diffusion_rates` gives what it would add if explicit)."""
         if not solved:
             state = self.solve_quasi_steady(state, t)
+        requests = {name: scheme.speed_request(state, self.params) for name, scheme in self.schemes.items()}
+        spacing = self.grid.spacing
+        speeds = self.ops.face_speeds_many({name: r for name, r in requests.items() if r is not None}, spacing)
         bounds = {}
         for name, scheme in self.schemes.items():
-            bound = scheme.rate_bound(state, self.params, self.grid.spacing)
+            bound = scheme.rate_bound(state, self.params, spacing, speeds.get(name))
             if bound is not None:
                 bounds[name] = jnp.asarray(bound, self.dt.dtype)
         return bounds
@@ -211,9 +243,16 @@ class Stepper(eqx.Module):
         return {name: jnp.asarray(rate, self.dt.dtype) for name, rate in rates.items()}
 
 
-def make_stepper(system: System, grid: Grid, params, dt, numerics: Numerics | None = None) -> Stepper:
+def _spectral(field_schemes) -> dict[str, schemes.SpectralETDRK2]:
+    return {name: s for name, s in field_schemes.items() if isinstance(s, schemes.SpectralETDRK2)}
+
+
+def make_stepper(system: System, grid: Grid, params, dt, numerics: Numerics | None = None, *, mesh=None) -> Stepper:
     """The step of ``system`` on ``grid`` for ``params`` and ``dt`` (days), built once: a callable
     ``stepper(state, t) → state`` (jittable, differentiable). ``params`` and the state as the rollout
-    takes them (:func:`cast_floats`); ``numerics`` as in :func:`simulate`."""
+    takes them (:func:`cast_floats`); ``numerics`` as in :func:`simulate`. ``mesh``: a one-axis
+    ``jax.sharding.Mesh`` whose devices share the grid, split in slabs along its first axis (as in
+    :func:`simulate`; call the stepper inside ``jax.jit``)."""
     numerics = Numerics() if numerics is None else numerics
-    return Stepper.build(system, grid, params, jnp.asarray(dt, numerics.float_dtype), numerics)
+    slabs = Slabs.of(mesh, grid)
+    return Stepper.build(system, grid, params, jnp.asarray(dt, numerics.float_dtype), numerics, slabs)

@@ -18,7 +18,18 @@ from typing import Any
 import equinox as eqx
 import jax
 import numpy as np
-from tumorfield_kernels import Grid, Numerics, SaveAt, System, Trajectory, advance, cast_floats, initial_frame
+from jax.sharding import Mesh
+from tumorfield_kernels import (
+    Grid,
+    Numerics,
+    SaveAt,
+    System,
+    Trajectory,
+    advance,
+    cast_floats,
+    check_split,
+    initial_frame,
+)
 
 
 class Observer(eqx.Module):
@@ -37,7 +48,8 @@ class Observer(eqx.Module):
 
 class Problem(eqx.Module):
     """What one run solves and how: ``system`` on ``grid`` from ``y0`` with ``params`` (in the compute
-    precision), observed by ``observe``, advanced with ``numerics`` in steps of ``dt`` days."""
+    precision), observed by ``observe``, advanced with ``numerics`` in steps of ``dt`` days; ``mesh``:
+    the devices that share the grid (``[run] devices``, :func:`run_mesh`; None: one device)."""
 
     system: System
     params: Any
@@ -46,11 +58,16 @@ class Problem(eqx.Module):
     observe: Observer
     grid: Grid = eqx.field(static=True)
     dt: float = eqx.field(static=True)
+    mesh: Mesh | None = eqx.field(static=True, default=None)
 
     @classmethod
-    def from_config(cls, config, *, observables: tuple[str, ...] | None = None, numerics: Numerics | None = None):
+    def from_config(
+        cls, config, *, observables: tuple[str, ...] | None = None, numerics: Numerics | None = None,
+        mesh: Mesh | None = None,
+    ):  # fmt: skip
         """The problem of a run config (``observables``: only these keys of the model's observe;
-        ``numerics``: instead of the config's, e.g. with a vmap axis name for its sub-cycling)."""
+        ``numerics``: instead of the config's, e.g. with a vmap axis name for its sub-cycling; ``mesh``:
+        the devices that share its grid, :func:`run_mesh`)."""
         model, grid = config.model, config.grid
         if not isinstance(inspect.getattr_static(type(model), "observe", None), staticmethod):
             raise TypeError(
@@ -62,7 +79,7 @@ class Problem(eqx.Module):
         params = cast_floats(model.params(grid), numerics.dtype)
         y0 = {name: np.asarray(value) for name, value in model.initial_state(grid).items()}
         observe = Observer(model.observe, grid, observables)
-        return cls(model.system, params, y0, numerics, observe, grid, float(config.time.dt))
+        return cls(model.system, params, y0, numerics, observe, grid, float(config.time.dt), mesh)
 
     def rollout_key(self) -> Hashable:
         """Equal for problems that one compiled rollout serves, batched over their arrays: the static
@@ -75,7 +92,7 @@ class Problem(eqx.Module):
 
     def initial_frame(self) -> dict[str, Any]:
         """Frame 0: ``y0`` in the compute precision with the quasi-steady fields solved at t = 0."""
-        return initial_frame(self.system, self.grid, self.y0, self.params, numerics=self.numerics)
+        return initial_frame(self.system, self.grid, self.y0, self.params, numerics=self.numerics, mesh=self.mesh)
 
     def without_initial(self) -> Problem:
         """The problem without ``y0`` (a batch advances its members' current states, not their starts)."""
@@ -91,7 +108,29 @@ class Problem(eqx.Module):
         return advance(
             self.system, self.grid, state, dt=self.dt, n_saves=n_saves, steps_per_save=steps_per_save,
             params=self.params, numerics=self.numerics, saveat=SaveAt(observe=self.observe), throw=False, step=step,
+            mesh=self.mesh,
         )  # fmt: skip
+
+
+def run_mesh(config) -> Mesh | None:
+    """The mesh of ``[run] devices`` (None for one device): the first ``devices`` local devices (all of
+    them for ``"all"``), one slab of the grid each; :class:`~tumorfield.config.ConfigError` if there are
+    fewer or the count does not split the grid."""
+    from .config import ConfigError
+
+    devices = config.run.devices
+    available = jax.local_devices()
+    n = len(available) if devices == "all" else devices
+    if n > len(available):
+        raise ConfigError("run.devices", devices, f"this machine has {len(available)} {available[0].platform} "
+                          f"device(s)", config.source)  # fmt: skip
+    if n == 1:
+        return None
+    try:
+        check_split(config.grid.shape, n)
+    except ValueError as error:
+        raise ConfigError("run.devices", devices, str(error), config.source) from None
+    return Mesh(np.array(available[:n]), ("x",))
 
 
 def batched_advance(template: Problem, n_saves: int, steps_per_save: int, axis_name: str) -> Callable:

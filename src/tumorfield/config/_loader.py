@@ -24,6 +24,7 @@ from tumorfield_kernels import (
     ImageError,
     ImplicitDiffusion,
     Numerics,
+    check_split,
     choose_cell_diffusion,
     substeps_from_cap,
 )
@@ -255,6 +256,15 @@ def stored_fields(config) -> tuple[str, ...]:
     return tuple(f for f in system.fields if f in keep or f in system.scalars)
 
 
+def _check_devices(devices, grid: Grid) -> None:
+    """``[run] devices``: a count that splits the grid into slabs (``"all"`` is checked when the run starts)."""
+    if isinstance(devices, int) and devices > 1:
+        try:
+            check_split(grid.shape, devices)
+        except ValueError as error:
+            raise ConfigError("run.devices", devices, str(error)) from None
+
+
 def _validate(document: dict[str, Any], base: Path) -> RunConfig:
     model_name = check_section("model", document.get("model", {}), section_keys(ModelSection))["name"]
     model_cls = models.get(model_name)
@@ -264,6 +274,7 @@ def _validate(document: dict[str, Any], base: Path) -> RunConfig:
     typed = {name: types[name](**values) for name, values in sections.items()}
     grid = _grid(sections["grid"])
     time, output, run = typed["time"], typed["output"], typed["run"]
+    _check_devices(run.devices, grid)
     n_steps, steps_per_save = _steps(time)
     model = model_cls({name: typed[name] for name in model_cls.section_types})
     model.validate(grid, time.t_end, time.dt)

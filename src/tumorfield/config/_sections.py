@@ -118,6 +118,12 @@ class OutputSection:
     )
 
 
+def _devices(value) -> str | None:
+    if value == "all" or (isinstance(value, int) and value >= 1):
+        return None
+    return 'must be an integer ≥ 1 or "all"'
+
+
 @section
 class RunSection:
     """``[run]``: chunking, caching, seed and progress display of a run."""
@@ -139,6 +145,14 @@ class RunSection:
         "",
         "`bar` (tqdm), `lines` (a line every ~5 %), `none`, or `auto` (bar on a terminal, lines otherwise).",
         one_of("auto", "bar", "lines", "none"),
+    )
+    devices: int | str = key(
+        1,
+        "",
+        "Devices that share the grid, one slab each along its slowest axis (the count must divide the first two "
+        'axes), or `"all"` (every local device); the file is that of one device. Sweeps and fits ignore it (they '
+        "spread their members over the devices). docs/numerics.md §11.",
+        _devices,
     )
 
 

@@ -21,7 +21,7 @@ from ..config._loader import stored_fields
 from ..io import InputImage, image_digest, open_trajectory, write_xdmf
 from ..io._guard import GuardedFile
 from ..io._writer import FORMAT, StorageError, TrajectoryFile
-from ..problem import Problem
+from ..problem import Problem, run_mesh
 from ._loop import LIMIT_NAME, chunk_loop
 from ._output import OutputError, OutputTarget
 from ._signals import StopFlag, pending
@@ -146,7 +146,7 @@ class Run:
     def __init__(self, config, file: TrajectoryFile, target: OutputTarget, state, step: int, log: Callable,
                  problem: Problem | None = None):  # fmt: skip
         self.config, self.file, self.target, self.state, self.step, self.log = config, file, target, state, step, log
-        self.problem = problem or Problem.from_config(config)
+        self.problem = problem or Problem.from_config(config, mesh=run_mesh(config))
         target.on_move = file.moved
         file.moved(target.current)
 
@@ -156,7 +156,7 @@ class Run:
         file and commit frame 0. A signal caught before the file exists raises :class:`Interrupted`.
         ``problem``: the config's, when the caller has built it already (a sweep, to group members)."""
         target = OutputTarget.new(output, overwrite=overwrite)
-        problem = problem or Problem.from_config(config)
+        problem = problem or Problem.from_config(config, mesh=run_mesh(config))
         file = None
         try:
             for note in [*target.notes, target.check_space(output_bytes(config), config.output.compression == "none")]:
@@ -337,7 +337,7 @@ def _frame_zero(config, problem: Problem) -> tuple[dict, dict]:
     frame = problem.initial_frame()
     dt, cap = config.time.dt, problem.numerics.substeps.cap
     too_large = positivity_violations(problem.system, problem.grid, frame, problem.params, dt=dt,
-                                      numerics=problem.numerics)  # fmt: skip
+                                      numerics=problem.numerics, mesh=problem.mesh)  # fmt: skip
     if too_large:
         detail = ", ".join(f"{name!r} {limit / cap:.4g} day" for name, limit in too_large.items())
         sub = "" if cap == 1 else f" times {LIMIT_NAME} = {cap}"
