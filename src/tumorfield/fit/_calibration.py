@@ -34,7 +34,6 @@ from tumorfield_kernels import RESULTS, SaveAt, simulate
 from .. import config as cfg
 from .._schema import ConfigError
 from ..problem import Problem
-from ._data import read_observations
 from ._prior import MapPrior
 from ._problem import residual
 from ._scans import Scan, domain_of, load_scans
@@ -421,11 +420,9 @@ def _observations(spec):
     """The scalar data of ``[fit] data`` checked against the arms (None without)."""
     if spec.data_path is None:
         return None
-    from ._fit import arm_grid, scales
+    from ._fit import observations
 
-    grids = {arm: arm_grid(config) for arm, config in spec.arms.items()}
-    return read_observations(spec.data_path, grids, spec.fit.likelihood, interpolate=True,
-                             scales=scales(spec, grids))  # fmt: skip
+    return observations(spec)
 
 
 def _with_target(scan: Scan, target) -> Scan:

@@ -53,6 +53,14 @@ def arm_grid(config) -> ArmGrid:
     return ArmGrid(names, config.time.dt, config.time.t_end, units, ndim)
 
 
+def observations(spec: FitSpec) -> Observations:
+    """The data of ``[fit] data`` checked against the arms (times between steps interpolated, units and
+    ``[fit.observables]`` scales applied): what a scalar fit and a calibration's scalar data read."""
+    grids = {arm: arm_grid(config) for arm, config in spec.arms.items()}
+    return read_observations(spec.data_path, grids, spec.fit.likelihood, interpolate=True,
+                             scales=scales(spec, grids))  # fmt: skip
+
+
 def scales(spec: FitSpec, grids: dict[str, ArmGrid]) -> dict[str, Scale]:
     """``[fit.observables]`` as :class:`Scale` s, each name an observable of some arm and its units read by pint."""
     from ._units import check_scale_units
@@ -131,9 +139,7 @@ class Fit:
     def __init__(self, spec: FitSpec):
         self.spec = spec
         self.bounds = checked_bounds(spec, initial=True)
-        grids = {arm: arm_grid(config) for arm, config in spec.arms.items()}
-        self.data = read_observations(spec.data_path, grids, spec.fit.likelihood, interpolate=True,
-                                      scales=scales(spec, grids))  # fmt: skip
+        self.data = observations(spec)
         self.lognormal = spec.fit.likelihood == "lognormal"
         self.groups, groups = make_groups(spec.arms, self.data, spec.names, self.bounds.init)
         n = len(spec.names)  # "held"/"held_z": parameters a profile holds fixed (none in a fit): one program for both

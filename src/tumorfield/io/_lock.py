@@ -76,7 +76,7 @@ class OutputLock:
                 holder = _holder(fd)
                 os.close(fd)
                 raise FileBusy(errno.EBUSY, f"{target} is being written by {holder}") from None
-            if _same_file(fd, path):  # not unlinked by a releasing holder in the meantime
+            if same_file(fd, path):  # not unlinked by a releasing holder in the meantime
                 try:  # the holder's name, for a refusal only: a full disk does not stop the lock
                     os.ftruncate(fd, 0)
                     os.pwrite(fd, f"{os.getpid()}@{socket.gethostname()}\n".encode(), 0)
@@ -90,7 +90,7 @@ class OutputLock:
         if self._fd < 0:
             return
         try:
-            if _same_file(self._fd, self.path):
+            if same_file(self._fd, self.path):
                 self.path.unlink()
         except OSError:
             pass
@@ -120,7 +120,8 @@ def is_locked(output: str | os.PathLike) -> bool:
     return False
 
 
-def _same_file(fd: int, path: Path) -> bool:
+def same_file(fd: int, path: Path) -> bool:
+    """Whether the open ``fd`` is still the file at ``path`` (not unlinked or replaced meanwhile)."""
     try:
         a, b = os.fstat(fd), os.stat(path, follow_symlinks=False)
     except OSError:

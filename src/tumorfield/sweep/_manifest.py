@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._schema import ConfigError
+from ..io._lock import same_file
 from ._spec import MAX_MEMBERS
 
 FORMAT = "tumorfield-sweep-manifest/1"
@@ -62,14 +63,6 @@ class ManifestError(ConfigError):
     """A manifest that is damaged, edited or another sweep's (exit code 2)."""
 
 
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        a, b = os.fstat(fd), os.stat(path, follow_symlinks=False)
-    except OSError:
-        return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-
-
 @contextlib.contextmanager
 def locked(directory: Path):
     """Hold the exclusive lock of ``directory``'s manifest (blocking); the lock file is removed on release."""
@@ -83,14 +76,14 @@ def locked(directory: Path):
                 os.close(fd)
                 raise
             break  # a file system without locks: one process per sweep directory
-        if _same_file(fd, path):  # not removed by the previous holder meanwhile
+        if same_file(fd, path):  # not removed by the previous holder meanwhile
             break
         os.close(fd)
     try:
         yield
     finally:
         try:
-            if _same_file(fd, path):
+            if same_file(fd, path):
                 path.unlink()
         except OSError:
             pass
