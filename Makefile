@@ -41,7 +41,7 @@ test: $(VENV)/.test-deps
 	JAX_PLATFORMS=cpu $(BIN)/python -m pytest -q -n 2 --dist loadfile  # two workers, one per core; a file's tests (and its module fixtures) stay in one
 
 # The performance budget (docs/numerics.md §12), outside the 15-minute suite: one step of voloshin2015's PTX arm
-# (256², 64³) and of the glioma model compiled on CPU (≈ 1.5 min, three compiles), XLA's bytes per cell-step,
+# (256², 64³) and of the glioma model compiled on CPU (1–1.5 min, three compiles), XLA's bytes per cell-step,
 # fusions and FFTs against benchmarks/budget.json:
 #   python benchmarks/bench_budget.py --check benchmarks/budget.json [--out DIR] [--vjp] [--write-budget FILE]
 budget: $(BIN)/tumorfield
