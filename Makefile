@@ -6,7 +6,7 @@ SCENARIO ?= voloshin2015/ptx
 OUT ?= out
 SMOKE ?= /tmp/tumorfield-wheel-smoke
 
-.PHONY: venv demo test lint docs wheel-smoke bench clean examples
+.PHONY: venv demo test lint docs wheel-smoke bench clean examples budget
 
 # The package and its runtime dependencies (what `pip install tumorfield` gives a user): enough for
 # run, plot and the movie (matplotlib, imageio, imageio-ffmpeg are runtime dependencies).
@@ -39,6 +39,13 @@ test: $(VENV)/.test-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	JAX_PLATFORMS=cpu $(BIN)/python -m pytest -q -n 2 --dist loadfile  # two workers, one per core; a file's tests (and its module fixtures) stay in one
+
+# The performance budget (docs/numerics.md §12), outside the 15-minute suite: one step of voloshin2015's PTX arm
+# (256², 64³) and of the glioma model compiled on CPU (1–1.5 min, three compiles), XLA's bytes per cell-step,
+# fusions and FFTs against benchmarks/budget.json:
+#   python benchmarks/bench_budget.py --check benchmarks/budget.json [--out DIR] [--vjp] [--write-budget FILE]
+budget: $(BIN)/tumorfield
+	JAX_PLATFORMS=cpu $(BIN)/python benchmarks/bench_budget.py --check benchmarks/budget.json
 
 # Smoke runs of the experiments' scripts (pytest -m example): outside the 15-minute suite of `make test`.
 examples: $(VENV)/.test-deps
