@@ -29,9 +29,14 @@ before issue 14 exported with ``git archive`` into a temporary folder), one subp
    subprocess by a large jitted copy (``y = x + 1``, float32, read + write) and a STREAM triad
    (``a = b + s·c``, float32, 2 reads + 1 write); and under XLA's own count
    (``xla_cost``): ``cost_analysis()["bytes accessed"]`` of one compiled step of the run's
-   stepper (``tk.make_stepper``, with the per-step observables unless ``--lean``) ÷ cells, the
-   bytes per cell-step, against the triad and against the device's peak bandwidth
-   (:data:`PEAK_BANDWIDTH`, from ``device_kind``). One step, not the rollout: XLA's cost
+   stepper (``tk.make_stepper``, with the per-step observables unless ``--lean``) ÷ cells
+   (``xla_bytes_per_cell_step``; XLA counts a conditional at its costliest branch: the
+   sub-cycled step) and, where ``benchmarks/_cost.py`` reads the program's HLO, its **common
+   path** (every conditional at its cheapest branch: the step without sub-cycling, the one the
+   runs take unless ``substeps`` says otherwise) with its kernels and largest consumers.
+   ``bytes_per_cell_step`` is the common path's (else XLA's; ``bytes_basis`` says which): with the
+   timed runs' cell-steps/s, the bandwidth reached as a fraction of the triad and of the device's
+   peak (:data:`PEAK_BANDWIDTH`, from ``device_kind``). One step, not the rollout: XLA's cost
    analysis counts a loop's body once, not once per iteration (``xla_cost.loop_probe`` checks
    this on the backend at hand), so the rollout's figure ÷ steps would be wrong by the steps;
 5. **what binds the step**: the positivity limit at every saved frame, for the run's own
@@ -177,9 +182,11 @@ def _loop_probe() -> dict:
             "counts_iterations": bool(found[16] > 2 * found[4])}  # fmt: skip
 
 
-def _step_cost(system, grid, params, dt, numerics, state, t, observe) -> dict:
+def _step_cost(system, grid, params, dt, numerics, state, t, observe, cells: int) -> dict:
     """XLA's cost analysis of one compiled step of the rollout (the stepper's step, then the per-step
-    observables where the run records them) at ``state``: bytes accessed, flops, compile seconds.
+    observables where the run records them) at ``state``: bytes accessed, flops, compile seconds; and
+    ``benchmarks/_cost.py``'s reading of its HLO (the common path, kernels, largest consumers) where
+    it succeeds.
 
     The arrays of the system, the parameters, ``t`` and ``dt`` are arguments (as in the rollout), not
     constants folded into the program."""
@@ -208,13 +215,22 @@ def _step_cost(system, grid, params, dt, numerics, state, t, observe) -> dict:
     compile_s = time.perf_counter() - t0
     cost = _cost(compiled)
     memory = compiled.memory_analysis()
-    return {
+    out = {
         "what": "one step of the rollout (Stepper.step" + (", then the per-step observables)" if observe else ")"),
         "bytes_accessed": float(cost.get("bytes accessed", float("nan"))),
         "flops": float(cost.get("flops", float("nan"))),
         "compile_s": compile_s,
         "temp_bytes": getattr(memory, "temp_size_in_bytes", None) if memory is not None else None,
     }
+    try:  # benchmarks/_cost.py (issue 24, part 3), where this tree has it: the HLO's common path
+        import _cost as hlo_cost
+
+        found = hlo_cost.analyse(compiled, cells=cells, top=8)
+        out["hlo"] = {k: found[k] for k in ("kernels", "fusions", "ffts", "estimate_vs_xla", "common_path", "top")
+                      if k in found}  # fmt: skip
+    except Exception as error:  # noqa: BLE001 - absent or unreadable: XLA's figure alone, said so
+        out["hlo"] = {"error": f"{type(error).__name__}: {error}"}
+    return out
 
 
 def _peak_memory_bytes() -> dict:
@@ -537,7 +553,7 @@ def worker(spec: dict, out: dict | None = None) -> dict:
     if objects and hasattr(tk, "make_stepper"):
         print(f"  worker {label(shape)}: XLA cost analysis of one step", flush=True)
         out["xla_cost"] = {"loop_probe": _loop_probe()}
-        out["xla_cost"].update(_step_cost(system, grid, params, dt, advance_numerics, initial, 0.0, observe))
+        out["xla_cost"].update(_step_cost(system, grid, params, dt, advance_numerics, initial, 0.0, observe, cells))
         out.update(
             _xla_figures(out["xla_cost"], cells, out["cell_steps_per_s"], out["bandwidth"], out["peak_bandwidth"])
         )
@@ -575,14 +591,23 @@ def worker(spec: dict, out: dict | None = None) -> dict:
 
 
 def _xla_figures(cost: dict, cells: int, cell_steps_per_s: float, bandwidth: dict, peak: dict) -> dict:
-    """From XLA's bytes of one step: bytes per cell-step, the bandwidth the timed runs reached with them,
-    as fractions of the measured triad and of the device's peak, and the cell-steps/s each would allow
-    (the issue's estimate: at :data:`ISSUE_BANDWIDTH`)."""
-    per_cell_step = cost["bytes_accessed"] / cells
+    """From the bytes of one step: bytes per cell-step (the common path's where ``_cost`` read it, else
+    XLA's), the bandwidth the timed runs reached with them, as fractions of the measured triad and of
+    the device's peak, and the cell-steps/s each would allow (the issue's estimate: at
+    :data:`ISSUE_BANDWIDTH`)."""
+    common = cost.get("hlo", {}).get("common_path", {}).get("bytes")
+    if common:
+        per_cell_step = common / cells
+        basis = "common path (benchmarks/_cost.py: every conditional at its cheapest branch, no sub-cycling)"
+    else:
+        per_cell_step = cost["bytes_accessed"] / cells
+        basis = "XLA bytes accessed (a conditional at its costliest branch)"
     achieved = per_cell_step * cell_steps_per_s
     triad, top = bandwidth["triad_bytes_per_s"], peak["bytes_per_s"]
     cost.update(
+        xla_bytes_per_cell_step=cost["bytes_accessed"] / cells,
         bytes_per_cell_step=per_cell_step,
+        bytes_basis=basis,
         achieved_bytes_per_s=achieved,
         fraction_of_triad=achieved / triad,
         fraction_of_peak=achieved / top if top else None,
@@ -591,7 +616,8 @@ def _xla_figures(cost: dict, cells: int, cell_steps_per_s: float, bandwidth: dic
         cell_steps_per_s_at_issue_bandwidth=ISSUE_BANDWIDTH / per_cell_step,
     )
     return {
-        "xla_bytes_per_cell_step": per_cell_step,
+        "xla_bytes_per_cell_step": cost["xla_bytes_per_cell_step"],
+        "bytes_per_cell_step": per_cell_step,
         "fraction_of_peak_bandwidth": cost["fraction_of_peak"],
         "fraction_of_triad_bandwidth": cost["fraction_of_triad"],
     }
@@ -751,7 +777,8 @@ def main(argv=None) -> dict:
         "bandwidth_model": "jitted y = x + 1, float32, 8 B per element (read + write), best of 10, per subprocess; "
         "and a STREAM triad a = b + 1.5 c, float32, 12 B per element",
         "xla_cost_model": "cost_analysis()['bytes accessed'] of one compiled step (Stepper.step, then the per-step "
-        "observables unless --lean) ÷ cells; fractions against the triad and the device's peak (PEAK_BANDWIDTH)",
+        "observables unless --lean) ÷ cells; bytes_per_cell_step: its common path (benchmarks/_cost.py) where read; "
+        "fractions of the triad and of the device's peak (PEAK_BANDWIDTH) from it",
         "sizes": {},
     }
     if args.quick:
@@ -859,7 +886,7 @@ def _git_head() -> str:
 def print_table(result: dict) -> None:
     header = (
         f"{'size':>8} {'run':>28} {'dt (day)':>9} {'bind':>9} {'steps':>6} {'compile s':>9} {'TTS s':>8} "
-        f"{'s/day':>8} {'Mcell-st/s':>10} {'%bw':>5} {'XLA B/cst':>9} {'%peak':>5} {'%triad':>6} {'L2 vs dt/4':>10} "
+        f"{'s/day':>8} {'Mcell-st/s':>10} {'%bw':>5} {'B/cell-st':>9} {'%peak':>5} {'%triad':>6} {'L2 vs dt/4':>10} "
         f"{'speed-up':>8}"
     )
     print(header)
@@ -875,7 +902,7 @@ def print_table(result: dict) -> None:
                 f"{size:>8} {key:>28} {run['accepted_dt']:>9.3g} {run['binding'][:9]:>9} {run['n_steps']:>6} "
                 f"{run['compile_s']:>9.2f} {run['wall_s']:>8.3f} {run['s_per_simulated_day']:>8.3f} "
                 f"{run['cell_steps_per_s'] / 1e6:>10.2f} {100 * run['fraction_of_bandwidth_bound']:>5.1f} "
-                f"{run.get('xla_bytes_per_cell_step', nan):>9.0f} "
+                f"{run.get('bytes_per_cell_step', nan):>9.0f} "
                 f"{100 * (run.get('fraction_of_peak_bandwidth') or nan):>5.1f} "
                 f"{100 * run.get('fraction_of_triad_bandwidth', nan):>6.1f} "
                 f"{run.get('rel_l2_tumor_vs_dt4', nan):>10.2e} {speedup:>8.2f}"

@@ -16,7 +16,7 @@
 #  6  verification    90 s  pytest tests/test_core_verification.py (stopped with SIGINT: the JUnit XML of the
 #                           tests done is still written)
 #  7  bench_model    120 s  the PTX arm at 512² to day 21 against 2e64a49: time to solution, speed-up
-#  8  budget          45 s  bench_budget.py (XLA bytes per cell-step of one step), where the file exists
+#  8  budget          60 s  bench_budget.py: XLA's bytes per cell-step of the 2D and glioma steps on this device
 #  9  decomposed      90 s  bench_decomposed.py: one 256³ grid over the node's devices, on paper
 # 10  glioma          75 s  bench_glioma.py: the MNI152 atlas at 2 mm and 1 mm for a year (needs nilearn)
 #
@@ -198,8 +198,9 @@ if [ -n "${JAX_COMPILATION_CACHE_DIR:-}" ]; then
     export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
     log "persistent compilation cache: $JAX_COMPILATION_CACHE_DIR"
 fi
-# --quick measures nothing (a smoke run of every stage): XLA compiles without its LLVM optimisations,
-# a fifth less CPU on these compile-bound stages
+# --quick measures nothing (a smoke run of every stage): XLA compiles without its LLVM optimisations
+# (bench_fit.py --quick: 63 → 52 s of CPU, one comparison; the HLO, and so bench_budget.py's figures,
+# are the same)
 if q; then
     export JAX_DISABLE_MOST_OPTIMIZATIONS="${JAX_DISABLE_MOST_OPTIMIZATIONS:-1}"
     log "JAX_DISABLE_MOST_OPTIMIZATIONS=$JAX_DISABLE_MOST_OPTIMIZATIONS"
@@ -333,16 +334,20 @@ bench_model() { # 7. the PTX arm at 512² against the commit before issue 14
     fi
 }
 
-budget() { # 8. bytes per cell-step from XLA's cost analysis (another session's script)
+budget() { # 8. what XLA compiles one step into on this device (bench_budget.py; no --check: its budget is XLA:CPU's)
     if [ ! -f "$ROOT/benchmarks/bench_budget.py" ]; then
         skip budget "benchmarks/bench_budget.py is not in this checkout"
         return 0
     fi
-    local quick=()
-    # its --quick where its --help lists one (the script is written elsewhere; its CLI is checked, not assumed)
-    if q && "$PYTHON" "$ROOT/benchmarks/bench_budget.py" --help 2>/dev/null | grep -q -- '--quick'; then quick=(--quick); fi
-    if q; then plan budget "${T_BUDGET:-240}" 5 || return 0; else plan budget "${T_BUDGET:-45}" 20 || return 0; fi
-    args BUDGET_ARGS "${quick[@]}"
+    if q; then
+        plan budget "${T_BUDGET:-240}" 5 || return 0
+        args BUDGET_ARGS --cases voloshin2015_ptx_256x256
+    else
+        # stage 2 reads the 3D step the same way; these are the 2D step of the fit and ensemble and the glioma step
+        # of the calibration (its JSON is written at the end: a timeout keeps only the log)
+        plan budget "${T_BUDGET:-60}" 30 || return 0
+        args BUDGET_ARGS --cases voloshin2015_ptx_256x256 glioma_atlas_99x117x95
+    fi
     stage budget TERM "$PYTHON" benchmarks/bench_budget.py --out "$OUTDIR/budget" "${ARGS[@]}"
 }
 
@@ -439,6 +444,8 @@ def figures(name):  # the numbers to record after a lease (None: not measured)
             found[key] = {"status": r.get("status"), "cell_steps_per_s": r.get("cell_steps_per_s"),
                           "s_per_simulated_day": r.get("s_per_simulated_day"), "compile_s": r.get("compile_s"),
                           "xla_bytes_per_cell_step": r.get("xla_bytes_per_cell_step"),
+                          "bytes_per_cell_step": r.get("bytes_per_cell_step"), "bytes_basis": x.get("bytes_basis"),
+                          "substeps": r.get("substeps"),
                           "fraction_of_peak_bandwidth": r.get("fraction_of_peak_bandwidth"),
                           "fraction_of_triad_bandwidth": r.get("fraction_of_triad_bandwidth"),
                           "triad_bytes_per_s": r.get("bandwidth", {}).get("triad_bytes_per_s"),
@@ -468,6 +475,11 @@ def figures(name):  # the numbers to record after a lease (None: not measured)
                 "solution_status": s.get("status"), "errors": result.get("errors")}
     if name == "verification":
         return load(name, "verification.json")
+    if name == "budget":
+        result = load(name, "bench_budget_*.json") or {}
+        return {case: {k: e.get("step", {}).get(k) for k in ("bytes_per_cell_step", "common_bytes_per_cell_step",
+                                                             "fusions", "kernels", "ffts", "compile_s")}
+                for case, e in result.get("cases", {}).items()}
     if name == "glioma":
         result = load(name, "bench_glioma_*.json") or {}
         return {size: {k: e.get(k) for k in ("cell_steps_per_s", "wall_s", "compile_s")}

@@ -128,13 +128,19 @@ def test_model_figures(quick, stage):
         assert r["accepted_dt"] > 0 and r["wall_s"] > 0 and r["cell_steps_per_s"] > 0
         assert r["finite"] and r["min_tumor"] >= 0
         assert 0 < r["fraction_of_bandwidth_bound"] < 1
-        # XLA's bytes of one step, against the triad measured in the same worker and the device's peak
+        # the bytes of one step (XLA's, and the common path's from its HLO), against the triad measured in
+        # the same worker and the device's peak
         assert r["bandwidth"]["triad_bytes_per_s"] > 0 and r["bandwidth"]["copy_bytes_per_s"] > 0
         cost = r["xla_cost"]
-        assert cost["bytes_accessed"] > 0 and cost["compile_s"] > 0
+        assert cost["bytes_accessed"] > 0 and cost["compile_s"] > 0 and cost["hlo"]["kernels"] > 0
         assert r["xla_bytes_per_cell_step"] == pytest.approx(cost["bytes_accessed"] / r["cells"])
-        assert r["fraction_of_triad_bandwidth"] > 0
-        assert cost["cell_steps_per_s_at_issue_bandwidth"] == pytest.approx(2.7e12 / r["xla_bytes_per_cell_step"])
+        assert cost["bytes_basis"].startswith("common path")
+        assert r["bytes_per_cell_step"] == pytest.approx(cost["hlo"]["common_path"]["bytes"] / r["cells"])
+        assert 0 < r["bytes_per_cell_step"] <= r["xla_bytes_per_cell_step"]
+        assert r["fraction_of_triad_bandwidth"] == pytest.approx(
+            r["bytes_per_cell_step"] * r["cell_steps_per_s"] / r["bandwidth"]["triad_bytes_per_s"]
+        )
+        assert cost["cell_steps_per_s_at_issue_bandwidth"] == pytest.approx(2.7e12 / r["bytes_per_cell_step"])
         assert r["peak_bandwidth"]["bytes_per_s"] is None and r["fraction_of_peak_bandwidth"] is None  # a CPU
         assert isinstance(cost["loop_probe"]["counts_iterations"], bool)
     (r,) = model_runs(out, stage)
@@ -144,7 +150,7 @@ def test_model_figures(quick, stage):
         assert r["taxis_reaction_limited_dt"] > 0 and r["diffusion_limited_dt"] > 0
     figures = stages_of(out)[stage]["figures"]
     (found,) = figures.values()
-    assert found["cell_steps_per_s"] == r["cell_steps_per_s"] and found["xla_bytes_per_cell_step"] > 0
+    assert found["cell_steps_per_s"] == r["cell_steps_per_s"] and found["bytes_per_cell_step"] > 0
 
 
 def test_bench_model_loads_the_3d_stage_programs(quick):
@@ -183,7 +189,8 @@ def test_decomposed_glioma_budget_figures(quick):
         (entry,) = only(out, "glioma", "bench_glioma_cpu_*.json")["sizes"].values()
         assert entry["cell_steps_per_s"] > 0 and entry["finite"]
     if HAS_BUDGET:
-        assert stages_of(out)["budget"]["outputs"]
+        (case,) = stages_of(out)["budget"]["figures"].values()
+        assert 0 < case["common_bytes_per_cell_step"] <= case["bytes_per_cell_step"] and case["fusions"] > 0
 
 
 def option_values(command: list[str], option: str) -> list[str]:
