@@ -3,7 +3,8 @@ model from two segmentations on a 3D box of N³ cells.
 
 Usage::
 
-    python benchmarks/bench_calibrate.py --out benchmarks/results [--size 64] [--max-iterations 40] [--quick]
+    python benchmarks/bench_calibrate.py --out benchmarks/results [--size 64] [--max-iterations 40] [--repeats 5]
+        [--uncertainty laplace|none] [--quick]
 
 The problem: the glioma model (no tissue maps: white matter everywhere) on a cube of 96 mm (N³ cells of
 96/N mm), implicit cell diffusion, float64; a truth run on the same grid from a Gaussian seed at a known
@@ -22,11 +23,15 @@ Measures:
 4. the recovered errors: origin (mm, voxels), ``D_w`` and ``ρ`` relative, and the scans' Dice.
 
 ``--quick``: 3 repeats, at most 4 iterations (a smoke form; ``--size 24`` runs in a minute on CPU).
+``--uncertainty none``: no Laplace posterior after the minimum (one program fewer to compile; the
+standard errors are NaN). The JSON is written after (1)–(2) with ``status: partial`` and rewritten
+at the end (``status: complete``), so a run stopped during the calibration keeps the gradient ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import resource
@@ -71,7 +76,7 @@ precision = "float64"
 """
 
 
-def fit_text(max_iterations: int) -> str:
+def fit_text(max_iterations: int, uncertainty: str = "laplace") -> str:
     s, t = START, TRUTH
     images = "".join(
         f'[[fit.images]]\narm = "box"\nt = {day}\nfield = "tumor"\nfile = "seg_{day:g}.nii.gz"\n'
@@ -93,11 +98,11 @@ radius = {{ init = {s["radius"]}, lower = 1.0, upper = 15.0 }}
 amplitude = {{ init = {s["amplitude"]}, lower = 0.05, upper = 1.0 }}
 
 [fit.uncertainty]
-method = "laplace"
+method = "{uncertainty}"
 """
 
 
-def write_problem(directory: Path, n: int, max_iterations: int) -> Path:
+def write_problem(directory: Path, n: int, max_iterations: int, uncertainty: str = "laplace") -> Path:
     """The truth's scans, ``arm.toml`` and ``fit.toml`` in ``directory``; returns the fit file."""
     import tumorfield as tf
     from tumorfield.io import write_nifti
@@ -112,7 +117,7 @@ def write_problem(directory: Path, n: int, max_iterations: int) -> Path:
         u = np.asarray(run["tumor"][k])
         labels = np.where(u >= LEVELS[1], 1, np.where(u >= LEVELS[2], 2, 0)).astype(np.int32)
         write_nifti(directory / f"seg_{day:g}.nii.gz", labels, problem.grid)
-    (directory / "fit.toml").write_text(fit_text(max_iterations))
+    (directory / "fit.toml").write_text(fit_text(max_iterations, uncertainty))
     return directory / "fit.toml"
 
 
@@ -167,6 +172,7 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=64, help="cells per axis (N³)")
     parser.add_argument("--max-iterations", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats of forward and gradient")
+    parser.add_argument("--uncertainty", choices=("laplace", "none"), default="laplace", help="after the minimum")
     parser.add_argument("--quick", action="store_true", help="3 repeats, at most 4 iterations (a smoke form)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -188,13 +194,15 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_calibrate_") as tmp:
         directory = Path(tmp)
         t0 = time.perf_counter()
-        path = write_problem(directory, n, args.max_iterations)
+        path = write_problem(directory, n, args.max_iterations, args.uncertainty)
         truth_s = time.perf_counter() - t0
         calibration = Calibration(load_spec(path))
         ratio = gradient_ratio(calibration, args.repeats)
         print(f"forward {ratio['forward']['best_s']:.4g} s, loss+gradient {ratio['gradient']['best_s']:.4g} s: "
               f"gradient ÷ forward {ratio['ratio_best']:.2f} (median {ratio['ratio_median']:.2f}); compile "
               f"{ratio['forward']['compile_s']:.1f} + {ratio['gradient']['compile_s']:.1f} s")  # fmt: skip
+        record = {**_header(args, n), "status": "partial", "truth_s": truth_s, "gradient": ratio}
+        written = write_result(args.out, "bench_calibrate", n, record)  # rewritten at the end
         compiled_before = _compile_log.seconds()
         t0 = time.perf_counter()
         result = calibrate(calibration, log=lambda line: print(f"  {line}", flush=True))
@@ -233,19 +241,8 @@ def main(argv=None) -> int:
           f"ρ {errors['rho_relative']:+.1%}; peak RSS {memory['peak_rss_bytes'] / 2**20:.0f} MiB, XLA temp of the "
           f"loss+gradient {memory['loss_and_gradient'].get('temp_size_in_bytes', 0) / 2**20:.0f} MiB")  # fmt: skip
     record = {
-        "benchmark": "bench_calibrate",
-        "size": n,
-        "cells": n**3,
-        "spacing_mm": LENGTH / n,
-        "days": list(DAYS),
-        "steps": round(DAYS[-1] / DT),
-        "quick": args.quick,
-        "max_iterations": args.max_iterations,
-        "platform": jax.default_backend(),
-        "device": str(jax.devices()[0]),
-        "host": platform.node(),
-        "cpu_count": os.cpu_count(),
-        "jax": jax.__version__,
+        **_header(args, n),
+        "status": "complete",
         "truth_s": truth_s,
         "gradient": ratio,
         "solution": solution,
@@ -256,8 +253,31 @@ def main(argv=None) -> int:
         "errors": errors,
         "metrics": {str(k): v for k, v in result.metrics.items()},
     }
-    write_result(args.out, "bench_calibrate", n, record)
+    written.write_text(json.dumps(record, indent=1))
+    print(f"wrote {written}")
     return 0
+
+
+def _header(args, n: int) -> dict:
+    import jax
+
+    return {
+        "benchmark": "bench_calibrate",
+        "size": n,
+        "cells": n**3,
+        "spacing_mm": LENGTH / n,
+        "days": list(DAYS),
+        "steps": round(DAYS[-1] / DT),
+        "quick": args.quick,
+        "max_iterations": args.max_iterations,
+        "uncertainty": args.uncertainty,
+        "repeats": args.repeats,
+        "platform": jax.default_backend(),
+        "device": str(jax.devices()[0]),
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "jax": jax.__version__,
+    }
 
 
 if __name__ == "__main__":

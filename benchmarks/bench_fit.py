@@ -3,14 +3,17 @@
 Usage::
 
     python benchmarks/bench_fit.py --out benchmarks/results [--shape 64] [--days 21] [--sweep 3 6 12 21]
+        [--parts gradient decomposition compile memory] [--repeats 5] [--quick]
 
 Measures, for ``r_n, delta_p, a_iv, k_i`` (started at the model's defaults, bounded by their plausible
 ranges widened ×/÷ 4: :func:`start_and_bounds`) fitted to tumour volume (days 3, 7, 10, 14, 17, 21)
 and metastatic burden (days 14, 21) of ``experiments/voloshin2015/ptx.toml`` (float32 fields,
 its ``dt``):
 
-1. ``gradient ÷ forward``: best time of the compiled ``value_and_grad`` of the loss over the
-   best time of the compiled loss alone (goal ≤ 4), each AOT-compiled, compile apart;
+1. ``gradient ÷ forward``: the compiled ``value_and_grad`` of the loss against the compiled loss
+   alone (goal ≤ 4), each AOT-compiled, compile apart, timed in ``--repeats`` interleaved pairs
+   (:func:`_timing.interleaved`: a change of load hits both alike): ``ratio`` of the best times,
+   ``ratio_median`` of the medians;
 2. compile of one L-BFGS iteration (value and gradient, two-loop, zoom line search: the one
    program a fit compiles) in a fresh process with an empty persistent cache (cold) and again
    with the cache it filled (warm): import, load, trace + lower (warm: load the iteration's
@@ -30,7 +33,10 @@ its ``dt``):
    of ``--sweep`` days with tumour volume at the end only, and for the longest with the study's
    schedule (8 observations, 6 check frames), against the bytes of one state.
 
-The observed values are placeholders (1.0): timing and memory do not depend on them.
+The observed values are placeholders (1.0): timing and memory do not depend on them. The JSON is
+written when the run starts (``status: running``) and again after every part, so a run stopped early
+keeps the parts it finished (``status: complete`` at the end). ``--quick``: 8², one day, the gradient
+part only (a CPU smoke run of the script, as ``gpu_suite.sh --quick`` runs it).
 """
 
 from __future__ import annotations
@@ -129,19 +135,35 @@ def best(compiled, *args, repeats: int) -> float:
 
 
 def gradient_over_forward(directory: Path, shape: int, days: float, repeats: int) -> dict:
+    """Forward and ``value_and_grad`` of the fit's loss: compiled apart, warmed up, then ``repeats``
+    interleaved calls of each (best and median)."""
     import jax
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _timing import interleaved
 
     fit, z = load(write_problem(directory, days), shape, days)
     forward, f_trace, f_compile = timed_compile(fit._loss, z, fit.arrays)
     gradient, g_trace, g_compile = timed_compile(jax.value_and_grad(fit._loss), z, fit.arrays)
-    t_f, t_g = best(forward, z, fit.arrays, repeats=repeats), best(gradient, z, fit.arrays, repeats=repeats)
+    calls = {"forward": lambda: forward(z, fit.arrays), "value_and_grad": lambda: gradient(z, fit.arrays)}
+    for call in calls.values():
+        jax.block_until_ready(call())  # warm-up
+    times = interleaved(calls, repeats)
+    t_f, t_g = min(times["forward"]), min(times["value_and_grad"])
+    m_f, m_g = statistics.median(times["forward"]), statistics.median(times["value_and_grad"])
     group = fit.groups[0]
     return {
         "steps": group.n_steps,
         "frames": group.frames,
+        "repeats": repeats,
         "forward_s": t_f,
         "value_and_grad_s": t_g,
         "ratio": t_g / t_f,
+        "forward_median_s": m_f,
+        "value_and_grad_median_s": m_g,
+        "ratio_median": m_g / m_f,
+        "forward_times_s": times["forward"],
+        "value_and_grad_times_s": times["value_and_grad"],
         "forward_trace_s": f_trace,
         "forward_compile_s": f_compile,
         "value_and_grad_trace_s": g_trace,
@@ -319,16 +341,19 @@ def main(argv=None) -> int:
     parser.add_argument("--shape", type=int, default=64)
     parser.add_argument("--days", type=float, default=21.0)
     parser.add_argument("--sweep", type=float, nargs="*", default=[3.0, 6.0, 12.0, 21.0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls of each program (interleaved: gradient)")
     parser.add_argument("--block", type=int, default=32, help="steps of the decomposition part (a block's length)")
     parser.add_argument("--warm-repeats", type=int, default=3, help="warm processes of the compile part")
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="what to measure")
+    parser.add_argument("--quick", action="store_true", help="8², one day, the gradient part (a CPU smoke run)")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--cache", default="off", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child_compile(args.child, args.shape, args.days, args.cache)))
         return 0
+    if args.quick:
+        args.shape, args.days, args.parts = 8, 1.0, ["gradient"]
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -339,7 +364,21 @@ def main(argv=None) -> int:
         "machine": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
         "jax": jax.__version__,
+        "quick": args.quick,
+        "status": "running",
     }
+    path = None
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        parts = "" if set(args.parts) == set(PARTS) else "_" + "_".join(args.parts)
+        path = args.out / f"bench_fit_{device.platform}_{args.shape}_{stamp}{parts}.json"
+
+    def write() -> None:  # at the start and after every part: a run stopped early keeps what it measured
+        if path is not None:
+            path.write_text(json.dumps(result, indent=2))
+
+    write()
     with tempfile.TemporaryDirectory() as tmp:
         for part in args.parts:
             print(PARTS[part], flush=True)
@@ -353,12 +392,10 @@ def main(argv=None) -> int:
                 result[part] = cold_and_warm(Path(tmp) / "c", args.shape, args.days, args.warm_repeats)
             else:
                 result[part] = memory_sweep(Path(tmp) / "m", args.shape, args.sweep)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        parts = "" if set(args.parts) == set(PARTS) else "_" + "_".join(args.parts)
-        path = args.out / f"bench_fit_{device.platform}_{args.shape}_{stamp}{parts}.json"
-        path.write_text(json.dumps(result, indent=2))
+            write()
+    result["status"] = "complete"
+    write()
+    if path is not None:
         print(f"wrote {path}")
     return 0
 

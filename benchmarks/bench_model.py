@@ -5,7 +5,7 @@ Usage::
     python benchmarks/bench_model.py --out benchmarks/results [--sizes 256 512 64x3 128x3] [--t-end 21]
         [--cell-diffusion explicit implicit] [--baseline 2e64a49 | --baseline-tree DIR | --no-baseline]
         [--repeats 2] [--no-reference | --no-baseline-reference] [--dt-from-t0] [--max-dt DAY] [--lean]
-        [--worker-timeout S] [--quick]
+        [--worker-timeout S] [--no-limits] [--quick]
 
 The arm is ``experiments/voloshin2015/ptx.toml`` (paclitaxel 20 mg/kg i.p. every 4 days
 from day 3; 8 mm box per axis; frames every 0.5 day; float32 fields, float64 scalar ODEs,
@@ -26,11 +26,28 @@ before issue 14 exported with ``git archive`` into a temporary folder), one subp
    the relative change of the main scalars (tumour volume, front radius, …);
 4. **cell-steps per second** and the **fraction of the memory-bandwidth bound** under the
    bytes model :data:`BYTES_MODEL`, with the bandwidth of this device measured in the same
-   subprocess by a large jitted copy (``y = x + 1``, float32, read + write);
+   subprocess by a large jitted copy (``y = x + 1``, float32, read + write) and a STREAM triad
+   (``a = b + s·c``, float32, 2 reads + 1 write); and under XLA's own count
+   (``xla_cost``): ``cost_analysis()["bytes accessed"]`` of one compiled step of the run's
+   stepper (``tk.make_stepper``, with the per-step observables unless ``--lean``) ÷ cells
+   (``xla_bytes_per_cell_step``; XLA counts a conditional at its costliest branch: the
+   sub-cycled step) and, where ``benchmarks/_cost.py`` reads the program's HLO, its **common
+   path** (every conditional at its cheapest branch: the step without sub-cycling, the one the
+   runs take unless ``substeps`` says otherwise) with its kernels and largest consumers.
+   ``bytes_per_cell_step`` is the common path's (else XLA's; ``bytes_basis`` says which): with the
+   timed runs' cell-steps/s, the bandwidth reached as a fraction of the triad and of the device's
+   peak (:data:`PEAK_BANDWIDTH`, from ``device_kind``). One step, not the rollout: XLA's cost
+   analysis counts a loop's body once, not once per iteration (``xla_cost.loop_probe`` checks
+   this on the backend at hand), so the rollout's figure ÷ steps would be wrong by the steps;
 5. **what binds the step**: the positivity limit at every saved frame, for the run's own
    system, with the taxis coefficients set to zero (the diffusion + reaction limit) and with
    the cell fields' diffusion set to zero (the taxis + reaction limit); with issue 14's core,
-   ``tumorfield_kernels.step_limits`` (explicit, split and diffusion-alone limits).
+   ``tumorfield_kernels.step_limits`` (explicit, split and diffusion-alone limits); not with
+   ``--no-limits`` (three programs fewer to compile: the 3D stage of ``gpu_suite.sh``).
+
+The worker rewrites its result after every phase (status ``partial``), so a worker stopped by
+``--worker-timeout`` or by a signal still leaves what it measured in the JSON (its status then
+``timeout`` or ``interrupted``).
 
 Where the checkout has ``[numerics] cell_diffusion``, each value in ``--cell-diffusion`` is a
 separate run. One JSON file ``bench_model_<platform>_<UTC time>.json`` holds every tree and
@@ -75,6 +92,27 @@ BYTES_MODEL = (
     "the traffic: the DCTs of the spectral and quasi-steady fields and the stencil temporaries move more."
 )
 
+PEAK_BANDWIDTH = (  # (pattern of device_kind, bytes/s, source); the first match wins
+    (r"\bGH200\b", None, "GH200: 4.0 TB/s (96 GB HBM3) or 4.9 TB/s (144 GB HBM3e), not told apart by its name"),
+    (r"\bH200\b", 4.8e12, "NVIDIA H200 Tensor Core GPU datasheet: 4.8 TB/s (H200 SXM and NVL)"),
+    (r"\bH100\b.*\bNVL\b", 3.9e12, "NVIDIA H100 Tensor Core GPU datasheet: H100 NVL 3.9 TB/s"),
+    (r"\bH100\b.*\bPCIe\b", 2.0e12, "NVIDIA H100 Tensor Core GPU datasheet: H100 PCIe 2 TB/s"),
+    (r"\bH100\b", 3.35e12, "NVIDIA H100 Tensor Core GPU datasheet: H100 SXM 3.35 TB/s"),
+)
+ISSUE_BANDWIDTH = 2.7e12
+"""Issue 24's estimate of the bandwidth the step can reach on an H100 (≈ 2.7 TB/s): its goal is ≥ 1 G
+cell-steps/s for the full 3D model, estimated as this ÷ the bytes per cell-step."""
+
+
+def peak_bandwidth(device_kind: str | None) -> dict:
+    """The device's peak memory bandwidth from :data:`PEAK_BANDWIDTH` (``bytes_per_s`` None: not in it)."""
+    import re
+
+    for pattern, value, source in PEAK_BANDWIDTH:
+        if device_kind and re.search(pattern, device_kind):
+            return {"bytes_per_s": value, "source": source, "device_kind": device_kind}
+    return {"bytes_per_s": None, "source": "device_kind not in bench_model.PEAK_BANDWIDTH", "device_kind": device_kind}
+
 
 def has_numerics_keys(tree: Path) -> dict:
     """Whether the tree's core (``advance(cell_diffusion=…)``, issue 14; ``Numerics(cell_diffusion=…)``,
@@ -104,6 +142,95 @@ def _copy_bandwidth(n_elements: int, repeats: int = 10) -> dict:
         jax.block_until_ready(compiled(x))
         times.append(time.perf_counter() - t0)
     return {"copy_bytes_per_s": 8 * n_elements / min(times), "copy_elements": n_elements, "copy_s_all": times}
+
+
+def _triad_bandwidth(n_elements: int, repeats: int = 10) -> dict:
+    """Sustained bandwidth (bytes/s) of a jitted STREAM triad ``a = b + 1.5 c`` (float32: 2 × 4 B read, 4 B written)."""
+    import jax
+    import jax.numpy as jnp
+
+    b = jnp.arange(n_elements, dtype=jnp.float32)
+    c = jnp.ones(n_elements, dtype=jnp.float32)
+    compiled = jax.jit(lambda u, v: u + 1.5 * v).lower(b, c).compile()
+    jax.block_until_ready(compiled(b, c))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(b, c))
+        times.append(time.perf_counter() - t0)
+    return {"triad_bytes_per_s": 12 * n_elements / min(times), "triad_elements": n_elements, "triad_s_all": times}
+
+
+def _cost(compiled) -> dict:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    return dict(cost or {})
+
+
+def _loop_probe() -> dict:
+    """Whether XLA's cost analysis on this backend counts a loop's body once per iteration: the bytes of
+    a ``fori_loop`` of 4 and of 16 iterations over 2²⁰ floats (the same when it counts the body once)."""
+    import jax
+    import jax.numpy as jnp
+
+    x = jnp.ones((1 << 20,), jnp.float32)
+    found = {}
+    for n in (4, 16):
+        loop = jax.jit(lambda v, n=n: jax.lax.fori_loop(0, n, lambda i, a: a * 1.0001 + 1.0, v))
+        found[n] = float(_cost(loop.lower(x).compile()).get("bytes accessed", float("nan")))
+    return {"bytes_4_iterations": found[4], "bytes_16_iterations": found[16],
+            "counts_iterations": bool(found[16] > 2 * found[4])}  # fmt: skip
+
+
+def _step_cost(system, grid, params, dt, numerics, state, t, observe, cells: int) -> dict:
+    """XLA's cost analysis of one compiled step of the rollout (the stepper's step, then the per-step
+    observables where the run records them) at ``state``: bytes accessed, flops, compile seconds; and
+    ``benchmarks/_cost.py``'s reading of its HLO (the common path, kernels, largest consumers) where
+    it succeeds.
+
+    The arrays of the system, the parameters, ``t`` and ``dt`` are arguments (as in the rollout), not
+    constants folded into the program."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+    import tumorfield_kernels as tk
+
+    dynamic, static = eqx.partition((system, params, numerics), eqx.is_array)
+
+    def build(dynamic, dt):
+        system_, params_, numerics_ = eqx.combine(dynamic, static)
+        return tk.make_stepper(system_, grid, params_, dt, numerics_)
+
+    def one(dynamic, state, carried, t, dt):
+        stepper = build(dynamic, dt)
+        new, carried, _ = stepper.step(state, carried, t)
+        observed = None if observe is None else observe(new, stepper.params, t + dt)
+        return new, carried, observed
+
+    dtype = numerics.float_dtype
+    t_, dt_ = jnp.asarray(t, dtype), jnp.asarray(dt, dtype)
+    carried = jax.eval_shape(lambda d, s, dt: build(d, dt).prepare(s), dynamic, state, dt_)
+    t0 = time.perf_counter()
+    compiled = jax.jit(one).lower(dynamic, state, carried, t_, dt_).compile()
+    compile_s = time.perf_counter() - t0
+    cost = _cost(compiled)
+    memory = compiled.memory_analysis()
+    out = {
+        "what": "one step of the rollout (Stepper.step" + (", then the per-step observables)" if observe else ")"),
+        "bytes_accessed": float(cost.get("bytes accessed", float("nan"))),
+        "flops": float(cost.get("flops", float("nan"))),
+        "compile_s": compile_s,
+        "temp_bytes": getattr(memory, "temp_size_in_bytes", None) if memory is not None else None,
+    }
+    try:  # benchmarks/_cost.py (issue 24, part 3), where this tree has it: the HLO's common path
+        import _cost as hlo_cost
+
+        found = hlo_cost.analyse(compiled, cells=cells, top=8)
+        out["hlo"] = {k: found[k] for k in ("kernels", "fusions", "ffts", "estimate_vs_xla", "common_path", "top")
+                      if k in found}  # fmt: skip
+    except Exception as error:  # noqa: BLE001 - absent or unreadable: XLA's figure alone, said so
+        out["hlo"] = {"error": f"{type(error).__name__}: {error}"}
+    return out
 
 
 def _peak_memory_bytes() -> dict:
@@ -139,8 +266,11 @@ def _limit_variants(system):
     return {"run": system, "diffusion_reaction": no_taxis, "taxis_reaction": no_cell_diffusion}
 
 
-def worker(spec: dict) -> dict:
-    """One tree, one grid, one cell-diffusion option: dt, time to solution, error, limits."""
+def worker(spec: dict, out: dict | None = None) -> dict:
+    """One tree, one grid, one cell-diffusion option: dt, time to solution, error, limits.
+
+    Fills ``out`` (a new dict by default) as it goes and writes it to ``spec["result"]`` after every
+    phase with status ``partial``, so that a worker stopped early leaves what it measured."""
     import jax
 
     jax.config.update("jax_enable_x64", True)  # as `tumorfield run`: scalar ODEs in float64, fields float32
@@ -161,7 +291,14 @@ def worker(spec: dict) -> dict:
     device = jax.devices()[0]
     shape = tuple(spec["shape"])
     cells = math.prod(shape)
-    out = {
+    out = {} if out is None else out
+
+    def save(phase: str) -> None:
+        out["status"], out["phase_done"] = "partial", phase
+        if spec.get("result"):
+            Path(spec["result"]).write_text(json.dumps(out, indent=2, default=_json_default))
+
+    out.update({
         "tree": spec["tree"],
         "tumorfield_file": tumorfield.__file__,
         "device": str(device),
@@ -172,9 +309,11 @@ def worker(spec: dict) -> dict:
         "cells": cells,
         "cell_diffusion": spec.get("cell_diffusion"),
         "persistent_compilation_cache": os.environ.get("JAX_COMPILATION_CACHE_DIR"),  # None: compiles afresh
-    }
-    out["bandwidth"] = _copy_bandwidth(spec["bandwidth_elements"])
+    })  # fmt: skip
+    out["bandwidth"] = {**_copy_bandwidth(spec["bandwidth_elements"]), **_triad_bandwidth(spec["bandwidth_elements"])}
     bandwidth = out["bandwidth"]["copy_bytes_per_s"]
+    out["peak_bandwidth"] = peak_bandwidth(out["device_kind"])
+    save("bandwidth")
     t_end = spec["t_end"]
     base = [
         f"grid.shape={list(shape)}",
@@ -236,6 +375,7 @@ def worker(spec: dict) -> dict:
         limit = min(limits.values())
         out["dt_rule"] = "positivity limit over the run (max_stable_dt_over_run)"
     out["probe_s"] = time.perf_counter() - t0
+    save("probe")
     out["positivity_limit_dt"] = {k: float(v) for k, v in limits.items()}
     k = max(1, math.ceil(SAVE_EVERY / limit * (1 - 1e-9)))
     if spec.get("max_dt"):  # a cap for accuracy: the dt/4 error of the largest accepted dt may be too large
@@ -349,7 +489,7 @@ def worker(spec: dict) -> dict:
             break
         c0 = compile_s["total"]
         print(f"  worker {label(shape)}: first run at dt = {dt:.4g} day (compiles)", flush=True)
-        final, info = run(config_dt, chunks_of(config_dt), collect_limits=True)
+        final, info = run(config_dt, chunks_of(config_dt), collect_limits=spec.get("limits", True))
         tries.append({"dt": dt, "ok": info["ok"], "first_run_s": info["seconds"], "compile_s": compile_s["total"] - c0})
         if info["ok"]:
             accepted = (dt, config_dt, final, info)
@@ -362,15 +502,18 @@ def worker(spec: dict) -> dict:
         return out
     dt, config_dt, final, first = accepted
     n_steps = first["n_steps"]
-    lim = {name: float(min(v)) for name, v in first["frame_limits"].items()}
     out["accepted_dt"] = dt
     out["n_steps"] = n_steps
-    out["limits_over_saved_frames"] = lim
-    diffusion_limit = lim.get("diffusion", lim.get("diffusion_reaction"))
-    out["diffusion_limited_dt"] = diffusion_limit
-    out["taxis_reaction_limited_dt"] = lim["taxis_reaction"]
+    if "frame_limits" in first:
+        lim = {name: float(min(v)) for name, v in first["frame_limits"].items()}
+        out["limits_over_saved_frames"] = lim
+        diffusion_limit = lim.get("diffusion", lim.get("diffusion_reaction"))
+        out["diffusion_limited_dt"] = diffusion_limit
+        out["taxis_reaction_limited_dt"] = lim["taxis_reaction"]
     if refused is not None and len(tries) == 1:
         out["binding"] = "config rule"  # the model's rule on dt, not positivity (see config_refused_larger_dt)
+    elif "frame_limits" not in first:
+        out["binding"] = "not measured (--no-limits)"
     elif numerics.get("cell_diffusion") == "implicit":
         out["binding"] = "taxis/reaction"  # the cells' diffusion is implicit: it imposes no limit
     else:
@@ -379,6 +522,7 @@ def worker(spec: dict) -> dict:
     out["first_run_s"] = first["seconds"]
     if "substeps" in first:
         out["substeps"] = first["substeps"]
+    save("first run")
 
     # 2. time to solution, warm
     print(f"  worker {label(shape)}: {spec['repeats']} timed runs", flush=True)
@@ -401,8 +545,21 @@ def worker(spec: dict) -> dict:
     tumor = np.asarray(final["tumor"], np.float64)
     out["finite"] = bool(all(np.all(np.isfinite(np.asarray(v))) for v in final.values()))
     out["min_tumor"] = float(tumor.min())
-    save = Path(spec["save_dir"])
-    np.save(save / "tumor.npy", tumor)
+    save("timed runs")
+    work = Path(spec["save_dir"])
+    np.save(work / "tumor.npy", tumor)
+
+    # 4. XLA's bytes per cell-step, from one compiled step (see the module docstring)
+    if objects and hasattr(tk, "make_stepper"):
+        print(f"  worker {label(shape)}: XLA cost analysis of one step", flush=True)
+        out["xla_cost"] = {"loop_probe": _loop_probe()}
+        out["xla_cost"].update(_step_cost(system, grid, params, dt, advance_numerics, initial, 0.0, observe, cells))
+        out.update(
+            _xla_figures(out["xla_cost"], cells, out["cell_steps_per_s"], out["bandwidth"], out["peak_bandwidth"])
+        )
+        save("xla cost")
+    else:
+        out["xla_cost"] = {"skipped": "this tree's core has no tk.make_stepper / tk.Numerics"}
 
     # 3. error against dt/4
     if spec.get("reference", True):
@@ -420,7 +577,7 @@ def worker(spec: dict) -> dict:
         }
         if ref["ok"]:
             ref_tumor = np.asarray(ref_final["tumor"], np.float64)
-            np.save(save / "tumor_reference.npy", ref_tumor)
+            np.save(work / "tumor_reference.npy", ref_tumor)
             out["rel_l2_tumor_vs_dt4"] = float(np.linalg.norm(tumor - ref_tumor) / np.linalg.norm(ref_tumor))
             out["scalar_rel_change_vs_dt4"] = {
                 name: abs(out["scalars"][name] - ref["scalars"][name]) / max(abs(ref["scalars"][name]), 1e-30)
@@ -429,7 +586,41 @@ def worker(spec: dict) -> dict:
             }
     out["memory"] = _peak_memory_bytes()
     out["status"] = "ok"
+    out.pop("phase_done", None)
     return out
+
+
+def _xla_figures(cost: dict, cells: int, cell_steps_per_s: float, bandwidth: dict, peak: dict) -> dict:
+    """From the bytes of one step: bytes per cell-step (the common path's where ``_cost`` read it, else
+    XLA's), the bandwidth the timed runs reached with them, as fractions of the measured triad and of
+    the device's peak, and the cell-steps/s each would allow (the issue's estimate: at
+    :data:`ISSUE_BANDWIDTH`)."""
+    common = cost.get("hlo", {}).get("common_path", {}).get("bytes")
+    if common:
+        per_cell_step = common / cells
+        basis = "common path (benchmarks/_cost.py: every conditional at its cheapest branch, no sub-cycling)"
+    else:
+        per_cell_step = cost["bytes_accessed"] / cells
+        basis = "XLA bytes accessed (a conditional at its costliest branch)"
+    achieved = per_cell_step * cell_steps_per_s
+    triad, top = bandwidth["triad_bytes_per_s"], peak["bytes_per_s"]
+    cost.update(
+        xla_bytes_per_cell_step=cost["bytes_accessed"] / cells,
+        bytes_per_cell_step=per_cell_step,
+        bytes_basis=basis,
+        achieved_bytes_per_s=achieved,
+        fraction_of_triad=achieved / triad,
+        fraction_of_peak=achieved / top if top else None,
+        cell_steps_per_s_at_triad=triad / per_cell_step,
+        cell_steps_per_s_at_peak=top / per_cell_step if top else None,
+        cell_steps_per_s_at_issue_bandwidth=ISSUE_BANDWIDTH / per_cell_step,
+    )
+    return {
+        "xla_bytes_per_cell_step": cost["xla_bytes_per_cell_step"],
+        "bytes_per_cell_step": per_cell_step,
+        "fraction_of_peak_bandwidth": cost["fraction_of_peak"],
+        "fraction_of_triad_bandwidth": cost["fraction_of_triad"],
+    }
 
 
 def _worker_main(spec_path: str) -> int:
@@ -437,13 +628,14 @@ def _worker_main(spec_path: str) -> int:
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: where a worker is stuck
     spec = json.loads(Path(spec_path).read_text())
+    result = {}
     try:
-        result = worker(spec)
+        worker(spec, result)
     except Exception as error:  # noqa: BLE001 - reported in the JSON, the driver goes on
         import traceback
 
         traceback.print_exc()
-        result = {"status": "error", "error": f"{type(error).__name__}: {error}"}
+        result.update(status="error", error=f"{type(error).__name__}: {error}")  # with what was measured before
     Path(spec["result"]).write_text(json.dumps(result, indent=2, default=_json_default))
     return 0
 
@@ -483,13 +675,26 @@ def run_worker(tree: Path, spec: dict, work: Path, timeout: float | None) -> dic
             timeout=timeout,
             check=False,
         )
-    except subprocess.TimeoutExpired:
-        return {"status": "timeout", "timeout_s": timeout, "tree": str(tree)}
+    except subprocess.TimeoutExpired:  # what the worker measured before (its last `partial` result), if any
+        return {**_partial(work), "status": "timeout", "timeout_s": timeout, "tree": str(tree)}
+    except BaseException:  # a signal to the driver (a stage timeout): the worker's partial result goes up with it
+        _INTERRUPTED["run"] = {**_partial(work), "status": "interrupted", "tree": str(tree)}
+        raise
     if not (work / "result.json").exists():
         return {"status": "error", "error": f"worker exited {proc.returncode} without a result", "tree": str(tree)}
     result = json.loads((work / "result.json").read_text())
     result["worker_wall_s"] = time.perf_counter() - t0
     return result
+
+
+_INTERRUPTED: dict = {}  # the run under way when the driver was stopped, with what its worker had measured
+
+
+def _partial(work: Path) -> dict:
+    try:
+        return json.loads((work / "result.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _rel_l2(a_path: Path, b_path: Path) -> float | None:
@@ -526,6 +731,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--worker-timeout", type=float, default=None, help="seconds per worker subprocess")
     parser.add_argument(
         "--lean", action="store_true", help="no per-step scalars, plain scan (compiles faster; smoke tests)"
+    )
+    parser.add_argument(
+        "--no-limits", action="store_true", help="no positivity limits at the saved frames (3 programs fewer)"
     )
     parser.add_argument("--quick", action="store_true", help="32², 16³, one day, one repeat (CPU smoke test)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -566,7 +774,11 @@ def main(argv=None) -> dict:
         "trees": {name: str(path) for name, path in trees.items()},
         "git_commit": _git_head(),
         "bytes_model": BYTES_MODEL,
-        "bandwidth_model": "jitted y = x + 1, float32, 8 B per element (read + write), best of 10, per subprocess",
+        "bandwidth_model": "jitted y = x + 1, float32, 8 B per element (read + write), best of 10, per subprocess; "
+        "and a STREAM triad a = b + 1.5 c, float32, 12 B per element",
+        "xla_cost_model": "cost_analysis()['bytes accessed'] of one compiled step (Stepper.step, then the per-step "
+        "observables unless --lean) ÷ cells; bytes_per_cell_step: its common path (benchmarks/_cost.py) where read; "
+        "fractions of the triad and of the device's peak (PEAK_BANDWIDTH) from it",
         "sizes": {},
     }
     if args.quick:
@@ -575,6 +787,7 @@ def main(argv=None) -> dict:
     path = None
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    entry = None
     try:
         for text in sizes:
             shape = parse_size(text)
@@ -591,6 +804,7 @@ def main(argv=None) -> dict:
                         "dt_from_t0": args.dt_from_t0,
                         "max_dt": args.max_dt,
                         "lean": args.lean,
+                        "limits": not args.no_limits,
                         "cell_diffusion": option,
                         "config_has_numerics": config_keys[name],
                         "bandwidth_elements": bandwidth_elements,
@@ -607,6 +821,19 @@ def main(argv=None) -> dict:
             result["sizes"][label(shape)] = entry
             if path is not None:
                 path.write_text(json.dumps(result, indent=2, default=_json_default))  # after every size
+            entry = None
+    except BaseException:  # stopped (a stage timeout's SIGTERM, ^C): the size under way as far as it got
+        if entry is not None:
+            if _INTERRUPTED:
+                entry["runs"][f"{key} (interrupted)"] = _INTERRUPTED.pop("run")
+            for run in entry["runs"].values():
+                run.pop("work", None)
+            result["sizes"][label(shape)] = {**entry, "interrupted": True}
+            platform = next((r["platform"] for r in entry["runs"].values() if "platform" in r), "unknown")
+            path = path or args.out / f"bench_model_{platform}_{stamp}{'_quick' if args.quick else ''}.json"
+            path.write_text(json.dumps(result, indent=2, default=_json_default))
+            print(f"stopped: wrote what was measured to {path}", flush=True)
+        raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if path is None:
@@ -659,9 +886,11 @@ def _git_head() -> str:
 def print_table(result: dict) -> None:
     header = (
         f"{'size':>8} {'run':>28} {'dt (day)':>9} {'bind':>9} {'steps':>6} {'compile s':>9} {'TTS s':>8} "
-        f"{'s/day':>8} {'Mcell-st/s':>10} {'%bw':>5} {'L2 vs dt/4':>10} {'speed-up':>8}"
+        f"{'s/day':>8} {'Mcell-st/s':>10} {'%bw':>5} {'B/cell-st':>9} {'%peak':>5} {'%triad':>6} {'L2 vs dt/4':>10} "
+        f"{'speed-up':>8}"
     )
     print(header)
+    nan = float("nan")
     for size, entry in result["sizes"].items():
         for key, run in entry["runs"].items():
             if run.get("status") != "ok":
@@ -673,7 +902,10 @@ def print_table(result: dict) -> None:
                 f"{size:>8} {key:>28} {run['accepted_dt']:>9.3g} {run['binding'][:9]:>9} {run['n_steps']:>6} "
                 f"{run['compile_s']:>9.2f} {run['wall_s']:>8.3f} {run['s_per_simulated_day']:>8.3f} "
                 f"{run['cell_steps_per_s'] / 1e6:>10.2f} {100 * run['fraction_of_bandwidth_bound']:>5.1f} "
-                f"{run.get('rel_l2_tumor_vs_dt4', float('nan')):>10.2e} {speedup:>8.2f}"
+                f"{run.get('bytes_per_cell_step', nan):>9.0f} "
+                f"{100 * (run.get('fraction_of_peak_bandwidth') or nan):>5.1f} "
+                f"{100 * run.get('fraction_of_triad_bandwidth', nan):>6.1f} "
+                f"{run.get('rel_l2_tumor_vs_dt4', nan):>10.2e} {speedup:>8.2f}"
             )
 
 

@@ -1,24 +1,45 @@
 #!/usr/bin/env bash
-# The GPU suite: verification tests, bench_simulate.py, bench_model.py, a 3D voloshin2015 run at
-# 256³, (full form only) bench_glioma.py and bench_calibrate.py, and bench_decomposed.py (one grid
-# over the machine's devices), each stage under its own timeout.
+# The GPU suite for one lease (issue 24): ten stages in order of value, each under its own timeout and
+# all under one deadline, each writing its JSON into its folder.
 #
 #   bash benchmarks/gpu_suite.sh [--quick] [OUTDIR]     (OUTDIR defaults to $OUT, then out/gpu_suite)
 #
-# Runs the project from this checkout (PYTHONPATH=src:kernels), installs nothing, and needs no
-# network. Writes under OUTDIR: suite.log (everything), suite.json (each stage: ran / failed /
-# timeout / skipped, with its reason, seconds and outputs), and one folder per stage with its JSON.
-# --quick: tiny grids and short runs, for CPU (tests/test_gpu_suite.py runs it in CI).
+#  #  stage         full-form timeout  what it measures
+#  1  device          30 s  jax.devices(), device_kind, nvidia-smi; which optional modules are missing
+#  2  model_3d       150 s  voloshin2015 at 256³ (bench_model.py): cell-steps/s, XLA bytes per cell-step,
+#                           fraction of the peak HBM bandwidth and of a triad measured in the same process
+#  3  ensemble       110 s  bench_ensemble.py: a vmapped sweep of 64 members × 256² (4.2 M cells per batch)
+#  4  fit             90 s  bench_fit.py --parts gradient at 256², 21 days: gradient ÷ forward, median of 5
+#                           interleaved pairs
+#  5  calibrate      100 s  bench_calibrate.py at 64³, ≤ 30 L-BFGS iterations: gradient ÷ forward, time to
+#                           solution (its JSON is written after the gradient part, so a timeout keeps it)
+#  6  verification    90 s  pytest tests/test_core_verification.py (stopped with SIGINT: the JUnit XML of the
+#                           tests done is still written)
+#  7  bench_model    120 s  the PTX arm at 512² to day 21 against 2e64a49: time to solution, speed-up
+#  8  budget          60 s  bench_budget.py: XLA's bytes per cell-step of the 2D and glioma steps on this device
+#  9  decomposed      90 s  bench_decomposed.py: one 256³ grid over the node's devices, on paper
+# 10  glioma          75 s  bench_glioma.py: the MNI152 atlas at 2 mm and 1 mm for a year (needs nilearn)
 #
-# Environment: PYTHON (default: .venv/bin/python if present, else python3), BASELINE_TREE (an
-# exported tree of the commit before issue 14, where the checkout has no git history),
-# T_DEVICE, T_VERIFY, T_SIMULATE, T_MODEL, T_MODEL3D, T_GLIOMA, T_CALIBRATE, T_DECOMPOSED (stage timeouts,
-# s; full: 30 + 100 + 80 + 180 + 60 + 120 + 180 + 120 = 870 s at most; --quick: 240 each, generous for a
-# loaded CI machine), BENCH_MODEL_ARGS, MODEL3D_ARGS, GLIOMA_ARGS, CALIBRATE_ARGS, DECOMPOSED_ARGS (replace
-# the stage's default arguments).
-# The glioma stage is not part of --quick (its smallest form, `bench_glioma.py --quick`, reads the 1 mm
-# maps: seconds of CPU in CI), nor is the calibration stage (`bench_calibrate.py --size 24 --quick`
-# compiles for a minute on CPU).
+# Stages 1–6 sum to the deadline; 7–10 run in the time the others leave. A stage starts only when at
+# least its minimum is left before SUITE_DEADLINE (seconds from the suite's start, default 570: the full
+# form ends within it, Python start-ups and compiles included), and its timeout is cut to what is left;
+# otherwise it is skipped with the reason. bench_simulate.py is not a stage (py-pde is not on the GPU
+# image, and bench_model.py measures the full model).
+#
+# Writes under OUTDIR: suite.log (everything), stages.jsonl and suite.json (per stage: ran / failed /
+# timeout / skipped / dry-run, the reason, seconds, timeout, command, JSON outputs and the key figures
+# read from them), and one folder per stage. Exit 0 when every stage ran or was skipped with a reason.
+# --quick: every stage at tiny sizes on CPU, in two lanes side by side, with a shared persistent
+# compilation cache (tests/test_gpu_suite.py runs it in CI).
+#
+# Environment: PYTHON (default .venv/bin/python if present, else python3); SUITE_DEADLINE (s; full 570,
+# quick 1200); SUITE_DRY_RUN=1 (log and record each stage's command, run nothing; =sleep:N: each stage
+# sleeps N s in place of its command, to try the deadline logic); SUITE_CACHE=DIR (a
+# persistent compilation cache for the full form too; off by default: see the README); BASELINE_TREE (an
+# exported tree of 2e64a49 where the checkout has no git history); T_<STAGE> (its timeout, s: T_DEVICE,
+# T_MODEL3D, T_ENSEMBLE, T_FIT, T_CALIBRATE, T_VERIFY, T_MODEL, T_BUDGET, T_DECOMPOSED, T_GLIOMA);
+# <STAGE>_ARGS (its arguments instead of the defaults: MODEL3D_ARGS, ENSEMBLE_ARGS, FIT_ARGS,
+# CALIBRATE_ARGS, VERIFY_ARGS, BENCH_MODEL_ARGS, BUDGET_ARGS, DECOMPOSED_ARGS, GLIOMA_ARGS).
 set -u -o pipefail
 export PYTHONUNBUFFERED=1
 
@@ -27,11 +48,16 @@ OUTDIR=""
 for arg in "$@"; do
     case "$arg" in
         --quick) QUICK=1 ;;
-        -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,42p' "$0"; exit 0 ;;
         -*) echo "gpu_suite.sh: unknown option $arg" >&2; exit 2 ;;
         *) OUTDIR="$arg" ;;
     esac
 done
+START=$(date +%s)
+DEADLINE="${SUITE_DEADLINE:-$([ "$QUICK" = 1 ] && echo 1200 || echo 570)}"
+DRY="${SUITE_DRY_RUN:-0}"
+KILL_AFTER=10        # s between a stage's timeout signal and its SIGKILL
+RESERVE=15           # s kept before the deadline: KILL_AFTER and the summary
 OUTDIR="${OUTDIR:-${OUT:-out/gpu_suite}}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 2
@@ -46,43 +72,99 @@ if [ -z "${PYTHON:-}" ]; then
     if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
 fi
 export PYTHONPATH="$ROOT/src:$ROOT/kernels${PYTHONPATH:+:$PYTHONPATH}"
+q() { [ "$QUICK" = 1 ]; }
 
-log() { echo "[gpu_suite $(date -u +%H:%M:%S)] $*" | tee -a "$LOG"; }
+log() { echo "[gpu_suite $(date -u +%H:%M:%S) +$(($(date +%s) - START))s] $*" | tee -a "$LOG"; }
 
-# record NAME STATUS RC SECONDS REASON OUTPUT_DIR
+# record NAME STATUS RC SECONDS TIMEOUT REASON OUTDIR [COMMAND...]: one line of stages.jsonl (JSON by
+# Python: commands hold quotes and newlines), with the CPU seconds of the stage's processes (CPU_S)
 record() {
-    local reason="${5//\"/\'}"
-    printf '{"stage": "%s", "status": "%s", "rc": %s, "seconds": %s, "reason": "%s", "dir": "%s"}\n' \
-        "$1" "$2" "$3" "$4" "$reason" "$6" >>"$STAGES"
+    CPU_S="${CPU_S:-}" "$PYTHON" -c '
+import json, os, sys
+name, status, rc, seconds, limit, reason, out, *command = sys.argv[1:]
+number = lambda s: None if s in ("", "null") else int(s)
+cpu = float(os.environ["CPU_S"]) if os.environ.get("CPU_S") else None
+print(json.dumps({"stage": name, "status": status, "rc": number(rc), "seconds": number(seconds), "cpu_s": cpu,
+                  "timeout_s": number(limit), "reason": reason, "dir": f"{out}/{name}", "command": command}))
+' "$@" >>"$STAGES" 2>>"$LOG" || echo "{\"stage\": \"$1\", \"status\": \"$2\", \"reason\": \"record failed\"}" >>"$STAGES"
 }
 
-# stage NAME TIMEOUT_S COMMAND...: runs under `timeout`, output to the log, status to stages.jsonl
-stage() {
-    local name="$1" limit="$2"
-    shift 2
-    local dir="$OUTDIR/$name"
-    mkdir -p "$dir"
-    log "stage $name (timeout ${limit} s): $*"
-    local t0=$SECONDS rc
-    timeout --signal=TERM --kill-after=15 "$limit" "$@" 2>&1 | tee -a "$LOG" "$dir/stage.log" >/dev/null
-    rc=$?
-    local dt=$((SECONDS - t0))
-    if [ "$rc" -eq 0 ]; then
-        record "$name" ran 0 "$dt" "" "$dir"
-        log "stage $name: ran in ${dt} s"
-    elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-        record "$name" timeout "$rc" "$dt" "stopped after the stage timeout of ${limit} s" "$dir"
-        log "stage $name: TIMEOUT after ${limit} s (what it wrote before is kept)"
-    else
-        record "$name" failed "$rc" "$dt" "exit status $rc; see $name/stage.log" "$dir"
-        log "stage $name: FAILED (exit $rc)"
-    fi
+# children_cpu: CPU_NOW = user + system seconds of this shell's finished children so far (`times` runs in
+# this shell, into a file: in a $(…) subshell it would count the subshell's children)
+children_cpu() {
+    local file="$OUTDIR/.times.$BASHPID"
+    times >"$file"
+    CPU_NOW="$(awk 'NR == 2 { s = 0; for (i = 1; i <= NF; i++) { split($i, b, "m"); sub("s", "", b[2]); s += 60 * b[1] + b[2] }
+        printf "%.1f", s }' "$file")"
+    rm -f "$file"
 }
 
 skip() {
     mkdir -p "$OUTDIR/$1"
-    record "$1" skipped null 0 "$2" "$OUTDIR/$1"
+    record "$1" skipped null 0 null "$2" "$OUTDIR"
     log "stage $1: SKIPPED: $2"
+}
+
+# plan NAME TIMEOUT MIN: sets LIMIT to the stage's timeout, cut to the time left before the deadline;
+# false (the stage recorded as skipped, with the reason) when less than MIN seconds are left
+plan() {
+    local name="$1" limit="$2" min="$3" left
+    left=$((DEADLINE - ($(date +%s) - START) - RESERVE))
+    CUT=""
+    if [ "$left" -lt "$min" ]; then
+        skip "$name" "deadline: ${left} s left before SUITE_DEADLINE=${DEADLINE} s (less ${RESERVE} s kept), under the stage's minimum of ${min} s"
+        return 1
+    fi
+    LIMIT="$limit"
+    if [ "$limit" -gt "$left" ]; then
+        LIMIT="$left"
+        CUT="timeout cut from ${limit} s to the ${left} s left before the deadline"
+        log "stage $name: $CUT"
+    fi
+    return 0
+}
+
+# stage NAME SIGNAL COMMAND...: runs under `timeout LIMIT` (from plan), output to the log and NAME/stage.log,
+# status to stages.jsonl
+stage() {
+    local name="$1" signal="$2"
+    shift 2
+    local dir="$OUTDIR/$name"
+    mkdir -p "$dir"
+    log "stage $name (timeout ${LIMIT} s): $*"
+    if [ "$DRY" = 1 ]; then
+        record "$name" dry-run null 0 "$LIMIT" "SUITE_DRY_RUN=1${CUT:+; $CUT}" "$OUTDIR" "$@"
+        return 0
+    fi
+    local run=("$@")
+    if [[ "$DRY" == sleep:* ]]; then run=(sleep "${DRY#sleep:}"); fi # the deadline logic, without the work
+    local t0 rc dt c0
+    t0=$(date +%s)
+    children_cpu
+    c0="$CPU_NOW"
+    timeout --signal="$signal" --kill-after="$KILL_AFTER" "$LIMIT" "${run[@]}" 2>&1 | tee -a "$LOG" "$dir/stage.log" >/dev/null
+    rc=$?
+    dt=$(($(date +%s) - t0))
+    local CPU_S
+    children_cpu
+    CPU_S="$(awk -v a="$CPU_NOW" -v b="$c0" 'BEGIN { printf "%.1f", a - b }')"
+    if [ "$rc" -eq 0 ]; then
+        record "$name" ran 0 "$dt" "$LIMIT" "$CUT" "$OUTDIR" "$@"
+        log "stage $name: ran in ${dt} s (${CPU_S} s of CPU)"
+    elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+        record "$name" timeout "$rc" "$dt" "$LIMIT" "stopped after the stage timeout of ${LIMIT} s${CUT:+ ($CUT)}" "$OUTDIR" "$@"
+        log "stage $name: TIMEOUT after ${LIMIT} s (what it wrote before is kept)"
+    else
+        record "$name" failed "$rc" "$dt" "$LIMIT" "exit status $rc; see $name/stage.log" "$OUTDIR" "$@"
+        log "stage $name: FAILED (exit $rc)"
+    fi
+}
+
+# args NAME DEFAULT...: the stage's arguments, from the environment variable NAME if set (word-split)
+args() {
+    local var="$1"
+    shift
+    if [ -n "${!var:-}" ]; then read -r -a ARGS <<<"${!var}"; else ARGS=("$@"); fi
 }
 
 # which optional modules this Python has (found, not imported: importing vtk or numba takes seconds)
@@ -92,144 +174,235 @@ names = ['pytest', 'scipy', 'h5py', 'pde', 'numba', 'imageio_ffmpeg', 'h5netcdf'
 print(' '.join(n for n in names if u.find_spec(n) is not None))" 2>/dev/null)"
 has_module() { [[ " $MODULES " == *" $1 "* ]]; }
 
-log "tumorfield GPU suite, $([ "$QUICK" = 1 ] && echo quick || echo full), output in $OUTDIR"
+log "tumorfield GPU suite, $(q && echo quick || echo full)$([ "$DRY" = 1 ] && echo ', dry run'), deadline ${DEADLINE} s, output in $OUTDIR"
 log "python: $PYTHON ($("$PYTHON" -c 'import sys; print(sys.version.split()[0])' 2>&1))"
 log "git: $(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo 'no git history in this checkout')"
 if command -v nvidia-smi >/dev/null 2>&1; then
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee -a "$LOG"
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.memory --format=csv,noheader 2>&1 | tee -a "$LOG"
 fi
-
-# --- stage 0: the device ------------------------------------------------------------------------
-stage device "${T_DEVICE:-$([ "$QUICK" = 1 ] && echo 240 || echo 30)}" "$PYTHON" -c "
-import json, sys, jax
-devices = jax.devices()
-print('jax', jax.__version__, 'devices', devices)
-info = {'jax_version': jax.__version__, 'devices': [str(d) for d in devices],
-        'platform': devices[0].platform, 'device_kind': getattr(devices[0], 'device_kind', None)}
-json.dump(info, open(sys.argv[1], 'w'), indent=2)
-" "$OUTDIR/device/device.json"
 for module in pytest scipy h5py pde numba imageio_ffmpeg h5netcdf netCDF4 vtk nilearn; do
     if has_module "$module"; then log "python module $module: present"; else log "python module $module: MISSING"; fi
 done
 
-# Quick runs share a persistent compilation cache, so the 3D stage reuses the bench_model stage's
-# programs (same grid and steps); full runs compile afresh and report compile time apart.
-if [ "$QUICK" = 1 ]; then
-    export JAX_COMPILATION_CACHE_DIR="$OUTDIR/jax_cache"
-    export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
-    export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
+# Compilation caches. --quick: one persistent cache for every stage (stage 7 loads stage 2's rollout and
+# step programs: the same grid, steps and options), removed at the end. The full form compiles afresh
+# and reports compile apart: its stages share no program (other grids, models or step counts), so a
+# cache would only add its writes, and a warm one left by an earlier run would turn the compile figures
+# into cache loads. SUITE_CACHE=DIR turns it on (e.g. for a second run on a warm machine).
+if q; then
+    export JAX_COMPILATION_CACHE_DIR="${SUITE_CACHE:-$OUTDIR/jax_cache}"
+elif [ -n "${SUITE_CACHE:-}" ]; then
+    export JAX_COMPILATION_CACHE_DIR="$SUITE_CACHE"
+fi
+if [ -n "${JAX_COMPILATION_CACHE_DIR:-}" ]; then
+    export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
+    log "persistent compilation cache: $JAX_COMPILATION_CACHE_DIR"
+fi
+# --quick measures nothing (a smoke run of every stage): XLA compiles without its LLVM optimisations
+# (bench_fit.py --quick: 63 → 52 s of CPU, one comparison; the HLO, and so bench_budget.py's figures,
+# are the same)
+if q; then
+    export JAX_DISABLE_MOST_OPTIMIZATIONS="${JAX_DISABLE_MOST_OPTIMIZATIONS:-1}"
+    log "JAX_DISABLE_MOST_OPTIMIZATIONS=$JAX_DISABLE_MOST_OPTIMIZATIONS"
 fi
 
-verification_and_simulate() {
-# --- stage 1: verification tests ----------------------------------------------------------------
-if ! has_module pytest; then
-    skip verification "pytest is not installed"
-elif [ "$QUICK" = 1 ]; then
-    stage verification "${T_VERIFY:-240}" "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_core_verification.py \
-        -k "dt_beyond_limit_refused_naming_the_limit" --junitxml "$OUTDIR/verification/junit.xml"
-else
-    stage verification "${T_VERIFY:-100}" "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_core_verification.py \
-        --junitxml "$OUTDIR/verification/junit.xml"
+# --- 1. device -------------------------------------------------------------------------------------
+if plan device "${T_DEVICE:-$(q && echo 120 || echo 30)}" 5; then
+    mkdir -p "$OUTDIR/device"
+    cat >"$OUTDIR/device/device_probe.py" <<'EOF_PROBE'
+import json, sys, jax
+devices = jax.devices()
+d = devices[0]
+kind = getattr(d, "device_kind", None) or ""
+print("jax", jax.__version__, "devices", devices, "kind", kind)
+platforms = {"gpu": "cuda" if "NVIDIA" in kind.upper() else "rocm"}.get(d.platform, d.platform)
+info = {"jax_version": jax.__version__, "devices": [str(x) for x in devices], "device_count": len(devices),
+        "platform": d.platform, "device_kind": kind, "jax_platforms": platforms}
+try:
+    info["memory_stats"] = d.memory_stats()
+except Exception as error:
+    info["memory_stats"] = repr(error)
+json.dump(info, open(sys.argv[1], "w"), indent=2)
+EOF_PROBE
+    stage device TERM "$PYTHON" "$OUTDIR/device/device_probe.py" "$OUTDIR/device/device.json"
 fi
+# what later stages need from it: the device count (stage 9) and JAX_PLATFORMS for subprocesses that
+# would otherwise default to the CPU (bench_ensemble.py's one process per member)
+read -r DEVICES PLATFORMS < <("$PYTHON" -c "
+import json, sys
+try:
+    d = json.load(open(sys.argv[1]))
+    print(d['device_count'], d['jax_platforms'])
+except Exception:
+    print(1, '')" "$OUTDIR/device/device.json" 2>/dev/null || echo "1 ")
+DEVICES="${DEVICES:-1}"
+if [ "$DEVICES" -lt 2 ] 2>/dev/null; then DEVICES=8; fi # one device: the decomposed HLO on 8 CPU host devices
 
-# --- stage 2: bench_simulate.py (reference problem; py-pde peers where installed) ----------------
-if ! has_module pde || ! has_module numba; then
-    log "py-pde/numba not installed: bench_simulate runs without its py-pde peers"
-fi
-if [ "$QUICK" = 1 ]; then
-    stage bench_simulate "${T_SIMULATE:-240}" "$PYTHON" benchmarks/bench_simulate.py --out "$OUTDIR/bench_simulate" \
-        --quick --sizes 16 --t-end 0.02 --no-pypde --throughput-cells 2e3
-else
-    stage bench_simulate "${T_SIMULATE:-80}" "$PYTHON" benchmarks/bench_simulate.py --out "$OUTDIR/bench_simulate" \
-        --sizes 512 128x3 256 1024 64x3
-fi
-}
+# --- the stages, one function each ---------------------------------------------------------------------
 
-model_stage() {
-# --- stage 3: bench_model.py (PTX arm to day 21, now and at the commit before issue 14) ----------
-BASELINE_ARGS=()
-if git -C "$ROOT" cat-file -e 2e64a49^{commit} 2>/dev/null; then
-    BASELINE_ARGS=(--baseline 2e64a49)
-elif [ -n "${BASELINE_TREE:-}" ] && [ -d "$BASELINE_TREE/src/tumorfield" ]; then
-    BASELINE_ARGS=(--baseline-tree "$BASELINE_TREE")
-elif [ -d "$ROOT/benchmarks/.baseline_2e64a49/src/tumorfield" ]; then
-    BASELINE_ARGS=(--baseline-tree "$ROOT/benchmarks/.baseline_2e64a49")
-else
-    BASELINE_ARGS=(--no-baseline)
-    log "bench_model: no git history and no BASELINE_TREE: the commit before issue 14 is not run"
-fi
-if [ "$QUICK" = 1 ]; then
-    # CI: this checkout only (the baseline is the same worker on another tree), no dt/4 reference
-    read -r -a MODEL_ARGS <<<"${BENCH_MODEL_ARGS:---quick --sizes 8x3 --t-end 0.5 --lean --dt-from-t0 --no-reference --no-baseline --cell-diffusion implicit}"
-    stage bench_model "${T_MODEL:-240}" "$PYTHON" benchmarks/bench_model.py --out "$OUTDIR/bench_model" "${MODEL_ARGS[@]}"
-else
-    read -r -a MODEL_ARGS <<<"${BENCH_MODEL_ARGS:---sizes 512 128x3 256 64x3 --cell-diffusion implicit --worker-timeout 100}"
-    stage bench_model "${T_MODEL:-180}" "$PYTHON" benchmarks/bench_model.py --out "$OUTDIR/bench_model" \
-        "${BASELINE_ARGS[@]}" "${MODEL_ARGS[@]}"
-fi
-}
-
-# --quick (CI, 2 cores): stages 1–2 beside stage 3, all compile-bound and mostly single-threaded;
-# a full run keeps them one after another, so each has the device to itself.
-if [ "$QUICK" = 1 ]; then
-    verification_and_simulate &
-    side=$!
-    model_stage
-    wait "$side"
-else
-    verification_and_simulate
-    model_stage
-fi
-
-# --- stage 4: a 3D voloshin2015 run at 256³ (time per simulated day, peak device memory) ---------
-if [ "$QUICK" = 1 ]; then
-    read -r -a M3_ARGS <<<"${MODEL3D_ARGS:---quick --sizes 8x3 --t-end 0.5 --lean --dt-from-t0 --no-reference --no-baseline --cell-diffusion implicit}"
-    stage model_3d "${T_MODEL3D:-240}" "$PYTHON" benchmarks/bench_model.py --out "$OUTDIR/model_3d" "${M3_ARGS[@]}"
-else
-    read -r -a M3_ARGS <<<"${MODEL3D_ARGS:---sizes 256x3 --t-end 2 --dt-from-t0 --no-reference --no-baseline --repeats 1}"
-    stage model_3d "${T_MODEL3D:-60}" "$PYTHON" benchmarks/bench_model.py --out "$OUTDIR/model_3d" "${M3_ARGS[@]}"
-fi
-
-# --- stage 5 (full form only): bench_glioma.py (glioma on the MNI152 atlas, 2 mm and 1 mm, a year) ---
-if [ "$QUICK" != 1 ]; then
-    if ! has_module nilearn; then
-        skip bench_glioma "nilearn is not installed (its wheel ships the MNI152 tissue maps)"
+model_3d() { # 2. the full model in 3D at 256³
+    if q; then
+        plan model_3d "${T_MODEL3D:-240}" 5 || return 0
+        args MODEL3D_ARGS --quick --sizes 8x3 --t-end 0.5 --lean --dt-from-t0 --no-reference --no-baseline \
+            --cell-diffusion implicit --no-limits
     else
-        read -r -a GLIOMA_ARGS_A <<<"${GLIOMA_ARGS:---resample 2 1 --t-end 365 --repeats 2}"
-        stage bench_glioma "${T_GLIOMA:-120}" "$PYTHON" benchmarks/bench_glioma.py --out "$OUTDIR/bench_glioma" \
-            "${GLIOMA_ARGS_A[@]}"
+        plan model_3d "${T_MODEL3D:-150}" 60 || return 0
+        args MODEL3D_ARGS --sizes 256x3 --t-end 2 --dt-from-t0 --no-reference --no-baseline --repeats 2 \
+            --cell-diffusion implicit --no-limits
     fi
+    # the worker stops first, so that the driver writes what it measured into the JSON
+    stage model_3d TERM "$PYTHON" benchmarks/bench_model.py --out "$OUTDIR/model_3d" "${ARGS[@]}" \
+        --worker-timeout $((LIMIT > 30 ? LIMIT - 15 : LIMIT * 2 / 3))
+}
+
+ensemble() { # 3. a vmapped ensemble of 64 members × 256²
+    if q; then
+        plan ensemble "${T_ENSEMBLE:-240}" 5 || return 0
+        args ENSEMBLE_ARGS --sizes 8 --members 4 --t-end 0.5 --per-process 1
+    else
+        plan ensemble "${T_ENSEMBLE:-110}" 45 || return 0
+        args ENSEMBLE_ARGS --sizes 256 --members 64 --t-end 0.5 --per-process 1
+    fi
+    # its per-process members run `tumorfield run` with JAX_PLATFORMS defaulting to cpu: the device's
+    JAX_PLATFORMS="${JAX_PLATFORMS:-$PLATFORMS}" stage ensemble TERM \
+        "$PYTHON" benchmarks/bench_ensemble.py --out "$OUTDIR/ensemble" "${ARGS[@]}"
+}
+
+fit() { # 4. the fit's gradient ÷ forward
+    if q; then
+        plan fit "${T_FIT:-240}" 5 || return 0
+        args FIT_ARGS --quick --repeats 5
+    else
+        plan fit "${T_FIT:-90}" 45 || return 0
+        args FIT_ARGS --parts gradient --shape 256 --days 21 --repeats 5
+    fi
+    stage fit TERM "$PYTHON" benchmarks/bench_fit.py --out "$OUTDIR/fit" "${ARGS[@]}"
+}
+
+calibrate() { # 5. the calibration from two scans
+    if q; then
+        plan calibrate "${T_CALIBRATE:-240}" 5 || return 0
+        args CALIBRATE_ARGS --size 8 --quick --max-iterations 2 --repeats 3 --uncertainty none
+    else
+        plan calibrate "${T_CALIBRATE:-100}" 45 || return 0
+        args CALIBRATE_ARGS --size 64 --max-iterations 30 --repeats 5 --uncertainty none
+    fi
+    stage calibrate TERM "$PYTHON" benchmarks/bench_calibrate.py --out "$OUTDIR/calibrate" "${ARGS[@]}"
+}
+
+verification() { # 6. the verification tests
+    if ! has_module pytest; then
+        skip verification "pytest is not installed"
+        return 0
+    fi
+    if q; then
+        plan verification "${T_VERIFY:-240}" 5 || return 0
+        args VERIFY_ARGS tests/test_core_verification.py -k dt_beyond_limit_refused_naming_the_limit
+    else
+        plan verification "${T_VERIFY:-90}" 30 || return 0
+        args VERIFY_ARGS tests/test_core_verification.py --durations=0
+    fi
+    # SIGINT: pytest stops as after ^C and still writes the JUnit XML of the tests it ran
+    stage verification INT "$PYTHON" -m pytest -v -p no:cacheprovider "${ARGS[@]}" \
+        --junitxml "$OUTDIR/verification/junit.xml"
+}
+
+bench_model() { # 7. the PTX arm at 512² against the commit before issue 14
+    local baseline=()
+    if git -C "$ROOT" cat-file -e 2e64a49^{commit} 2>/dev/null; then
+        baseline=(--baseline 2e64a49)
+    elif [ -n "${BASELINE_TREE:-}" ] && [ -d "$BASELINE_TREE/src/tumorfield" ]; then
+        baseline=(--baseline-tree "$BASELINE_TREE")
+    elif [ -d "$ROOT/benchmarks/.baseline_2e64a49/src/tumorfield" ]; then
+        baseline=(--baseline-tree "$ROOT/benchmarks/.baseline_2e64a49")
+    else
+        baseline=(--no-baseline)
+        log "bench_model: no git history and no BASELINE_TREE: the commit before issue 14 is not run"
+    fi
+    if q; then
+        plan bench_model "${T_MODEL:-240}" 5 || return 0
+        # the baseline is the same worker on another tree (a minute of compiles on CPU): not in CI
+        args BENCH_MODEL_ARGS --quick --sizes 8x3 --t-end 0.5 --lean --dt-from-t0 --no-reference --no-baseline \
+            --cell-diffusion implicit
+        stage bench_model TERM "$PYTHON" benchmarks/bench_model.py --out "$OUTDIR/bench_model" "${ARGS[@]}"
+    else
+        plan bench_model "${T_MODEL:-120}" 60 || return 0
+        args BENCH_MODEL_ARGS --sizes 512 --t-end 21 --cell-diffusion implicit --no-baseline-reference --repeats 2
+        # two workers (this checkout, then the baseline): each stops in time for the driver to write
+        stage bench_model TERM "$PYTHON" benchmarks/bench_model.py --out "$OUTDIR/bench_model" "${baseline[@]}" \
+            "${ARGS[@]}" --worker-timeout $(((LIMIT - 10) / 2))
+    fi
+}
+
+budget() { # 8. what XLA compiles one step into on this device (bench_budget.py; no --check: its budget is XLA:CPU's)
+    if [ ! -f "$ROOT/benchmarks/bench_budget.py" ]; then
+        skip budget "benchmarks/bench_budget.py is not in this checkout"
+        return 0
+    fi
+    if q; then
+        plan budget "${T_BUDGET:-240}" 5 || return 0
+        args BUDGET_ARGS --cases voloshin2015_ptx_256x256
+    else
+        # stage 2 reads the 3D step the same way; these are the 2D step of the fit and ensemble and the glioma step
+        # of the calibration (its JSON is written at the end: a timeout keeps only the log)
+        plan budget "${T_BUDGET:-60}" 30 || return 0
+        args BUDGET_ARGS --cases voloshin2015_ptx_256x256 glioma_atlas_99x117x95
+    fi
+    stage budget TERM "$PYTHON" benchmarks/bench_budget.py --out "$OUTDIR/budget" "${ARGS[@]}"
+}
+
+decomposed() { # 9. one grid over the node's devices (on paper where the machine has one)
+    if q; then
+        plan decomposed "${T_DECOMPOSED:-240}" 5 || return 0
+        args DECOMPOSED_ARGS --quick --devices 2
+    else
+        plan decomposed "${T_DECOMPOSED:-90}" 45 || return 0
+        args DECOMPOSED_ARGS --sizes 256x3 --devices "$DEVICES"
+    fi
+    stage decomposed TERM "$PYTHON" benchmarks/bench_decomposed.py --out "$OUTDIR/decomposed" "${ARGS[@]}"
+}
+
+glioma() { # 10. the glioma model on the MNI152 atlas
+    if ! has_module nilearn; then
+        skip glioma "nilearn is not installed (its wheel ships the MNI152 tissue maps)"
+        return 0
+    fi
+    if q; then
+        plan glioma "${T_GLIOMA:-240}" 5 || return 0
+        args GLIOMA_ARGS --quick --no-reference
+    else
+        plan glioma "${T_GLIOMA:-75}" 30 || return 0
+        args GLIOMA_ARGS --resample 2 1 --t-end 365 --repeats 1 --no-reference
+    fi
+    stage glioma TERM "$PYTHON" benchmarks/bench_glioma.py --out "$OUTDIR/glioma" "${ARGS[@]}"
+}
+
+ORDER="device model_3d ensemble fit calibrate verification bench_model budget decomposed glioma"
+if q && [ "$DRY" != 1 ]; then
+    # two lanes of about equal CPU time (each stage is compile-bound and mostly single-threaded);
+    # bench_model follows model_3d in its lane, to load its programs from the cache. Each lane is a
+    # subshell, so that its `times` counts its own stages' processes only.
+    (model_3d; bench_model; fit; glioma; budget) &
+    lane_a=$!
+    (verification; ensemble; calibrate; decomposed) &
+    lane_b=$!
+    wait "$lane_a" "$lane_b"
+else # the full form: one stage at a time, each with the device to itself, in order of value
+    model_3d
+    ensemble
+    fit
+    calibrate
+    verification
+    bench_model
+    budget
+    decomposed
+    glioma
 fi
 
-# --- stage 6 (full form only): bench_calibrate.py (origin + D_w + rho from two scans, 128³) ---------
-if [ "$QUICK" != 1 ]; then
-    read -r -a CALIBRATE_ARGS_A <<<"${CALIBRATE_ARGS:---size 128 --max-iterations 30 --repeats 3}"
-    stage bench_calibrate "${T_CALIBRATE:-180}" "$PYTHON" benchmarks/bench_calibrate.py \
-        --out "$OUTDIR/bench_calibrate" "${CALIBRATE_ARGS_A[@]}"
-fi
-
-# --- stage 7: bench_decomposed.py (one grid over all the machine's devices) -----------------------
-# The step on one device measured; the decomposed step's collectives and bytes from its HLO on as many
-# devices as the machine has (at least 2: on a one-GPU machine, 8 CPU host devices give the HLO and
-# the one-device GPU step is measured); the step predicted for an 8-GPU NVLink node from them.
-DEVICES="$("$PYTHON" -c "import jax; print(len(jax.devices()))" 2>/dev/null || echo 1)"
-if [ "${DEVICES:-1}" -lt 2 ] 2>/dev/null; then DEVICES=8; fi
-if [ "$QUICK" = 1 ]; then
-    read -r -a DECOMPOSED_ARGS_A <<<"${DECOMPOSED_ARGS:---quick --devices 2}"
-    stage decomposed "${T_DECOMPOSED:-240}" "$PYTHON" benchmarks/bench_decomposed.py --out "$OUTDIR/decomposed" \
-        "${DECOMPOSED_ARGS_A[@]}"
-else
-    read -r -a DECOMPOSED_ARGS_A <<<"${DECOMPOSED_ARGS:---sizes 128x3 256x3 --devices $DEVICES}"
-    stage decomposed "${T_DECOMPOSED:-120}" "$PYTHON" benchmarks/bench_decomposed.py --out "$OUTDIR/decomposed" \
-        "${DECOMPOSED_ARGS_A[@]}"
-fi
-
-# --- summary ------------------------------------------------------------------------------------
-"$PYTHON" - "$OUTDIR" <<'EOF' 2>&1 | tee -a "$LOG"
-import json, pathlib, sys
-out = pathlib.Path(sys.argv[1])
-order = ["device", "verification", "bench_simulate", "bench_model", "model_3d", "bench_glioma", "bench_calibrate",
-         "decomposed"]
+# --- summary: suite.json, with each stage's outputs and key figures -----------------------------------
+"$PYTHON" - "$OUTDIR" "$ORDER" "$DEADLINE" "$START" <<'EOF' 2>&1 | tee -a "$LOG"
+import json, math, pathlib, sys, time
+out, order = pathlib.Path(sys.argv[1]), sys.argv[2].split()
 stages = [json.loads(line) for line in (out / "stages.jsonl").read_text().splitlines() if line.strip()]
 stages.sort(key=lambda s: order.index(s["stage"]) if s["stage"] in order else len(order))
 junit = out / "verification" / "junit.xml"
@@ -241,14 +414,102 @@ if junit.exists():  # the verification tests' counts as JSON, beside pytest's JU
     failed = [f"{c.get('classname')}::{c.get('name')}" for c in suite.iter("testcase")
               if c.find("failure") is not None or c.find("error") is not None]
     (out / "verification" / "verification.json").write_text(json.dumps({**counts, "failed": failed}, indent=2))
+elif (out / "verification" / "stage.log").exists():  # no XML (killed): the counts from pytest -v's lines
+    import re
+    found = re.findall(r"^(\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)", (out / "verification" / "stage.log").read_text(), re.M)
+    if found:
+        word = [w for _, w in found]
+        counts = {"tests": len(found), "failures": word.count("FAILED"), "errors": word.count("ERROR"),
+                  "skipped": word.count("SKIPPED"), "failed": [t for t, w in found if w in ("FAILED", "ERROR")]}
+        (out / "verification" / "verification.json").write_text(json.dumps({**counts, "partial": True}, indent=2))
+
+
+def load(stage, pattern):
+    found = sorted((out / stage).glob(pattern))
+    return json.loads(found[-1].read_text()) if found else None
+
+
+def runs(result):
+    return [(f"{size} {key}", r) for size, e in (result or {}).get("sizes", {}).items() for key, r in e["runs"].items()]
+
+
+def figures(name):  # the numbers to record after a lease (None: not measured)
+    if name == "device":
+        d = load("device", "device.json") or {}
+        return {k: d.get(k) for k in ("platform", "device_kind", "device_count", "jax_version")}
+    if name in ("model_3d", "bench_model"):
+        result, found = load(name, "bench_model_*.json"), {}
+        for key, r in runs(result):
+            x = r.get("xla_cost", {})
+            found[key] = {"status": r.get("status"), "cell_steps_per_s": r.get("cell_steps_per_s"),
+                          "s_per_simulated_day": r.get("s_per_simulated_day"), "compile_s": r.get("compile_s"),
+                          "xla_bytes_per_cell_step": r.get("xla_bytes_per_cell_step"),
+                          "bytes_per_cell_step": r.get("bytes_per_cell_step"), "bytes_basis": x.get("bytes_basis"),
+                          "substeps": r.get("substeps"),
+                          "fraction_of_peak_bandwidth": r.get("fraction_of_peak_bandwidth"),
+                          "fraction_of_triad_bandwidth": r.get("fraction_of_triad_bandwidth"),
+                          "triad_bytes_per_s": r.get("bandwidth", {}).get("triad_bytes_per_s"),
+                          "cell_steps_per_s_at_issue_bandwidth": x.get("cell_steps_per_s_at_issue_bandwidth"),
+                          "device_peak_bytes": r.get("memory", {}).get("device_peak_bytes_in_use")}
+        for size, e in (result or {}).get("sizes", {}).items():
+            for key, c in e.get("comparisons", {}).items():
+                found[f"{size} {key}"] = c
+        return found
+    if name == "ensemble":
+        result = load(name, "bench_ensemble_*.json") or {}
+        return {size: {"members_per_s": row["batched"]["members_per_s"],
+                       "members_per_s_without_compile": row["batched"]["members_per_s_without_compile"],
+                       "compile_s": row["batched"]["compile_s"],
+                       "speedup_vs_process_per_member": row.get("speedup_batched_vs_process_per_member"),
+                       "member_throughput_vs_single": row.get("batch_member_throughput_vs_single")}
+                for size, row in result.get("sizes", {}).items()}
+    if name == "fit":
+        g = (load(name, "bench_fit_*.json") or {}).get("gradient", {})
+        return {k: g.get(k) for k in ("ratio", "ratio_median", "forward_median_s", "value_and_grad_median_s",
+                                      "forward_compile_s", "value_and_grad_compile_s", "steps")}
+    if name == "calibrate":
+        result = load(name, "bench_calibrate_*.json") or {}
+        g, s = result.get("gradient", {}), result.get("solution", {})
+        return {"status": result.get("status"), "ratio_best": g.get("ratio_best"), "ratio_median": g.get("ratio_median"),
+                "wall_s": s.get("wall_s"), "compile_s": s.get("compile_s"), "iterations": s.get("iterations"),
+                "solution_status": s.get("status"), "errors": result.get("errors")}
+    if name == "verification":
+        return load(name, "verification.json")
+    if name == "budget":
+        result = load(name, "bench_budget_*.json") or {}
+        return {case: {k: e.get("step", {}).get(k) for k in ("bytes_per_cell_step", "common_bytes_per_cell_step",
+                                                             "fusions", "kernels", "ffts", "compile_s")}
+                for case, e in result.get("cases", {}).items()}
+    if name == "glioma":
+        result = load(name, "bench_glioma_*.json") or {}
+        return {size: {k: e.get(k) for k in ("cell_steps_per_s", "wall_s", "compile_s")}
+                for size, e in result.get("sizes", {}).items()}
+    if name == "decomposed":
+        result = load(name, "decomposed_*.json") or {}
+        return {"x".join(map(str, e["shape"])): {"one_device_step_s": e.get("one_device_step_s"),
+                                                  "predicted_step_s": e.get("predicted", {}).get("step_s"),
+                                                  "one_device_bytes_accessed": e.get("one_device_bytes_accessed")}
+                for e in result.get("sizes", [])}
+    return None
+
+
 for s in stages:
     s["outputs"] = sorted(str(p.relative_to(out)) for p in pathlib.Path(s["dir"]).rglob("*.json"))
-summary = {"outdir": str(out), "stages": stages}
-(out / "suite.json").write_text(json.dumps(summary, indent=2))
+    try:
+        s["figures"] = figures(s["stage"]) if s["outputs"] else None
+    except Exception as error:  # a figure missing from a partial JSON: say so, keep the summary
+        s["figures"] = {"error": f"{type(error).__name__}: {error}"}
+elapsed = time.time() - float(sys.argv[4])
+cpu = sum(s.get("cpu_s") or 0 for s in stages)
+summary = {"outdir": str(out), "deadline_s": float(sys.argv[3]), "elapsed_s": round(elapsed, 1),
+           "stages_cpu_s": round(cpu, 1), "stages": stages}
+(out / "suite.json").write_text(json.dumps(summary, indent=2, default=str))
 for s in stages:
-    print(f"{s['stage']:>15}: {s['status']:<8} {s['seconds']:>5} s  {s['reason']}  {' '.join(s['outputs'])}")
+    print(f"{s['stage']:>13}: {s['status']:<8} {s['seconds']!s:>5} s of {s['timeout_s']!s:>4} "
+          f"(CPU {s.get('cpu_s')!s:>6} s)  {s['reason']}  {' '.join(s['outputs'])}")
+print(f"elapsed {elapsed:.0f} s of the {float(sys.argv[3]):.0f} s deadline; the stages used {cpu:.0f} s of CPU")
 EOF
-rm -rf "$OUTDIR/jax_cache"
+if q && [ -z "${SUITE_CACHE:-}" ]; then rm -rf "$OUTDIR/jax_cache"; fi
 log "done: $OUTDIR/suite.json"
-# exit 0 when every stage ran or was skipped with a reason; 1 when one failed or timed out
+# exit 0 when every stage ran or was skipped with a reason (or, dry run, was listed); 1 when one failed or timed out
 ! grep -q '"status": "\(failed\|timeout\)"' "$STAGES"
