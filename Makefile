@@ -6,7 +6,7 @@ SCENARIO ?= voloshin2015/ptx
 OUT ?= out
 SMOKE ?= /tmp/tumorfield-wheel-smoke
 
-.PHONY: venv demo test lint docs wheel-smoke bench clean examples budget
+.PHONY: venv demo test lint docs wheel-smoke bench clean examples budget suite-quick
 
 # The package and its runtime dependencies (what `pip install tumorfield` gives a user): enough for
 # run, plot and the movie (matplotlib, imageio, imageio-ffmpeg are runtime dependencies).
@@ -46,6 +46,11 @@ test: $(VENV)/.test-deps
 #   python benchmarks/bench_budget.py --check benchmarks/budget.json [--out DIR] [--vjp] [--write-budget FILE]
 budget: $(BIN)/tumorfield
 	JAX_PLATFORMS=cpu $(BIN)/python benchmarks/bench_budget.py --check benchmarks/budget.json
+
+# The GPU suite's --quick form on CPU (every stage at tiny sizes; tests/test_gpu_suite.py -m suite), outside the
+# 15-minute suite of `make test`: its stages compile their own programs (≈ 4 min of CPU).
+suite-quick: $(VENV)/.test-deps
+	JAX_PLATFORMS=cpu $(BIN)/python -m pytest -q -m suite tests/test_gpu_suite.py
 
 # Smoke runs of the experiments' scripts (pytest -m example): outside the 15-minute suite of `make test`.
 examples: $(VENV)/.test-deps

@@ -9,6 +9,9 @@
 * ``SUITE_DRY_RUN=sleep:N`` runs the deadline logic with ``sleep`` in place of the stages: timeouts
   cut to the time left, stages past the deadline skipped with the reason;
 * ``bench_model.py`` stopped by ``--worker-timeout`` still writes what its worker measured.
+
+The ``--quick`` run (≈ 4 min of CPU: each stage compiles its own programs) is marked ``suite`` and runs
+outside the 15-minute suite, as ``make suite-quick`` in ``.ci/run``; the rest runs in ``make test``.
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ def quick(tmp_path_factory):
     return out, proc
 
 
+@pytest.mark.suite
 def test_every_stage_ran(quick):
     out, proc = quick
     assert proc.returncode == 0, f"suite exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
@@ -104,6 +108,7 @@ def test_every_stage_ran(quick):
     assert not (out / "jax_cache").exists()  # the quick form's cache goes with it
 
 
+@pytest.mark.suite
 def test_device_and_verification(quick):
     out, _ = quick
     device = only(out, "device", "device.json")
@@ -119,6 +124,7 @@ def model_runs(out: Path, stage: str) -> list[dict]:
     return runs
 
 
+@pytest.mark.suite
 @pytest.mark.parametrize("stage", ["model_3d", "bench_model"])
 def test_model_figures(quick, stage):
     out, _ = quick
@@ -153,6 +159,7 @@ def test_model_figures(quick, stage):
     assert found["cell_steps_per_s"] == r["cell_steps_per_s"] and found["bytes_per_cell_step"] > 0
 
 
+@pytest.mark.suite
 def test_bench_model_loads_the_3d_stage_programs(quick):
     """Stage 7 in --quick compiles the rollout and the step of stage 2 from the shared cache."""
     out, _ = quick
@@ -160,6 +167,7 @@ def test_bench_model_loads_the_3d_stage_programs(quick):
     assert second["xla_cost"]["compile_s"] < first["xla_cost"]["compile_s"]
 
 
+@pytest.mark.suite
 def test_ensemble_fit_calibrate_figures(quick):
     out, _ = quick
     ensemble = only(out, "ensemble", "bench_ensemble_cpu_*.json")
@@ -181,6 +189,7 @@ def test_ensemble_fit_calibrate_figures(quick):
     assert stages_of(out)["fit"]["figures"]["ratio_median"] == gradient["ratio_median"]
 
 
+@pytest.mark.suite
 def test_decomposed_glioma_budget_figures(quick):
     out, _ = quick
     (size,) = only(out, "decomposed", "decomposed_cpu_*.json")["sizes"]
