@@ -1,10 +1,17 @@
-"""Interleaved A/B of a fit's gradient cost: ``value_and_grad`` ÷ forward of the fit loss of
-``bench_fit.py`` (voloshin2015 PTX arm, four parameters) under variants of the reverse pass.
+"""Interleaved A/B of the gradient cost, ``value_and_grad`` ÷ forward, under variants of the reverse pass.
 
 Usage::
 
     python benchmarks/ab_gradient.py --out benchmarks/results [--shape 64] [--days 21] [--repeats 7]
         [--variants hand jax_own no_subcycling]
+    python benchmarks/ab_gradient.py --glioma --out benchmarks/results [--shape 24] [--steps 36] [--repeats 7]
+
+Default: the fit loss of ``bench_fit.py`` (voloshin2015 PTX arm, four parameters).
+``--glioma``: ``experiments/glioma_atlas/atlas.toml`` on a ``shape``³ box of white matter (2 mm cells,
+implicit cell diffusion), ``steps`` steps under the shipped ``SqrtCheckpointed``, the loss the sum of the
+final state, differentiated with respect to the parameters and the initial state; variants ``hand``
+(the shipped solve, differentiated implicitly) and ``jax_own`` (the cyclic reduction differentiated
+by JAX through every level).
 
 Variants (each a fresh trace and compile in this process; timed alternately, compile apart):
 
@@ -66,20 +73,80 @@ def _variant(name: str, directory: Path, shape: int, days: float):
             "steps": fit.groups[0].n_steps}  # fmt: skip
 
 
+def _glioma_variant(name: str, shape: int, steps: int):
+    import tomllib
+
+    import jax
+    import jax.numpy as jnp
+    import tumorfield_kernels as tk
+    from tumorfield_kernels import _diffusion
+
+    from tumorfield import config as cfg
+    from tumorfield.config import to_toml
+    from tumorfield.problem import Problem
+
+    atlas = Path(__file__).resolve().parents[1] / "experiments" / "glioma_atlas" / "atlas.toml"
+    sections = tomllib.loads(atlas.read_text())
+    sections["grid"] = {"shape": [shape] * 3, "length": [2.0 * shape] * 3}
+    sections["tissue"] = {"uniform": "white"}
+    sections["initial"]["tumor"] = {**sections["initial"]["tumor"], "centre": [1.0 * shape] * 3}
+    problem = Problem.from_config(cfg.loads(to_toml(sections), source="glioma box"))
+    system, grid, numerics, state = problem.system, problem.grid, problem.numerics, problem.initial_frame()
+
+    def reduction(back, ahead, rhs):  # the solve as before: JAX differentiates every reduction level
+        zero = jnp.zeros_like(back[:1])
+        lower = -jnp.concatenate([zero, ahead[:-1]], axis=0)
+        return _diffusion._reduce(lower, 1.0 + ahead + jnp.concatenate([zero, back[:-1]], axis=0), -back, rhs)
+
+    def loss(params, state):
+        stepper = tk.make_stepper(system, grid, params, problem.dt, numerics)
+
+        def one(carry, _):
+            s, i = carry
+            return (stepper.step(s, stepper.prepare(s), i * stepper.dt)[0], i + 1), None
+
+        (s, _), _ = numerics.adjoint(one, (state, jnp.zeros((), stepper.dt.dtype)), steps)
+        return sum(jnp.sum(v.astype(jnp.float64)) for v in jax.tree_util.tree_leaves(s))
+
+    shipped = _diffusion._tridiagonal_solve
+    if name == "jax_own":
+        _diffusion._tridiagonal_solve = reduction
+    try:
+        start = time.perf_counter()
+        forward = jax.jit(loss).lower(problem.params, state).compile()
+        forward_compile = time.perf_counter() - start
+        start = time.perf_counter()
+        gradient = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(problem.params, state).compile()
+        gradient_compile = time.perf_counter() - start
+    finally:
+        _diffusion._tridiagonal_solve = shipped
+    value = float(forward(problem.params, state))
+    leaves = [x for x in jax.tree_util.tree_leaves(gradient(problem.params, state)[1]) if x.ndim == 0]
+    return {"forward": forward, "gradient": gradient, "args": (problem.params, state), "loss": value,
+            "grad": [float(g) for g in leaves], "forward_compile_s": forward_compile,
+            "gradient_compile_s": gradient_compile, "steps": steps}  # fmt: skip
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path)
     parser.add_argument("--shape", type=int, default=64)
     parser.add_argument("--days", type=float, default=21.0)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--glioma", action="store_true", help="the glioma model's scan (variants hand, jax_own)")
+    parser.add_argument("--steps", type=int, default=36, help="steps of the --glioma scan")
     parser.add_argument("--variants", nargs="+", default=["hand", "jax_own", "no_subcycling"],
                         choices=["hand", "jax_own", "no_subcycling"])  # fmt: skip
     args = parser.parse_args(argv)
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    with tempfile.TemporaryDirectory() as tmp:
-        built = {name: _variant(name, Path(tmp) / name, args.shape, args.days) for name in args.variants}
+    if args.glioma:
+        variants = [v for v in args.variants if v != "no_subcycling"]
+        built = {name: _glioma_variant(name, args.shape, args.steps) for name in variants}
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            built = {name: _variant(name, Path(tmp) / name, args.shape, args.days) for name in args.variants}
     times = {name: {"forward": [], "gradient": []} for name in built}
     for _ in range(args.repeats):
         for name, v in built.items():
@@ -88,7 +155,10 @@ def main(argv=None) -> int:
                 jax.block_until_ready(v[part](*v["args"]))
                 times[name][part].append(time.perf_counter() - start)
     device = jax.devices()[0]
-    result = {"problem": f"voloshin2015 PTX arm, {args.shape}², {args.days} days, fit of {', '.join(bench_fit.NAMES)}",
+    fitted = ", ".join(bench_fit.NAMES)
+    problem = (f"glioma_atlas on a {args.shape}³ box, {args.steps} steps" if args.glioma else
+               f"voloshin2015 PTX arm, {args.shape}², {args.days} days, fit of {fitted}")  # fmt: skip
+    result = {"problem": problem,
               "device": f"{device.platform}:{getattr(device, 'device_kind', '')}", "jax": jax.__version__,
               "repeats": args.repeats, "variants": {}}  # fmt: skip
     for name, v in built.items():
@@ -104,7 +174,8 @@ def main(argv=None) -> int:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        path = args.out / f"ab_gradient_{device.platform}_{args.shape}_{stamp}.json"
+        model = "glioma" if args.glioma else "ptx"
+        path = args.out / f"ab_gradient_{model}_{device.platform}_{args.shape}_{stamp}.json"
         path.write_text(json.dumps(result, indent=2))
         print(f"wrote {path}")
     return 0

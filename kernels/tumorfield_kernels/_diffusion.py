@@ -40,7 +40,8 @@ the manufactured solution of ``tests/test_core_verification.py``): the state aft
 lacks the last half step of diffusion, so ``D`` there is ``O(Δt)`` off ``D(t_{n+1})``.
 
 Each solve is cyclic reduction (:func:`_reduce`: ``⌈log₂ n⌉`` levels of whole-array passes, batched
-over the other axes, on the matrix's face weights); it is differentiable.
+over the other axes, on the matrix's face weights). Reverse mode differentiates it implicitly
+(``lax.custom_linear_solve``: one solve with the transposed matrix, another M-matrix).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from typing import Any
 
 import equinox as eqx
 import jax.numpy as jnp
+from jax import lax
 
 from ._stencils import face_diffusivity, face_open
 from ._system import StateDependent
@@ -109,7 +111,23 @@ def _tridiagonal_solve(back, ahead, rhs):
     zero = jnp.zeros_like(back[:1])
     lower = -jnp.concatenate([zero, ahead[:-1]], axis=0)
     diag = 1.0 + ahead + jnp.concatenate([zero, back[:-1]], axis=0)
-    return _reduce(lower, diag, -back, rhs)
+    upper = -back
+    # Reverse mode: one solve with the transposed matrix (also an M-matrix: its rows sum to one) and
+    # the matvec's derivative in the face weights (implicit differentiation), instead of JAX's
+    # transpose of every reduction level.
+    transposed = (jnp.concatenate([zero, upper[:-1]], axis=0), diag, jnp.concatenate([lower[1:], zero], axis=0))
+    return lax.custom_linear_solve(
+        functools.partial(_tridiagonal_product, lower, diag, upper),
+        rhs,
+        solve=lambda _, b: _reduce(lower, diag, upper, b),
+        transpose_solve=lambda _, b: _reduce(*transposed, b),
+    )
+
+
+def _tridiagonal_product(lower, diag, upper, x):
+    """``l_i x_{i−1} + b_i x_i + u_i x_{i+1}`` along axis 0 (``l_0 = u_{n−1} = 0``)."""
+    zero = jnp.zeros_like(x[:1])
+    return lower * jnp.concatenate([zero, x[:-1]], axis=0) + diag * x + upper * jnp.concatenate([x[1:], zero], axis=0)
 
 
 def _ratio(numerator, denominator):
