@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import shlex
 import subprocess
@@ -41,8 +42,10 @@ class Outcome:
     message: str | None = None
 
 
+@functools.cache
 def git_commit() -> str:
-    """The git commit of the source tree tumorfield runs from, or ``"unknown"``."""
+    """The git commit of the source tree tumorfield runs from, or ``"unknown"`` (asked once per process: the
+    code that runs is the code imported; a sweep creates a file per member)."""
     try:
         here = Path(__file__).resolve().parent
         result = subprocess.run(
@@ -151,10 +154,13 @@ class Run:
         file.moved(target.current)
 
     @classmethod
-    def start(cls, config, output, *, overwrite: bool, argv, log: Callable, problem: Problem | None = None) -> Run:
+    def start(cls, config, output, *, overwrite: bool, argv, log: Callable, problem: Problem | None = None,
+              frame0: tuple[dict, dict] | None = None) -> Run:  # fmt: skip
         """Lock and check the output path and its disk space, check ``time.dt`` at t = 0, create the
         file and commit frame 0. A signal caught before the file exists raises :class:`Interrupted`.
-        ``problem``: the config's, when the caller has built it already (a sweep, to group members)."""
+        ``problem``: the config's, when the caller has built it already (a sweep, to group members);
+        ``frame0``: ``_frame_zero(config, problem)``, when the caller has computed and checked it (a
+        sweep computes its batch's first chunk while the members' files are written)."""
         target = OutputTarget.new(output, overwrite=overwrite)
         problem = problem or Problem.from_config(config, mesh=run_mesh(config))
         file = None
@@ -163,7 +169,7 @@ class Run:
                 if note:
                     log(note)
             _setup_jax(config)
-            frame, scalars0 = _frame_zero(config, problem)
+            frame, scalars0 = frame0 or _frame_zero(config, problem)
             _raise_if_signalled()
             state0 = {name: np.asarray(v) for name, v in frame.items()}
             warnings = initial_warnings(config.model, config.grid, state0)

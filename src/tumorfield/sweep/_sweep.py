@@ -25,9 +25,10 @@ from .._schema import ConfigError
 from ..config._memory import available_memory
 from ..io import NotATrajectory, open_trajectory
 from ..io._lock import is_locked
-from ..run import Interrupted, Outcome, Run, StorageError
+from ..run import Outcome, Run, StorageError
+from ..run._job import _frame_zero, _setup_jax
 from ..run._signals import pending
-from ._batch import Batch, Member, batch_devices, batch_key, batch_problem, batch_size, batched_rollout, end_all
+from ._batch import Batch, Prepared, batch_devices, batch_key, batch_problem, batch_size, batched_rollout
 from ._manifest import Manifest, Row, member_file
 from ._spec import cell, config_digest, load_sweep, raise_if_signalled, text_digest
 
@@ -189,53 +190,42 @@ class SweepRunner:
                 self._run_batch(key, size, waiting, devices, results, first=not ran[0])
 
     def _run_batch(self, key, size: int, waiting: list, devices: list, results: dict, first: bool) -> None:
-        members: list[Member] = []
-        try:
-            for index, config, problem in waiting:
-                member = self._start(index, config, problem, results)
-                if member is not None:
-                    members.append(member)
-        except Interrupted:  # a signal before a member's frame 0: the started ones end interrupted
-            self._end_started(members, results, "interrupted before its batch started")
+        """Run one batch: every member's frame 0 computed and checked first (a dt beyond the limit at t = 0
+        fails that member alone, with no file), then :class:`Batch` creates the files while the first
+        chunk computes. A signal before that starts nothing."""
+        prepared: list[Prepared] = []
+        for index, config, problem in waiting:
+            if pending():
+                return
+            member = self._prepare(index, config, problem, results)
+            if member is not None:
+                prepared.append(member)
+        if not prepared or pending():
             return
-        except StorageError as error:  # the disk is full: the member's file holds nothing and is removed
-            self._end_started(members, results, f"stopped: {error.strerror}")
-            why = os.strerror(error.errno) if error.errno else error.strerror
-            raise StorageError(error.errno, f"{self.path(index)}: member {index} could not be started ({why}); "
-                               f"nothing of it is kept; once there is room, run the same `tumorfield sweep` "
-                               f"again") from None  # fmt: skip
-        except BaseException as error:
-            self._end_started(members, results, f"stopped: {error}")
-            raise
-        if not members:
-            return
-        self.manifest.record({m.index: "running" for m in members})
-        config = members[0].run.config
+        config = prepared[0].config
         if first:
             names = ", ".join(str(d) for d in devices)
-            self.log(f"batches of {size} member{'s' if size > 1 else ''} (member {members[0].index}'s group) on "
+            self.log(f"batches of {size} member{'s' if size > 1 else ''} (member {prepared[0].index}'s group) on "
                      f"{len(devices)} device{'s' if len(devices) > 1 else ''} ({names})")  # fmt: skip
-        template = members[0].run.problem
+        template = prepared[0].problem
 
         def rollout(n_saves, mesh, key=key, template=template):
             if (key, n_saves) not in self._rollouts:
                 self._rollouts[key, n_saves] = batched_rollout(template, n_saves, config.steps_per_save, mesh)
             return self._rollouts[key, n_saves]
 
-        try:
-            outcomes = Batch(members, rollout, size, devices, self.log).execute()
-        except BaseException:  # Batch.execute has closed every member's file
-            results.update({m.index: "interrupted" for m in members})
-            self._quietly(self.manifest.record, {m.index: "interrupted" for m in members})
-            raise
-        results.update(outcomes)
-        self.manifest.record({i: o.status for i, o in outcomes.items()})
+        def started(indices: list[int]) -> None:
+            self.manifest.record({i: "running" for i in indices})
 
-    def _end_started(self, members: list[Member], results: dict, message: str) -> None:
-        outcomes: dict[int, Outcome] = {}
-        end_all(members, outcomes, message)
-        results.update(outcomes)
-        self._quietly(self.manifest.record, {i: o.status for i, o in outcomes.items()})
+        batch = Batch(prepared, rollout, size, devices, self.log, self._start, started)
+        try:
+            batch.execute()
+        except BaseException:  # Batch.execute has ended every member whose file it created
+            results.update(batch.outcomes)
+            self._quietly(self.manifest.record, {i: o.status for i, o in batch.outcomes.items()})
+            raise
+        results.update(batch.outcomes)
+        self.manifest.record({i: o.status for i, o in batch.outcomes.items()})
 
     def _quietly(self, update: Callable, *args) -> None:
         """A manifest update while an error propagates: its own failure (the same full disk) is only
@@ -245,16 +235,29 @@ class SweepRunner:
         except (OSError, ConfigError) as error:
             self.log(f"note: the manifest could not be updated ({error}); the member files hold every status")
 
-    def _start(self, index: int, config, problem, results: dict) -> Member | None:
-        """Create member ``index``'s file with frame 0; a dt beyond the limit at t = 0 fails this member alone."""
+    def _prepare(self, index: int, config, problem, results: dict) -> Prepared | None:
+        """Member ``index``'s frame 0, computed and checked (no file yet); a dt beyond the limit at t = 0
+        fails this member alone."""
         try:
-            run = Run.start(config, self.path(index), overwrite=False, argv=self.argv, log=self.log, problem=problem)
+            _setup_jax(config)
+            frame0 = _frame_zero(config, problem)
         except ConfigError as error:
             self.log(f"member {index} failed before its first step: {error}")
             self.manifest.record({index: "failed"})
             results[index] = "failed"
             return None
-        return Member(index, run)
+        return Prepared(index, config, problem, frame0)
+
+    def _start(self, member: Prepared) -> Run:
+        """Create the member's file and commit its frame 0 (computed already)."""
+        try:
+            return Run.start(member.config, self.path(member.index), overwrite=False, argv=self.argv, log=self.log,
+                             problem=member.problem, frame0=member.frame0)  # fmt: skip
+        except StorageError as error:  # the disk is full: the member's file holds nothing and is removed
+            why = os.strerror(error.errno) if error.errno else error.strerror
+            raise StorageError(error.errno, f"{self.path(member.index)}: member {member.index} could not be started "
+                               f"({why}); nothing of it is kept; once there is room, run the same `tumorfield "
+                               f"sweep` again") from None  # fmt: skip
 
 
 def _flat(document, prefix: str = "") -> dict:
