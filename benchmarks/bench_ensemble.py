@@ -16,12 +16,19 @@ same run:
 2. one process per member (``tumorfield run`` in a fresh process, warm persistent
    cache): the mean wall time of ``--per-process`` such processes, so members per
    second of a job array; the ratio to (1) is the speed-up of batching (0: not measured);
-3. the same single member advanced alone in this process (compiled, warm), timed
+3. the same single member advanced alone in this process (compiled, traced, warm), timed
    ``--single-repeats`` times before and as many after (1), so that a shared machine's
    load falls on both alike: the median gives the per-member throughput of a batch
    relative to a single run (goal ≥ 80 % once a batch holds ≥ 4 M cells).
 
-The 1-minute load average (``os.getloadavg``) is recorded around each measurement.
+With ``--compute-repeats`` (default 1) the first chunk's batched rollout is also timed alone
+(compiled ahead, no files): all members against member 0 alone, the per-member throughput of the
+compute itself.
+
+The batched sweep's per-member throughput is given without compile (``batch_member_throughput_vs_single``)
+and also without the tracing and lowering of its chunk (``…_warm``: both one-time costs of a process, which
+the warm single run has paid already). The 1-minute load average (``os.getloadavg``) is recorded around
+each measurement, and the cores other processes used during the batched sweep.
 
 Results go to ``OUT/bench_ensemble_<device>_<time>.json``.
 """
@@ -60,23 +67,48 @@ def _sweep_file(directory: Path, size: int, members: int, t_end: float, cache: s
     return path
 
 
+_TRACING = {"s": 0.0}
+_TRACE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration")
+
+
+def _on_duration(event: str, duration: float, **_) -> None:
+    if event in _TRACE_EVENTS:
+        _TRACING["s"] += duration
+
+
+def _busy_seconds() -> float | None:
+    """CPU seconds the whole machine has been busy (Linux ``/proc/stat``; None elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def batched(sweep: Path, directory: Path) -> dict:
+    """The batched sweep: wall time; XLA compile (and persistent-cache loads) and the tracing and lowering
+    of the batched chunk (``jax.monitoring``), one-time costs that the warm single run does not pay; this
+    process's CPU seconds and the cores other processes used meanwhile (``/proc/stat``)."""
     from tumorfield import _compile_log
     from tumorfield.sweep import SweepRunner
 
     _compile_log.install()
-    compile_before = _compile_log.seconds()
+    compile_before, traced_before = _compile_log.seconds(), _TRACING["s"]
     runner = SweepRunner(sweep, directory, log=lambda message: None)
-    load = os.getloadavg()[0]
+    load, busy, cpu = os.getloadavg()[0], _busy_seconds(), time.process_time()
     start = time.perf_counter()
     results = runner.run()
     wall = time.perf_counter() - start
-    compiled = _compile_log.seconds() - compile_before
+    cpu = time.process_time() - cpu
+    others = None if busy is None else (_busy_seconds() - busy - cpu) / wall
+    compiled, traced = _compile_log.seconds() - compile_before, _TRACING["s"] - traced_before
     assert all(r.status == "complete" for r in results.values()), results
     n = len(results)
-    return {"members": n, "wall_s": wall, "compile_s": compiled, "members_per_s": n / wall,
+    return {"members": n, "wall_s": wall, "compile_s": compiled, "trace_s": traced, "members_per_s": n / wall,
             "members_per_s_without_compile": n / max(wall - compiled, 1e-9),
-            "load_1min": [load, os.getloadavg()[0]]}  # fmt: skip
+            "members_per_s_warm": n / max(wall - compiled - traced, 1e-9), "cpu_s": cpu,
+            "other_processes_cores": others, "load_1min": [load, os.getloadavg()[0]]}  # fmt: skip
 
 
 def per_process(sweep: Path, directory: Path, count: int) -> dict:
@@ -97,6 +129,40 @@ def per_process(sweep: Path, directory: Path, count: int) -> dict:
             walls.append(time.perf_counter() - start)
     mean = sum(walls) / len(walls)
     return {"processes": len(walls), "mean_wall_s": mean, "members_per_s": 1.0 / mean}
+
+
+def compute_only(sweep: Path, members: int, repeats: int) -> dict:
+    """The first chunk's batched rollout alone, compiled ahead (no files, no host work): every member in
+    one batch and member 0 as a batch of one; the best of ``repeats`` each. Their ratio is the batch's
+    per-member throughput of compute alone."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from tumorfield.sweep import load_sweep
+    from tumorfield.sweep._batch import batch_problem, batched_rollout
+
+    spec = load_sweep(sweep)
+    configs = [spec.member_config(i) for i in range(members)]
+    problems = [batch_problem(config) for config in configs]
+    config = configs[0]
+    n_saves = min(config.run.chunk_frames, config.n_frames - 1)
+
+    def best(batch: list) -> float:
+        def stacked(trees):
+            return jax.device_put(jax.tree_util.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees))
+
+        args = stacked([p.arrays() for p in batch]), stacked([p.initial_frame() for p in batch]), jnp.int32(0)
+        compiled = batched_rollout(batch[0], n_saves, config.steps_per_save).lower(*args).compile()
+        walls = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            jax.block_until_ready(compiled(*args))
+            walls.append(time.perf_counter() - start)
+        return min(walls)
+
+    single, batch = best(problems[:1]), best(problems)
+    return {"frames": n_saves, "steps": n_saves * config.steps_per_save, "batch_s": batch, "single_s": single,
+            "batch_member_throughput_vs_single": single * members / batch}  # fmt: skip
 
 
 class Single:
@@ -136,8 +202,10 @@ def main() -> None:
     parser.add_argument("--chunk-frames", type=int, default=None, help="frames per compiled chunk (default the base's)")
     parser.add_argument("--per-process", type=int, default=8, help="processes timed after a warm-up; 0: none")
     parser.add_argument("--single-repeats", type=int, default=2, help="single runs timed before the batch, and after")
+    parser.add_argument("--compute-repeats", type=int, default=1, help="timings of the rollout alone; 0: not measured")
     args = parser.parse_args()
     jax.config.update("jax_enable_x64", True)
+    jax.monitoring.register_event_duration_secs_listener(_on_duration)
     device = jax.devices()[0]
     report = {"device": f"{device.platform}:{getattr(device, 'device_kind', '')}", "devices": jax.device_count(),
               "jax": jax.__version__, "members": args.members, "t_end_day": args.t_end,
@@ -161,6 +229,9 @@ def main() -> None:
             row["batch_member_throughput_vs_single"] = (
                 b["members_per_s_without_compile"] * row["single_in_process"]["wall_s"]
             )
+            row["batch_member_throughput_vs_single_warm"] = b["members_per_s_warm"] * row["single_in_process"]["wall_s"]
+            if args.compute_repeats:
+                row["compute_only"] = compute_only(sweep, args.members, args.compute_repeats)
             report["sizes"][str(size)] = row
             print(json.dumps({size: row}, indent=1), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
