@@ -40,6 +40,13 @@ def face_open(mask, axis):
     return lo * hi
 
 
+def _pad(x, axis, low, high):
+    """``x`` with ``low`` and ``high`` zero layers added along ``axis``."""
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (low, high)
+    return jnp.pad(x, pad)
+
+
 def _edges(a, axis):
     """The first and the last slab of cells along ``axis`` (those next to the two walls)."""
     n = a.shape[axis]
@@ -49,9 +56,7 @@ def _edges(a, axis):
 def _divergence_of_interior_flux(flux, axis, dx, walls=None):
     """``(F_{i+1/2} − F_{i−1/2}) / Δx``; zero flux on both boundary faces, or ``walls = (F_lo, F_hi)``."""
     if walls is None:
-        pad = [(0, 0)] * flux.ndim
-        pad[axis] = (1, 1)
-        padded = jnp.pad(flux, pad)
+        padded = _pad(flux, axis, 1, 1)
     else:
         padded = jnp.concatenate([walls[0], flux, walls[1]], axis=axis)
     n = padded.shape[axis]
@@ -99,10 +104,8 @@ def _squared_ratio_jvp(a, b, da, db, factor):
 
     The double ``where`` keeps the unused branch's quotient finite, so its derivative is never NaN.
     """
-    denominator = jnp.abs(a) + jnp.abs(b)
-    positive = denominator > 0
-    safe = jnp.where(positive, denominator, 1)
-    return jnp.where(positive, factor, 0) * ((b / safe) ** 2 * da + (a / safe) ** 2 * db)
+    w_a, w_b = _ratio_weights(a, b, factor)
+    return w_a * da + w_b * db
 
 
 @jax.custom_jvp
@@ -147,14 +150,15 @@ def _van_leer_slope(u, axis, open_faces=None):
     neighbouring cell values: non-negative data give non-negative face values
     (van Leer, J. Comput. Phys. 14, 1974).
     """
+    return van_leer(*_slope_differences(u, axis, open_faces))
+
+
+def _slope_differences(u, axis, open_faces=None):
+    """``(δu_{i−½}, δu_{i+½})`` per cell, closed faces and walls contributing 0 (:func:`_van_leer_slope`)."""
     d = _face_difference(u, axis)
     if open_faces is not None:
         d = d * open_faces
-    pad_lo = [(0, 0)] * u.ndim
-    pad_hi = [(0, 0)] * u.ndim
-    pad_lo[axis] = (1, 0)
-    pad_hi[axis] = (0, 1)
-    return van_leer(jnp.pad(d, pad_lo), jnp.pad(d, pad_hi))
+    return _pad(d, axis, 1, 0), _pad(d, axis, 0, 1)
 
 
 def _face_average(a, axis):
@@ -218,7 +222,7 @@ class FluxLayout(NamedTuple):
     Its derivative is a primitive linear in the tangents (``_flux_tangent``), whose transpose is
     written out (:func:`_flux_cotangents`): JAX's own transpose of the limited upwind flux, fused
     by XLA:CPU into loops that recompute the limiter at every offset, made a voloshin2015 step's
-    backward pass 7.5 forward steps at 64² against 2.0 with this one (``benchmarks/README.md``)."""
+    backward pass 6.1 forward steps at 64² against 1.9 with this one (medians; ``docs/numerics.md`` §8)."""
 
     axis: int
     dx: float
@@ -238,12 +242,6 @@ class FluxLayout(NamedTuple):
 
 def _flux_value(layout: FluxLayout, *arrays):
     """The flux of :func:`axis_flux` (one problem: ``layout.batch == 0``)."""
-    flux, open_faces = _flux_before_closing(layout, *arrays)
-    return flux if open_faces is None else flux * open_faces
-
-
-def _flux_before_closing(layout: FluxLayout, *arrays):
-    """``(F₀, open)``: the flux before closed faces are zeroed (their slopes already see them as walls)."""
     u, d, chis, attractants, open_faces = layout.split(arrays)
     axis, dx = layout.axis, layout.dx
     flux = None if d is None else face_diffusivity(d, axis) * _face_difference(u, axis) / dx
@@ -251,7 +249,7 @@ def _flux_before_closing(layout: FluxLayout, *arrays):
         velocity = taxis_face_velocity(attractant, chi, axis, dx)
         advective = velocity * upwind_face_value(u, velocity, axis, open_faces)
         flux = -advective if flux is None else flux - advective
-    return flux, open_faces
+    return flux if open_faces is None else flux * open_faces
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
@@ -262,12 +260,6 @@ def _flux(layout: FluxLayout, *arrays):
 @_flux.defjvp
 def _flux_jvp(layout, arrays, tangents):
     return _flux_value(layout, *arrays), _flux_tangent_p.bind(*arrays, *tangents, layout=layout)
-
-
-def _pad(x, axis, low, high):
-    pad = [(0, 0)] * x.ndim
-    pad[axis] = (low, high)
-    return jnp.pad(x, pad)
 
 
 def _ratio_weights(a, b, factor):
@@ -297,7 +289,7 @@ def _flux_cotangents(layout: FluxLayout, arrays, ct):
     n = u.shape[axis]
     du = _face_difference(u, axis)
     g = ct if open_faces is None else ct * open_faces
-    g_open = None if open_faces is None else ct * _flux_before_closing(layout, *arrays)[0]
+    flux = jnp.zeros_like(du)  # F₀, for the cotangent of the mask
     g_du = jnp.zeros_like(du)
     g_u = jnp.zeros_like(u)
     g_d = None
@@ -305,25 +297,28 @@ def _flux_cotangents(layout: FluxLayout, arrays, ct):
         g_face = g * du / dx
         if layout.diffusion == "field":
             lo, hi = _face_pair(d, axis)
-            g_du = g_du + g * harmonic_mean(hi, lo) / dx
+            d_face = harmonic_mean(hi, lo)
             d_hi, d_lo = _ratio_weights(hi, lo, 2.0)
             g_d = (_pad(g_face * d_lo, axis, 0, 1) + _pad(g_face * d_hi, axis, 1, 0)).astype(d.dtype)
         else:
-            g_du = g_du + g * d / dx
+            d_face = d
             g_d = _sum_to(g_face, d)
-    masked_du = du if open_faces is None else du * open_faces
-    below, above = _pad(masked_du, axis, 1, 0), _pad(masked_du, axis, 0, 1)
+        g_du = g_du + g * d_face / dx
+        flux = flux + d_face * du / dx
+    below, above = _slope_differences(u, axis, open_faces)
     w_below, w_above = _ratio_weights(below, above, 1 + jnp.sign(below) * jnp.sign(above))
     slope = van_leer(below, above)
+    left = lax.slice_in_dim(u + 0.5 * slope, 0, n - 1, axis=axis)
+    right = lax.slice_in_dim(u - 0.5 * slope, 1, n, axis=axis)
     g_chis, g_attractants, g_masked_du = [], [], jnp.zeros_like(du)
     for kind, chi, attractant in zip(layout.chi, chis, attractants, strict=True):
         chi_face = _face_average(chi, axis) if kind == "field" else chi
         dc = _face_difference(attractant, axis)
         velocity = chi_face * dc / dx
-        left = lax.slice_in_dim(u + 0.5 * slope, 0, n - 1, axis=axis)
-        right = lax.slice_in_dim(u - 0.5 * slope, 1, n, axis=axis)
         forward = velocity > 0
-        g_velocity = -g * jnp.where(forward, left, right)
+        face_value = jnp.where(forward, left, right)
+        flux = flux - velocity * face_value
+        g_velocity = -g * face_value
         g_value = -g * velocity
         g_left = _pad(jnp.where(forward, g_value, 0), axis, 0, 1)
         g_right = _pad(jnp.where(forward, 0, g_value), axis, 1, 0)
@@ -338,8 +333,9 @@ def _flux_cotangents(layout: FluxLayout, arrays, ct):
             g_chis.append((0.5 * (_pad(g_chi_face, axis, 0, 1) + _pad(g_chi_face, axis, 1, 0))).astype(chi.dtype))
         else:
             g_chis.append(_sum_to(g_chi_face, chi))
+    g_open = None
     if open_faces is not None:
-        g_open = g_open + g_masked_du * du
+        g_open = ct * flux + g_masked_du * du
         g_masked_du = g_masked_du * open_faces
     g_du = g_du + g_masked_du
     g_u = (g_u + _pad(g_du, axis, 1, 0) - _pad(g_du, axis, 0, 1)).astype(u.dtype)
@@ -393,10 +389,14 @@ def _flux_tangent_jvp(primals, tangents, *, layout: FluxLayout):
 
 _flux_tangent_p = Primitive("tumorfield_flux_tangent")
 _flux_tangent_p.def_impl(_flux_tangent)
-_flux_tangent_p.def_abstract_eval(
-    lambda *args, layout: ShapedArray(*(lambda s: (s.shape, s.dtype))(jax.eval_shape(
-        functools.partial(_flux_tangent, layout=layout), *args)))
-)  # fmt: skip
+
+
+def _flux_tangent_shape(*args, layout: FluxLayout):
+    shape = jax.eval_shape(functools.partial(_flux_tangent, layout=layout), *args)
+    return ShapedArray(shape.shape, shape.dtype)
+
+
+_flux_tangent_p.def_abstract_eval(_flux_tangent_shape)
 mlir.register_lowering(_flux_tangent_p, mlir.lower_fun(_flux_tangent, multiple_results=False))
 ad.primitive_transposes[_flux_tangent_p] = _flux_tangent_transpose
 ad.primitive_jvps[_flux_tangent_p] = _flux_tangent_jvp
