@@ -27,6 +27,7 @@ over ``--repeats`` interleaved rounds, and ``gradient ÷ forward`` of the median
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -37,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_fit  # noqa: E402
+from _timing import interleaved  # noqa: E402
 
 
 def _variant(name: str, directory: Path, shape: int, days: float):
@@ -57,12 +59,8 @@ def _variant(name: str, directory: Path, shape: int, days: float):
     if name == "jax_own":
         _stencils._flux = lambda layout, *arrays: _stencils._flux_value(layout, *arrays)
     try:
-        start = time.perf_counter()
-        forward = jax.jit(fit._loss).lower(z, fit.arrays).compile()
-        forward_compile = time.perf_counter() - start
-        start = time.perf_counter()
-        gradient = jax.jit(jax.value_and_grad(fit._loss)).lower(z, fit.arrays).compile()
-        gradient_compile = time.perf_counter() - start
+        forward, _, forward_compile = bench_fit.timed_compile(fit._loss, z, fit.arrays)
+        gradient, _, gradient_compile = bench_fit.timed_compile(jax.value_and_grad(fit._loss), z, fit.arrays)
     finally:
         _stencils._flux = original
     value = float(forward(z, fit.arrays))
@@ -74,23 +72,15 @@ def _variant(name: str, directory: Path, shape: int, days: float):
 
 
 def _glioma_variant(name: str, shape: int, steps: int):
-    import tomllib
-
     import jax
     import jax.numpy as jnp
     import tumorfield_kernels as tk
+    from bench_budget import glioma_box
     from tumorfield_kernels import _diffusion
 
-    from tumorfield import config as cfg
-    from tumorfield.config import to_toml
     from tumorfield.problem import Problem
 
-    atlas = Path(__file__).resolve().parents[1] / "experiments" / "glioma_atlas" / "atlas.toml"
-    sections = tomllib.loads(atlas.read_text())
-    sections["grid"] = {"shape": [shape] * 3, "length": [2.0 * shape] * 3}
-    sections["tissue"] = {"uniform": "white"}
-    sections["initial"]["tumor"] = {**sections["initial"]["tumor"], "centre": [1.0 * shape] * 3}
-    problem = Problem.from_config(cfg.loads(to_toml(sections), source="glioma box"))
+    problem = Problem.from_config(glioma_box([shape] * 3))
     system, grid, numerics, state = problem.system, problem.grid, problem.numerics, problem.initial_frame()
 
     def reduction(back, ahead, rhs):  # the solve as before: JAX differentiates every reduction level
@@ -112,12 +102,8 @@ def _glioma_variant(name: str, shape: int, steps: int):
     if name == "jax_own":
         _diffusion._tridiagonal_solve = reduction
     try:
-        start = time.perf_counter()
-        forward = jax.jit(loss).lower(problem.params, state).compile()
-        forward_compile = time.perf_counter() - start
-        start = time.perf_counter()
-        gradient = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(problem.params, state).compile()
-        gradient_compile = time.perf_counter() - start
+        forward, _, forward_compile = bench_fit.timed_compile(loss, problem.params, state)
+        gradient, _, gradient_compile = bench_fit.timed_compile(jax.value_and_grad(loss, (0, 1)), problem.params, state)
     finally:
         _diffusion._tridiagonal_solve = shipped
     value = float(forward(problem.params, state))
@@ -151,13 +137,12 @@ def main(argv=None) -> int:
             jax.clear_caches()
             built[name] = (_glioma_variant(name, args.shape, args.steps) if args.glioma
                            else _variant(name, Path(tmp) / name, args.shape, args.days))  # fmt: skip
-    times = {name: {"forward": [], "gradient": []} for name in built}
-    for _ in range(args.repeats):
-        for name, v in built.items():
-            for part in ("forward", "gradient"):
-                start = time.perf_counter()
-                jax.block_until_ready(v[part](*v["args"]))
-                times[name][part].append(time.perf_counter() - start)
+    calls = {(name, part): functools.partial(v[part], *v["args"]) for name, v in built.items()
+             for part in ("forward", "gradient")}  # fmt: skip
+    for call in calls.values():
+        jax.block_until_ready(call())
+    measured = interleaved(calls, args.repeats)
+    times = {name: {part: measured[(name, part)] for part in ("forward", "gradient")} for name in built}
     device = jax.devices()[0]
     fitted = ", ".join(bench_fit.NAMES)
     problem = (f"glioma_atlas on a {args.shape}³ box, {args.steps} steps" if args.glioma else

@@ -68,19 +68,27 @@ PROGRAMS = ("step", "vjp")
 def _config(case: str):
     """The run config of a case (``tumorfield.config``), loaded as ``tumorfield run`` loads it."""
     from tumorfield import config as cfg
-    from tumorfield.config import to_toml
 
     if case.startswith("voloshin2015_ptx_"):
         shape = [int(n) for n in case.removeprefix("voloshin2015_ptx_").split("x")]
         return cfg.load(PTX, [f"grid.shape={shape}", f"grid.length={[8.0] * len(shape)}"])
     if case == "glioma_atlas_99x117x95":
-        sections = tomllib.loads(ATLAS.read_text())
-        sections["grid"] = {"shape": ATLAS_SHAPE, "length": [ATLAS_VOXEL_MM * n for n in ATLAS_SHAPE]}
-        sections["tissue"] = {"uniform": "white"}
-        centre = [ATLAS_VOXEL_MM * n / 2 for n in reversed(ATLAS_SHAPE)]  # world (x, y, z) of the box centre
-        sections["initial"]["tumor"] = {**sections["initial"]["tumor"], "centre": centre}
-        return cfg.loads(to_toml(sections), source=f"{ATLAS.relative_to(REPO)} (box of uniform white matter)")
+        return glioma_box(ATLAS_SHAPE)
     raise SystemExit(f"unknown case {case!r}; cases: {', '.join(CASES)}")
+
+
+def glioma_box(shape):
+    """``atlas.toml``'s run config on a box of ``shape`` cells of uniform white matter (2 mm cells), the
+    tumour seeded at its centre: the glioma model's numerics and parameters without reading the maps."""
+    from tumorfield import config as cfg
+    from tumorfield.config import to_toml
+
+    sections = tomllib.loads(ATLAS.read_text())
+    sections["grid"] = {"shape": list(shape), "length": [ATLAS_VOXEL_MM * n for n in shape]}
+    sections["tissue"] = {"uniform": "white"}
+    centre = [ATLAS_VOXEL_MM * n / 2 for n in reversed(shape)]  # world (x, y, z) of the box centre
+    sections["initial"]["tumor"] = {**sections["initial"]["tumor"], "centre": centre}
+    return cfg.loads(to_toml(sections), source=f"{ATLAS.relative_to(REPO)} (box of uniform white matter)")
 
 
 def floor(system, grid, params, numerics) -> dict:
