@@ -133,8 +133,8 @@ def per_process(sweep: Path, directory: Path, count: int) -> dict:
 
 def compute_only(sweep: Path, members: int, repeats: int) -> dict:
     """The first chunk's batched rollout alone, compiled ahead (no files, no host work): every member in
-    one batch and member 0 as a batch of one; the best of ``repeats`` each. Their ratio is the batch's
-    per-member throughput of compute alone."""
+    one batch (the best of ``repeats``) and member 0 as a batch of one (the best of ``5 · repeats``).
+    Their ratio is the batch's per-member throughput of compute alone."""
     import jax.numpy as jnp
     import numpy as np
 
@@ -147,7 +147,7 @@ def compute_only(sweep: Path, members: int, repeats: int) -> dict:
     config = configs[0]
     n_saves = min(config.run.chunk_frames, config.n_frames - 1)
 
-    def best(batch: list) -> float:
+    def best(batch: list, repeats: int) -> float:
         def stacked(trees):
             return jax.device_put(jax.tree_util.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees))
 
@@ -160,7 +160,7 @@ def compute_only(sweep: Path, members: int, repeats: int) -> dict:
             walls.append(time.perf_counter() - start)
         return min(walls)
 
-    single, batch = best(problems[:1]), best(problems)
+    single, batch = best(problems[:1], 5 * repeats), best(problems, repeats)  # the single one: short, noisy
     return {"frames": n_saves, "steps": n_saves * config.steps_per_save, "batch_s": batch, "single_s": single,
             "batch_member_throughput_vs_single": single * members / batch}  # fmt: skip
 
@@ -202,13 +202,14 @@ def main() -> None:
     parser.add_argument("--chunk-frames", type=int, default=None, help="frames per compiled chunk (default the base's)")
     parser.add_argument("--per-process", type=int, default=8, help="processes timed after a warm-up; 0: none")
     parser.add_argument("--single-repeats", type=int, default=2, help="single runs timed before the batch, and after")
+    parser.add_argument("--label", default="", help="stored in the results (e.g. the code measured)")
     parser.add_argument("--compute-repeats", type=int, default=1, help="timings of the rollout alone; 0: not measured")
     args = parser.parse_args()
     jax.config.update("jax_enable_x64", True)
     jax.monitoring.register_event_duration_secs_listener(_on_duration)
     device = jax.devices()[0]
-    report = {"device": f"{device.platform}:{getattr(device, 'device_kind', '')}", "devices": jax.device_count(),
-              "jax": jax.__version__, "members": args.members, "t_end_day": args.t_end,
+    report = {"label": args.label, "device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
+              "devices": jax.device_count(), "jax": jax.__version__, "members": args.members, "t_end_day": args.t_end,
               "save_every_day": args.save_every, "chunk_frames": args.chunk_frames, "cpus": os.cpu_count(),
               "sizes": {}}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:

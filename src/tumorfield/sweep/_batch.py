@@ -12,12 +12,13 @@ written.
 
 The host's work per member overlaps the device's (:class:`Chunks`): the batched chunk is a ``jax.jit``
 call, which returns as soon as it is dispatched, so the members' files are created and their frame 0
-committed while the first chunk computes, and chunk ``k``'s frames are committed to every member's
-file while chunk ``k + 1`` computes. The commits themselves are those of ``run`` (one after the other,
-on this thread, each durable before the next), so a kill loses nothing committed and a failed write
-stops the batch at once; at most one chunk is in flight, and the process cannot exit before it is
-done (a full disk ends every member's file at once; the exit then waits for that chunk). A signal
-stops the batch after the chunk in flight, which is committed first.
+committed while the first chunk computes (each member's frame 0 is computed and checked before), and
+chunk ``k``'s frames are committed to every member's file while chunk ``k + 1`` computes. The commits
+are those of ``run``, one after the other on this thread, each durable before the next: a kill loses
+nothing committed, and a failed write stops the batch at once, every member's file closed. At most one
+chunk is in flight, and the process cannot exit before it is computed (XLA finishes it): after a full
+disk the exit waits for it. A signal stops the batch once the chunk in flight is computed and committed
+(at most the commits under way, a chunk and its commits after the signal).
 """
 
 from __future__ import annotations
@@ -188,17 +189,19 @@ class Chunks:
                 ended = self._ended(chunk)
                 step = chunk.step + chunk.n_saves * sps
                 going = any(failures[i] is None and not ended[i] for i in range(len(runs)))
+                # every field of a member that ends here, for its failure's message: sliced before the next chunk
+                every = {i: {name: value[i] for name, value in chunk.traj.fields.items()}
+                         for i in range(len(runs)) if failures[i] is None and ended[i]}  # fmt: skip
                 following = self.dispatch(chunk.traj.final_state, step) if going and not stop else None
                 host = jax.device_get(eqx.tree_at(lambda t: t.fields, chunk.traj,
                                                   {name: chunk.traj.fields[name] for name in names}))  # fmt: skip
-                failing = any(failures[i] is None and ended[i] for i in range(len(runs)))
-                every = jax.device_get(chunk.traj.fields) if failing else {}  # for the failures' messages
+                every = jax.device_get(every)
                 for i, run in enumerate(runs):
                     if failures[i] is not None:
                         continue
                     mine = jax.tree_util.tree_map(lambda x, i=i: x[i], host)
-                    if ended[i]:
-                        mine = eqx.tree_at(lambda t: t.fields, mine, {n: v[i] for n, v in every.items()})
+                    if i in every:
+                        mine = eqx.tree_at(lambda t: t.fields, mine, every[i])
                     failures[i] = _commit_run(run, mine, chunk.step, sub_logs[i], self.log, labels[i])
                 progress.update(step * dt)
                 chunk = following
