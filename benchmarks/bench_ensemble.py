@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_ensemble.py --out benchmarks/results [--sizes 32 64] [--members 64]
-        [--t-end 2.0] [--save-every DAYS] [--chunk-frames N] [--per-process 8] [--single-repeats 2]
+        [--t-end 2.0] [--save-every DAYS] [--chunk-frames N] [--at-once N] [--per-process 8] [--single-repeats 2]
 
 For each grid size (voloshin2015, PTX + anakinra arm, ``k_i`` swept over ``--members``
 values, ``--t-end`` days, a frame every ``--save-every`` days — default ``min(1, t_end)`` —
@@ -53,7 +53,7 @@ BASE = ROOT / "experiments" / "voloshin2015" / "ptx_anakinra.toml"
 
 
 def _sweep_file(directory: Path, size: int, members: int, t_end: float, cache: str, save_every: float | None = None,
-                chunk_frames: int | None = None) -> Path:  # fmt: skip
+                chunk_frames: int | None = None, at_once: int = 0) -> Path:  # fmt: skip
     save_every = save_every or min(1.0, t_end)  # a whole number of frames for a short --t-end too
     settings = [f"grid.shape=[{size},{size}]", f"time.t_end={t_end}", f"time.save_every={save_every}",
                 'run.progress="none"', f'run.compilation_cache="{cache}"']  # fmt: skip
@@ -62,7 +62,7 @@ def _sweep_file(directory: Path, size: int, members: int, t_end: float, cache: s
     values = ", ".join(f"{0.5 + 1.5 * i / max(1, members - 1):.6f}" for i in range(members))
     path = directory / f"sweep_{size}.toml"
     array = "[" + ", ".join(json.dumps(s) for s in settings) + "]"
-    path.write_text(f'[sweep]\nbase = "{BASE}"\ndesign = "list"\nset = {array}\n'
+    path.write_text(f'[sweep]\nbase = "{BASE}"\ndesign = "list"\nat_once = {at_once}\nset = {array}\n'
                     f'[sweep.parameters]\n"parameters.k_i" = [{values}]\n')  # fmt: skip
     return path
 
@@ -139,20 +139,21 @@ def compute_only(sweep: Path, members: int, repeats: int) -> dict:
     import numpy as np
 
     from tumorfield.sweep import load_sweep
-    from tumorfield.sweep._batch import batch_problem, batched_rollout
+    from tumorfield.sweep._batch import batch_problem, batched_rollout, members_at_once
 
     spec = load_sweep(sweep)
     configs = [spec.member_config(i) for i in range(members)]
     problems = [batch_problem(config) for config in configs]
     config = configs[0]
     n_saves = min(config.run.chunk_frames, config.n_frames - 1)
+    at_once = members_at_once(config, spec.section.at_once, jax.devices()[0].platform)
 
     def best(batch: list, repeats: int) -> float:
         def stacked(trees):
             return jax.device_put(jax.tree_util.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees))
 
         args = stacked([p.arrays() for p in batch]), stacked([p.initial_frame() for p in batch]), jnp.int32(0)
-        compiled = batched_rollout(batch[0], n_saves, config.steps_per_save).lower(*args).compile()
+        compiled = batched_rollout(batch[0], n_saves, config.steps_per_save, at_once=at_once).lower(*args).compile()
         walls = []
         for _ in range(repeats):
             start = time.perf_counter()
@@ -161,7 +162,8 @@ def compute_only(sweep: Path, members: int, repeats: int) -> dict:
         return min(walls)
 
     single, batch = best(problems[:1], 5 * repeats), best(problems, repeats)  # the single one: short, noisy
-    return {"frames": n_saves, "steps": n_saves * config.steps_per_save, "batch_s": batch, "single_s": single,
+    return {"frames": n_saves, "steps": n_saves * config.steps_per_save, "at_once": at_once, "batch_s": batch,
+            "single_s": single,
             "batch_member_throughput_vs_single": single * members / batch}  # fmt: skip
 
 
@@ -202,6 +204,12 @@ def main() -> None:
     parser.add_argument("--chunk-frames", type=int, default=None, help="frames per compiled chunk (default the base's)")
     parser.add_argument("--per-process", type=int, default=8, help="processes timed after a warm-up; 0: none")
     parser.add_argument("--single-repeats", type=int, default=2, help="single runs timed before the batch, and after")
+    parser.add_argument(
+        "--at-once",
+        type=int,
+        default=0,
+        help="[sweep] at_once: members computed at once (0: the sweep's automatic choice)",
+    )
     parser.add_argument("--label", default="", help="stored in the results (e.g. the code measured)")
     parser.add_argument("--compute-repeats", type=int, default=1, help="timings of the rollout alone; 0: not measured")
     args = parser.parse_args()
@@ -210,13 +218,14 @@ def main() -> None:
     device = jax.devices()[0]
     report = {"label": args.label, "device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
               "devices": jax.device_count(), "jax": jax.__version__, "members": args.members, "t_end_day": args.t_end,
-              "save_every_day": args.save_every, "chunk_frames": args.chunk_frames, "cpus": os.cpu_count(),
-              "sizes": {}}  # fmt: skip
+              "save_every_day": args.save_every, "chunk_frames": args.chunk_frames, "at_once": args.at_once,
+              "cpus": os.cpu_count(), "sizes": {}}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         cache = str(tmp / "cache")
         for size in args.sizes:
-            sweep = _sweep_file(tmp, size, args.members, args.t_end, cache, args.save_every, args.chunk_frames)
+            sweep = _sweep_file(tmp, size, args.members, args.t_end, cache, args.save_every, args.chunk_frames,
+                                args.at_once)  # fmt: skip
             single = Single(sweep, tmp / f"s{size}")
             single.time(args.single_repeats)
             row = {"batched": batched(sweep, tmp / f"b{size}")}

@@ -283,5 +283,7 @@ def test_bench_model_keeps_a_stopped_worker_s_figures(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     (path,) = tmp_path.glob("bench_model_*.json")
     (run,) = json.loads(path.read_text())["sizes"]["8x8x8"]["runs"].values()
-    assert run["status"] == "timeout" and run["timeout_s"] == 15  # its first run compiles for longer
-    assert run["phase_done"] in ("bandwidth", "probe") and run["bandwidth"]["triad_bytes_per_s"] > 0
+    assert run["status"] == "timeout" and run["timeout_s"] == 15  # its runs compile for longer
+    # how far it got depends on the machine's speed; whatever it got to is kept (the bandwidths come first)
+    assert run["phase_done"] in ("bandwidth", "probe", "first run", "timed runs", "xla cost")
+    assert run["bandwidth"]["triad_bytes_per_s"] > 0

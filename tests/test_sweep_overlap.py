@@ -228,3 +228,51 @@ def test_a_signal_during_the_commits_stops_after_the_chunk_in_flight(tmp_path, b
         with open_trajectory(tmp_path / "out" / member_file(i)) as stored:
             assert stored.n_committed == 1 + 2 * STEPS_PER_CHUNK and stored.message == "interrupted by SIGTERM"
     _closed(tmp_path / "out")
+
+
+def test_members_computed_in_turn_equal_the_whole_batch_at_once(tmp_path, base):
+    """``[sweep] at_once``: a batch of 4 computed 1 and 2 members at a time (``lax.map`` over groups)
+    gives every member the values of the whole batch at once, the failing member included."""
+    values = "[0.1, 500.0, 0.2, 0.3]"
+    runs, logs = {}, {}
+    for at_once in (0, 1, 3):  # 3: the largest divisor of 4 that is ≤ 3, groups of 2
+        sweep = _sweep_file(tmp_path, base, values)
+        sweep.write_text(sweep.read_text().replace("[sweep]\n", f"[sweep]\nat_once = {at_once}\n"))
+        lines: list[str] = []
+        out = tmp_path / f"at_once_{at_once}"
+        runs[at_once] = SweepRunner(sweep, out, log=lines.append).run()
+        logs[at_once] = " ".join(lines)
+    assert "computed at most 1 at once" in logs[1] and "computed at most 3 at once" in logs[3]
+    assert "at once" not in logs[0]  # auto on a CPU: 4 members of 8×8 fit any cache
+    for at_once in (1, 3):
+        assert [runs[at_once][i].status for i in range(4)] == ["complete", "failed", "complete", "complete"]
+        for i in range(4):  # the same bytes: each member's arithmetic does not depend on its neighbours
+            got, want = (_contents(tmp_path / where / member_file(i)) for where in (f"at_once_{at_once}", "at_once_0"))
+            assert got.keys() == want.keys()
+            for name in got:
+                assert got[name] == want[name], (at_once, i, name)
+
+
+def test_members_at_once_fit_the_last_level_cache_on_a_cpu_and_all_on_an_accelerator(tmp_path):
+    from types import SimpleNamespace
+
+    from tumorfield.config import load
+    from tumorfield.sweep._batch import last_level_cache_bytes, members_at_once
+
+    ptx = Path(__file__).resolve().parents[1] / "experiments" / "voloshin2015" / "ptx.toml"
+    config = load(ptx, overrides=["grid.shape=[256, 256]"])
+    state = 256 * 256 * len(config.model.system.fields) * 4  # float32 fields
+    assert members_at_once(config, 0, "cpu", cache_bytes=32 * 2**20) == 32 * 2**20 // (2 * state) >= 1
+    assert members_at_once(config, 0, "cpu", cache_bytes=2**20) == 1  # at least one
+    assert members_at_once(config, 0, "gpu") is None and members_at_once(config, 0, "tpu") is None
+    assert members_at_once(config, 5, "gpu") == 5  # asked for: as asked
+    small = SimpleNamespace(grid=SimpleNamespace(n_cells=64), model=config.model, numerics=config.numerics)
+    assert members_at_once(small, 0, "cpu", cache_bytes=2**20) > 100  # every member of any batch this small
+
+    caches = tmp_path / "cache"
+    for i, (level, size) in enumerate([(1, "32K"), (2, "1024K"), (3, "32768K"), (3, "bogus")]):
+        (caches / f"index{i}").mkdir(parents=True)
+        (caches / f"index{i}" / "level").write_text(f"{level}\n")
+        (caches / f"index{i}" / "size").write_text(f"{size}\n")
+    assert last_level_cache_bytes(caches) == 32 * 2**20
+    assert last_level_cache_bytes(tmp_path / "absent") is None

@@ -26,6 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -70,6 +71,59 @@ def batch_devices(requested: int) -> list:
     return local[:1] if local[0].platform == "cpu" else local
 
 
+def last_level_cache_bytes(caches: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int | None:
+    """The size of this machine's largest CPU cache (bytes; Linux ``/sys``), or None where unknown."""
+    sizes = []
+    for entry in caches.glob("index*"):
+        try:
+            size = (entry / "size").read_text().strip().upper()
+            scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(size[-1:], 1)
+            sizes.append(int(size.rstrip("KMG")) * scale)
+        except (OSError, ValueError):
+            continue
+    return max(sizes) if sizes else None
+
+
+DEFAULT_CACHE_BYTES = 32 * 2**20
+"""The last-level cache assumed where ``/sys`` does not tell (a server CPU's L3)."""
+
+
+def members_at_once(config, requested: int, platform: str, cache_bytes: int | None = None) -> int | None:
+    """How many members a device computes at once (``[sweep] at_once``; None: all of its share). 0 (auto):
+    all on a GPU/TPU, which needs the whole batch to fill its cores; on a CPU as many as fit the
+    last-level cache with their fields twice over (the step's stages), at least one. A CPU that runs a
+    batch of 64 members at 256² all at once streams every stage of every member through memory, twice as
+    slow per member as one run, whose fields stay in the cache (benchmarks/README.md, bench_ensemble)."""
+    if requested:
+        return requested
+    if platform != "cpu":
+        return None
+    itemsize = jnp.dtype(config.numerics.float_dtype).itemsize
+    state = config.grid.n_cells * len(config.model.system.fields) * itemsize
+    cache = cache_bytes or last_level_cache_bytes() or DEFAULT_CACHE_BYTES
+    return max(1, cache // (2 * state))
+
+
+def in_turn(batched: Callable, at_once: int | None) -> Callable:
+    """``batched`` (a ``vmap`` over the members' leading axis) applied to groups of members in turn
+    (``lax.map``): groups of the largest divisor of the member count that is at most ``at_once``, so
+    that no member is padded. Each member's values are those ``batched`` gives it (sub-cycling decided
+    together within its group)."""
+    if at_once is None:
+        return batched
+
+    def grouped(arrays, state, step):
+        members = jax.tree_util.tree_leaves(state)[0].shape[0]
+        size = max(d for d in range(1, min(at_once, members) + 1) if members % d == 0)
+        if size == members:
+            return batched(arrays, state, step)
+        groups = jax.tree_util.tree_map(lambda x: x.reshape((members // size, size, *x.shape[1:])), (arrays, state))
+        out = jax.lax.map(lambda group: batched(*group, step), groups)
+        return jax.tree_util.tree_map(lambda x: x.reshape((members, *x.shape[2:])), out)
+
+    return grouped
+
+
 def batch_size(config, cap: int, devices: int, free_bytes: int | None, members: int) -> int:
     """Members per batch: ``cap`` (0: as many as fit ``free_bytes`` at the run's per-member estimate, at
     most :data:`MAX_BATCH`), never more than ``members`` (the group's), rounded up to a multiple of the
@@ -107,16 +161,18 @@ def _shard(tree, devices: list, mesh: Mesh | None):
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec("members")))
 
 
-def batched_rollout(template: Problem, n_saves: int, steps_per_save: int, mesh: Mesh | None = None) -> Callable:
+def batched_rollout(template: Problem, n_saves: int, steps_per_save: int, mesh: Mesh | None = None,
+                    at_once: int | None = None) -> Callable:  # fmt: skip
     """The batched chunk ``(arrays, state, step) → Trajectory``: ``vmap`` over the members' arrays and
-    states; dt and the step are shared. With a ``mesh``, ``shard_map`` runs each device's share of the
-    members on that device: no communication at all (sharding propagation through the FFTs otherwise
-    gathers every member's arrays on every device, measured 10× slower on 2 host devices).
+    states; dt and the step are shared; ``at_once`` members at a time (:func:`in_turn`; None: all). With
+    a ``mesh``, ``shard_map`` runs each device's share of the members on that device: no communication at
+    all (sharding propagation through the FFTs otherwise gathers every member's arrays on every device,
+    measured 10× slower on 2 host devices).
 
     ``jax.jit``, not ``eqx.filter_jit``, whose call waits for the result (for its runtime errors; the
     rollout has none: failures are values): the call returns once the chunk is dispatched, so the host
     writes the previous chunk meanwhile (:class:`Chunks`). Every input and output leaf is an array."""
-    batched = batched_advance(template, n_saves, steps_per_save, BATCH_AXIS)
+    batched = in_turn(batched_advance(template, n_saves, steps_per_save, BATCH_AXIS), at_once)
     if mesh is not None:
         members = PartitionSpec("members")
         batched = jax.shard_map(batched, mesh=mesh, in_specs=(members, members, PartitionSpec()), out_specs=members,

@@ -62,6 +62,8 @@ class SweepSection:
                      non_negative)  # fmt: skip
     devices: int = key(0, "", "Local devices a batch is split over; 0: every local GPU/TPU, and one device on a CPU "
                        "(host devices share its cores).", non_negative)  # fmt: skip
+    at_once: int = key(0, "members", "Members a device computes at once, in turn through its share of a batch; "
+                       "0: all on a GPU/TPU, on a CPU as many as fit its last-level cache.", non_negative)  # fmt: skip
     parameters: dict = key(doc="Swept config key paths → `[lower, upper]`/`{lower, upper, scale}` (lhs) or lists.")
 
 

@@ -28,7 +28,16 @@ from ..io._lock import is_locked
 from ..run import Outcome, Run, StorageError
 from ..run._job import _frame_zero, _setup_jax
 from ..run._signals import pending
-from ._batch import Batch, Prepared, batch_devices, batch_key, batch_problem, batch_size, batched_rollout
+from ._batch import (
+    Batch,
+    Prepared,
+    batch_devices,
+    batch_key,
+    batch_problem,
+    batch_size,
+    batched_rollout,
+    members_at_once,
+)
 from ._manifest import Manifest, Row, member_file
 from ._spec import cell, config_digest, load_sweep, raise_if_signalled, text_digest
 
@@ -203,15 +212,18 @@ class SweepRunner:
         if not prepared or pending():
             return
         config = prepared[0].config
+        at_once = members_at_once(config, self.sweep.section.at_once, devices[0].platform)
         if first:
             names = ", ".join(str(d) for d in devices)
+            turns = "" if at_once is None or at_once >= size else f", computed at most {at_once} at once"
             self.log(f"batches of {size} member{'s' if size > 1 else ''} (member {prepared[0].index}'s group) on "
-                     f"{len(devices)} device{'s' if len(devices) > 1 else ''} ({names})")  # fmt: skip
+                     f"{len(devices)} device{'s' if len(devices) > 1 else ''} ({names}){turns}")  # fmt: skip
         template = prepared[0].problem
 
         def rollout(n_saves, mesh, key=key, template=template):
             if (key, n_saves) not in self._rollouts:
-                self._rollouts[key, n_saves] = batched_rollout(template, n_saves, config.steps_per_save, mesh)
+                self._rollouts[key, n_saves] = batched_rollout(template, n_saves, config.steps_per_save, mesh,
+                                                               at_once)  # fmt: skip
             return self._rollouts[key, n_saves]
 
         def started(indices: list[int]) -> None:
