@@ -12,7 +12,11 @@ import jax
 
 def best_seconds(fn, *args, repeats: int = 10) -> float:
     """Best wall time of an AOT-compiled ``fn(*args)`` (compile excluded, after ``block_until_ready``)."""
-    compiled = jax.jit(fn).lower(*args).compile()
+    return best_of(jax.jit(fn).lower(*args).compile(), *args, repeats=repeats)
+
+
+def best_of(compiled, *args, repeats: int) -> float:
+    """Best wall time of ``compiled(*args)`` over ``repeats`` calls after one warm-up call."""
     jax.block_until_ready(compiled(*args))
     times = []
     for _ in range(repeats):

@@ -122,18 +122,6 @@ def timed_compile(fn, *args):
     return compiled, traced - start, time.perf_counter() - traced
 
 
-def best(compiled, *args, repeats: int) -> float:
-    import jax
-
-    jax.block_until_ready(compiled(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def gradient_over_forward(directory: Path, shape: int, days: float, repeats: int) -> dict:
     """Forward and ``value_and_grad`` of the fit's loss: compiled apart, warmed up, then ``repeats``
     interleaved calls of each (best and median)."""
@@ -286,6 +274,7 @@ def decomposition(shape: int, block: int, repeats: int) -> dict:
     """Per-step forward and gradient times of the PTX arm's step over ``block`` steps (see the module
     docstring, item 3), from the state of :func:`ptx_steps`."""
     import jax
+    from _timing import best_of
     from jax import lax
     from tumorfield_kernels import Scan, SqrtCheckpointed
 
@@ -302,11 +291,11 @@ def decomposition(shape: int, block: int, repeats: int) -> dict:
         return loss
 
     forward = jax.jit(total(Scan())).lower(theta).compile()
-    out = {"block_steps": block, "forward_step_s": best(forward, theta, repeats=repeats) / block}
+    out = {"block_steps": block, "forward_step_s": best_of(forward, theta, repeats=repeats) / block}
     for label, scan in (("stored", Scan()), ("checkpointed_steps", CheckpointedSteps()),
                         ("two_level", SqrtCheckpointed())):  # fmt: skip
         compiled = jax.jit(jax.value_and_grad(total(scan))).lower(theta).compile()
-        out[f"{label}_gradient_step_s"] = best(compiled, theta, repeats=repeats) / block
+        out[f"{label}_gradient_step_s"] = best_of(compiled, theta, repeats=repeats) / block
         out[f"{label}_temp_bytes"] = compiled.memory_analysis().temp_size_in_bytes
     f = out["forward_step_s"]
     # the pure backward pass of a step: the checkpointed scan's gradient less its two forward sweeps
