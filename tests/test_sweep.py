@@ -168,6 +168,8 @@ def test_a_failing_member_is_marked_failed_and_the_others_complete(tmp_path, blo
         ('"dosing.anakinra.5.dose_mg_per_kg" = [1.0]', "grid", "", "not an index"),
         ('"parameters.k_i" = [1.0, 2.0]', "lhs", "", "samples ≥ 1"),
         ("", "grid", "", "at least one swept key path"),
+        ('"parameters.k_i" = [1.0, 2.0]', "grid", "at_once = -1", "sweep.at_once = -1: must be ≥ 0"),
+        ('"parameters.k_i" = [1.0, 2.0]', "grid", 'at_once = "two"', "sweep.at_once = 'two': must be an integer"),
     ],
 )
 def test_bad_sweeps_are_refused_naming_the_key(tmp_path, parameters, design, extra, fragment):
