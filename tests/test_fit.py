@@ -815,6 +815,23 @@ def test_a_misfit_warns_in_the_log_the_table_and_the_file(problem, tmp_path):
     np.testing.assert_array_equal(stored.estimate, result.estimate)
 
 
+def test_noise_free_data_warn_that_the_sigmas_are_too_large(problem):
+    """The other side: the model's own noise-free values as data give a reduced χ² far below 1, which warns
+    that the standard errors are too wide (sigmas too large); ``chi2_warning`` stays for the side above."""
+    from tumorfield.fit._uncertainty import low_chi2_limit, low_chi2_warnings
+
+    assert low_chi2_limit(20) == pytest.approx(0.296, abs=1e-3) and low_chi2_limit(0) == 0.0
+    assert low_chi2_warnings(0.5, 22, 2) == [] and low_chi2_warnings(0.2, 22, 2)
+    assert low_chi2_warnings(float("nan"), 22, 2) == [] and low_chi2_warnings(1e-3, 3, 2) == []
+    _, clean, fit = problem
+    said = []
+    result = fit.run(values=clean, log=said.append)
+    assert result.reduced_chi2 < low_chi2_limit(len(result.data) - len(result.names)), result.reduced_chi2
+    assert not result.chi2_warning
+    assert any(line.startswith("warning: reduced χ²") and "sigmas are too large" in line for line in said), said
+    assert any("too wide" in w for w in result.warnings)
+
+
 def test_a_start_that_meets_the_rule_is_not_stepped_from():
     """At a start whose gradient is within the tolerance (a fit started at its optimum), ``minimise`` stops at
     iteration 0: no line search along a zero direction, the start returned as converged."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from tumorfield import scenarios
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("src", "kernels", "experiments", "pyproject.toml", "setup.py", "MANIFEST.in", "README.md")
+SOURCES = ("src", "kernels", "experiments", "pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE")
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "*.h5")
 
 
@@ -65,7 +65,8 @@ def test_wheel_ships_the_scenarios_and_runs_one_by_name_outside_the_clone(tmp_pa
         metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert shipped == scenarios.selected(ROOT / "experiments")  # one definition: experiments/
     assert "voloshin2015/fit/fit.toml" in shipped and "voloshin2015/ptx.toml" in shipped
-    assert "License-Expression: MIT" in metadata
+    assert "License-Expression: MIT" in metadata and "License-File: LICENSE" in metadata
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)  # the MIT text travels with the wheel
 
     venv = _venv(tmp_path, wheel)
     elsewhere = tmp_path / "elsewhere"

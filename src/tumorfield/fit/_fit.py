@@ -31,7 +31,7 @@ from ._problem import INITIAL, evaluate, interpolated, make_groups, order, with_
 from ._profile import Profile, profile, profile_warnings
 from ._spec import FitSpec, load_spec
 from ._transform import Bounds, bounds, check_leaf, natural
-from ._uncertainty import Uncertainty, fit_warnings, gauss_newton, warnings
+from ._uncertainty import Uncertainty, fit_warnings, gauss_newton, low_chi2_warnings, warnings
 
 
 def _observables(config) -> tuple[str, ...]:
@@ -297,7 +297,8 @@ class Fit:
         predictions, at_rows = self._predictions(series)
         chi2 = fit_warnings(uncertainty.reduced_chi2, len(self.data), len(self.names))
         at_bound = self.bounds.at_bound(estimate)
-        found = chi2 + warnings(self.names, estimate, uncertainty)
+        low = low_chi2_warnings(uncertainty.reduced_chi2, len(self.data), len(self.names))
+        found = chi2 + low + warnings(self.names, estimate, uncertainty)
         found += [
             f"{n} ended at a bound of its transform ({self._side(n, estimate)}): widen [lower, upper] if the model "
             "allows, else the data ask for more than it does; its SE means little there"

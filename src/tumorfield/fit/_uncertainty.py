@@ -83,6 +83,29 @@ def fit_warnings(reduced_chi2: float, m: int, n: int) -> list[str]:
             "the standard errors assume they do"]  # fmt: skip
 
 
+LOW_CHI2_PROBABILITY = 1e-3
+"""A reduced χ² whose lower-tail probability under right sigmas is below this says the sigmas are too large."""
+
+
+def low_chi2_limit(dof: int) -> float:
+    """The reduced χ² below which :func:`low_chi2_warnings` warns: the :data:`LOW_CHI2_PROBABILITY` quantile
+    of χ²/dof with ``dof`` degrees of freedom (0.30 at 20, 0.61 at 100; 0 where ``dof < 1``)."""
+    from scipy.stats import chi2
+
+    return float(chi2.ppf(LOW_CHI2_PROBABILITY, dof)) / dof if dof > 0 else 0.0
+
+
+def low_chi2_warnings(reduced_chi2: float, m: int, n: int) -> list[str]:
+    """The other side of :func:`fit_warnings`: residuals far smaller than the sigmas say they should be."""
+    limit = low_chi2_limit(m - n)
+    if not (math.isfinite(reduced_chi2) and reduced_chi2 < limit):
+        return []
+    return [f"reduced χ² {reduced_chi2:.3g} < {limit:.3g}: the residuals are far smaller than the sigmas "
+            f"(chance gives this with probability < {LOW_CHI2_PROBABILITY:g}) — the sigmas are too large, or the data "
+            f"were fitted before (or made by this model without noise); the standard errors are then too wide, by "
+            f"about 1/√χ²ᵣ ≈ {1 / math.sqrt(max(reduced_chi2, 1e-300)):.2g}×"]  # fmt: skip
+
+
 def warnings(names, estimate, uncertainty: Uncertainty) -> list[str]:
     """Identifiability warnings: large relative standard errors and strong correlations."""
     out = []
