@@ -510,14 +510,21 @@ def worker(spec: dict, out: dict | None = None) -> dict:
         diffusion_limit = lim.get("diffusion", lim.get("diffusion_reaction"))
         out["diffusion_limited_dt"] = diffusion_limit
         out["taxis_reaction_limited_dt"] = lim["taxis_reaction"]
+    binding_limit = None
     if refused is not None and len(tries) == 1:
         out["binding"] = "config rule"  # the model's rule on dt, not positivity (see config_refused_larger_dt)
     elif "frame_limits" not in first:
         out["binding"] = "not measured (--no-limits)"
     elif numerics.get("cell_diffusion") == "implicit":
         out["binding"] = "taxis/reaction"  # the cells' diffusion is implicit: it imposes no limit
+        binding_limit = lim["taxis_reaction"]
     else:
         out["binding"] = "diffusion" if diffusion_limit < lim["taxis_reaction"] else "taxis/reaction"
+        binding_limit = min(diffusion_limit, lim["taxis_reaction"])
+    cap = spec.get("max_dt")
+    cap_dt = SAVE_EVERY / math.ceil(SAVE_EVERY / cap * (1 - 1e-9)) if cap else None
+    if cap and math.isclose(dt, cap_dt, rel_tol=1e-9) and (binding_limit is None or cap < binding_limit):
+        out["binding"] = "--max-dt cap"  # the cap set the accepted dt, below the limit that would otherwise
     out["compile_s"] = tries[-1]["compile_s"]
     out["first_run_s"] = first["seconds"]
     if "substeps" in first:
