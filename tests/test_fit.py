@@ -832,6 +832,25 @@ def test_noise_free_data_warn_that_the_sigmas_are_too_large(problem):
     assert any("too wide" in w for w in result.warnings)
 
 
+def test_an_arm_that_splits_its_grid_is_named_in_a_note(problem, tmp_path):
+    """``[run] devices`` of an arm is not used by a fit (each arm runs on one device): the log says so,
+    before anything is checked further or computed (here a bad ``--profile`` stops it next)."""
+    from tumorfield.fit._fit import run_fit
+
+    directory, _, _ = problem
+    for name in ("obs.csv", "fit.toml"):
+        (tmp_path / name).write_text((directory / name).read_text())
+    arm = (directory / "arm.toml").read_text().replace("[run]\n", "[run]\ndevices = 2\n")
+    assert "devices = 2" in arm
+    (tmp_path / "arm.toml").write_text(arm)
+    said: list[str] = []
+    with pytest.raises(ConfigError, match="--profile"):
+        run_fit(tmp_path / "fit.toml", tmp_path / "FIT.h5", [], overwrite=False, argv=[], log=said.append,
+                profiles=["nope"])  # fmt: skip
+    assert said == ["note: [run] devices of arm(s) a is not used: a fit runs each arm on one device"], said
+    assert not (tmp_path / "FIT.h5").exists()
+
+
 def test_a_start_that_meets_the_rule_is_not_stepped_from():
     """At a start whose gradient is within the tolerance (a fit started at its optimum), ``minimise`` stops at
     iteration 0: no line search along a zero direction, the start returned as converged."""

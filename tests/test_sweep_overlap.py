@@ -276,3 +276,15 @@ def test_members_at_once_fit_the_last_level_cache_on_a_cpu_and_all_on_an_acceler
         (caches / f"index{i}" / "size").write_text(f"{size}\n")
     assert last_level_cache_bytes(caches) == 32 * 2**20
     assert last_level_cache_bytes(tmp_path / "absent") is None
+
+
+def test_a_base_that_splits_the_grid_says_the_sweep_does_not(tmp_path, base):
+    """``[run] devices`` splits one run's grid; a sweep keeps members whole and says so, once per group."""
+    split = tmp_path / "split.toml"
+    split.write_text(Path(base).read_text().replace("[run]\n", "[run]\ndevices = 2\n"))
+    assert "devices = 2" in split.read_text()
+    lines: list[str] = []
+    results = SweepRunner(_sweep_file(tmp_path, str(split), "[0.1, 0.2]"), tmp_path / "out", log=lines.append).run()
+    assert [results[i].status for i in range(2)] == ["complete"] * 2
+    notes = [line for line in lines if line.startswith("note: [run] devices = 2")]
+    assert len(notes) == 1 and "[sweep] devices" in notes[0], lines

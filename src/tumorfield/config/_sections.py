@@ -150,8 +150,9 @@ class RunSection:
         1,
         "",
         "Devices that share the grid, one slab each along its slowest axis (the count must divide the first two "
-        'axes), or `"all"` (every local device); the file is that of one device. Sweeps and fits ignore it (they '
-        "spread their members over the devices). docs/numerics.md §11.",
+        'axes), or `"all"` (every local device); the file is that of one device. Sweeps and fits do not use it (a '
+        "sweep spreads its members over `[sweep] devices`, a fit runs each arm on one device; both say so in "
+        "the log). docs/numerics.md §11.",
         _devices,
     )
 

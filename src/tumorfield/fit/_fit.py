@@ -405,6 +405,9 @@ def run_fit(
     before compute, fit, profile, write ``output``, print the summary table to stdout; progress
     goes to ``log``."""
     spec = load_spec(config, overrides)
+    split = sorted(arm for arm, arm_config in spec.arms.items() if arm_config.run.devices != 1)
+    if split:
+        log(f"note: [run] devices of arm(s) {', '.join(split)} is not used: a fit runs each arm on one device")
     if spec.from_images:
         return _run_calibration(spec, output, overwrite=overwrite, argv=argv, log=log, profiles=profiles)
     problem = Fit(spec)

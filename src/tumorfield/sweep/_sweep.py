@@ -218,6 +218,11 @@ class SweepRunner:
             turns = "" if at_once is None or at_once >= size else f", computed at most {at_once} at once"
             self.log(f"batches of {size} member{'s' if size > 1 else ''} (member {prepared[0].index}'s group) on "
                      f"{len(devices)} device{'s' if len(devices) > 1 else ''} ({names}){turns}")  # fmt: skip
+            if config.run.devices != 1:
+                self.log(
+                    f"note: [run] devices = {config.run.devices!r} splits one run's grid over devices; a "
+                    "sweep keeps each member on one device and spreads the members instead ([sweep] devices)"
+                )
         template = prepared[0].problem
 
         def rollout(n_saves, mesh, key=key, template=template):
