@@ -104,16 +104,24 @@ def _labels(u) -> np.ndarray:
     return np.where(u >= 0.8, 1, np.where(u >= 0.16, 2, 0)).astype(np.int32)
 
 
+def write_scans(directory, times) -> dict[str, str]:
+    """The atlas slices in ``directory`` and the truth's segmentations ``seg_T.nii.gz`` at ``times`` (every 40
+    days), simulated on the 1 mm slice with dt = 0.5 day; returns the slices' paths."""
+    maps = _atlas_slices(directory)
+    truth = Problem.from_config(cfg.loads(_arm(maps, 1, 0.5, max(times)), str(directory / "truth.toml")))
+    traj = tf.simulate(truth.system, truth.grid, truth.y0, t_end=max(times), dt=0.5, params=truth.params,
+                       numerics=truth.numerics, saveat=tf.SaveAt(every=40.0))  # fmt: skip
+    for k, t in enumerate(times, start=1):
+        assert float(traj.t[k]) == t
+        write_nifti(directory / f"seg_{t:g}.nii.gz", _labels(np.asarray(traj["tumor"][k])), truth.grid)
+    return maps
+
+
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory):
     """The truth on the 2 mm slice, the scans, and the calibration on the 4 mm slice (fitted once)."""
     directory = tmp_path_factory.mktemp("calibration")
-    maps = _atlas_slices(directory)
-    truth = Problem.from_config(cfg.loads(_arm(maps, 1, 0.5, HELD_BACK), str(directory / "truth.toml")))
-    traj = tf.simulate(truth.system, truth.grid, truth.y0, t_end=HELD_BACK, dt=0.5, params=truth.params,
-                       numerics=truth.numerics, saveat=tf.SaveAt(every=40.0))  # fmt: skip
-    for k, t in enumerate((*SCANS, HELD_BACK), start=1):
-        write_nifti(directory / f"seg_{t:g}.nii.gz", _labels(np.asarray(traj["tumor"][k])), truth.grid)
+    maps = write_scans(directory, (*SCANS, HELD_BACK))
     (directory / "arm.toml").write_text(_arm(maps, 2, 2.0, HELD_BACK))
     scans = "\n".join(SCAN.format(t=t) for t in SCANS)
     (directory / "fit.toml").write_text(FIT.format(held_back=HELD_BACK, scans=scans))

@@ -11,21 +11,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_calibration import FIT, SCAN, SCANS, _arm, _atlas_slices, _labels
+from test_calibration import FIT, SCAN, SCANS, _arm, write_scans
 
-import tumorfield as tf
-from tumorfield import config as cfg
 from tumorfield.fit._calibration import Calibration
 from tumorfield.fit._spec import load_spec
-from tumorfield.io import write_nifti
-from tumorfield.problem import Problem
 
 pytestmark = pytest.mark.slow
 
 RTOL = 1e-3
 """Issue 24's bound for float32 against float64 gradients."""
 
-T_END = 80.0
+T_END = max(SCANS)
 
 
 def _calibration(directory, maps, precision: str) -> Calibration:
@@ -44,12 +40,7 @@ def _calibration(directory, maps, precision: str) -> Calibration:
 def pair(tmp_path_factory):
     """The same calibration in float32 and float64, with segmentations made on the 1 mm slice."""
     directory = tmp_path_factory.mktemp("calibration32")
-    maps = _atlas_slices(directory)
-    truth = Problem.from_config(cfg.loads(_arm(maps, 1, 0.5, T_END), str(directory / "truth.toml")))
-    traj = tf.simulate(truth.system, truth.grid, truth.y0, t_end=T_END, dt=0.5, params=truth.params,
-                       numerics=truth.numerics, saveat=tf.SaveAt(every=40.0))  # fmt: skip
-    for k, t in enumerate(SCANS, start=1):
-        write_nifti(directory / f"seg_{t:g}.nii.gz", _labels(np.asarray(traj["tumor"][k])), truth.grid)
+    maps = write_scans(directory, SCANS)
     return {p: _calibration(directory, maps, p) for p in ("float32", "float64")}
 
 
