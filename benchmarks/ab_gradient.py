@@ -44,14 +44,6 @@ import bench_fit  # noqa: E402
 from _timing import interleaved  # noqa: E402
 
 
-def _every_step(self, step, carry, length):
-    """The ``every_step`` variant's schedule: each step's entering carry stored, the step re-run for its VJP."""
-    import jax
-    from jax import lax
-
-    return lax.scan(jax.checkpoint(step, prevent_cse=False), carry, None, length=length)
-
-
 def _variant(name: str, directory: Path, shape: int, days: float):
     import jax
     from tumorfield_kernels import SqrtCheckpointed, _stencils
@@ -70,7 +62,7 @@ def _variant(name: str, directory: Path, shape: int, days: float):
     if name == "jax_own":
         _stencils._flux = lambda layout, *arrays: _stencils._flux_value(layout, *arrays)
     if name == "every_step":
-        SqrtCheckpointed.__call__ = _every_step
+        SqrtCheckpointed.__call__ = lambda self, step, carry, length: bench_fit.checkpointed_steps(step, carry, length)
     try:
         forward, _, forward_compile = bench_fit.timed_compile(fit._loss, z, fit.arrays)
         gradient, _, gradient_compile = bench_fit.timed_compile(jax.value_and_grad(fit._loss), z, fit.arrays)

@@ -75,6 +75,13 @@ REPO = Path(__file__).resolve().parent.parent
 CONFIG = Path("experiments/voloshin2015/ptx.toml")
 BOX_MM = 8.0
 SAVE_EVERY = 0.5  # day; the doses of the arm are at whole days, so dt = SAVE_EVERY / k divides them
+
+
+def steps_per_save(dt_max: float) -> int:
+    """The fewest steps ``k`` per saved frame with ``SAVE_EVERY / k ≤ dt_max`` (to round-off)."""
+    return max(1, math.ceil(SAVE_EVERY / dt_max * (1 - 1e-9)))
+
+
 BASELINE_COMMIT = "2e64a49"
 MAIN_SCALARS = (
     "tumor_volume",
@@ -377,9 +384,9 @@ def worker(spec: dict, out: dict | None = None) -> dict:
     out["probe_s"] = time.perf_counter() - t0
     save("probe")
     out["positivity_limit_dt"] = {k: float(v) for k, v in limits.items()}
-    k = max(1, math.ceil(SAVE_EVERY / limit * (1 - 1e-9)))
+    k = steps_per_save(limit)
     if spec.get("max_dt"):  # a cap for accuracy: the dt/4 error of the largest accepted dt may be too large
-        k = max(k, math.ceil(SAVE_EVERY / spec["max_dt"] * (1 - 1e-9)))
+        k = max(k, steps_per_save(spec["max_dt"]))
         out["max_dt"] = spec["max_dt"]
 
     lean = bool(spec.get("lean"))
@@ -522,9 +529,8 @@ def worker(spec: dict, out: dict | None = None) -> dict:
         out["binding"] = "diffusion" if diffusion_limit < lim["taxis_reaction"] else "taxis/reaction"
         binding_limit = min(diffusion_limit, lim["taxis_reaction"])
     cap = spec.get("max_dt")
-    cap_dt = SAVE_EVERY / math.ceil(SAVE_EVERY / cap * (1 - 1e-9)) if cap else None
-    if cap and math.isclose(dt, cap_dt, rel_tol=1e-9) and (binding_limit is None or cap < binding_limit):
-        out["binding"] = "--max-dt cap"  # the cap set the accepted dt, below the limit that would otherwise
+    if cap and dt == SAVE_EVERY / steps_per_save(cap) and (binding_limit is None or cap < binding_limit):
+        out["binding"] = "--max-dt cap"  # the cap set the accepted dt, below the limit that would otherwise set it
     out["compile_s"] = tries[-1]["compile_s"]
     out["first_run_s"] = first["seconds"]
     if "substeps" in first:
